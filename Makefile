@@ -1,0 +1,75 @@
+# FLNet task runner. Every target works on a fresh clone: it creates the
+# virtual environment it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+PROTOS := $(shell find proto -name '*.proto' | sort)
+GRPC_TOOLS_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+
+.PHONY: all venv proto proto-check lint buf-lint typecheck importcheck test test-fast bench demo clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+# Regenerate the Python stubs (and .pyi types) of every contract in proto/.
+proto: venv
+	rm -rf generated/flnet
+	mkdir -p generated
+	$(PY) -m grpc_tools.protoc -I proto -I $(GRPC_TOOLS_INCLUDE) \
+		--python_out=generated --grpc_python_out=generated \
+		--mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
+	find generated/flnet/api -type d -exec sh -c 'touch "$$0/__init__.py" "$$0/py.typed"' {} \;
+
+# Fails when generated/ is not what `make proto` produces from proto/.
+proto-check: venv
+	rm -rf .proto-check && mkdir -p .proto-check
+	$(PY) -m grpc_tools.protoc -I proto -I $(GRPC_TOOLS_INCLUDE) \
+		--python_out=.proto-check --grpc_python_out=.proto-check \
+		--mypy_out=.proto-check --mypy_grpc_out=.proto-check $(PROTOS)
+	find .proto-check/flnet/api -type d -exec sh -c 'touch "$$0/__init__.py" "$$0/py.typed"' {} \;
+	diff -r .proto-check/flnet generated/flnet && rm -rf .proto-check
+
+buf-lint: node_modules/.installed
+	npx buf lint
+
+lint: venv buf-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy flnet control orchestrator runtime examples bench
+
+importcheck: venv
+	$(BIN)/lint-imports
+
+# The whole suite: static checks first, then every test.
+test: venv proto-check lint typecheck importcheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: venv
+	$(BIN)/pytest -q -x -m 'not slow'
+
+bench: venv
+	$(PY) bench/telemetry.py
+
+# Starts the embedded stack, registers an example tool, runs it and shows the
+# provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.
+demo: venv
+	$(BIN)/flnet demo --data-dir $${FLNET_DATA_DIR:-$(CURDIR)/.demo-data}
+
+clean:
+	rm -rf $(VENV) .proto-check .demo-data build *.egg-info node_modules
