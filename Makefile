@@ -50,8 +50,14 @@ lint: venv buf-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy sees the installed layout (flnet.control -> control/, ...) through a symlink view.
 typecheck: venv
-	$(BIN)/mypy flnet control orchestrator runtime examples bench
+	rm -rf .typecheck && mkdir -p .typecheck/flnet
+	for f in flnet/*; do ln -s "$(CURDIR)/$$f" .typecheck/flnet/; done
+	ln -s $(CURDIR)/generated/flnet/api .typecheck/flnet/api
+	for d in control orchestrator runtime; do ln -s "$(CURDIR)/$$d" ".typecheck/flnet/$$d"; done
+	cd .typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file ../pyproject.toml flnet
+	MYPYPATH=.typecheck $(BIN)/mypy $$(ls -d examples bench tests 2>/dev/null)
 
 importcheck: venv
 	$(BIN)/lint-imports
@@ -72,4 +78,4 @@ demo: venv
 	$(BIN)/flnet demo --data-dir $${FLNET_DATA_DIR:-$(CURDIR)/.demo-data}
 
 clean:
-	rm -rf $(VENV) .proto-check .demo-data build *.egg-info node_modules
+	rm -rf $(VENV) .typecheck .proto-check .demo-data build *.egg-info node_modules

@@ -12,7 +12,9 @@ S = lc.RunState
 R = lc.ErrorReason
 K = lc.ErrorKind
 
-TERMINAL: frozenset[int] = frozenset({S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED})
+TERMINAL: frozenset[int] = frozenset(
+    {S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED}
+)
 
 _FORWARD: dict[int, int] = {
     S.RUN_STATE_PENDING: S.RUN_STATE_INITIALIZED,
@@ -37,11 +39,11 @@ def is_legal(from_state: int, to_state: int) -> bool:
 
 def state_name(state: int) -> str:
     """'RUNNING' for RUN_STATE_RUNNING."""
-    return S.Name(state).removeprefix("RUN_STATE_")
+    return S.Name(S.ValueType(state)).removeprefix("RUN_STATE_")
 
 
 def reason_name(reason: int) -> str:
-    return R.Name(reason).removeprefix("ERROR_REASON_")
+    return R.Name(R.ValueType(reason)).removeprefix("ERROR_REASON_")
 
 
 class Fault(NamedTuple):
@@ -68,12 +70,18 @@ FAULTS: dict[int, Fault] = {
 }
 
 
-def make_error(reason: int, message: str, *, phase: int = S.RUN_STATE_UNSPECIFIED,
-               **fields: object) -> lc.RunError:
+def make_error(
+    reason: int, message: str, *, phase: int = S.RUN_STATE_UNSPECIFIED, **fields: object
+) -> lc.RunError:
     """A RunError with the kind and retry-safety that belong to `reason`."""
     fault = FAULTS[reason]
-    err = lc.RunError(reason=reason, kind=fault.kind, retry_safe=fault.retry_safe,
-                      message=message, phase=phase)
+    err = lc.RunError(
+        reason=R.ValueType(reason),
+        kind=K.ValueType(fault.kind),
+        retry_safe=fault.retry_safe,
+        message=message,
+        phase=S.ValueType(phase),
+    )
     for key, value in fields.items():
         if key == "context":
             assert isinstance(value, dict)

@@ -24,8 +24,12 @@ Registrar = Callable[[grpc.aio.Server], None]
 class Server:
     """A grpc.aio server with health and reflection, bound to one address."""
 
-    def __init__(self, service_names: Sequence[str], register: Registrar,
-                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+    def __init__(
+        self,
+        service_names: Sequence[str],
+        register: Registrar,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self._service_names = list(service_names)
         self._register = register
         self._interceptors = list(interceptors)
@@ -39,7 +43,8 @@ class Server:
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
         self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind {address}")

@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&flnet/api/control/v1/run_service.proto\x12\x14\x66lnet.api.control.v1\x1a#flnet/api/common/v1/lifecycle.proto\x1a!flnet/api/common/v1/options.proto\x1a\x1e\x66lnet/api/control/v1/run.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x10\x43reateRunRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12&\n\x03run\x18\x02 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x11\x43reateRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x0eGetRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"\xf1\x01\n\x0fListRunsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12-\n\x06states\x18\x05 \x03(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.flnet.api.control.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x10\x43\x61ncelRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11\x43\x61ncelRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"7\n\x0fWatchRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"A\n\x10WatchRunResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.flnet.api.control.v1.RunEvent\"e\n\x14ListRunEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\"`\n\x15ListRunEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x13ReproduceRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x14ReproduceRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"O\n\x16UpdateDevConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"A\n\x17UpdateDevConfigResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"#\n\x13StartDevTestRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x14StartDevTestResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run2\xdf\x08\n\nRunService\x12t\n\tCreateRun\x12&.flnet.api.control.v1.CreateRunRequest\x1a\'.flnet.api.control.v1.CreateRunResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12m\n\x06GetRun\x12#.flnet.api.control.v1.GetRunRequest\x1a$.flnet.api.control.v1.GetRunResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user\x12s\n\x08ListRuns\x12%.flnet.api.control.v1.ListRunsRequest\x1a&.flnet.api.control.v1.ListRunsResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user\x12t\n\tCancelRun\x12&.flnet.api.control.v1.CancelRunRequest\x1a\'.flnet.api.control.v1.CancelRunResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12u\n\x08WatchRun\x12%.flnet.api.control.v1.WatchRunRequest\x1a&.flnet.api.control.v1.WatchRunResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user0\x01\x12\x82\x01\n\rListRunEvents\x12*.flnet.api.control.v1.ListRunEventsRequest\x1a+.flnet.api.control.v1.ListRunEventsResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user\x12}\n\x0cReproduceRun\x12).flnet.api.control.v1.ReproduceRunRequest\x1a*.flnet.api.control.v1.ReproduceRunResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12\x86\x01\n\x0fUpdateDevConfig\x12,.flnet.api.control.v1.UpdateDevConfigRequest\x1a-.flnet.api.control.v1.UpdateDevConfigResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12}\n\x0cStartDevTest\x12).flnet.api.control.v1.StartDevTestRequest\x1a*.flnet.api.control.v1.StartDevTestResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&flnet/api/control/v1/run_service.proto\x12\x14\x66lnet.api.control.v1\x1a#flnet/api/common/v1/lifecycle.proto\x1a!flnet/api/common/v1/options.proto\x1a\x1e\x66lnet/api/control/v1/run.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x10\x43reateRunRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12&\n\x03run\x18\x02 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"S\n\x11\x43reateRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\x12\x16\n\x0e\x64\x65v_credential\x18\x02 \x01(\t\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x0eGetRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"\xf1\x01\n\x0fListRunsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12-\n\x06states\x18\x05 \x03(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x10ListRunsResponse\x12\'\n\x04runs\x18\x01 \x03(\x0b\x32\x19.flnet.api.control.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x10\x43\x61ncelRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11\x43\x61ncelRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"7\n\x0fWatchRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"B\n\x10WatchRunResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunEvent\"e\n\x14ListRunEventsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\"`\n\x15ListRunEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x13ReproduceRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\">\n\x14ReproduceRunResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"O\n\x16UpdateDevConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"A\n\x17UpdateDevConfigResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run\"#\n\x13StartDevTestRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x14StartDevTestResponse\x12&\n\x03run\x18\x01 \x01(\x0b\x32\x19.flnet.api.control.v1.Run2\xdf\x08\n\nRunService\x12t\n\tCreateRun\x12&.flnet.api.control.v1.CreateRunRequest\x1a\'.flnet.api.control.v1.CreateRunResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12m\n\x06GetRun\x12#.flnet.api.control.v1.GetRunRequest\x1a$.flnet.api.control.v1.GetRunResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user\x12s\n\x08ListRuns\x12%.flnet.api.control.v1.ListRunsRequest\x1a&.flnet.api.control.v1.ListRunsResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user\x12t\n\tCancelRun\x12&.flnet.api.control.v1.CancelRunRequest\x1a\'.flnet.api.control.v1.CancelRunResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12u\n\x08WatchRun\x12%.flnet.api.control.v1.WatchRunRequest\x1a&.flnet.api.control.v1.WatchRunResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user0\x01\x12\x82\x01\n\rListRunEvents\x12*.flnet.api.control.v1.ListRunEventsRequest\x1a+.flnet.api.control.v1.ListRunEventsResponse\"\x18\x90\x02\x01\x8a\xe7\x18\x11\n\truns:read\x12\x04user\x12}\n\x0cReproduceRun\x12).flnet.api.control.v1.ReproduceRunRequest\x1a*.flnet.api.control.v1.ReproduceRunResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12\x86\x01\n\x0fUpdateDevConfig\x12,.flnet.api.control.v1.UpdateDevConfigRequest\x1a-.flnet.api.control.v1.UpdateDevConfigResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04user\x12}\n\x0cStartDevTest\x12).flnet.api.control.v1.StartDevTestRequest\x1a*.flnet.api.control.v1.StartDevTestResponse\"\x16\x8a\xe7\x18\x12\n\nruns:write\x12\x04userb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,39 +57,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATERUNREQUEST']._serialized_start=231
   _globals['_CREATERUNREQUEST']._serialized_end=325
   _globals['_CREATERUNRESPONSE']._serialized_start=327
-  _globals['_CREATERUNRESPONSE']._serialized_end=386
-  _globals['_GETRUNREQUEST']._serialized_start=388
-  _globals['_GETRUNREQUEST']._serialized_end=417
-  _globals['_GETRUNRESPONSE']._serialized_start=419
-  _globals['_GETRUNRESPONSE']._serialized_end=475
-  _globals['_LISTRUNSREQUEST']._serialized_start=478
-  _globals['_LISTRUNSREQUEST']._serialized_end=719
-  _globals['_LISTRUNSRESPONSE']._serialized_start=721
-  _globals['_LISTRUNSRESPONSE']._serialized_end=805
-  _globals['_CANCELRUNREQUEST']._serialized_start=807
-  _globals['_CANCELRUNREQUEST']._serialized_end=855
-  _globals['_CANCELRUNRESPONSE']._serialized_start=857
-  _globals['_CANCELRUNRESPONSE']._serialized_end=916
-  _globals['_WATCHRUNREQUEST']._serialized_start=918
-  _globals['_WATCHRUNREQUEST']._serialized_end=973
-  _globals['_WATCHRUNRESPONSE']._serialized_start=975
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1040
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1042
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1143
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1145
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1241
-  _globals['_REPRODUCERUNREQUEST']._serialized_start=1243
-  _globals['_REPRODUCERUNREQUEST']._serialized_end=1298
-  _globals['_REPRODUCERUNRESPONSE']._serialized_start=1300
-  _globals['_REPRODUCERUNRESPONSE']._serialized_end=1362
-  _globals['_UPDATEDEVCONFIGREQUEST']._serialized_start=1364
-  _globals['_UPDATEDEVCONFIGREQUEST']._serialized_end=1443
-  _globals['_UPDATEDEVCONFIGRESPONSE']._serialized_start=1445
-  _globals['_UPDATEDEVCONFIGRESPONSE']._serialized_end=1510
-  _globals['_STARTDEVTESTREQUEST']._serialized_start=1512
-  _globals['_STARTDEVTESTREQUEST']._serialized_end=1547
-  _globals['_STARTDEVTESTRESPONSE']._serialized_start=1549
-  _globals['_STARTDEVTESTRESPONSE']._serialized_end=1611
-  _globals['_RUNSERVICE']._serialized_start=1614
-  _globals['_RUNSERVICE']._serialized_end=2733
+  _globals['_CREATERUNRESPONSE']._serialized_end=410
+  _globals['_GETRUNREQUEST']._serialized_start=412
+  _globals['_GETRUNREQUEST']._serialized_end=441
+  _globals['_GETRUNRESPONSE']._serialized_start=443
+  _globals['_GETRUNRESPONSE']._serialized_end=499
+  _globals['_LISTRUNSREQUEST']._serialized_start=502
+  _globals['_LISTRUNSREQUEST']._serialized_end=743
+  _globals['_LISTRUNSRESPONSE']._serialized_start=745
+  _globals['_LISTRUNSRESPONSE']._serialized_end=829
+  _globals['_CANCELRUNREQUEST']._serialized_start=831
+  _globals['_CANCELRUNREQUEST']._serialized_end=879
+  _globals['_CANCELRUNRESPONSE']._serialized_start=881
+  _globals['_CANCELRUNRESPONSE']._serialized_end=940
+  _globals['_WATCHRUNREQUEST']._serialized_start=942
+  _globals['_WATCHRUNREQUEST']._serialized_end=997
+  _globals['_WATCHRUNRESPONSE']._serialized_start=999
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1065
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1067
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1168
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1170
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1266
+  _globals['_REPRODUCERUNREQUEST']._serialized_start=1268
+  _globals['_REPRODUCERUNREQUEST']._serialized_end=1323
+  _globals['_REPRODUCERUNRESPONSE']._serialized_start=1325
+  _globals['_REPRODUCERUNRESPONSE']._serialized_end=1387
+  _globals['_UPDATEDEVCONFIGREQUEST']._serialized_start=1389
+  _globals['_UPDATEDEVCONFIGREQUEST']._serialized_end=1468
+  _globals['_UPDATEDEVCONFIGRESPONSE']._serialized_start=1470
+  _globals['_UPDATEDEVCONFIGRESPONSE']._serialized_end=1535
+  _globals['_STARTDEVTESTREQUEST']._serialized_start=1537
+  _globals['_STARTDEVTESTREQUEST']._serialized_end=1572
+  _globals['_STARTDEVTESTRESPONSE']._serialized_start=1574
+  _globals['_STARTDEVTESTRESPONSE']._serialized_end=1636
+  _globals['_RUNSERVICE']._serialized_start=1639
+  _globals['_RUNSERVICE']._serialized_end=2758
 # @@protoc_insertion_point(module_scope)

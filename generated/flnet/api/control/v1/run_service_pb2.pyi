@@ -61,6 +61,11 @@ class CreateRunResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
+    DEV_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    dev_credential: _builtins.str
+    """Set only for development sessions: the run credential the developer's
+    engine connects with. Secret; never logged.
+    """
     @_builtins.property
     def run(self) -> _run_pb2.Run:
         """The run, PENDING (or already further on a retry)."""
@@ -69,10 +74,11 @@ class CreateRunResponse(_message.Message):
         self,
         *,
         run: _run_pb2.Run | None = ...,
+        dev_credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dev_credential", b"dev_credential", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,23 +288,25 @@ Global___WatchRunRequest: _TypeAlias = WatchRunRequest  # noqa: Y015
 
 @_typing.final
 class WatchRunResponse(_message.Message):
-    """Response of WatchRun: one event."""
+    """Response of WatchRun: consecutive events, batched so that busy runs stream
+    hundreds of thousands of lines per second.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    EVENT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> _run_pb2.RunEvent:
-        """The event."""
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_run_pb2.RunEvent]:
+        """Events in sequence order, continuing the previous message without gap."""
 
     def __init__(
         self,
         *,
-        event: _run_pb2.RunEvent | None = ...,
+        events: _abc.Iterable[_run_pb2.RunEvent] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

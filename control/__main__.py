@@ -1,0 +1,42 @@
+"""`python -m flnet.control`: run the control plane until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from flnet.control.app import ControlApp
+from flnet.control.settings import ControlSettings
+from flnet.serving import run_until_signalled
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="flnet control serve", description=__doc__)
+    p.add_argument("--listen", default="127.0.0.1:50051", help="host:port (port 0: any free)")
+    p.add_argument("--data-dir", type=Path, help="default $FLNET_DATA_DIR")
+    p.add_argument("--database-url", help="default sqlite in the data dir ($FLNET_DATABASE_URL)")
+    p.add_argument("--orchestrator", help="orchestrator address ($FLNET_ORCHESTRATOR_ADDRESS)")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s control %(levelname)s %(message)s")
+    settings = ControlSettings.from_env(
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        orchestrator_address=args.orchestrator,
+    )
+    app = ControlApp(settings)
+
+    async def start() -> None:
+        port = await app.start(args.listen)
+        if args.port_file:
+            tmp = args.port_file.with_suffix(".tmp")
+            tmp.write_text(str(port))
+            tmp.replace(args.port_file)
+
+    asyncio.run(run_until_signalled(start, app.stop))
+
+
+if __name__ == "__main__":
+    main()

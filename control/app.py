@@ -1,0 +1,97 @@
+"""The control-plane process: wires store, artifact store, orchestrator client, run logic
+and the four services into one grpc.aio server, plus its supervision loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from flnet.api.control.v1 import artifact_service_pb2, run_service_pb2, tool_service_pb2
+from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.api.runtime.v1 import runtime_service_pb2
+from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
+from flnet.control.blobs import LocalBlobStore
+from flnet.control.database import create_engine, migrate
+from flnet.control.interceptors import ErrorMapper
+from flnet.control.news import RunNews
+from flnet.control.orchestration import OrchestratorClient
+from flnet.control.runs import RunController
+from flnet.control.services.artifact_service import ArtifactService
+from flnet.control.services.run_service import RunService
+from flnet.control.services.runtime_service import RuntimeService
+from flnet.control.services.tool_service import ToolService
+from flnet.control.sessions import SessionRegistry
+from flnet.control.settings import ControlSettings
+from flnet.control.store import Store
+from flnet.serving import Server
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [
+    tool_service_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
+    run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+    artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    runtime_service_pb2.DESCRIPTOR.services_by_name["RuntimeService"].full_name,
+]
+
+
+class ControlApp:
+    def __init__(self, settings: ControlSettings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: Server | None = None
+
+    async def start(self, listen: str = "127.0.0.1:50051") -> int:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(s.resolved_database_url)
+        await migrate(self.engine)
+        self.store = Store(self.engine, RunNews())
+        self.blobs = LocalBlobStore(s.artifact_dir)
+        self.orchestrator = OrchestratorClient(s.orchestrator_address)
+        self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)
+        tools, runs = ToolService(self.store), RunService(self.runs)
+        artifacts = ArtifactService(self.store, self.blobs, s)
+        runtime = RuntimeService(self.runs, self.blobs)
+
+        def register(server: grpc.aio.Server) -> None:
+            tsg.add_ToolServiceServicer_to_server(tools, server)
+            rsg.add_RunServiceServicer_to_server(runs, server)
+            asg.add_ArtifactServiceServicer_to_server(artifacts, server)
+            rtg.add_RuntimeServiceServicer_to_server(runtime, server)
+
+        self._server = Server(SERVICE_NAMES, register, interceptors=[ErrorMapper()])
+        self.port = await self._server.start(listen)
+        if not self.runs.engine_address:
+            host = listen.rsplit(":", 1)[0]
+            self.runs.engine_address = f"{host}:{self.port}"
+        self._tasks.append(asyncio.create_task(self._supervise()))
+        if s.orchestrator_address:
+            self._tasks.append(asyncio.create_task(self.orchestrator.watch(self.runs.on_container)))
+        log.info("control plane listening on %s:%d", listen.rsplit(":", 1)[0], self.port)
+        return self.port
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.supervision_interval)
+            await self.runs.supervise_once()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for session in self.runs.sessions.all():
+            session.close()
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.orchestrator.close()
+        await self.engine.dispose()

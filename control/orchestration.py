@@ -1,0 +1,107 @@
+"""The control plane's client of the orchestrator: launch, stop, and a watch loop that
+turns container exits into run outcomes (reconnecting whenever the orchestrator restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
+from flnet.channels import insecure_channel
+from flnet.control.clock import duration, seconds
+
+log = logging.getLogger(__name__)
+
+ContainerHandler = Callable[[op.RunContainer], Awaitable[None]]
+
+
+class LaunchFailed(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OrchestratorClient:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: og.OrchestratorServiceAsyncStub | None = None
+
+    @property
+    def stub(self) -> og.OrchestratorServiceAsyncStub:
+        if self._stub is None:
+            if not self.address:
+                raise LaunchFailed(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "no orchestrator is configured (FLNET_ORCHESTRATOR_ADDRESS)",
+                )
+            self._channel = insecure_channel(self.address)
+            self._stub = og.OrchestratorServiceStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def launch(
+        self, run: str, tenant: str, version: tp.ToolVersion, credential: str, control_address: str
+    ) -> op.RunContainer:
+        req = op.LaunchRunRequest(
+            run=run, tenant=tenant, credential=credential, control_address=control_address
+        )
+        if version.HasField("image"):
+            req.image_digest = version.image.digest
+        else:
+            req.source_path = version.local_source.path
+            req.entrypoint = version.local_source.entrypoint
+        res = version.resources
+        req.limits.CopyFrom(
+            op.Limits(cpu_millis=res.cpu_millis, memory_bytes=res.memory_bytes, pids=res.pids)
+        )
+        if version.timeouts.HasField("deadline"):
+            req.deadline.CopyFrom(version.timeouts.deadline)
+        try:
+            response = await self.stub.LaunchRun(req, timeout=60)
+        except grpc.aio.AioRpcError as e:
+            raise LaunchFailed(e.code(), e.details() or str(e.code())) from None
+        return response.container
+
+    async def stop(self, run: str, grace: float) -> None:
+        """Stops a run's container; a run without one is fine."""
+        try:
+            await self.stub.StopRun(
+                op.StopRunRequest(run=run, grace_period=duration(grace)), timeout=grace + 30
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("stopping %s failed: %s", run, e.details())
+        except LaunchFailed:
+            pass
+
+    async def watch(self, handle: ContainerHandler) -> None:
+        """Feeds every container event to `handle`, forever. Each (re)connection replays the
+        orchestrator's event log from the start, so nothing is missed across a restart of
+        either side; handling is idempotent (a terminal run ignores late events)."""
+        while True:
+            try:
+                async for event in self.stub.WatchContainers(op.WatchContainersRequest()):
+                    try:
+                        await handle(event.container)
+                    except Exception:
+                        log.exception("handling container event of %s failed", event.container.run)
+            except grpc.aio.AioRpcError as e:
+                log.debug("container watch interrupted: %s", e.code())
+            except LaunchFailed:
+                return
+            await asyncio.sleep(0.5)
+
+
+def grace_of(version: tp.ToolVersion, default: float = 10.0) -> float:
+    if version.timeouts.HasField("cancel_grace"):
+        return seconds(version.timeouts.cancel_grace)
+    return default

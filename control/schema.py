@@ -1,0 +1,121 @@
+"""Provenance schema (SQLAlchemy Core). Alembic migrations in control/migrations create it.
+
+Times are integer microseconds since the epoch: portable across SQLite and PostgreSQL and
+cheap to compare. Immutable parts of a resource are kept as its serialized protobuf
+(`spec`), while everything the API filters or updates has a column of its own."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+tools = Table(
+    "tools",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("name", String(63), primary_key=True),
+    Column("kind", String(63), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("create_us", BigInteger, nullable=False),
+    Column("update_us", BigInteger, nullable=False),
+)
+
+tool_versions = Table(
+    "tool_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(63), nullable=False),
+    Column("tool", String(63), nullable=False),
+    Column("version", String(63), nullable=False),
+    Column("contract_sha256", String(64), nullable=False),
+    Column("spec", LargeBinary, nullable=False),  # flnet.api.control.v1.ToolVersion
+    Column("create_us", BigInteger, nullable=False),
+    UniqueConstraint("tenant", "tool", "version", name="uq_tool_versions_name"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("tool", String(63), nullable=False),
+    Column("tool_version", String(255), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("spec", LargeBinary, nullable=False),  # immutable part of the Run message
+    Column("error", LargeBinary),  # RunError
+    Column("cancellation", LargeBinary),  # Cancellation
+    Column("progress", LargeBinary),  # Progress
+    Column("last_sequence", BigInteger, nullable=False, default=0),
+    Column("last_batch", BigInteger, nullable=False, default=0),
+    Column("request_id", String(255)),
+    Column("request_sha256", String(64)),
+    Column("credential_sha256", String(64), nullable=False),
+    Column("dev_session_run", String(63)),
+    Column("create_us", BigInteger, nullable=False),
+    Column("update_us", BigInteger, nullable=False),
+    Column("start_us", BigInteger),
+    Column("end_us", BigInteger),
+    Column("deadline_us", BigInteger),
+    UniqueConstraint("tenant", "request_id", name="uq_runs_request_id"),
+    Index("ix_runs_tenant_created", "tenant", "create_us", "id"),
+    Index("ix_runs_state", "state"),
+    Index("ix_runs_credential", "credential_sha256"),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("run_id", String(63), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", SmallInteger, nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # serialized RunEvent
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("direction", SmallInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("run_id", String(63)),
+    Column("output_name", String(63)),
+    Column("storage_uri", Text, nullable=False),
+    Column("create_us", BigInteger, nullable=False),
+    UniqueConstraint("run_id", "output_name", name="uq_artifacts_output"),
+    Index("ix_artifacts_tenant_created", "tenant", "create_us", "id"),
+    Index("ix_artifacts_tenant_sha", "tenant", "sha256", "direction"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(63), primary_key=True),
+    Column("tenant", String(63), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("total_size", BigInteger, nullable=False),
+    Column("committed_size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("finished", Boolean, nullable=False, default=False),
+    Column("create_us", BigInteger, nullable=False),
+    Column("expire_us", BigInteger, nullable=False),
+)

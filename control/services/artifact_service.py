@@ -1,0 +1,282 @@
+"""ArtifactService: uploads (streamed and resumable chunked) and streamed downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import artifact_service_pb2 as asv
+from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.control import names, pagination
+from flnet.control.blobs import BlobWriter, LocalBlobStore
+from flnet.control.clock import now_us, timestamp
+from flnet.control.errors import (
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+)
+from flnet.control.settings import ControlSettings
+from flnet.control.store import Store, Upload
+
+Context = Any
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_CHUNK = 4 * 1024 * 1024
+
+
+def check_sha256(value: str, field: str) -> None:
+    if value and not SHA256.match(value):
+        raise InvalidArgument(
+            f"{field} must be 64 lower-case hex digits",
+            violations=[(field, "not a sha256 hex digest")],
+        )
+
+
+async def receive_blob(
+    writer: BlobWriter,
+    chunks: AsyncIterator[bytes],
+    limit: int,
+    expected_sha256: str,
+    expected_size: int = -1,
+) -> str:
+    """Streams chunks into `writer`, enforcing `limit` and the expected digest and size;
+    the blob becomes visible only when everything matched."""
+    committed = False
+    try:
+        async for data in chunks:
+            if writer.size + len(data) > limit:
+                raise ResourceExhausted(
+                    f"larger than the limit of {limit} bytes", reason="TOO_LARGE"
+                )
+            await writer.write(data)
+        if expected_size >= 0 and writer.size != expected_size:
+            raise InvalidArgument(
+                f"received {writer.size} bytes, announced {expected_size}",
+                violations=[("metadata.size_bytes", "does not match the bytes")],
+            )
+        if expected_sha256 and writer.sha256 != expected_sha256:
+            raise InvalidArgument(
+                f"sha256 mismatch: received {writer.sha256}, expected {expected_sha256}",
+                reason="CHECKSUM_MISMATCH",
+                violations=[("metadata.sha256", "does not match")],
+            )
+        digest = await writer.commit()
+        committed = True
+        return digest
+    finally:
+        if not committed:
+            await writer.abort()
+
+
+class ArtifactService(asg.ArtifactServiceServicer):
+    def __init__(self, store: Store, blobs: LocalBlobStore, settings: ControlSettings) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+
+    async def UploadInput(
+        self, request_iterator: AsyncIterator[asv.UploadInputRequest], context: Context
+    ) -> asv.UploadInputResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("metadata"):
+            raise InvalidArgument(
+                "the first message must carry metadata",
+                violations=[("metadata", "required in the first message")],
+            )
+        meta = first.metadata
+        tenant = names.parse_tenant(meta.parent, "metadata.parent")
+        check_sha256(meta.sha256, "metadata.sha256")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for msg in request_iterator:
+                if msg.HasField("metadata"):
+                    raise InvalidArgument(
+                        "metadata may only come first", violations=[("metadata", "sent twice")]
+                    )
+                yield msg.chunk
+
+        writer = self.blobs.writer()
+        digest = await receive_blob(writer, chunks(), self.settings.max_upload_bytes, meta.sha256)
+        artifact = await self.store.add_input_artifact(
+            artifact_id=uuid.uuid4().hex[:20],
+            tenant=tenant,
+            sha256=digest,
+            size=writer.size,
+            media_type=meta.media_type or "application/octet-stream",
+            filename=meta.filename or digest[:12],
+            uri=self.blobs.uri_of(digest),
+        )
+        return asv.UploadInputResponse(artifact=artifact)
+
+    async def StartUpload(
+        self, request: asv.StartUploadRequest, context: Context
+    ) -> asv.StartUploadResponse:
+        tenant = names.parse_tenant(request.parent)
+        check_sha256(request.sha256, "sha256")
+        if request.total_size < 0:
+            raise InvalidArgument(
+                "total_size must not be negative",
+                violations=[("total_size", "must not be negative")],
+            )
+        if request.total_size > self.settings.max_upload_bytes:
+            raise ResourceExhausted(
+                f"total_size exceeds the upload limit of {self.settings.max_upload_bytes} bytes",
+                reason="TOO_LARGE",
+            )
+        upload = Upload(
+            id=uuid.uuid4().hex[:20],
+            tenant=tenant,
+            filename=request.filename,
+            media_type=request.media_type,
+            total_size=request.total_size,
+            committed_size=0,
+            sha256=request.sha256,
+            finished=False,
+            expire_us=now_us() + int(self.settings.upload_ttl * 1e6),
+        )
+        await self.blobs.append_partial(upload.id, 0, b"")
+        await self.store.create_upload(upload)
+        return asv.StartUploadResponse(upload=_upload_proto(upload))
+
+    async def UploadChunk(
+        self, request: asv.UploadChunkRequest, context: Context
+    ) -> asv.UploadChunkResponse:
+        upload = await self.store.get_upload(*names.parse_upload(request.name))
+        if upload.finished:
+            raise FailedPrecondition("the upload is already finished")
+        if len(request.data) > MAX_CHUNK:
+            raise InvalidArgument(
+                f"a chunk holds at most {MAX_CHUNK} bytes", violations=[("data", "too large")]
+            )
+        end = request.offset + len(request.data)
+        if request.offset < 0 or request.offset > upload.committed_size:
+            raise FailedPrecondition(
+                f"offset {request.offset} is not the committed size {upload.committed_size}; "
+                "resume from there",
+                metadata={"committed_size": str(upload.committed_size)},
+            )
+        if end > upload.total_size:
+            raise ResourceExhausted(
+                f"chunk ends at {end}, past the announced total size {upload.total_size}",
+                reason="TOO_LARGE",
+            )
+        if end > upload.committed_size:  # a chunk fully committed already is a harmless retry
+            tail = request.data[upload.committed_size - request.offset :]
+            await self.blobs.append_partial(upload.id, upload.committed_size, tail)
+            upload.committed_size = end
+            await self.store.set_upload_progress(upload.id, end)
+        return asv.UploadChunkResponse(upload=_upload_proto(upload))
+
+    async def GetUpload(
+        self, request: asv.GetUploadRequest, context: Context
+    ) -> asv.GetUploadResponse:
+        upload = await self.store.get_upload(*names.parse_upload(request.name))
+        return asv.GetUploadResponse(upload=_upload_proto(upload))
+
+    async def FinishUpload(
+        self, request: asv.FinishUploadRequest, context: Context
+    ) -> asv.FinishUploadResponse:
+        tenant, upload_id = names.parse_upload(request.name)
+        upload = await self.store.get_upload(tenant, upload_id)
+        if upload.finished:
+            raise FailedPrecondition("the upload is already finished")
+        if upload.committed_size != upload.total_size:
+            raise FailedPrecondition(
+                f"only {upload.committed_size} of {upload.total_size} bytes were received",
+                metadata={"committed_size": str(upload.committed_size)},
+            )
+        digest, size = await self.blobs.commit_partial(upload.id)
+        await self.store.set_upload_progress(upload.id, size, finished=True)
+        if upload.sha256 and digest != upload.sha256:
+            raise InvalidArgument(
+                f"sha256 mismatch: received {digest}, expected {upload.sha256}",
+                reason="CHECKSUM_MISMATCH",
+                violations=[("sha256", "does not match the bytes")],
+            )
+        artifact = await self.store.add_input_artifact(
+            artifact_id=uuid.uuid4().hex[:20],
+            tenant=tenant,
+            sha256=digest,
+            size=size,
+            media_type=upload.media_type or "application/octet-stream",
+            filename=upload.filename or digest[:12],
+            uri=self.blobs.uri_of(digest),
+        )
+        return asv.FinishUploadResponse(artifact=artifact)
+
+    async def ListArtifacts(
+        self, request: asv.ListArtifactsRequest, context: Context
+    ) -> asv.ListArtifactsResponse:
+        run_id: str | None = None
+        if names.RUN_RE.match(request.parent):
+            tenant, run_id = names.parse_run(request.parent, "parent")
+            await self.store.get_run(tenant, run_id)
+        else:
+            tenant = names.parse_tenant(request.parent)
+        size = pagination.page_size(request.page_size)
+        query = {"parent": request.parent}
+        after = pagination.decode(request.page_token, query)
+        items = await self.store.list_artifacts(
+            tenant,
+            run_id=run_id,
+            after=(int(after[0]), str(after[1])) if after else None,
+            limit=size + 1,
+        )
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            last = items[-1]
+            token = pagination.encode(
+                [last.create_time.ToMicroseconds(), last.name.rsplit("/", 1)[1]], query
+            )
+        return asv.ListArtifactsResponse(artifacts=items, next_page_token=token)
+
+    async def DownloadArtifact(
+        self, request: asv.DownloadArtifactRequest, context: Context
+    ) -> AsyncIterator[asv.DownloadArtifactResponse]:
+        artifact = await self.store.get_artifact(*names.parse_artifact(request.name))
+        async for message in stream_blob(self.blobs, artifact, request.offset):
+            yield message
+
+
+async def stream_blob(
+    blobs: LocalBlobStore, artifact: ap.Artifact, offset: int
+) -> AsyncIterator[asv.DownloadArtifactResponse]:
+    """An artifact's bytes from `offset`, metadata first; a whole-file read is re-verified
+    against the recorded sha256 on the way, so corruption ends in DATA_LOSS."""
+    if offset < 0 or offset > artifact.size_bytes:
+        raise OutOfRange(f"offset {offset} is outside 0..{artifact.size_bytes}")
+    if not blobs.exists(artifact.sha256):
+        raise DataLoss(f"the bytes of {artifact.name} are missing from the artifact store")
+    h = hashlib.sha256() if offset == 0 else None
+    position = offset
+    first = True
+    async for data in blobs.read(artifact.sha256, offset):
+        if h is not None:
+            h.update(data)
+        msg = asv.DownloadArtifactResponse(offset=position, data=data)
+        if first:
+            msg.artifact.CopyFrom(artifact)
+            first = False
+        position += len(data)
+        yield msg
+    if first:
+        yield asv.DownloadArtifactResponse(artifact=artifact, offset=position)
+    if h is not None and h.hexdigest() != artifact.sha256:
+        raise DataLoss(f"the stored bytes of {artifact.name} no longer match their sha256")
+
+
+def _upload_proto(u: Upload) -> ap.Upload:
+    return ap.Upload(
+        name=names.upload_name(u.tenant, u.id),
+        committed_size=u.committed_size,
+        total_size=u.total_size,
+        filename=u.filename,
+        media_type=u.media_type,
+        expire_time=timestamp(u.expire_us),
+    )

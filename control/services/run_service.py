@@ -1,0 +1,159 @@
+"""RunService: proto <-> domain. The logic lives in control.runs and control.store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from flnet import lifecycle
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.control import names, pagination
+from flnet.control.clock import from_timestamp
+from flnet.control.errors import InvalidArgument
+from flnet.control.identity import caller
+from flnet.control.runs import RunController
+from flnet.control.validation import struct_to_dict
+
+Context = Any
+WATCH_BATCH = 1000
+MAX_EVENTS_PAGE = 10_000
+
+
+class RunService(rsg.RunServiceServicer):
+    def __init__(self, runs: RunController) -> None:
+        self.runs = runs
+        self.store = runs.store
+
+    async def CreateRun(
+        self, request: rs.CreateRunRequest, context: Context
+    ) -> rs.CreateRunResponse:
+        tenant = names.parse_tenant(request.parent)
+        if len(request.request_id) > 255:
+            raise InvalidArgument(
+                "request_id is longer than 255 characters",
+                violations=[("request_id", "at most 255 characters")],
+            )
+        row, credential = await self.runs.create(
+            tenant, request.run, request.request_id, caller(context).subject
+        )
+        return rs.CreateRunResponse(run=await self.runs.run_proto(row), dev_credential=credential)
+
+    async def GetRun(self, request: rs.GetRunRequest, context: Context) -> rs.GetRunResponse:
+        row = await self.store.get_run(*names.parse_run(request.name))
+        return rs.GetRunResponse(run=await self.runs.run_proto(row))
+
+    async def ListRuns(self, request: rs.ListRunsRequest, context: Context) -> rs.ListRunsResponse:
+        tenant = names.parse_tenant(request.parent)
+        size = pagination.page_size(request.page_size)
+        tool = tool_version = ""
+        if request.tool:
+            if names.TOOL_RE.match(request.tool):
+                tool = names.parse_tool(request.tool, "tool")[1]
+            else:
+                tool_version = str(names.parse_tool_version(request.tool, "tool"))
+        created_from = (
+            from_timestamp(request.create_time_start)
+            if request.HasField("create_time_start")
+            else None
+        )
+        created_to = (
+            from_timestamp(request.create_time_end) if request.HasField("create_time_end") else None
+        )
+        query = {
+            "parent": request.parent,
+            "tool": request.tool,
+            "states": sorted(request.states),
+            "from": created_from,
+            "to": created_to,
+        }
+        after = pagination.decode(request.page_token, query)
+        rows = await self.store.list_runs(
+            tenant,
+            tool=tool,
+            tool_version=tool_version,
+            states=list(request.states),
+            created_from_us=created_from,
+            created_to_us=created_to,
+            after=(int(after[0]), str(after[1])) if after else None,
+            limit=size + 1,
+        )
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = pagination.encode([rows[-1].create_us, rows[-1].id], query)
+        return rs.ListRunsResponse(runs=await self.runs.run_protos(rows), next_page_token=token)
+
+    async def CancelRun(
+        self, request: rs.CancelRunRequest, context: Context
+    ) -> rs.CancelRunResponse:
+        tenant, run_id = names.parse_run(request.name)
+        row = await self.runs.cancel(tenant, run_id, request.reason, caller(context).subject)
+        return rs.CancelRunResponse(run=await self.runs.run_proto(row))
+
+    async def WatchRun(
+        self, request: rs.WatchRunRequest, context: Context
+    ) -> AsyncIterator[rs.WatchRunResponse]:
+        """History from the store, then live events: the store is the only source, so the
+        stream has no gap and no duplicate however events and reads interleave."""
+        row = await self.store.get_run(*names.parse_run(request.name))
+        if request.after_sequence < 0:
+            raise InvalidArgument(
+                "after_sequence must not be negative",
+                violations=[("after_sequence", "must not be negative")],
+            )
+        cursor = request.after_sequence
+        while True:
+            news = self.store.news.next(row.id)
+            events = await self.store.list_events(row, after=cursor, limit=WATCH_BATCH)
+            if events:
+                cursor = events[-1].sequence
+                yield rs.WatchRunResponse(events=events)
+                last = events[-1]
+                if last.HasField("state_change") and lifecycle.is_terminal(
+                    last.state_change.to_state
+                ):
+                    return
+                if len(events) == WATCH_BATCH:
+                    continue
+            fresh = await self.store.get_run_by_id(row.id)
+            if fresh is None or (fresh.terminal and cursor >= fresh.last_sequence):
+                return
+            if cursor < fresh.last_sequence:
+                continue
+            await news.wait()
+
+    async def ListRunEvents(
+        self, request: rs.ListRunEventsRequest, context: Context
+    ) -> rs.ListRunEventsResponse:
+        row = await self.store.get_run(*names.parse_run(request.parent, "parent"))
+        size = pagination.page_size(request.page_size, default=1000, maximum=MAX_EVENTS_PAGE)
+        query = {"parent": request.parent, "after": request.after_sequence}
+        position = pagination.decode(request.page_token, query)
+        after = int(position) if position is not None else request.after_sequence
+        events = await self.store.list_events(row, after=after, limit=size)
+        token = pagination.encode(events[-1].sequence, query) if len(events) == size else ""
+        return rs.ListRunEventsResponse(events=events, next_page_token=token)
+
+    async def ReproduceRun(
+        self, request: rs.ReproduceRunRequest, context: Context
+    ) -> rs.ReproduceRunResponse:
+        tenant, run_id = names.parse_run(request.name)
+        row = await self.runs.reproduce(tenant, run_id, request.request_id, caller(context).subject)
+        return rs.ReproduceRunResponse(run=await self.runs.run_proto(row))
+
+    async def UpdateDevConfig(
+        self, request: rs.UpdateDevConfigRequest, context: Context
+    ) -> rs.UpdateDevConfigResponse:
+        tenant, run_id = names.parse_run(request.name)
+        row = await self.runs.update_dev_config(
+            tenant, run_id, struct_to_dict(request.config), caller(context).subject
+        )
+        return rs.UpdateDevConfigResponse(run=await self.runs.run_proto(row))
+
+    async def StartDevTest(
+        self, request: rs.StartDevTestRequest, context: Context
+    ) -> rs.StartDevTestResponse:
+        tenant, run_id = names.parse_run(request.name)
+        row = await self.runs.start_dev_test(tenant, run_id, caller(context).subject)
+        return rs.StartDevTestResponse(run=await self.runs.run_proto(row))

@@ -1,0 +1,178 @@
+"""RuntimeService: the engines' side of the control plane (Connect, UploadOutput,
+FetchInput). Every call is authenticated by its run credential, which speaks for one run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
+from flnet.control import credentials
+from flnet.control.blobs import LocalBlobStore
+from flnet.control.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from flnet.control.runs import RunController
+from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
+from flnet.control.sessions import Session
+from flnet.control.store import RunRow
+from flnet.control.tools import IO_NAME
+
+log = logging.getLogger(__name__)
+Context = Any
+HELLO_TIMEOUT = 30.0
+
+
+class RuntimeService(rtg.RuntimeServiceServicer):
+    def __init__(self, runs: RunController, blobs: LocalBlobStore) -> None:
+        self.runs = runs
+        self.store = runs.store
+        self.sessions = runs.sessions
+        self.blobs = blobs
+
+    async def _authenticate(self, context: Context, run_name: str) -> RunRow:
+        token = credentials.bearer(context.invocation_metadata())
+        row = await self.store.run_for_credential(credentials.digest(token)) if token else None
+        if row is None:
+            raise Unauthenticated("a valid run credential is required")
+        if row.name != run_name:
+            raise PermissionDenied("the run credential does not belong to this run")
+        return row
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[rt.ConnectRequest], context: Context
+    ) -> AsyncIterator[rt.ConnectResponse]:
+        requests = aiter(request_iterator)
+        try:
+            first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT)
+        except (StopAsyncIteration, TimeoutError):
+            raise FailedPrecondition("the stream must open with Hello") from None
+        if not first.HasField("hello"):
+            raise FailedPrecondition("the stream must open with Hello")
+        row = await self._authenticate(context, first.hello.run)
+        session = self.sessions.open(row.id)
+        session.send(rt.ConnectResponse(welcome=await self.runs.welcome(row)))
+        if row.terminal:
+            session.close(_close(row.state, "the run has ended"))
+        else:
+            self.runs.after_connect(row, session)
+        reader = asyncio.create_task(self._read(requests, row, session))
+        try:
+            while (message := await session.outbox.get()) is not None:
+                yield message
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self.sessions.discard(session)
+
+    async def _read(
+        self, requests: AsyncIterator[rt.ConnectRequest], row: RunRow, session: Session
+    ) -> None:
+        try:
+            async for msg in requests:
+                which = msg.WhichOneof("message")
+                if which == "batch":
+                    ack = await self.runs.ingest(row, session, msg.batch)
+                    session.send(rt.ConnectResponse(ack=ack))
+                    if lifecycle.is_terminal(ack.state):
+                        session.close(_close(ack.state, "the run has ended"))
+                        return
+                elif which == "heartbeat":
+                    self.sessions.touch(row.id)
+                elif which == "command_result":
+                    session.resolve(msg.command_result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("engine session of %s failed; the engine will reconnect", row.name)
+        finally:
+            session.close()
+
+    async def UploadOutput(
+        self, request_iterator: AsyncIterator[rt.UploadOutputRequest], context: Context
+    ) -> rt.UploadOutputResponse:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or not first.HasField("metadata"):
+            raise InvalidArgument(
+                "the first message must carry metadata",
+                violations=[("metadata", "required in the first message")],
+            )
+        meta = first.metadata
+        row = await self._authenticate(context, meta.run)
+        if not IO_NAME.match(meta.name):
+            raise InvalidArgument(
+                f"{meta.name!r} is not a valid output name (no path separators or '..')",
+                reason="OUTPUT_NAME_INVALID",
+                violations=[("metadata.name", "invalid name")],
+            )
+        version = await self.runs.tool_version(row.spec.tool_version)
+        spec = next((o for o in version.outputs if o.name == meta.name), None)
+        if spec is None:
+            raise InvalidArgument(
+                f"output {meta.name!r} is not declared by {version.name}",
+                reason="OUTPUT_UNDECLARED",
+                violations=[("metadata.name", "not declared")],
+            )
+        if row.state != lc.RUN_STATE_RUNNING:
+            raise FailedPrecondition(
+                f"outputs are accepted while the run is RUNNING, not "
+                f"{lifecycle.state_name(row.state)}"
+            )
+        check_sha256(meta.sha256, "metadata.sha256")
+        limit = spec.max_size_bytes or self.runs.settings.max_output_bytes
+        if meta.size_bytes > limit:
+            raise ResourceExhausted(
+                f"output {meta.name!r} of {meta.size_bytes} bytes exceeds its limit of {limit}",
+                reason="TOO_LARGE",
+            )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for msg in requests:
+                yield msg.chunk
+
+        writer = self.blobs.writer()
+        digest = await receive_blob(
+            writer, chunks(), limit, meta.sha256, meta.size_bytes if meta.sha256 else -1
+        )
+        artifact = await self.store.add_output_artifact(
+            artifact_id=uuid.uuid4().hex[:20],
+            run=row,
+            output_name=meta.name,
+            sha256=digest,
+            size=writer.size,
+            media_type=spec.media_type or "application/octet-stream",
+            uri=self.blobs.uri_of(digest),
+        )
+        self.sessions.touch(row.id, activity=True)
+        return rt.UploadOutputResponse(
+            artifact=artifact.name, sha256=digest, size_bytes=writer.size
+        )
+
+    async def FetchInput(
+        self, request: rt.FetchInputRequest, context: Context
+    ) -> AsyncIterator[rt.FetchInputResponse]:
+        row = await self._authenticate(context, request.run)
+        found = next((i for i in row.spec.inputs if i.name == request.name), None)
+        if found is None:
+            raise NotFound(f"the run has no input {request.name!r}")
+        artifact = await self.store.get_artifact(row.tenant, found.artifact.rsplit("/", 1)[1])
+        async for msg in stream_blob(self.blobs, artifact, request.offset):
+            yield rt.FetchInputResponse(offset=msg.offset, data=msg.data)
+
+
+def _close(state: int, reason: str) -> rt.ConnectResponse:
+    return rt.ConnectResponse(close=rt.Close(reason=reason, state=lc.RunState.ValueType(state)))

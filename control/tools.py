@@ -1,0 +1,93 @@
+"""Tool version contracts: validation and the digest that makes versions immutable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.control import names
+from flnet.control.errors import InvalidArgument
+from flnet.control.validation import check_schema, struct_to_dict
+
+IO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+ENTRYPOINT = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def source_sha256(path: Path) -> str:
+    """Digest of a tool directory: every file's relative path and content, in order."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(".pyc"):
+                continue
+            p = Path(root) / name
+            h.update(str(p.relative_to(path)).encode() + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def contract_sha256(version: tp.ToolVersion) -> str:
+    """Digest of everything that defines a version's behaviour (not its name or times)."""
+    contract = tp.ToolVersion()
+    contract.CopyFrom(version)
+    contract.ClearField("name")
+    contract.ClearField("create_time")
+    contract.ClearField("contract_sha256")
+    return hashlib.sha256(contract.SerializeToString(deterministic=True)).hexdigest()
+
+
+def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.ToolVersion:
+    """Validates a submitted version and returns it named, digested and ready to store."""
+    v = tp.ToolVersion()
+    v.CopyFrom(version)
+    violations: list[tuple[str, str]] = []
+    f = "tool_version"
+    if not names.VERSION_RE.match(v.version):
+        violations.append((f"{f}.version", "must match [a-z0-9][a-z0-9.+-]{0,62}"))
+    if v.HasField("config_schema"):
+        check_schema(struct_to_dict(v.config_schema), f"{f}.config_schema")
+    else:
+        violations.append((f"{f}.config_schema", "a JSON Schema is required"))
+    for kind, specs in (("inputs", v.inputs), ("outputs", v.outputs)):
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):
+            if not IO_NAME.match(spec.name):
+                violations.append((f"{f}.{kind}[{i}].name", "must match [a-z][a-z0-9_]{0,62}"))
+            elif spec.name in seen:
+                violations.append((f"{f}.{kind}[{i}].name", f"'{spec.name}' is declared twice"))
+            seen.add(spec.name)
+            if spec.max_size_bytes < 0:
+                violations.append((f"{f}.{kind}[{i}].max_size_bytes", "must not be negative"))
+    which = v.WhichOneof("artifact")
+    if which == "image":
+        if not DIGEST.match(v.image.digest):
+            violations.append((f"{f}.image.digest", "must be sha256:<64 hex digits>"))
+    elif which == "local_source":
+        path = Path(v.local_source.path)
+        if not path.is_absolute() or not path.is_dir():
+            violations.append((f"{f}.local_source.path", "must be an existing absolute directory"))
+        if not ENTRYPOINT.match(v.local_source.entrypoint):
+            violations.append((f"{f}.local_source.entrypoint", "must be 'file.py:function'"))
+        elif path.is_dir() and not (path / v.local_source.entrypoint.split(":")[0]).is_file():
+            violations.append((f"{f}.local_source.entrypoint", "file not found in the tool"))
+        if not violations:
+            v.local_source.source_sha256 = source_sha256(path)
+    else:
+        violations.append((f"{f}.artifact", "an image or a local_source is required"))
+    for field in ("memory_bytes", "cpu_millis", "pids"):
+        if getattr(v.resources, field) < 0:
+            violations.append((f"{f}.resources.{field}", "must not be negative"))
+    if violations:
+        raise InvalidArgument(
+            "invalid tool version: " + "; ".join(f"{a}: {b}" for a, b in violations[:5]),
+            violations=violations,
+        )
+    v.name = f"{names.tool_name(tenant, tool)}/versions/{v.version}"
+    v.ClearField("create_time")
+    v.contract_sha256 = contract_sha256(v)
+    return v

@@ -1,0 +1,108 @@
+"""Shared fixtures: real FLNet servers on loopback ports, started inside the test's loop."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from flnet.api.control.v1 import artifact_service_pb2 as asv
+from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
+from flnet.channels import insecure_channel
+from flnet.cli.toolspec import load_tool_spec
+from flnet.control.app import ControlApp
+from flnet.control.settings import ControlSettings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLES = Path(__file__).parent.parent / "examples" / "tools"
+TENANT = "tenants/default"
+
+
+@dataclass
+class Clients:
+    """Stubs of every control-plane service over one channel."""
+
+    channel: grpc.aio.Channel
+    tools: tsg.ToolServiceAsyncStub
+    runs: rsg.RunServiceAsyncStub
+    artifacts: asg.ArtifactServiceAsyncStub
+    runtime: rtg.RuntimeServiceAsyncStub
+
+    async def register(self, tool_dir: Path) -> tp.ToolVersion:
+        spec = load_tool_spec(tool_dir)
+        res = await self.tools.CreateToolVersion(
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/{spec.name}", tool_version=spec.version
+            )
+        )
+        return res.tool_version
+
+    async def upload(self, data: bytes, filename: str = "data.csv") -> str:
+        async def messages() -> AsyncIterator[asv.UploadInputRequest]:
+            yield asv.UploadInputRequest(
+                metadata=asv.UploadMetadata(
+                    parent=TENANT,
+                    filename=filename,
+                    media_type="text/csv",
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+            for i in range(0, len(data), 65536):
+                yield asv.UploadInputRequest(chunk=data[i : i + 65536])
+            if not data:
+                return
+
+        res = await self.artifacts.UploadInput(messages())
+        return res.artifact.name
+
+
+def clients_for(address: str) -> Clients:
+    channel = insecure_channel(address)
+    return Clients(
+        channel=channel,
+        tools=tsg.ToolServiceStub(channel),
+        runs=rsg.RunServiceStub(channel),
+        artifacts=asg.ArtifactServiceStub(channel),
+        runtime=rtg.RuntimeServiceStub(channel),
+    )
+
+
+def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "control",
+        "heartbeat_interval": 0.5,
+        "heartbeat_lease": 5.0,
+        "supervision_interval": 0.2,
+    }
+    values.update(overrides)
+    return ControlSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def control(tmp_path: Path) -> AsyncIterator[ControlApp]:
+    """A control plane without orchestrator: runs are driven by hand or by dev engines."""
+    app = ControlApp(control_settings(tmp_path))
+    await app.start("127.0.0.1:0")
+    yield app
+    await app.stop(0.5)
+
+
+@pytest.fixture
+async def api(control: ControlApp) -> AsyncIterator[Clients]:
+    clients = clients_for(f"127.0.0.1:{control.port}")
+    yield clients
+    await clients.channel.close()
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,30 @@
+"""Reading google.rpc error details off a failed call."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+
+def _status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    raise AssertionError(f"no status details on {err.code()}: {err.details()}")
+
+
+def reason(err: grpc.aio.AioRpcError) -> str:
+    for detail in _status(err).details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    raise AssertionError("no ErrorInfo")
+
+
+def violations(err: grpc.aio.AioRpcError) -> list[str]:
+    """Field paths of the BadRequest field violations."""
+    for detail in _status(err).details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return [v.field for v in bad.field_violations]
+    return []
