@@ -1,0 +1,125 @@
+"""The test itself speaking the engine's side of RuntimeService.Connect, to drive the real
+control plane through exact sequences of batches and transitions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import struct_pb2
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from tests.conftest import TENANT, Clients, request_id
+
+
+class HandEngine:
+    def __init__(self, api: Clients, run: str, credential: str) -> None:
+        self.api = api
+        self.run = run
+        self.credential = credential
+        self.outgoing: asyncio.Queue[rt.ConnectRequest | None] = asyncio.Queue()
+        self.incoming: asyncio.Queue[rt.ConnectResponse | grpc.aio.AioRpcError] = asyncio.Queue()
+        self.sequence = 0
+        self._call: grpc.aio.StreamStreamCall[rt.ConnectRequest, rt.ConnectResponse] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.credential}"),)
+
+    async def connect(self) -> rt.Welcome:
+        async def requests() -> AsyncIterator[rt.ConnectRequest]:
+            yield rt.ConnectRequest(hello=rt.Hello(run=self.run, engine_version="test"))
+            while (msg := await self.outgoing.get()) is not None:
+                yield msg
+
+        self._call = self.api.runtime.Connect(requests(), metadata=self.metadata)
+        self._reader = asyncio.create_task(self._read())
+        first = await self.receive()
+        assert first.HasField("welcome"), first
+        return first.welcome
+
+    async def _read(self) -> None:
+        assert self._call is not None
+        try:
+            async for msg in self._call:
+                await self.incoming.put(msg)
+        except grpc.aio.AioRpcError as e:
+            await self.incoming.put(e)
+
+    async def receive(self, timeout: float = 10.0) -> rt.ConnectResponse:
+        """The next message; a stream that failed raises its error here."""
+        msg = await asyncio.wait_for(self.incoming.get(), timeout)
+        if isinstance(msg, grpc.aio.AioRpcError):
+            raise msg
+        return msg
+
+    async def receive_kind(self, kind: str, timeout: float = 10.0) -> rt.ConnectResponse:
+        """The next message of `kind`, skipping others."""
+        while True:
+            msg = await self.receive(timeout)
+            if msg.WhichOneof("message") == kind:
+                return msg
+
+    async def send_batch(self, *entries: rt.Entry, sequence: int | None = None) -> rt.Ack:
+        if sequence is None:
+            self.sequence += 1
+            sequence = self.sequence
+        await self.outgoing.put(
+            rt.ConnectRequest(batch=rt.Batch(sequence=sequence, entries=list(entries)))
+        )
+        return (await self.receive_kind("ack")).ack
+
+    async def propose(
+        self, state: lc.RunState.ValueType, error: lc.RunError | None = None
+    ) -> rt.Ack:
+        return await self.send_batch(transition(state, error))
+
+    async def close(self) -> None:
+        await self.outgoing.put(None)
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except TimeoutError:
+                pass
+        if self._call is not None:
+            self._call.cancel()
+
+
+def transition(state: lc.RunState.ValueType, error: lc.RunError | None = None) -> rt.Entry:
+    t = rt.Transition(to_state=state)
+    if error is not None:
+        t.error.CopyFrom(error)
+    return rt.Entry(transition=t)
+
+
+def log(message: str) -> rt.Entry:
+    return rt.Entry(log=tm.LogRecord(message=message, severity=tm.LOG_SEVERITY_INFO))
+
+
+async def dev_run(api: Clients, tool_version: str, artifact: str) -> tuple[rp.Run, str]:
+    """A run the test drives itself: a development session gets its credential back."""
+    res = await api.runs.CreateRun(
+        rs.CreateRunRequest(
+            parent=TENANT,
+            request_id=request_id(),
+            run=rp.Run(
+                tool_version=tool_version,
+                config=_config({"rate": 0.5}),
+                inputs=[rp.RunInput(name="data", artifact=artifact)],
+                dev_session=True,
+            ),
+        )
+    )
+    return res.run, res.dev_credential
+
+
+def _config(values: dict[str, object]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s

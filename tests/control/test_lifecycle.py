@@ -1,0 +1,310 @@
+"""The run lifecycle as the control plane records it: legal and illegal transitions, terminal
+states, outputs, exactly-once batches, leases and cancellation — driven over the real
+RuntimeService protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from tests.conftest import FIXTURES, Clients
+from tests.control.hand_engine import HandEngine, dev_run, log, transition
+from tests.status import reason
+
+S = lc.RunState
+NOOP = FIXTURES / "tools" / "noop"
+PATH = [S.RUN_STATE_PENDING, S.RUN_STATE_INITIALIZED, S.RUN_STATE_STARTED, S.RUN_STATE_RUNNING]
+ALL = [*PATH, S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED]
+
+
+async def new_engine(api: Clients) -> HandEngine:
+    version = await api.register(NOOP)
+    artifact = await api.upload(b"a,b\n1,2\n")
+    run, credential = await dev_run(api, version.name, artifact)
+    engine = HandEngine(api, run.name, credential)
+    welcome = await engine.connect()
+    assert welcome.state == S.RUN_STATE_PENDING
+    assert welcome.spec.run == run.name
+    return engine
+
+
+async def state_of(api: Clients, run: str) -> int:
+    return (await api.runs.GetRun(rs.GetRunRequest(name=run))).run.state
+
+
+async def upload_output(
+    api: Clients, engine: HandEngine, name: str, data: bytes, sha: str | None = None
+) -> rt.UploadOutputResponse:
+    async def messages() -> AsyncIterator[rt.UploadOutputRequest]:
+        yield rt.UploadOutputRequest(
+            metadata=rt.OutputMetadata(
+                run=engine.run,
+                name=name,
+                sha256=sha or hashlib.sha256(data).hexdigest(),
+                size_bytes=len(data),
+            )
+        )
+        yield rt.UploadOutputRequest(chunk=data)
+
+    return await api.runtime.UploadOutput(messages(), metadata=engine.metadata)
+
+
+async def drive_to(engine: HandEngine, target: int) -> None:
+    for state in PATH[1 : PATH.index(target) + 1]:
+        ack = await engine.propose(state)
+        assert not ack.rejections and ack.state == state
+
+
+async def test_happy_path_records_every_transition(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    out = await upload_output(api, engine, "result", b'{"ok": true}')
+    assert out.sha256 == hashlib.sha256(b'{"ok": true}').hexdigest()
+    ack = await engine.propose(S.RUN_STATE_FINISHED)
+    assert ack.state == S.RUN_STATE_FINISHED
+    close = await engine.receive_kind("close")
+    assert close.close.state == S.RUN_STATE_FINISHED
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert run.state == S.RUN_STATE_FINISHED
+    assert [o.output_name for o in run.outputs] == ["result"]
+    assert run.outputs[0].sha256 == out.sha256
+    assert run.start_time.seconds and run.end_time.seconds
+    events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=engine.run))).events
+    changes = [
+        (e.state_change.from_state, e.state_change.to_state)
+        for e in events
+        if e.HasField("state_change")
+    ]
+    assert changes == [
+        (S.RUN_STATE_UNSPECIFIED, S.RUN_STATE_PENDING),
+        *zip(PATH, [*PATH[1:], S.RUN_STATE_FINISHED], strict=True),
+    ]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    await engine.close()
+
+
+@pytest.mark.parametrize(
+    ("start", "target"),
+    [(a, b) for a, b in itertools.product(PATH, ALL) if not lifecycle.is_legal(a, b)],
+    ids=lambda s: lifecycle.state_name(s),
+)
+async def test_illegal_transitions_are_rejected(api: Clients, start: int, target: int) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, start)
+    ack = await engine.propose(lc.RunState.ValueType(target))
+    assert len(ack.rejections) == 1 and "illegal" in ack.rejections[0].reason
+    assert ack.state == start
+    assert await state_of(api, engine.run) == start
+    await engine.close()
+
+
+@pytest.mark.parametrize("start", PATH[1:], ids=lifecycle.state_name)
+@pytest.mark.parametrize(
+    "target", [S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED], ids=lifecycle.state_name
+)
+async def test_any_nonterminal_state_may_end_in_error_or_cancelled(
+    api: Clients, start: int, target: int
+) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, start)
+    error = lifecycle.make_error(lc.ERROR_REASON_TOOL_EXCEPTION, "boom", traceback="Traceback…")
+    ack = await engine.propose(
+        lc.RunState.ValueType(target), error if target == S.RUN_STATE_ERROR else None
+    )
+    assert ack.state == target and not ack.rejections
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert run.state == target
+    if target == S.RUN_STATE_ERROR:
+        assert run.error.reason == lc.ERROR_REASON_TOOL_EXCEPTION
+        assert run.error.kind == lc.ERROR_KIND_TOOL
+        assert run.error.phase == start
+        assert run.error.traceback == "Traceback…"
+    await engine.close()
+
+
+@pytest.mark.parametrize(
+    "terminal", [S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED]
+)
+async def test_terminal_states_are_never_overwritten(api: Clients, terminal: int) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    if terminal == S.RUN_STATE_FINISHED:
+        await upload_output(api, engine, "result", b"{}")
+    await engine.propose(lc.RunState.ValueType(terminal))
+    await engine.close()
+    # A second engine session with the same credential is told the run is over ...
+    again = HandEngine(api, engine.run, engine.credential)
+    welcome = await again.connect()
+    assert welcome.state == terminal
+    assert (await again.receive_kind("close")).close.state == terminal
+    await again.close()
+    # ... and the control plane's own decisions cannot change it either.
+    cancelled = await api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="late"))
+    assert cancelled.run.state == terminal
+    assert not cancelled.run.HasField("cancellation")
+
+
+async def test_finished_without_required_output_is_an_error(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    ack = await engine.propose(S.RUN_STATE_FINISHED)
+    assert ack.state == S.RUN_STATE_ERROR
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert run.error.reason == lc.ERROR_REASON_OUTPUT_MISSING
+    assert "result" in run.error.message
+    await engine.close()
+
+
+async def test_batches_are_stored_exactly_once(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)  # batches 1..3
+    ack = await engine.send_batch(log("a"), log("b"))
+    assert ack.sequence == 4
+    # A resend after a reconnect: acknowledged again, not stored again.
+    dup = await engine.send_batch(log("a"), log("b"), sequence=4)
+    assert dup.sequence == 4
+    # A gap is not stored: the engine must resend in order.
+    gap = await engine.send_batch(log("z"), sequence=9)
+    assert gap.sequence == 4
+    events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=engine.run))).events
+    assert [e.log.message for e in events if e.HasField("log")] == ["a", "b"]
+    await engine.close()
+
+
+async def test_dropped_channel_is_never_success(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    await engine.close()  # the stream ends without a FINISHED
+    await asyncio.sleep(1.0)
+    assert await state_of(api, engine.run) == S.RUN_STATE_RUNNING
+    # Silent past the lease (5 s in these tests): the run is LOST, never FINISHED.
+    for _ in range(100):
+        if await state_of(api, engine.run) != S.RUN_STATE_RUNNING:
+            break
+        await asyncio.sleep(0.2)
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert run.state == S.RUN_STATE_ERROR
+    assert run.error.reason == lc.ERROR_REASON_LOST
+    assert run.error.retry_safe
+
+
+async def test_reconnect_resumes_where_the_store_is(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_STARTED)
+    await engine.close()
+    again = HandEngine(api, engine.run, engine.credential)
+    welcome = await again.connect()
+    assert welcome.state == S.RUN_STATE_STARTED
+    assert welcome.acked_sequence == 2
+    again.sequence = welcome.acked_sequence
+    ack = await again.propose(S.RUN_STATE_RUNNING)
+    assert ack.sequence == 3 and ack.state == S.RUN_STATE_RUNNING
+    await again.close()
+
+
+@pytest.mark.parametrize("start", PATH[1:], ids=lifecycle.state_name)
+async def test_cancel_with_a_cooperative_engine(api: Clients, start: int) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, start)
+    res = await api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="not needed"))
+    assert res.run.cancellation.reason == "not needed"
+    assert res.run.cancellation.requested_by
+    command = (await engine.receive_kind("command")).command
+    assert command.cancel.reason == "not needed"
+    assert command.cancel.grace_period.seconds == 2
+    ack = await engine.propose(S.RUN_STATE_CANCELLED)
+    assert ack.state == S.RUN_STATE_CANCELLED
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert run.state == S.RUN_STATE_CANCELLED
+    assert run.cancellation.HasField("complete_time")
+    assert run.cancellation.HasField("teardown")
+    await engine.close()
+
+
+async def test_cancel_of_an_engine_that_ignores_it_ends_after_the_grace(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    await api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="stop"))
+    for _ in range(100):
+        if await state_of(api, engine.run) == S.RUN_STATE_CANCELLED:
+            break
+        await asyncio.sleep(0.2)
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert run.state == S.RUN_STATE_CANCELLED
+    assert run.cancellation.teardown.seconds >= 2  # the grace period was honoured
+    await engine.close()
+
+
+async def test_cancel_while_pending_is_immediate(api: Clients) -> None:
+    version = await api.register(NOOP)
+    artifact = await api.upload(b"x\n1\n")
+    run, _ = await dev_run(api, version.name, artifact)
+    res = await api.runs.CancelRun(rs.CancelRunRequest(name=run.name))
+    assert res.run.state == S.RUN_STATE_CANCELLED
+
+
+async def test_upload_output_errors(api: Clients) -> None:
+    engine = await new_engine(api)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await upload_output(api, engine, "result", b"{}")
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # not RUNNING yet
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    cases = [
+        ("undeclared", None, grpc.StatusCode.INVALID_ARGUMENT, "OUTPUT_UNDECLARED"),
+        ("../../etc/passwd", None, grpc.StatusCode.INVALID_ARGUMENT, "OUTPUT_NAME_INVALID"),
+        ("result", "0" * 64, grpc.StatusCode.INVALID_ARGUMENT, "CHECKSUM_MISMATCH"),
+    ]
+    for name, sha, code, why in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await upload_output(api, engine, name, b"{}", sha)
+        assert (e.value.code(), reason(e.value)) == (code, why), name
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await upload_output(api, engine, "result", b"x" * (1024 * 1024 + 1))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert not run.outputs  # nothing partial became visible
+    await engine.close()
+
+
+async def test_credentials_speak_for_their_own_run_only(api: Clients) -> None:
+    a = await new_engine(api)
+    b = await new_engine(api)
+    impostor = HandEngine(api, b.run, a.credential)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await impostor.connect()
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    nobody = HandEngine(api, a.run, "flr_not-a-credential")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await nobody.connect()
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await a.close()
+    await b.close()
+
+
+async def test_stream_must_open_with_hello(api: Clients) -> None:
+    async def requests() -> AsyncIterator[rt.ConnectRequest]:
+        yield rt.ConnectRequest(heartbeat=rt.Heartbeat())
+
+    call = api.runtime.Connect(requests())
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        async for _ in call:
+            pass
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_telemetry_after_transition_is_ordered(api: Clients) -> None:
+    engine = await new_engine(api)
+    await engine.send_batch(log("one"), transition(S.RUN_STATE_INITIALIZED), log("two"))
+    events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=engine.run))).events
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["state_change", "log", "state_change", "log"]
+    await engine.close()

@@ -1,0 +1,247 @@
+"""RunService: validation, idempotency, listing and watching, against a real control plane."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.control.validation import canonical_sha256
+from tests.conftest import FIXTURES, TENANT, Clients, request_id
+from tests.control.hand_engine import HandEngine, dev_run, log
+from tests.status import reason, violations
+
+S = lc.RunState
+NOOP = FIXTURES / "tools" / "noop"
+
+
+def config(**values: object) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+async def setup(api: Clients) -> tuple[tp.ToolVersion, str]:
+    return await api.register(NOOP), await api.upload(b"a,b\n1,2\n")
+
+
+def create(version: str, artifact: str, rid: str = "", **cfg: object) -> rs.CreateRunRequest:
+    return rs.CreateRunRequest(
+        parent=TENANT,
+        request_id=rid,
+        run=rp.Run(
+            tool_version=version,
+            config=config(**(cfg or {"rate": 0.1})),
+            inputs=[rp.RunInput(name="data", artifact=artifact)],
+        ),
+    )
+
+
+async def test_invalid_config_names_the_failing_fields(api: Clients) -> None:
+    version, artifact = await setup(api)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(version.name, artifact, epochs=0, nested={"depth": 9}))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(e.value) == "CONFIG_INVALID"
+    assert set(violations(e.value)) == {
+        "run.config.rate",
+        "run.config.epochs",
+        "run.config.nested.depth",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(version.name, artifact, rate=1, unknown=True))
+    assert violations(e.value) == ["run.config.unknown"]
+    listed = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT))
+    assert not listed.runs  # nothing was recorded for rejected requests
+
+
+async def test_defaults_are_recorded_and_hashed(api: Clients) -> None:
+    version, artifact = await setup(api)
+    run = (await api.runs.CreateRun(create(version.name, artifact, rate=0.5))).run
+    assert dict(run.config) == {"rate": 0.5, "epochs": 3}
+    assert run.config_sha256 == canonical_sha256({"rate": 0.5, "epochs": 3})
+    assert run.inputs[0].sha256 and run.inputs[0].size_bytes == 8
+    assert run.artifact_digest == "sha256:" + version.local_source.source_sha256
+
+
+async def test_inputs_are_checked_against_the_contract(api: Clients) -> None:
+    version, artifact = await setup(api)
+    req = create(version.name, artifact)
+    req.run.inputs.append(rp.RunInput(name="bogus", artifact=artifact))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(req)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(e.value) == ["run.inputs[1].name"]
+    req = create(version.name, artifact)
+    del req.run.inputs[:]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(req)
+    assert violations(e.value) == ["run.inputs"]
+    too_big = await api.upload(b"x" * (1024 * 1024 + 1))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(version.name, too_big))
+    assert violations(e.value) == ["run.inputs[0].artifact"]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(version.name, f"{TENANT}/artifacts/missing"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_unknown_tool_version_is_not_found(api: Clients) -> None:
+    _, artifact = await setup(api)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(f"{TENANT}/tools/noop/versions/9.9.9", artifact))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create("tools/noop", artifact))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(e.value) == ["run.tool_version"]
+
+
+async def test_unknown_run_is_not_found(api: Clients) -> None:
+    for call in (
+        api.runs.GetRun(rs.GetRunRequest(name=f"{TENANT}/runs/nope")),
+        api.runs.CancelRun(rs.CancelRunRequest(name=f"{TENANT}/runs/nope")),
+        api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=f"{TENANT}/runs/nope")),
+        api.runs.ReproduceRun(rs.ReproduceRunRequest(name=f"{TENANT}/runs/nope")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await call
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        async for _ in api.runs.WatchRun(rs.WatchRunRequest(name=f"{TENANT}/runs/nope")):
+            pass
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_create_run_is_idempotent_by_request_id(api: Clients) -> None:
+    version, artifact = await setup(api)
+    rid = request_id()
+    first = (await api.runs.CreateRun(create(version.name, artifact, rid))).run
+    second = (await api.runs.CreateRun(create(version.name, artifact, rid))).run
+    assert first.name == second.name
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(version.name, artifact, rid, rate=0.9))
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert violations(e.value) == ["request_id"]
+    listed = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT))
+    assert len(listed.runs) == 1
+
+
+async def test_concurrent_retries_create_one_run(api: Clients) -> None:
+    version, artifact = await setup(api)
+    rid = request_id()
+    results = await asyncio.gather(
+        *(api.runs.CreateRun(create(version.name, artifact, rid)) for _ in range(8))
+    )
+    assert len({r.run.name for r in results}) == 1
+
+
+async def test_launch_without_orchestrator_is_a_platform_error(api: Clients) -> None:
+    version, artifact = await setup(api)
+    run = (await api.runs.CreateRun(create(version.name, artifact))).run
+    assert run.state == S.RUN_STATE_ERROR
+    assert run.error.reason == lc.ERROR_REASON_INTERNAL
+    assert run.error.kind == lc.ERROR_KIND_PLATFORM
+    assert run.error.retry_safe
+
+
+async def test_list_runs_paginates_and_filters(api: Clients) -> None:
+    version, artifact = await setup(api)
+    names = [(await api.runs.CreateRun(create(version.name, artifact))).run.name for _ in range(5)]
+    dev, _ = await dev_run(api, version.name, artifact)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await api.runs.ListRuns(
+            rs.ListRunsRequest(parent=TENANT, page_size=2, page_token=token)
+        )
+        seen += [r.name for r in page.runs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [dev.name, *reversed(names)]
+    pending = await api.runs.ListRuns(
+        rs.ListRunsRequest(parent=TENANT, states=[S.RUN_STATE_PENDING])
+    )
+    assert [r.name for r in pending.runs] == [dev.name]
+    by_tool = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT, tool=f"{TENANT}/tools/x"))
+    assert not by_tool.runs
+    first = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT, page_size=2))
+    with pytest.raises(grpc.aio.AioRpcError) as e:  # a token is bound to its filters
+        await api.runs.ListRuns(
+            rs.ListRunsRequest(
+                parent=TENANT, page_token=first.next_page_token, states=[S.RUN_STATE_ERROR]
+            )
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT, page_token="bm90LWEtdG9rZW4"))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_reproduce_links_to_the_original(api: Clients) -> None:
+    version, artifact = await setup(api)
+    original = (await api.runs.CreateRun(create(version.name, artifact, rate=0.25))).run
+    copy = (await api.runs.ReproduceRun(rs.ReproduceRunRequest(name=original.name))).run
+    assert copy.name != original.name
+    assert copy.reproduce_of == original.name
+    assert copy.config_sha256 == original.config_sha256
+    assert copy.artifact_digest == original.artifact_digest
+    assert [(i.name, i.sha256) for i in copy.inputs] == [
+        (i.name, i.sha256) for i in original.inputs
+    ]
+
+
+async def test_watch_streams_history_then_live_without_gap_or_duplicate(api: Clients) -> None:
+    version, artifact = await setup(api)
+    run, credential = await dev_run(api, version.name, artifact)
+    engine = HandEngine(api, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    await engine.send_batch(*(log(f"early {i}") for i in range(50)))
+
+    received: list[rp.RunEvent] = []
+
+    async def watch(after: int) -> None:
+        async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=after)):
+            received.extend(res.events)
+
+    watcher = asyncio.create_task(watch(0))
+    for i in range(20):
+        await engine.send_batch(*(log(f"live {i}.{j}") for j in range(30)))
+    await engine.propose(S.RUN_STATE_CANCELLED)
+    await asyncio.wait_for(watcher, 10)
+    sequences = [e.sequence for e in received]
+    assert sequences == list(range(1, len(received) + 1))
+    assert received[-1].state_change.to_state == S.RUN_STATE_CANCELLED
+    assert sum(1 for e in received if e.HasField("log")) == 50 + 20 * 30
+
+    resumed: list[rp.RunEvent] = []
+    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=600)):
+        resumed.extend(res.events)
+    assert [e.sequence for e in resumed] == sequences[600:]
+    await engine.close()
+
+
+async def test_watch_rejects_negative_resume_point(api: Clients) -> None:
+    version, artifact = await setup(api)
+    run, _ = await dev_run(api, version.name, artifact)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        async for _ in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=-1)):
+            pass
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_oversized_message_is_resource_exhausted(api: Clients) -> None:
+    version, artifact = await setup(api)
+    req = create(version.name, artifact)
+    req.run.config.update({"rate": 1, "blob": "x" * (9 * 1024 * 1024)})
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(req)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,0 +1,156 @@
+"""What the engine gets: rlimits applied by the exec wrapper, the FLNET_* environment
+contract, and the credential as a 0400 file only (never in argv, environment or logs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import stat
+from pathlib import Path
+
+import pytest
+
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from tests.orchestrator.helpers import Orchestrator, StartOrchestrator
+
+MiB = 1024 * 1024
+
+
+def observations(orch: Orchestrator, run: str) -> dict[str, object]:
+    return json.loads((orch.workdir(run) / "output" / "observations.json").read_text())  # type: ignore[no-any-return]
+
+
+async def test_rlimits_are_applied_and_memory_limit_bites(orch_keep: Orchestrator) -> None:
+    limits = pb.Limits(memory_bytes=256 * MiB, pids=64, open_files=128, cpu_millis=500)
+    container = await orch_keep.launch(
+        """
+        import json, os, pathlib, resource
+        seen = {
+            "as": resource.getrlimit(resource.RLIMIT_AS),
+            "nproc": resource.getrlimit(resource.RLIMIT_NPROC),
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+            "nice": os.nice(0),
+        }
+        try:
+            block = bytearray(512 * 1024 * 1024)
+            seen["allocated"] = True
+        except MemoryError:
+            seen["allocated"] = False
+        out = pathlib.Path(os.environ["FLNET_OUTPUT_DIR"], "observations.json")
+        out.write_text(json.dumps(seen))
+        bytearray(512 * 1024 * 1024)  # uncaught this time
+        """,
+        limits=limits,
+    )
+
+    exited = await orch_keep.exited(container.run)
+
+    seen = observations(orch_keep, container.run)
+    assert seen["as"] == [256 * MiB, 256 * MiB]
+    assert seen["nproc"] == [64, 64]
+    assert seen["nofile"] == [128, 128]
+    assert seen["nice"] == 10  # CPU below the machine's capacity: best-effort niceness
+    assert seen["allocated"] is False
+    # A MemoryError under RLIMIT_AS is a plain non-zero exit.
+    assert exited.exit_cause == pb.EXIT_CAUSE_EXITED
+    assert exited.exit_code == 1
+    assert exited.last_output_lines[-1] == "MemoryError"
+
+
+async def test_zero_limits_leave_the_inherited_ones(orch_keep: Orchestrator) -> None:
+    container = await orch_keep.launch(
+        """
+        import json, os, pathlib, resource
+        seen = {"as": resource.getrlimit(resource.RLIMIT_AS),
+                "nofile": resource.getrlimit(resource.RLIMIT_NOFILE), "nice": os.nice(0)}
+        pathlib.Path(os.environ["FLNET_OUTPUT_DIR"], "observations.json").write_text(
+            json.dumps(seen))
+        """
+    )
+    await orch_keep.exited(container.run)
+
+    seen = observations(orch_keep, container.run)
+    assert seen["as"] == list(resource.getrlimit(resource.RLIMIT_AS))
+    assert seen["nofile"] == list(resource.getrlimit(resource.RLIMIT_NOFILE))
+    assert seen["nice"] == 0
+
+
+ENV_PROBE = """
+    import json, os, pathlib, stat
+    credential = pathlib.Path(os.environ["FLNET_CREDENTIAL_FILE"])
+    seen = {
+        "env": dict(os.environ),
+        "cmdline": pathlib.Path("/proc/self/cmdline").read_bytes().decode(errors="replace"),
+        "credential": credential.read_text(),
+        "credential_mode": stat.S_IMODE(credential.stat().st_mode),
+        "cwd": os.getcwd(),
+        "input_is_dir": os.path.isdir(os.environ["FLNET_INPUT_DIR"]),
+    }
+    pathlib.Path(os.environ["FLNET_OUTPUT_DIR"], "observations.json").write_text(json.dumps(seen))
+    print("engine done")
+"""
+
+
+async def test_engine_environment_and_credential_file(
+    start_orchestrator: StartOrchestrator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cr3t-run-credential-7f1c"
+    monkeypatch.setenv("ORCHESTRATOR_PRIVATE_TOKEN", "do-not-leak")
+    caplog.set_level(logging.DEBUG)
+    orch: Orchestrator = await start_orchestrator(keep_workdirs=True)
+    run = orch.run_name("acme")
+    tool_dir = orch.tool(ENV_PROBE)
+
+    container = await orch.launch(
+        tool_dir,
+        run=run,
+        tenant="acme",
+        control_address="127.0.0.1:50051",
+        credential=secret,
+        environment={"TOOL_SETTING": "42"},
+    )
+    exited = await orch.exited(container.run)
+    assert exited.exit_code == 0, exited.last_output_lines
+
+    seen = observations(orch, run)
+    env = seen["env"]
+    assert isinstance(env, dict)
+    workdir = orch.workdir(run)
+    assert env["FLNET_RUN"] == run
+    assert env["FLNET_CONTROL_ADDRESS"] == "127.0.0.1:50051"
+    assert env["FLNET_CREDENTIAL_FILE"] == str(workdir / "credential")
+    assert env["FLNET_TOOL_DIR"] == str(tool_dir)
+    assert env["FLNET_ENTRYPOINT"] == "tool.py:main"
+    assert env["FLNET_INPUT_DIR"] == str(workdir / "input")
+    assert env["FLNET_OUTPUT_DIR"] == str(workdir / "output")
+    assert env["TOOL_SETTING"] == "42"
+    assert "PATH" in env
+    assert "ORCHESTRATOR_PRIVATE_TOKEN" not in env  # only an allowlist is passed on
+    assert seen["credential"] == secret
+    assert seen["credential_mode"] == 0o400
+    assert stat.S_IMODE((workdir / "credential").stat().st_mode) == 0o400
+    assert seen["cwd"] == str(workdir)
+    assert seen["input_is_dir"] is True
+    # The credential travels as a file only.
+    assert secret not in json.dumps(env)
+    assert secret not in str(seen["cmdline"])
+    assert "flnet.orchestrator.limits" not in str(seen["cmdline"])  # exec'd away
+    assert secret not in caplog.text
+    assert secret not in (workdir / "engine.log").read_text()
+
+
+async def test_engine_command_failure_is_an_exit_with_its_message(
+    start_orchestrator: StartOrchestrator, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-engine")
+    orch: Orchestrator = await start_orchestrator(engine_command=[missing])
+
+    container = await orch.launch("pass")
+    exited = await orch.exited(container.run)
+
+    assert exited.exit_cause == pb.EXIT_CAUSE_EXITED
+    assert exited.exit_code == 127
+    assert "cannot execute" in exited.last_output_lines[-1]
