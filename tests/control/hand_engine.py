@@ -4,6 +4,7 @@ control plane through exact sequences of batches and transitions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -52,17 +53,17 @@ class HandEngine:
         except grpc.aio.AioRpcError as e:
             await self.incoming.put(e)
 
-    async def receive(self, timeout: float = 10.0) -> rt.ConnectResponse:
+    async def receive(self, wait: float = 10.0) -> rt.ConnectResponse:
         """The next message; a stream that failed raises its error here."""
-        msg = await asyncio.wait_for(self.incoming.get(), timeout)
+        msg = await asyncio.wait_for(self.incoming.get(), wait)
         if isinstance(msg, grpc.aio.AioRpcError):
             raise msg
         return msg
 
-    async def receive_kind(self, kind: str, timeout: float = 10.0) -> rt.ConnectResponse:
+    async def receive_kind(self, kind: str, wait: float = 10.0) -> rt.ConnectResponse:
         """The next message of `kind`, skipping others."""
         while True:
-            msg = await self.receive(timeout)
+            msg = await self.receive(wait)
             if msg.WhichOneof("message") == kind:
                 return msg
 
@@ -83,10 +84,8 @@ class HandEngine:
     async def close(self) -> None:
         await self.outgoing.put(None)
         if self._reader is not None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reader, 5)
-            except TimeoutError:
-                pass
         if self._call is not None:
             self._call.cancel()
 

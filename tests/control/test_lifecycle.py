@@ -95,7 +95,7 @@ async def test_happy_path_records_every_transition(api: Clients) -> None:
 @pytest.mark.parametrize(
     ("start", "target"),
     [(a, b) for a, b in itertools.product(PATH, ALL) if not lifecycle.is_legal(a, b)],
-    ids=lambda s: lifecycle.state_name(s),
+    ids=lifecycle.state_name,
 )
 async def test_illegal_transitions_are_rejected(api: Clients, start: int, target: int) -> None:
     engine = await new_engine(api)
