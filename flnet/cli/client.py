@@ -1,0 +1,219 @@
+"""A small typed client of the control plane's user-facing services. Callers never touch
+channels or raw stubs."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import artifact_service_pb2 as asv
+from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.channels import CHUNK_BYTES, insecure_channel
+from flnet.cli.toolspec import load_tool_spec
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(dict(values))
+    return s
+
+
+class FlnetClient:
+    """One channel to the control plane, and the operations the CLI offers."""
+
+    def __init__(self, address: str, tenant: str = "default") -> None:
+        self.address = address
+        self.tenant = f"tenants/{tenant}"
+        self._channel: grpc.aio.Channel | None = None
+
+    async def __aenter__(self) -> FlnetClient:
+        self._channel = insecure_channel(self.address)
+        self.tools = tsg.ToolServiceStub(self._channel)
+        self.runs = rsg.RunServiceStub(self._channel)
+        self.artifacts = asg.ArtifactServiceStub(self._channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    def run_name(self, run: str) -> str:
+        """Accepts a full resource name or a bare run id."""
+        return run if run.startswith("tenants/") else f"{self.tenant}/runs/{run}"
+
+    # tools
+    async def register_tool(self, path: Path) -> ts.CreateToolVersionResponse:
+        spec = load_tool_spec(path)
+        return await self.tools.CreateToolVersion(
+            ts.CreateToolVersionRequest(
+                parent=f"{self.tenant}/tools/{spec.name}", tool_version=spec.version
+            )
+        )
+
+    async def list_tools(self) -> list[tp.Tool]:
+        tools: list[tp.Tool] = []
+        token = ""
+        while True:
+            page = await self.tools.ListTools(
+                ts.ListToolsRequest(parent=self.tenant, page_token=token)
+            )
+            tools += page.tools
+            token = page.next_page_token
+            if not token:
+                return tools
+
+    async def get_tool(self, name: str) -> tuple[tp.Tool, list[tp.ToolVersion]]:
+        full = name if name.startswith("tenants/") else f"{self.tenant}/tools/{name}"
+        tool = (await self.tools.GetTool(ts.GetToolRequest(name=full))).tool
+        versions = await self.tools.ListToolVersions(ts.ListToolVersionsRequest(parent=full))
+        return tool, list(versions.tool_versions)
+
+    def tool_version_name(self, tool: str) -> str:
+        """'csv-stats@1.0.0' or a full name."""
+        if tool.startswith("tenants/"):
+            return tool
+        name, _, version = tool.partition("@")
+        return f"{self.tenant}/tools/{name}/versions/{version}"
+
+    async def latest_version(self, tool: str) -> str:
+        if "@" in tool or tool.startswith("tenants/"):
+            return self.tool_version_name(tool)
+        _, versions = await self.get_tool(tool)
+        if not versions:
+            raise ValueError(f"tool {tool} has no versions")
+        return versions[0].name
+
+    # artifacts
+    async def upload(self, path: Path, media_type: str = "") -> ap.Artifact:
+        """Streams a file to the control plane; its sha256 is checked on arrival."""
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while data := f.read(CHUNK_BYTES):
+                digest.update(data)
+
+        async def messages() -> AsyncIterator[asv.UploadInputRequest]:
+            yield asv.UploadInputRequest(
+                metadata=asv.UploadMetadata(
+                    parent=self.tenant,
+                    filename=path.name,
+                    media_type=media_type,
+                    sha256=digest.hexdigest(),
+                )
+            )
+            with path.open("rb") as f:
+                while data := f.read(CHUNK_BYTES):
+                    yield asv.UploadInputRequest(chunk=data)
+
+        return (await self.artifacts.UploadInput(messages())).artifact
+
+    async def resolve_inputs(self, pairs: Mapping[str, str]) -> dict[str, str]:
+        """NAME -> PATH uploads the file; NAME -> tenants/.../artifacts/... is used as is."""
+        inputs: dict[str, str] = {}
+        for name, value in pairs.items():
+            if value.startswith("tenants/"):
+                inputs[name] = value
+            else:
+                inputs[name] = (await self.upload(Path(value))).name
+        return inputs
+
+    async def download(self, artifact: str, target: Path) -> str:
+        """Streams an artifact into `target` and returns the sha256 of what was written."""
+        digest = hashlib.sha256()
+        tmp = target.with_name(target.name + ".part")
+        with tmp.open("wb") as f:
+            async for msg in self.artifacts.DownloadArtifact(
+                asv.DownloadArtifactRequest(name=artifact)
+            ):
+                f.write(msg.data)
+                digest.update(msg.data)
+        tmp.replace(target)
+        return digest.hexdigest()
+
+    async def outputs(self, run: str) -> list[ap.Artifact]:
+        res = await self.artifacts.ListArtifacts(
+            asv.ListArtifactsRequest(parent=self.run_name(run), page_size=1000)
+        )
+        return list(res.artifacts)
+
+    # runs
+    async def submit(
+        self,
+        tool_version: str,
+        config: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        *,
+        dev_session: bool = False,
+    ) -> rs.CreateRunResponse:
+        run = rp.Run(
+            tool_version=tool_version,
+            config=_struct(config),
+            inputs=[rp.RunInput(name=k, artifact=v) for k, v in inputs.items()],
+            dev_session=dev_session,
+        )
+        return await self.runs.CreateRun(
+            rs.CreateRunRequest(parent=self.tenant, run=run, request_id=uuid.uuid4().hex)
+        )
+
+    async def get_run(self, run: str) -> rp.Run:
+        return (await self.runs.GetRun(rs.GetRunRequest(name=self.run_name(run)))).run
+
+    async def list_runs(
+        self, tool: str = "", states: Sequence[int] = (), limit: int = 50
+    ) -> list[rp.Run]:
+        tool_filter = ""
+        if tool:
+            tool_filter = (
+                self.tool_version_name(tool) if "@" in tool else f"{self.tenant}/tools/{tool}"
+            )
+        res = await self.runs.ListRuns(
+            rs.ListRunsRequest(
+                parent=self.tenant,
+                page_size=limit,
+                tool=tool_filter,
+                states=[lc.RunState.ValueType(s) for s in states],
+            )
+        )
+        return list(res.runs)
+
+    async def cancel(self, run: str, reason: str) -> rp.Run:
+        return (
+            await self.runs.CancelRun(rs.CancelRunRequest(name=self.run_name(run), reason=reason))
+        ).run
+
+    async def reproduce(self, run: str) -> rp.Run:
+        return (
+            await self.runs.ReproduceRun(
+                rs.ReproduceRunRequest(name=self.run_name(run), request_id=uuid.uuid4().hex)
+            )
+        ).run
+
+    async def watch(self, run: str, after: int = 0) -> AsyncIterator[rp.RunEvent]:
+        async for res in self.runs.WatchRun(
+            rs.WatchRunRequest(name=self.run_name(run), after_sequence=after)
+        ):
+            for event in res.events:
+                yield event
+
+    async def dev_config(self, run: str, values: Mapping[str, Any]) -> rp.Run:
+        return (
+            await self.runs.UpdateDevConfig(
+                rs.UpdateDevConfigRequest(name=self.run_name(run), config=_struct(values))
+            )
+        ).run
+
+    async def dev_test(self, run: str) -> rp.Run:
+        return (await self.runs.StartDevTest(rs.StartDevTestRequest(name=self.run_name(run)))).run

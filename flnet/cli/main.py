@@ -1,0 +1,371 @@
+"""`flnet`: the command line of the platform. Every command takes `-o json` for
+machine-readable output and finds the running stack through <data-dir>/endpoints.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.cli import render
+from flnet.cli.client import FlnetClient
+from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
+from flnet.cli.toolspec import ToolSpecError
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("FLNET_DATA_DIR", "~/.local/share/flnet")).expanduser()
+
+
+def parse_value(text: str) -> Any:
+    """JSON where it parses (numbers, booleans, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {what} must be KEY=VALUE, not {pair!r}")
+        result[key] = value
+    return result
+
+
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if getattr(args, "config_file", None):
+        config.update(json.loads(Path(args.config_file).read_text()))
+    for key, value in parse_pairs(getattr(args, "config", None) or [], "--config").items():
+        config[key] = parse_value(value)
+    return config
+
+
+def client(args: argparse.Namespace) -> FlnetClient:
+    address = args.address or os.environ.get("FLNET_ADDRESS")
+    if not address:
+        address = read_endpoints(args.data_dir)["control"]
+    return FlnetClient(address, args.tenant)
+
+
+async def follow(c: FlnetClient, run: str, args: argparse.Namespace) -> int:
+    """Streams a run until it ends; exit status 0 only for FINISHED."""
+    final = lc.RUN_STATE_UNSPECIFIED
+    if args.output == "json":
+        async for event in c.watch(run):
+            render.print_json(event)
+            if event.HasField("state_change"):
+                final = event.state_change.to_state
+    else:
+        with render.WatchView() as view:
+            async for event in c.watch(run):
+                view.show(event)
+                if event.HasField("state_change"):
+                    final = event.state_change.to_state
+        render.run_detail(await c.get_run(run))
+    return 0 if final == lc.RUN_STATE_FINISHED else 1
+
+
+# ------------------------------------------------------------------------------- tools
+
+
+async def tool_register(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        res = await c.register_tool(Path(args.path))
+    if args.output == "json":
+        render.print_json({"toolVersion": res.tool_version, "created": res.created})
+    else:
+        verb = "registered" if res.created else "already registered"
+        render.console.print(f"{verb} {res.tool_version.name}")
+    return 0
+
+
+async def tool_list(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        tools = await c.list_tools()
+    render.print_json(tools) if args.output == "json" else render.tools_table(tools)
+    return 0
+
+
+async def tool_get(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        tool, versions = await c.get_tool(args.name)
+    if args.output == "json":
+        render.print_json({"tool": tool, "versions": versions})
+    else:
+        render.tool_detail(tool, versions)
+    return 0
+
+
+# -------------------------------------------------------------------------------- runs
+
+
+async def run_submit(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        version = await c.latest_version(args.tool)
+        inputs = await c.resolve_inputs(parse_pairs(args.input or [], "--input"))
+        run = (await c.submit(version, config_of(args), inputs)).run
+        if args.output == "json" and not args.watch:
+            render.print_json(run)
+        elif not args.watch:
+            render.console.print(f"submitted {run.name} ({render.state(run.state)})")
+        if args.watch:
+            return await follow(c, run.name, args)
+    return 0
+
+
+async def run_get(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        run = await c.get_run(args.run)
+    render.print_json(run) if args.output == "json" else render.run_detail(run)
+    return 0
+
+
+async def run_list(args: argparse.Namespace) -> int:
+    states = [lc.RunState.Value(f"RUN_STATE_{s.upper()}") for s in args.state or []]
+    async with client(args) as c:
+        runs = await c.list_runs(args.tool or "", states, args.limit)
+    render.print_json(runs) if args.output == "json" else render.runs_table(runs)
+    return 0
+
+
+async def run_watch(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        return await follow(c, args.run, args)
+
+
+async def run_cancel(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        run = await c.cancel(args.run, args.reason)
+    if args.output == "json":
+        render.print_json(run)
+    else:
+        render.console.print(f"cancel requested for {run.name} ({render.state(run.state)})")
+    return 0
+
+
+async def run_outputs(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        outputs = await c.outputs(args.run)
+        saved: dict[str, str] = {}
+        if args.download:
+            target = Path(args.download)
+            target.mkdir(parents=True, exist_ok=True)
+            for o in outputs:
+                path = target / o.output_name
+                if await c.download(o.name, path) != o.sha256:
+                    raise SystemExit(f"error: {path} does not match its recorded sha256")
+                saved[o.output_name] = str(path)
+    if args.output == "json":
+        render.print_json({"outputs": outputs, "downloaded": saved})
+    else:
+        render.outputs_table(outputs)
+        for name, where in saved.items():
+            render.console.print(f"saved {name} -> {where} (sha256 verified)")
+    return 0
+
+
+async def run_reproduce(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        run = await c.reproduce(args.run)
+        if args.watch:
+            return await follow(c, run.name, args)
+    if args.output == "json":
+        render.print_json(run)
+    else:
+        render.console.print(f"submitted {run.name}, reproducing {run.reproduce_of}")
+    return 0
+
+
+# --------------------------------------------------------------------------------- dev
+
+
+async def dev_connect(args: argparse.Namespace) -> int:
+    from flnet.cli.dev import connect
+
+    async with client(args) as c:
+        inputs = await c.resolve_inputs(parse_pairs(args.input or [], "--input"))
+        return await connect(c, Path(args.path), config_of(args), inputs, args.data_dir)
+
+
+async def dev_config(args: argparse.Namespace) -> int:
+    values = {k: parse_value(v) for k, v in parse_pairs(args.values, "KEY=VALUE").items()}
+    async with client(args) as c:
+        run = await c.dev_config(args.run, values)
+    if args.output == "json":
+        render.print_json(run)
+    else:
+        render.console.print(f"configuration of {run.name} is now {dict(run.config)}")
+    return 0
+
+
+async def dev_test(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        run = await c.dev_test(args.run)
+        if args.watch:
+            return await follow(c, run.name, args)
+    if args.output == "json":
+        render.print_json(run)
+    else:
+        render.console.print(f"test execution {run.name} started")
+    return 0
+
+
+# ------------------------------------------------------------------------------- stack
+
+
+async def up(args: argparse.Namespace) -> int:
+    stack = Stack(args.data_dir, args.control_port, args.orchestrator_port)
+    ready = asyncio.Event()
+
+    async def announce() -> None:
+        await ready.wait()
+        if args.output == "json":
+            render.print_json(stack.endpoints)
+        else:
+            for name, address in stack.endpoints.items():
+                render.console.print(f"{name:<13} {address}")
+            render.console.print(f"endpoints in {args.data_dir / 'endpoints.json'}; Ctrl-C stops")
+
+    announcer = asyncio.create_task(announce())
+    await run_stack(stack, ready)
+    announcer.cancel()
+    return 0
+
+
+async def demo(args: argparse.Namespace) -> int:
+    from flnet.cli.demo import run_demo
+
+    return await run_demo(args)
+
+
+# -------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flnet", description="FLNet: governed scientific tools.")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="platform data ($FLNET_DATA_DIR, default ~/.local/share/flnet)",
+    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("--address", help="control plane address (default: from endpoints.json)")
+    p.add_argument("--tenant", default="default")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(name, help=help)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    s = cmd(sub, "up", up, "run the platform on loopback until Ctrl-C")
+    s.add_argument("--control-port", type=int, default=0)
+    s.add_argument("--orchestrator-port", type=int, default=0)
+    s = cmd(sub, "demo", demo, "start the stack, run an example tool, show its provenance")
+    s.add_argument("--tool", type=Path, default=Path("examples/tools/logreg"))
+
+    for component in ("control", "orchestrator"):
+        comp = sub.add_parser(component, help=f"the {component} component")
+        serve = comp.add_subparsers(dest="action", required=True).add_parser(
+            "serve", help=f"serve the {component} until SIGTERM", add_help=False
+        )
+        serve.add_argument("args", nargs=argparse.REMAINDER)
+        serve.set_defaults(component=component)
+
+    tool = sub.add_parser("tool", help="register and inspect tools").add_subparsers(
+        dest="action", required=True
+    )
+    cmd(tool, "register", tool_register, "register the tool.yaml at PATH").add_argument("path")
+    cmd(tool, "list", tool_list, "list tools")
+    cmd(tool, "get", tool_get, "show a tool and its versions").add_argument("name")
+
+    run = sub.add_parser("run", help="submit and observe runs").add_subparsers(
+        dest="action", required=True
+    )
+    s = cmd(run, "submit", run_submit, "submit a run of TOOL (name, name@version)")
+    s.add_argument("tool")
+    s.add_argument("-c", "--config", action="append", metavar="KEY=VALUE")
+    s.add_argument("--config-file", metavar="JSON")
+    s.add_argument("-i", "--input", action="append", metavar="NAME=PATH|ARTIFACT")
+    s.add_argument("-w", "--watch", action="store_true")
+    cmd(run, "get", run_get, "show a run's provenance").add_argument("run")
+    s = cmd(run, "list", run_list, "list runs")
+    s.add_argument("--tool")
+    s.add_argument(
+        "--state",
+        action="append",
+        choices=[lifecycle.state_name(v).lower() for v in lc.RunState.values() if v],
+    )
+    s.add_argument("--limit", type=int, default=50)
+    cmd(run, "watch", run_watch, "stream a run's events until it ends").add_argument("run")
+    s = cmd(run, "cancel", run_cancel, "cancel a run")
+    s.add_argument("run")
+    s.add_argument("--reason", default="cancelled from the CLI")
+    s = cmd(run, "outputs", run_outputs, "list (and download) a run's outputs")
+    s.add_argument("run")
+    s.add_argument("--download", metavar="DIR")
+    s = cmd(run, "reproduce", run_reproduce, "run again with the same digest, config, inputs")
+    s.add_argument("run")
+    s.add_argument("-w", "--watch", action="store_true")
+
+    dev = sub.add_parser("dev", help="develop a tool against the platform").add_subparsers(
+        dest="action", required=True
+    )
+    s = cmd(dev, "connect", dev_connect, "run the tool at PATH from source, connected")
+    s.add_argument("path")
+    s.add_argument("-c", "--config", action="append", metavar="KEY=VALUE")
+    s.add_argument("--config-file", metavar="JSON")
+    s.add_argument("-i", "--input", action="append", metavar="NAME=PATH|ARTIFACT")
+    s = cmd(dev, "config", dev_config, "push configuration to a development session")
+    s.add_argument("run")
+    s.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    s = cmd(dev, "test", dev_test, "execute the tool once in a development session")
+    s.add_argument("run")
+    s.add_argument("-w", "--watch", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "component", None):
+        os.environ.setdefault("FLNET_DATA_DIR", str(args.data_dir))
+        if args.component == "control":
+            from flnet.control.__main__ import main as control_main
+
+            control_main(args.args)
+            return
+        from flnet.orchestrator.__main__ import main as orchestrator_main
+
+        sys.exit(orchestrator_main(args.args))
+    args.data_dir = args.data_dir.expanduser().resolve()
+    try:
+        code = asyncio.run(args.handler(args))
+    except grpc.aio.AioRpcError as e:
+        render.console.print(f"[red]error[/red] {e.code().name}: {e.details()}", markup=True)
+        code = 2
+    except (StackNotRunning, ToolSpecError, ValueError) as e:
+        render.console.print(f"[red]error[/red] {e}")
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""What the CLI prints: machine-readable JSON (`-o json`) or human text (rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import UTC
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import tool_pb2 as tp
+
+console = Console(highlight=False)
+STATE_STYLE = {"FINISHED": "green", "ERROR": "red", "CANCELLED": "yellow"}
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, Message):
+        return json_format.MessageToDict(value)
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_json(value), indent=None, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def short(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def when(ts: timestamp_pb2.Timestamp) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return ts.ToDatetime(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def state(value: int) -> str:
+    name = lifecycle.state_name(value)
+    style = STATE_STYLE.get(name, "cyan")
+    return f"[{style}]{name}[/{style}]"
+
+
+def tools_table(tools: Iterable[tp.Tool]) -> None:
+    table = Table("tool", "kind", "versions", "description")
+    for t in tools:
+        table.add_row(short(t.name), t.kind, ", ".join(t.versions), t.description[:60])
+    console.print(table)
+
+
+def tool_detail(tool: tp.Tool, versions: Iterable[tp.ToolVersion]) -> None:
+    console.print(f"[bold]{tool.name}[/bold]  {tool.kind}\n{tool.description}")
+    table = Table("version", "artifact", "inputs", "outputs", "contract sha256")
+    for v in versions:
+        artifact = v.image.digest if v.HasField("image") else v.local_source.path
+        table.add_row(
+            v.version,
+            artifact,
+            ", ".join(i.name for i in v.inputs),
+            ", ".join(o.name for o in v.outputs),
+            v.contract_sha256[:16],
+        )
+    console.print(table)
+
+
+def runs_table(runs: Iterable[rp.Run]) -> None:
+    table = Table("run", "tool version", "state", "created", "ended")
+    for r in runs:
+        tv = r.tool_version.split("/tools/", 1)[-1].replace("/versions/", "@")
+        table.add_row(short(r.name), tv, state(r.state), when(r.create_time), when(r.end_time))
+    console.print(table)
+
+
+def outputs_table(outputs: Iterable[ap.Artifact]) -> None:
+    table = Table("output", "media type", "bytes", "sha256", "artifact")
+    for o in outputs:
+        table.add_row(o.output_name, o.media_type, str(o.size_bytes), o.sha256, short(o.name))
+    console.print(table)
+
+
+def run_detail(run: rp.Run) -> None:
+    console.print(f"[bold]{run.name}[/bold]  {state(run.state)}")
+    console.print(f"  tool version   {run.tool_version}")
+    console.print(f"  artifact       {run.artifact_digest}")
+    console.print(f"  config sha256  {run.config_sha256}")
+    console.print(f"  config         {json.dumps(json_format.MessageToDict(run.config))}")
+    for i in run.inputs:
+        console.print(f"  input {i.name:<8} {i.artifact}  sha256 {i.sha256}")
+    console.print(f"  created        {when(run.create_time)} by {run.creator}")
+    console.print(f"  ended          {when(run.end_time)}")
+    if run.reproduce_of:
+        console.print(f"  reproduces     {run.reproduce_of}")
+    if run.HasField("cancellation"):
+        c = run.cancellation
+        console.print(f"  cancelled by   {c.requested_by}: {c.reason}")
+    if run.HasField("error"):
+        error_detail(run)
+    if run.outputs:
+        outputs_table(run.outputs)
+
+
+def error_detail(run: rp.Run) -> None:
+    e = run.error
+    console.print(
+        f"  [red]error {lifecycle.reason_name(e.reason)}[/red] "
+        f"(kind {_kind(e.kind)}, "
+        f"retry {'safe' if e.retry_safe else 'not safe'}): {e.message}"
+    )
+    if e.traceback:
+        console.print(e.traceback.rstrip(), style="dim", markup=False)
+    for line in e.last_output_lines[-10:]:
+        console.print(f"  | {line}", style="dim", markup=False)
+
+
+def _kind(kind: int) -> str:
+    return lc.ErrorKind.Name(lc.ErrorKind.ValueType(kind)).removeprefix("ERROR_KIND_")
+
+
+SEVERITY_STYLE = {
+    tm.LOG_SEVERITY_DEBUG: "dim",
+    tm.LOG_SEVERITY_WARNING: "yellow",
+    tm.LOG_SEVERITY_ERROR: "red",
+    tm.LOG_SEVERITY_CRITICAL: "bold red",
+}
+
+
+class WatchView:
+    """Live rendering of a run's events: state changes, logs, metrics and a progress bar."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("PENDING", total=1.0)
+
+    def __enter__(self) -> WatchView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def show(self, event: rp.RunEvent) -> None:
+        which = event.WhichOneof("event")
+        if which == "state_change":
+            sc = event.state_change
+            name = lifecycle.state_name(sc.to_state)
+            self.progress.update(self.task, description=name)
+            line = f"{state(sc.to_state)} {sc.message}".rstrip()
+            if sc.HasField("error"):
+                line += f" [red]{lifecycle.reason_name(sc.error.reason)}: {sc.error.message}[/red]"
+            console.print(line)
+        elif which == "log":
+            rec = event.log
+            style = SEVERITY_STYLE.get(rec.severity, "")
+            sev = tm.LogSeverity.Name(rec.severity).removeprefix("LOG_SEVERITY_")
+            console.print(f"{sev:<7} {rec.message}", style=style, markup=False)
+            if rec.traceback:
+                console.print(rec.traceback.rstrip(), style="dim", markup=False)
+        elif which == "metric":
+            m = event.metric
+            console.print(f"[blue]metric[/blue] {m.name}={m.value:.6g}{m.unit} (step {m.step})")
+        elif which == "progress":
+            self.progress.update(self.task, completed=event.progress.fraction)
+        elif which == "output":
+            o = event.output
+            console.print(f"[green]output[/green] {o.output_name} {o.size_bytes} B {o.sha256}")
+        elif which == "cancellation":
+            c = event.cancellation
+            console.print(f"[yellow]cancel requested[/yellow] by {c.requested_by}: {c.reason}")
+        elif which == "config_change":
+            console.print(
+                f"config changed: {json_format.MessageToDict(event.config_change.config)}"
+            )

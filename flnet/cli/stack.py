@@ -1,0 +1,204 @@
+"""`flnet up`: supervise the platform's components as separate processes on loopback, the
+way a deployment runs them, and publish their endpoints in <data-dir>/endpoints.json."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from flnet.channels import insecure_channel
+
+log = logging.getLogger("flnet.up")
+ENDPOINTS = "endpoints.json"
+
+
+class StackNotRunning(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def read_endpoints(data_dir: Path) -> dict[str, str]:
+    path = data_dir / ENDPOINTS
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise StackNotRunning(
+            f"no running stack found ({path} is missing); start one with `flnet up`"
+        ) from None
+    return {k: str(v) for k, v in data.items()}
+
+
+async def wait_healthy(address: str, within: float = 30.0) -> None:
+    """Until the server at `address` answers SERVING (raises TimeoutError)."""
+    deadline = time.monotonic() + within
+    async with insecure_channel(address) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # its stubs type it synchronous
+        while True:
+            try:
+                res = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if res.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} did not become healthy within {within:g} s")
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class Component:
+    """One supervised process: restarted with backoff when it dies on its own."""
+
+    name: str
+    argv: list[str]
+    address: str
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        logfile = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+            env={**os.environ, **self.env},
+        )
+        logfile.close()
+        await wait_healthy(self.address)
+        log.info("%s serving on %s (pid %d)", self.name, self.address, self.process.pid)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        p = self.process
+        if p is None or p.returncode is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(p.wait(), grace)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+
+
+class Stack:
+    """The orchestrator and the control plane, wired to each other."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        control_port: int = 0,
+        orchestrator_port: int = 0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        logs = data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        py = sys.executable
+        orch = f"127.0.0.1:{orchestrator_port or free_port()}"
+        ctl = f"127.0.0.1:{control_port or free_port()}"
+        env = dict(extra_env or {})
+        self.components = [
+            Component(
+                "orchestrator",
+                [py, "-m", "flnet.orchestrator", "--listen", orch, "--data-dir", str(data_dir)],
+                orch,
+                logs / "orchestrator.log",
+                env=env,
+            ),
+            Component(
+                "control",
+                [
+                    py,
+                    "-m",
+                    "flnet.control",
+                    "--listen",
+                    ctl,
+                    "--data-dir",
+                    str(data_dir),
+                    "--orchestrator",
+                    orch,
+                ],
+                ctl,
+                logs / "control.log",
+                env=env,
+            ),
+        ]
+        self._stopping = False
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {c.name: c.address for c in self.components}
+
+    async def start(self) -> None:
+        for component in self.components:
+            await component.start()
+        path = self.data_dir / ENDPOINTS
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.endpoints, "pid": str(os.getpid())}, indent=2))
+        tmp.replace(path)
+
+    async def supervise(self) -> None:
+        """Restarts a component that dies on its own, with backoff; returns never."""
+        while not self._stopping:
+            for c in self.components:
+                if c.process is not None and c.process.returncode is not None:
+                    c.restarts += 1
+                    log.warning(
+                        "%s exited with %s; restarting (%d)",
+                        c.name,
+                        c.process.returncode,
+                        c.restarts,
+                    )
+                    await asyncio.sleep(min(0.2 * 2**c.restarts, 5.0))
+                    with contextlib.suppress(TimeoutError):
+                        await c.start()
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / ENDPOINTS).unlink()
+        for component in reversed(self.components):  # control first, then orchestrator
+            await component.stop()
+
+
+async def run_stack(stack: Stack, ready: asyncio.Event | None = None) -> None:
+    """Starts the stack, supervises it until SIGINT/SIGTERM, then stops it cleanly."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    supervisor: asyncio.Task[None] | None = None
+    try:
+        await stack.start()
+        if ready is not None:
+            ready.set()
+        supervisor = asyncio.create_task(stack.supervise())
+        await stopping.wait()
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+        await stack.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
