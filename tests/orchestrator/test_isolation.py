@@ -107,7 +107,7 @@ async def test_engine_environment_and_credential_file(
     container = await orch.launch(
         tool_dir,
         run=run,
-        tenant="acme",
+        tenant="tenants/acme",
         control_address="127.0.0.1:50051",
         credential=secret,
         environment={"TOOL_SETTING": "42"},

@@ -44,7 +44,8 @@ async def test_launch_reports_running_then_exited_with_code_and_last_lines(
         for i in range(60):
             print(f"line {i}")
         print("to stderr", file=sys.stderr)
-        """
+        """,
+        tenant="acme",
     )
     assert container.state == pb.CONTAINER_STATE_RUNNING
     assert container.backend == "process"
@@ -94,7 +95,7 @@ async def test_outside_sigkill_is_signaled(orch: Orchestrator) -> None:
 async def test_deadline_terminates_then_kills_within_deadline_plus_grace(
     orch: Orchestrator,
 ) -> None:
-    deadline, grace = 3.0, 1.0  # grace: the fixture's kill_grace
+    deadline, grace = 4.0, 1.0  # grace: the fixture's kill_grace
     watch = Stopwatch()
     container = await orch.launch(STUBBORN, deadline=seconds(deadline))
     assert container.deadline_time.ToDatetime() > container.start_time.ToDatetime()

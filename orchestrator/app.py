@@ -1,0 +1,134 @@
+"""OrchestratorApp: the orchestrator's server, assembled (DESIGN.md §1, §7).
+
+Interceptor chain, outermost first: the `interceptors` given to the app (authorization
+comes here in a later issue), then the error-mapping interceptor next to the servicer.
+
+Graceful stop (`stop()`): the event log is closed first, so that open WatchContainers
+streams end at once with UNAVAILABLE (watchers resume elsewhere with after_sequence)
+instead of holding the server for the whole grace; then the server stops (health
+NOT_SERVING, no new calls, in-flight calls get `stop_grace` seconds); then the engines
+still running are terminated: SIGTERM to each process group, SIGKILL after `kill_grace`
+seconds. Their exits are recorded but no longer streamed: after a restart the control
+plane reconciles with ListRunContainers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import grpc
+
+from flnet.serving import Server
+
+from .backend import Backend
+from .events import DEFAULT_CAPACITY, EventLog
+from .interceptors import ErrorMappingInterceptor
+from .process_backend import DEFAULT_KILL_GRACE, ProcessBackend
+from .service import SERVICE_NAME, OrchestratorService
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("process",)
+DEFAULT_LISTEN = "127.0.0.1:50052"
+DEFAULT_STOP_GRACE = 5.0
+
+
+class OrchestratorApp:
+    """The orchestrator server with its backend. Construct anywhere; `start()` and `stop()`
+    inside the event loop that serves.
+
+    - `data_dir`: root of the platform's data; work dirs go under `orchestrator/runs/`.
+    - `backend`: "process" (the only one yet).
+    - `engine_command`: the engine's argv (default ``[sys.executable, "-m",
+      "flnet.runtime"]``).
+    - `kill_grace`: seconds between SIGTERM and SIGKILL at a deadline, at shutdown, and for
+      StopRun without grace_period.
+    - `keep_workdirs`: keep exited runs' work dirs (debugging).
+    - `interceptors`: extra server interceptors, run before the error mapping.
+    - `stop_grace`: seconds in-flight calls get at `stop()`.
+    - `event_capacity`: events the WatchContainers log retains.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        backend: str = "process",
+        engine_command: Sequence[str] | None = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        keep_workdirs: bool = False,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        event_capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        self._data_dir = data_dir
+        self._backend_name = backend
+        self._engine_command = list(engine_command) if engine_command else None
+        self._kill_grace = kill_grace
+        self._keep_workdirs = keep_workdirs
+        self._interceptors = list(interceptors)
+        self._stop_grace = stop_grace
+        self._event_capacity = event_capacity
+        self._events: EventLog | None = None
+        self._backend: Backend | None = None
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (useful with port 0)."""
+        return self._server.port if self._server is not None else 0
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("the app is not started")
+        return self._backend
+
+    @property
+    def events(self) -> EventLog:
+        if self._events is None:
+            raise RuntimeError("the app is not started")
+        return self._events
+
+    def _make_backend(self, events: EventLog) -> Backend:
+        return ProcessBackend(
+            self._data_dir,
+            events,
+            engine_command=self._engine_command,
+            kill_grace=self._kill_grace,
+            keep_workdirs=self._keep_workdirs,
+        )
+
+    async def start(self, listen: str = DEFAULT_LISTEN) -> int:
+        """Starts serving on `listen` ("host:port"; port 0 picks one) and returns the port."""
+        if self._server is not None:
+            raise RuntimeError("already started")
+        self._events = EventLog(self._event_capacity)
+        self._backend = self._make_backend(self._events)
+        service = OrchestratorService(self._backend)
+        server = Server(
+            [SERVICE_NAME],
+            service.register,
+            interceptors=[*self._interceptors, ErrorMappingInterceptor()],
+        )
+        port = await server.start(listen)
+        self._server = server
+        log.info(
+            "orchestrator (%s backend) listening on %s, port %d", self._backend.name, listen, port
+        )
+        return port
+
+    async def stop(self) -> None:
+        """Graceful stop; see the module docstring. Safe to call twice."""
+        server, self._server = self._server, None
+        if self._events is not None:
+            self._events.close()
+        if server is not None:
+            await server.stop(self._stop_grace)
+        if self._backend is not None:
+            await self._backend.close(self._kill_grace)
+        log.info("orchestrator stopped")

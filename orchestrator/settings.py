@@ -1,0 +1,101 @@
+"""The orchestrator's settings, read once at start: command-line flags, falling back to
+environment variables, falling back to defaults.
+
+    flag                 environment               default
+    --listen             FLNET_ORCHESTRATOR_LISTEN 127.0.0.1:50052
+    --data-dir           FLNET_DATA_DIR            (required)
+    --backend            FLNET_ORCHESTRATOR_BACKEND process
+    --engine-command     FLNET_ENGINE_COMMAND      "<python> -m flnet.runtime" (shell-split)
+    --kill-grace         FLNET_KILL_GRACE          5 (seconds)
+    --stop-grace         FLNET_STOP_GRACE          5 (seconds)
+    --keep-workdirs      FLNET_KEEP_WORKDIRS=1     off
+    --log-level          FLNET_LOG_LEVEL           INFO
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .app import BACKENDS, DEFAULT_LISTEN, DEFAULT_STOP_GRACE
+from .process_backend import DEFAULT_ENGINE_COMMAND, DEFAULT_KILL_GRACE
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    data_dir: Path
+    backend: str
+    engine_command: tuple[str, ...]
+    kill_grace: float
+    stop_grace: float
+    keep_workdirs: bool
+    log_level: str
+
+    @classmethod
+    def load(cls, argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+        """Parses `argv` (without the program name); exits with usage on bad input."""
+        parser = argparse.ArgumentParser(
+            prog="python -m flnet.orchestrator",
+            description="FLNet orchestrator: launches and stops the engines of runs.",
+        )
+        parser.add_argument(
+            "--listen",
+            default=environ.get("FLNET_ORCHESTRATOR_LISTEN", DEFAULT_LISTEN),
+            help="host:port to serve on (port 0 picks a free one)",
+        )
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=environ.get("FLNET_DATA_DIR"),
+            required="FLNET_DATA_DIR" not in environ,
+            help="platform data directory; work dirs go to DATA_DIR/orchestrator/runs",
+        )
+        parser.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default=environ.get("FLNET_ORCHESTRATOR_BACKEND", "process"),
+        )
+        parser.add_argument(
+            "--engine-command",
+            default=environ.get("FLNET_ENGINE_COMMAND", shlex.join(DEFAULT_ENGINE_COMMAND)),
+            help="engine command line, shell-split",
+        )
+        parser.add_argument(
+            "--kill-grace",
+            type=float,
+            default=float(environ.get("FLNET_KILL_GRACE", DEFAULT_KILL_GRACE)),
+            help="seconds between SIGTERM and SIGKILL",
+        )
+        parser.add_argument(
+            "--stop-grace",
+            type=float,
+            default=float(environ.get("FLNET_STOP_GRACE", DEFAULT_STOP_GRACE)),
+            help="seconds in-flight calls get at shutdown",
+        )
+        parser.add_argument(
+            "--keep-workdirs",
+            action="store_true",
+            default=environ.get("FLNET_KEEP_WORKDIRS", "").lower() in _TRUE,
+            help="keep exited runs' work dirs (debugging)",
+        )
+        parser.add_argument("--log-level", default=environ.get("FLNET_LOG_LEVEL", "INFO"))
+        args = parser.parse_args(list(argv))
+        command = tuple(shlex.split(args.engine_command))
+        if not command:
+            parser.error("--engine-command must not be empty")
+        return cls(
+            listen=args.listen,
+            data_dir=Path(args.data_dir),
+            backend=args.backend,
+            engine_command=command,
+            kill_grace=args.kill_grace,
+            stop_grace=args.stop_grace,
+            keep_workdirs=args.keep_workdirs,
+            log_level=args.log_level.upper(),
+        )
