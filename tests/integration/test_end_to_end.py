@@ -1,0 +1,140 @@
+"""Runs through the whole stack: control plane, orchestrator, and the real engine in a
+subprocess driving a real tool. Each way a run can end, as provenance records it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import artifact_service_pb2 as asv
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
+from flnet.channels import insecure_channel
+from tests.integration.conftest import Stack
+
+S = lc.RunState
+
+
+async def test_run_finishes_with_verified_outputs(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="finish", lines=25)
+    assert run.state == S.RUN_STATE_PENDING
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_FINISHED, done.error
+    [output] = done.outputs
+    data = b""
+    async for msg in stack.api.artifacts.DownloadArtifact(
+        asv.DownloadArtifactRequest(name=output.name)
+    ):
+        data += msg.data
+    assert hashlib.sha256(data).hexdigest() == output.sha256
+    events = (await stack.api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events
+    states = [e.state_change.to_state for e in events if e.HasField("state_change")]
+    assert states == [
+        S.RUN_STATE_PENDING,
+        S.RUN_STATE_INITIALIZED,
+        S.RUN_STATE_STARTED,
+        S.RUN_STATE_RUNNING,
+        S.RUN_STATE_FINISHED,
+    ]
+    logs = [e.log.message for e in events if e.HasField("log")]
+    assert [m for m in logs if m.startswith("line ")] == [f"line {i}" for i in range(25)]
+
+
+async def test_tool_exception_is_an_error_with_traceback(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="fail")
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_ERROR
+    e = done.error
+    assert (e.reason, e.kind, e.phase) == (
+        lc.ERROR_REASON_TOOL_EXCEPTION,
+        lc.ERROR_KIND_TOOL,
+        S.RUN_STATE_RUNNING,
+    )
+    assert e.error_type == "ValueError"
+    assert "the tool failed on purpose" in e.message
+    assert "Traceback" in e.traceback and "tool.py" in e.traceback
+
+
+async def test_nonzero_exit_is_an_error_with_its_code(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="exit", exit_code=3)
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_ERROR
+    assert done.error.reason == lc.ERROR_REASON_EXIT_NONZERO
+    assert done.error.context["exit_code"] == "3"
+    assert not done.error.retry_safe
+
+
+async def test_deadline_exceeded(stack: Stack) -> None:
+    version = await stack.register("slow", deadline=2.0)
+    run = await stack.submit(version.name, mode="sleep", seconds=60, ignore_cancel=True)
+    done = await stack.wait_state(run.name, within=30)
+    assert done.state == S.RUN_STATE_ERROR
+    assert done.error.reason == lc.ERROR_REASON_DEADLINE_EXCEEDED
+    assert done.error.kind == lc.ERROR_KIND_TOOL
+
+
+async def test_missing_required_output(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="skip_output")
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_ERROR
+    assert done.error.reason == lc.ERROR_REASON_OUTPUT_MISSING
+
+
+async def test_memory_limit(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="allocate", megabytes=2048)
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_ERROR
+    assert done.error.reason == lc.ERROR_REASON_OOM_KILLED
+
+
+async def container_of(stack: Stack, run: str) -> op.RunContainer:
+    async with insecure_channel(f"127.0.0.1:{stack.orchestrator.port}") as channel:
+        stub: og.OrchestratorServiceAsyncStub = og.OrchestratorServiceStub(channel)
+        return (await stub.GetRunContainer(op.GetRunContainerRequest(run=run))).container
+
+
+async def test_cancel_while_running(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="sleep", seconds=60)
+    await stack.wait_state(run.name, S.RUN_STATE_RUNNING)
+    await stack.api.runs.CancelRun(rs.CancelRunRequest(name=run.name, reason="changed my mind"))
+    done = await stack.wait_state(run.name, within=30)
+    assert done.state == S.RUN_STATE_CANCELLED
+    assert done.cancellation.reason == "changed my mind"
+    assert done.cancellation.teardown.ToMilliseconds() < 2000  # the tool cooperated
+    for _ in range(50):
+        if (await container_of(stack, run.name)).state == op.CONTAINER_STATE_EXITED:
+            break
+        await asyncio.sleep(0.1)
+    assert (await container_of(stack, run.name)).state == op.CONTAINER_STATE_EXITED
+
+
+async def test_cancel_of_a_tool_that_ignores_it(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="sleep", seconds=60, ignore_cancel=True)
+    await stack.wait_state(run.name, S.RUN_STATE_RUNNING)
+    await stack.api.runs.CancelRun(rs.CancelRunRequest(name=run.name, reason="stop"))
+    done = await stack.wait_state(run.name, within=30)
+    assert done.state == S.RUN_STATE_CANCELLED
+    # The tool had the grace period (2 s) to stop; the engine reports CANCELLED within it,
+    # keeping a 20 % margin to flush before the orchestrator's forced stop.
+    assert done.cancellation.teardown.ToMilliseconds() >= 1500
+    for _ in range(100):
+        if (await container_of(stack, run.name)).state == op.CONTAINER_STATE_EXITED:
+            break
+        await asyncio.sleep(0.1)
+    assert (await container_of(stack, run.name)).state == op.CONTAINER_STATE_EXITED
+
+
+async def test_many_runs_at_once(stack: Stack) -> None:
+    version = await stack.register()
+    runs = [await stack.submit(version.name, mode="finish", lines=100) for _ in range(8)]
+    done = await asyncio.gather(*(stack.wait_state(r.name, within=120) for r in runs))
+    assert [d.state for d in done] == [S.RUN_STATE_FINISHED] * 8
