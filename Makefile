@@ -59,8 +59,8 @@ typecheck: venv
 	cd .typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file ../pyproject.toml flnet
 	MYPYPATH=.typecheck $(BIN)/mypy $$(ls -d examples bench tests 2>/dev/null)
 
-importcheck: venv
-	$(BIN)/lint-imports
+importcheck: typecheck
+	cd .typecheck && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports ../pyproject.toml
 
 # The whole suite: static checks first, then every test.
 test: venv proto-check lint typecheck importcheck

@@ -80,10 +80,11 @@ run_events = Table(
     "run_events",
     metadata,
     Column("run_id", String(63), primary_key=True),
-    Column("seq", BigInteger, primary_key=True),
-    Column("kind", SmallInteger, nullable=False),
+    Column("first_seq", BigInteger, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
     Column("time_us", BigInteger, nullable=False),
-    Column("payload", LargeBinary, nullable=False),  # serialized RunEvent
+    Column("payload", LargeBinary, nullable=False),  # RunEventSegment
+    Index("ix_run_events_last_seq", "run_id", "last_seq"),
 )
 
 artifacts = Table(

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,11 +33,8 @@ from flnet.control.schema import artifacts, run_events, runs, tool_versions, too
 
 S = lc.RunState
 R = lc.ErrorReason
-
-# run_events.kind
-KIND_STATE, KIND_LOG, KIND_METRIC, KIND_PROGRESS, KIND_OUTPUT, KIND_CONFIG, KIND_CANCEL = range(
-    1, 8
-)
+# Segments fetched per query while listing events: a few, since one holds up to a batch.
+SEGMENTS_PER_READ = 4
 
 
 @dataclass
@@ -126,6 +124,15 @@ def _artifact(r: Any) -> ap.Artifact:
         a.run = names.run_name(r.tenant, r.run_id)
     a.create_time.CopyFrom(timestamp(r.create_us))
     return a
+
+
+class EventList(Protocol):
+    """A message whose field 1 is `repeated RunEvent events`."""
+
+    @property
+    def events(self) -> RepeatedCompositeFieldContainer[rp.RunEvent]: ...
+
+    def MergeFromString(self, serialized: bytes) -> int: ...
 
 
 @dataclass
@@ -370,15 +377,7 @@ class Store:
                         deadline_us=deadline_us,
                     )
                 )
-                await conn.execute(
-                    insert(run_events).values(
-                        run_id=run_id,
-                        seq=1,
-                        kind=KIND_STATE,
-                        time_us=now,
-                        payload=event.SerializeToString(),
-                    )
-                )
+                await _append(conn, run_id, now, [event])
         except IntegrityError:
             if spec.request_id:
                 existing = await self.find_run_by_request(tenant, spec.request_id)
@@ -506,25 +505,43 @@ class Store:
             state = row.state
             outcome = BatchOutcome(acked=batch.sequence, state=state)
             values: dict[str, Any] = {}
-            rows: list[dict[str, Any]] = []
+            kinds = [entry.WhichOneof("entry") for entry in batch.entries]
+            if "progress" in kinds:
+                last = len(kinds) - 1 - kinds[::-1].index("progress")
+                values["progress"] = batch.entries[last].progress.SerializeToString()
+            if "transition" not in kinds:
+                # Telemetry only: the batch's bytes are the segment (see Entry's field numbers).
+                count = len(kinds) - kinds.count(None)
+                if count:
+                    segment = rp.RunEventSegment.FromString(batch.SerializeToString())
+                    segment.DiscardUnknownFields()  # Batch.sequence
+                    await _append_segment(conn, run_id, now, seq + 1, seq + count, segment)
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(
+                        last_batch=batch.sequence,
+                        last_sequence=seq + count,
+                        update_us=now,
+                        **values,
+                    )
+                )
+                if count:
+                    self.news.publish(run_id)
+                return outcome
+            events: list[rp.RunEvent] = []
             for index, entry in enumerate(batch.entries):
                 which = entry.WhichOneof("entry")
-                seq += 1
                 if which == "log":
-                    ev = rp.RunEvent(sequence=seq, log=entry.log)
-                    kind = KIND_LOG
+                    ev = rp.RunEvent(log=entry.log)
                 elif which == "metric":
-                    ev = rp.RunEvent(sequence=seq, metric=entry.metric)
-                    kind = KIND_METRIC
+                    ev = rp.RunEvent(metric=entry.metric)
                 elif which == "progress":
-                    ev = rp.RunEvent(sequence=seq, progress=entry.progress)
-                    values["progress"] = entry.progress.SerializeToString()
-                    kind = KIND_PROGRESS
+                    ev = rp.RunEvent(progress=entry.progress)
                 elif which == "transition":
                     t = entry.transition
-                    refusal = await self._refusal(conn, row, state, t)
+                    refusal = _refusal(state, t)
                     if refusal:
-                        seq -= 1
                         outcome.rejections.append(
                             rt.Rejection(sequence=batch.sequence, index=index, reason=refusal)
                         )
@@ -536,41 +553,23 @@ class Store:
                     values.update(changes)
                     outcome.transitions.append((state, to_state))
                     state = to_state
-                    ev = rp.RunEvent(sequence=seq, state_change=change)
-                    kind = KIND_STATE
+                    ev = rp.RunEvent(state_change=change)
                 else:
-                    seq -= 1
                     continue
-                rows.append(
-                    {
-                        "run_id": run_id,
-                        "seq": seq,
-                        "kind": kind,
-                        "time_us": now,
-                        "payload": ev.SerializeToString(),
-                    }
-                )
-            if rows:
-                await conn.execute(insert(run_events), rows)
+                seq += 1
+                ev.sequence = seq
+                events.append(ev)
+            if events:
+                await _append(conn, run_id, now, events)
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(last_batch=batch.sequence, last_sequence=seq, update_us=now, **values)
             )
             outcome.state = state
-        if rows:
+        if events:
             self.news.publish(run_id)
         return outcome
-
-    async def _refusal(self, conn: AsyncConnection, row: Any, state: int, t: rt.Transition) -> str:
-        if lifecycle.is_terminal(state):
-            return f"run is already {lifecycle.state_name(state)}"
-        if not lifecycle.is_legal(state, t.to_state):
-            return (
-                f"illegal transition {lifecycle.state_name(state)} -> "
-                f"{lifecycle.state_name(t.to_state)}"
-            )
-        return ""
 
     async def _finalize(
         self, conn: AsyncConnection, row: Any, t: rt.Transition
@@ -632,15 +631,7 @@ class Store:
                 row.state, to_state, error, message, actor, now, row.cancellation
             )
             ev = rp.RunEvent(sequence=seq, state_change=change)
-            await conn.execute(
-                insert(run_events).values(
-                    run_id=run_id,
-                    seq=seq,
-                    kind=KIND_STATE,
-                    time_us=now,
-                    payload=ev.SerializeToString(),
-                )
-            )
+            await _append(conn, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -660,15 +651,7 @@ class Store:
                 )
                 seq = row.last_sequence + 1
                 ev = rp.RunEvent(sequence=seq, cancellation=c)
-                await conn.execute(
-                    insert(run_events).values(
-                        run_id=run_id,
-                        seq=seq,
-                        kind=KIND_CANCEL,
-                        time_us=now,
-                        payload=ev.SerializeToString(),
-                    )
-                )
+                await _append(conn, run_id, now, [ev])
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)
@@ -694,15 +677,7 @@ class Store:
             now = now_us()
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, config_change=config)
-            await conn.execute(
-                insert(run_events).values(
-                    run_id=run_id,
-                    seq=seq,
-                    kind=KIND_CONFIG,
-                    time_us=now,
-                    payload=ev.SerializeToString(),
-                )
-            )
+            await _append(conn, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -710,27 +685,42 @@ class Store:
             )
         self.news.publish(run_id)
 
-    async def list_events(self, run: RunRow, *, after: int, limit: int) -> list[rp.RunEvent]:
-        async with self.engine.connect() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        select(run_events.c.payload)
-                        .where(run_events.c.run_id == run.id, run_events.c.seq > after)
-                        .order_by(run_events.c.seq)
-                        .limit(limit)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+    async def read_events(self, run: RunRow, into: EventList, *, after: int, limit: int) -> int:
+        """Appends up to `limit` events with a sequence above `after`, in order, to
+        `into.events` and returns how many. `into` is any message whose field 1 is
+        `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): stored segments
+        merge into it as bytes, without copying event by event."""
+        added = 0
         name = run.name
-        events = []
-        for payload in rows:
-            ev = rp.RunEvent.FromString(payload)
-            ev.run = name
-            events.append(ev)
-        return events
+        async with self.engine.connect() as conn:
+            while added < limit:
+                rows = (
+                    await conn.execute(
+                        select(run_events.c.payload, run_events.c.first_seq, run_events.c.last_seq)
+                        .where(run_events.c.run_id == run.id, run_events.c.last_seq > after)
+                        .order_by(run_events.c.last_seq)
+                        .limit(SEGMENTS_PER_READ)
+                    )
+                ).all()
+                for r in rows:
+                    start = len(into.events)
+                    into.MergeFromString(r.payload)
+                    skip = max(0, after - r.first_seq + 1)
+                    if skip:
+                        del into.events[start : start + skip]
+                    extra = added + (len(into.events) - start) - limit
+                    if extra > 0:
+                        del into.events[len(into.events) - extra :]
+                    for offset, ev in enumerate(into.events[start:]):
+                        ev.sequence = r.first_seq + skip + offset
+                        ev.run = name
+                    added += len(into.events) - start
+                    after = r.first_seq + skip + (len(into.events) - start) - 1
+                    if added >= limit:
+                        break
+                if len(rows) < SEGMENTS_PER_READ:
+                    break
+        return added
 
     # ------------------------------------------------------------------------- artifacts
 
@@ -816,15 +806,7 @@ class Store:
             artifact = _artifact(_Obj(values))
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, output=artifact)
-            await conn.execute(
-                insert(run_events).values(
-                    run_id=run.id,
-                    seq=seq,
-                    kind=KIND_OUTPUT,
-                    time_us=now,
-                    payload=ev.SerializeToString(),
-                )
-            )
+            await _append(conn, run.id, now, [ev])
             await conn.execute(
                 update(runs).where(runs.c.id == run.id).values(last_sequence=seq, update_us=now)
             )
@@ -931,15 +913,14 @@ class Store:
 
     async def count_events(self, run_id: str) -> int:
         async with self.engine.connect() as conn:
-            return int(
-                (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(run_events)
-                        .where(run_events.c.run_id == run_id)
+            total = (
+                await conn.execute(
+                    select(func.sum(run_events.c.last_seq - run_events.c.first_seq + 1)).where(
+                        run_events.c.run_id == run_id
                     )
-                ).scalar_one()
-            )
+                )
+            ).scalar_one()
+        return int(total or 0)
 
 
 class _Obj:
@@ -982,3 +963,42 @@ def _state_change(
             c.teardown.FromMicroseconds(now - c.request_time.ToMicroseconds())
             values["cancellation"] = c.SerializeToString()
     return change, values
+
+
+def _refusal(state: int, t: rt.Transition) -> str:
+    if lifecycle.is_terminal(state):
+        return f"run is already {lifecycle.state_name(state)}"
+    if not lifecycle.is_legal(state, t.to_state):
+        return (
+            f"illegal transition {lifecycle.state_name(state)} -> "
+            f"{lifecycle.state_name(t.to_state)}"
+        )
+    return ""
+
+
+async def _append(conn: AsyncConnection, run_id: str, now: int, events: list[rp.RunEvent]) -> None:
+    """Stores consecutive events as one segment of the run's history."""
+    segment = rp.RunEventSegment(events=events)
+    await _append_segment(conn, run_id, now, events[0].sequence, events[-1].sequence, segment)
+
+
+async def _append_segment(
+    conn: AsyncConnection,
+    run_id: str,
+    now: int,
+    first_seq: int,
+    last_seq: int,
+    segment: rp.RunEventSegment,
+) -> None:
+    """A run's history is a sequence of segments, one per transaction: a batch of 1000 log
+    lines costs one row. Events are stored without `run` and `sequence`; a segment's events
+    are numbered first_seq, first_seq + 1, ... (read_events fills both in)."""
+    await conn.execute(
+        insert(run_events).values(
+            run_id=run_id,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            time_us=now,
+            payload=segment.SerializeToString(),
+        )
+    )

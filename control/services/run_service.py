@@ -105,16 +105,17 @@ class RunService(rsg.RunServiceServicer):
         cursor = request.after_sequence
         while True:
             news = self.store.news.next(row.id)
-            events = await self.store.list_events(row, after=cursor, limit=WATCH_BATCH)
-            if events:
-                cursor = events[-1].sequence
-                yield rs.WatchRunResponse(events=events)
-                last = events[-1]
+            response = rs.WatchRunResponse()
+            count = await self.store.read_events(row, response, after=cursor, limit=WATCH_BATCH)
+            if count:
+                cursor = response.events[-1].sequence
+                last = response.events[-1]
+                yield response
                 if last.HasField("state_change") and lifecycle.is_terminal(
                     last.state_change.to_state
                 ):
                     return
-                if len(events) == WATCH_BATCH:
+                if count == WATCH_BATCH:
                     continue
             fresh = await self.store.get_run_by_id(row.id)
             if fresh is None or (fresh.terminal and cursor >= fresh.last_sequence):
@@ -131,9 +132,11 @@ class RunService(rsg.RunServiceServicer):
         query = {"parent": request.parent, "after": request.after_sequence}
         position = pagination.decode(request.page_token, query)
         after = int(position) if position is not None else request.after_sequence
-        events = await self.store.list_events(row, after=after, limit=size)
-        token = pagination.encode(events[-1].sequence, query) if len(events) == size else ""
-        return rs.ListRunEventsResponse(events=events, next_page_token=token)
+        response = rs.ListRunEventsResponse()
+        count = await self.store.read_events(row, response, after=after, limit=size)
+        if count == size:
+            response.next_page_token = pagination.encode(response.events[-1].sequence, query)
+        return response
 
     async def ReproduceRun(
         self, request: rs.ReproduceRunRequest, context: Context

@@ -116,7 +116,7 @@ async def test_download_errors(api: Clients, control: ControlApp) -> None:
         await download(api, f"{TENANT}/artifacts/nope")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     blob = Path(control.blobs.path_of(hashlib.sha256(b"0123456789").hexdigest()))
-    blob.write_bytes(b"0123456780")  # noqa: ASYNC240 - corruption on disk
+    blob.write_bytes(b"0123456780")
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await download(api, name)
     assert e.value.code() == grpc.StatusCode.DATA_LOSS

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 20:02:01.215713
+
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ def upgrade() -> None:
 
     op.create_table('run_events',
     sa.Column('run_id', sa.String(length=63), nullable=False),
-    sa.Column('seq', sa.BigInteger(), nullable=False),
-    sa.Column('kind', sa.SmallInteger(), nullable=False),
+    sa.Column('first_seq', sa.BigInteger(), nullable=False),
+    sa.Column('last_seq', sa.BigInteger(), nullable=False),
     sa.Column('time_us', sa.BigInteger(), nullable=False),
     sa.Column('payload', sa.LargeBinary(), nullable=False),
-    sa.PrimaryKeyConstraint('run_id', 'seq')
+    sa.PrimaryKeyConstraint('run_id', 'first_seq')
     )
+    with op.batch_alter_table('run_events', schema=None) as batch_op:
+        batch_op.create_index('ix_run_events_last_seq', ['run_id', 'last_seq'], unique=False)
+
     op.create_table('runs',
     sa.Column('id', sa.String(length=63), nullable=False),
     sa.Column('tenant', sa.String(length=63), nullable=False),
@@ -122,6 +125,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_runs_credential')
 
     op.drop_table('runs')
+    with op.batch_alter_table('run_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_run_events_last_seq')
+
     op.drop_table('run_events')
     with op.batch_alter_table('artifacts', schema=None) as batch_op:
         batch_op.drop_index('ix_artifacts_tenant_sha')

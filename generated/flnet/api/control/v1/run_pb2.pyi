@@ -307,6 +307,33 @@ class RunEvent(_message.Message):
 Global___RunEvent: _TypeAlias = RunEvent  # noqa: Y015
 
 @_typing.final
+class RunEventSegment(_message.Message):
+    """RunEventSegment is consecutive events of one run, in sequence order without
+    gaps: the unit in which the provenance store keeps a run's history (one per
+    stored batch).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunEvent]:
+        """The events."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___RunEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunEventSegment: _TypeAlias = RunEventSegment  # noqa: Y015
+
+@_typing.final
 class ConfigChange(_message.Message):
     """ConfigChange records a configuration update of a development session."""
 

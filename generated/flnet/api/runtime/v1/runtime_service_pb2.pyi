@@ -112,19 +112,21 @@ class Batch(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SEQUENCE_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per-run batch number: 1 for the first, then +1 each."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]:
-        """Entries."""
+        """Entries. Field 1, like RunEventSegment.events: a batch without transitions
+        is stored as a segment of the run's history without per-entry transcoding.
+        """
 
     def __init__(
         self,
         *,
-        sequence: _builtins.int = ...,
         entries: _abc.Iterable[Global___Entry] | None = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -136,7 +138,11 @@ Global___Batch: _TypeAlias = Batch  # noqa: Y015
 
 @_typing.final
 class Entry(_message.Message):
-    """Entry is one item of a batch."""
+    """Entry is one item of a batch. Its telemetry fields carry the numbers of the
+    same fields in flnet.api.control.v1.RunEvent (log 4, metric 5, progress 6),
+    so an entry's bytes are a valid RunEvent (without run and sequence, which
+    the control plane assigns).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -158,7 +164,7 @@ class Entry(_message.Message):
 
     @_builtins.property
     def transition(self) -> Global___Transition:
-        """A proposed lifecycle transition."""
+        """A proposed lifecycle transition (no RunEvent field has this number)."""
 
     def __init__(
         self,

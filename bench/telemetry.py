@@ -1,0 +1,194 @@
+"""Telemetry throughput and latency, tool -> control plane -> store -> WatchRun subscriber.
+
+Baseline, measured in the same run: raw grpc.aio client-streaming of the same log lines, in
+batches of 1000, from a client process to a server that only counts them. Both figures use
+the same clock: from the first line's timestamp to the arrival of the last line.
+
+    python bench/telemetry.py [--lines 100000] [--latency-seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from google.protobuf import struct_pb2
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.channels import CLIENT_OPTIONS, SERVER_OPTIONS, insecure_channel
+from flnet.cli.toolspec import load_tool_spec
+from flnet.control.app import ControlApp
+from flnet.control.settings import ControlSettings
+from flnet.orchestrator.app import OrchestratorApp
+
+CHATTY = Path(__file__).parent / "tools" / "chatty"
+SINK = "/bench.Sink/Push"
+BATCH = 1000
+
+
+# ------------------------------------------------------------------------- baseline
+
+
+async def baseline_client(address: str, lines: int) -> None:
+    """Streams `lines` log records in batches of 1000 (runs in its own process)."""
+    async with grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS) as channel:
+        push = channel.stream_unary(
+            SINK, request_serializer=rt.Batch.SerializeToString,
+            response_deserializer=rt.Ack.FromString,
+        )
+
+        async def batches() -> AsyncIterator[rt.Batch]:
+            for seq, start in enumerate(range(0, lines, BATCH), 1):
+                batch = rt.Batch(sequence=seq)
+                for i in range(start, min(start + BATCH, lines)):
+                    rec = batch.entries.add().log
+                    rec.time.FromNanoseconds(time.time_ns())
+                    rec.severity = tm.LOG_SEVERITY_INFO
+                    rec.message = f"line {i}"
+                yield batch
+
+        await push(batches())
+
+
+async def measure_baseline(lines: int) -> float:
+    done = asyncio.Event()
+    first_ns = 0
+    received = 0
+    end_ns = 0
+
+    async def push(requests: AsyncIterator[rt.Batch], context: object) -> rt.Ack:
+        nonlocal received, first_ns, end_ns
+        async for batch in requests:
+            if not first_ns:
+                first_ns = batch.entries[0].log.time.ToNanoseconds()
+            received += len(batch.entries)
+        end_ns = time.time_ns()
+        done.set()
+        return rt.Ack(sequence=received)
+
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Sink", {
+        "Push": grpc.stream_unary_rpc_method_handler(
+            push, request_deserializer=rt.Batch.FromString,
+            response_serializer=rt.Ack.SerializeToString),
+    }),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--baseline-client", f"127.0.0.1:{port}", str(lines))
+    await done.wait()
+    await proc.wait()
+    await server.stop(0)
+    assert received == lines
+    return lines / ((end_ns - first_ns) / 1e9)
+
+
+# ------------------------------------------------------------------------ end to end
+
+
+class Platform:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def __aenter__(self) -> Platform:
+        self.orchestrator = OrchestratorApp(self.root / "orchestrator")
+        orch = await self.orchestrator.start("127.0.0.1:0")
+        self.control = ControlApp(ControlSettings(
+            data_dir=self.root / "control", orchestrator_address=f"127.0.0.1:{orch}"))
+        port = await self.control.start("127.0.0.1:0")
+        self.address = f"127.0.0.1:{port}"
+        self.channel = insecure_channel(self.address)
+        self.runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(self.channel)
+        tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(self.channel)
+        spec = load_tool_spec(CHATTY)
+        self.version = (await tools.CreateToolVersion(ts.CreateToolVersionRequest(
+            parent="tenants/default/tools/chatty", tool_version=spec.version))).tool_version.name
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.channel.close()
+        await self.control.stop(1)
+        await self.orchestrator.stop()
+
+    async def watch(self, **config: float) -> list[tuple[int, int]]:
+        """Runs chatty with a WatchRun subscriber in its own process, as a user's would be,
+        and returns, per line, (log time, arrival time) in ns."""
+        s = struct_pb2.Struct()
+        s.update(config)
+        run = (await self.runs.CreateRun(rs.CreateRunRequest(
+            parent="tenants/default", run=rp.Run(tool_version=self.version, config=s)))).run
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--watcher", self.address, run.name,
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        final, *pairs = out.decode().split("\n")
+        if int(final) != lc.RUN_STATE_FINISHED:
+            raise RuntimeError(f"the benchmark run ended in state {final}")
+        return [(int(a), int(b)) for a, b in (p.split() for p in pairs if p)]
+
+
+async def watcher(address: str, run: str) -> None:
+    """Streams a run and prints its final state, then "log-time arrival-time" per line."""
+    seen: list[str] = []
+    final = 0
+    async with insecure_channel(address) as channel:
+        runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
+        async for res in runs.WatchRun(rs.WatchRunRequest(name=run)):
+            now = time.time_ns()
+            for event in res.events:
+                if event.HasField("log"):
+                    t = event.log.time
+                    seen.append(f"{t.seconds * 1_000_000_000 + t.nanos} {now}")
+                elif event.HasField("state_change"):
+                    final = event.state_change.to_state
+    sys.stdout.write("\n".join([str(final), *seen]) + "\n")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1]
+
+
+async def main(lines: int, latency_seconds: float) -> None:
+    baseline = await measure_baseline(lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Platform(Path(tmp)) as platform:
+            seen = await platform.watch(lines=lines, delay=1.5)
+            assert len(seen) == lines, f"the watcher saw {len(seen)} of {lines} lines"
+            e2e = lines / ((seen[-1][1] - seen[0][0]) / 1e9)
+            paced = await platform.watch(lines=int(1000 * latency_seconds), rate=1000, delay=1.5)
+            latencies = [(arrived - logged) / 1e6 for logged, arrived in paced]
+    print(f"lines                         {lines}")
+    print(f"baseline grpc.aio stream      {baseline:12,.0f} lines/s  (batches of {BATCH})")
+    print(f"tool -> store -> WatchRun     {e2e:12,.0f} lines/s")
+    print(f"ratio                         {e2e / baseline:12.2f}  (target >= 0.30)")
+    print(f"latency at 1,000 lines/s      p50 {percentile(latencies, 0.5):6.1f} ms   "
+          f"p99 {percentile(latencies, 0.99):6.1f} ms   max {max(latencies):6.1f} ms "
+          f"(target p99 <= 50 ms)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--baseline-client":
+        asyncio.run(baseline_client(sys.argv[2], int(sys.argv[3])))
+        sys.exit(0)
+    if len(sys.argv) == 4 and sys.argv[1] == "--watcher":
+        asyncio.run(watcher(sys.argv[2], sys.argv[3]))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.lines, args.latency_seconds))
