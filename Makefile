@@ -75,7 +75,7 @@ bench: venv
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.
 demo: venv
-	$(BIN)/flnet demo --data-dir $${FLNET_DATA_DIR:-$(CURDIR)/.demo-data}
+	$(BIN)/flnet --data-dir $${FLNET_DATA_DIR:-$(CURDIR)/.demo-data} demo
 
 clean:
 	rm -rf $(VENV) .typecheck .proto-check .demo-data build *.egg-info node_modules

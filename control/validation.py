@@ -9,11 +9,20 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from flnet.control.errors import InvalidArgument
+from flnet.structs import dict_to_struct, normalize, struct_to_dict
+
+__all__ = [
+    "canonical_json",
+    "canonical_sha256",
+    "check_schema",
+    "dict_to_struct",
+    "struct_to_dict",
+    "validate_config",
+]
 
 
 def _with_defaults(cls: Any) -> Any:
@@ -32,28 +41,6 @@ def _with_defaults(cls: Any) -> Any:
 
 
 _DefaultingValidator = _with_defaults(Draft202012Validator)
-
-
-def normalize(value: Any) -> Any:
-    """JSON value with integral floats as ints (protobuf Struct carries every number as a
-    double), so `{"epochs": 10}` hashes and validates the same however it arrived."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: normalize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [normalize(v) for v in value]
-    return value
-
-
-def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
-    return normalize(json_format.MessageToDict(s))  # type: ignore[no-any-return]
-
-
-def dict_to_struct(d: Mapping[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(d)
-    return s
 
 
 def canonical_json(value: Any) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import artifact_pb2 as ap
@@ -24,12 +23,7 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import CHUNK_BYTES, insecure_channel
 from flnet.cli.toolspec import load_tool_spec
-
-
-def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(dict(values))
-    return s
+from flnet.structs import dict_to_struct
 
 
 class FlnetClient:
@@ -160,7 +154,7 @@ class FlnetClient:
     ) -> rs.CreateRunResponse:
         run = rp.Run(
             tool_version=tool_version,
-            config=_struct(config),
+            config=dict_to_struct(config),
             inputs=[rp.RunInput(name=k, artifact=v) for k, v in inputs.items()],
             dev_session=dev_session,
         )
@@ -211,7 +205,7 @@ class FlnetClient:
     async def dev_config(self, run: str, values: Mapping[str, Any]) -> rp.Run:
         return (
             await self.runs.UpdateDevConfig(
-                rs.UpdateDevConfigRequest(name=self.run_name(run), config=_struct(values))
+                rs.UpdateDevConfigRequest(name=self.run_name(run), config=dict_to_struct(values))
             )
         ).run
 

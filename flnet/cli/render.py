@@ -20,6 +20,7 @@ from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.structs import struct_to_dict
 
 console = Console(highlight=False)
 STATE_STYLE = {"FINISHED": "green", "ERROR": "red", "CANCELLED": "yellow"}
@@ -98,7 +99,7 @@ def run_detail(run: rp.Run) -> None:
     console.print(f"  tool version   {run.tool_version}")
     console.print(f"  artifact       {run.artifact_digest}")
     console.print(f"  config sha256  {run.config_sha256}")
-    console.print(f"  config         {json.dumps(json_format.MessageToDict(run.config))}")
+    console.print(f"  config         {json.dumps(struct_to_dict(run.config), sort_keys=True)}")
     for i in run.inputs:
         console.print(f"  input {i.name:<8} {i.artifact}  sha256 {i.sha256}")
     console.print(f"  created        {when(run.create_time)} by {run.creator}")
@@ -140,7 +141,8 @@ SEVERITY_STYLE = {
 
 
 class WatchView:
-    """Live rendering of a run's events: state changes, logs, metrics and a progress bar."""
+    """Live rendering of a run's events: state changes, logs and outputs as lines; progress
+    and the latest metrics in a live bar; a table of the metrics when the run ends."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -148,10 +150,13 @@ class WatchView:
             BarColumn(),
             TaskProgressColumn(),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"),
             console=console,
             transient=True,
         )
-        self.task = self.progress.add_task("PENDING", total=1.0)
+        self.task = self.progress.add_task("PENDING", total=1.0, metrics="")
+        self.metrics: dict[str, tm.MetricPoint] = {}
+        self.points: dict[str, int] = {}
 
     def __enter__(self) -> WatchView:
         self.progress.start()
@@ -159,13 +164,17 @@ class WatchView:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+        if self.metrics:
+            table = Table("metric", "last value", "unit", "step", "points")
+            for name, m in self.metrics.items():
+                table.add_row(name, f"{m.value:.6g}", m.unit, str(m.step), str(self.points[name]))
+            console.print(table)
 
     def show(self, event: rp.RunEvent) -> None:
         which = event.WhichOneof("event")
         if which == "state_change":
             sc = event.state_change
-            name = lifecycle.state_name(sc.to_state)
-            self.progress.update(self.task, description=name)
+            self.progress.update(self.task, description=lifecycle.state_name(sc.to_state))
             line = f"{state(sc.to_state)} {sc.message}".rstrip()
             if sc.HasField("error"):
                 line += f" [red]{lifecycle.reason_name(sc.error.reason)}: {sc.error.message}[/red]"
@@ -179,7 +188,10 @@ class WatchView:
                 console.print(rec.traceback.rstrip(), style="dim", markup=False)
         elif which == "metric":
             m = event.metric
-            console.print(f"[blue]metric[/blue] {m.name}={m.value:.6g}{m.unit} (step {m.step})")
+            self.metrics[m.name] = m
+            self.points[m.name] = self.points.get(m.name, 0) + 1
+            latest = "  ".join(f"{k}={v.value:.4g}" for k, v in self.metrics.items())
+            self.progress.update(self.task, metrics=f"{latest}  (step {m.step})")
         elif which == "progress":
             self.progress.update(self.task, completed=event.progress.fraction)
         elif which == "output":
@@ -189,6 +201,4 @@ class WatchView:
             c = event.cancellation
             console.print(f"[yellow]cancel requested[/yellow] by {c.requested_by}: {c.reason}")
         elif which == "config_change":
-            console.print(
-                f"config changed: {json_format.MessageToDict(event.config_change.config)}"
-            )
+            console.print(f"config changed: {struct_to_dict(event.config_change.config)}")
