@@ -47,7 +47,8 @@ async def baseline_client(address: str, lines: int) -> None:
     """Streams `lines` log records in batches of 1000 (runs in its own process)."""
     async with grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS) as channel:
         push = channel.stream_unary(
-            SINK, request_serializer=rt.Batch.SerializeToString,
+            SINK,
+            request_serializer=rt.Batch.SerializeToString,
             response_deserializer=rt.Ack.FromString,
         )
 
@@ -81,15 +82,25 @@ async def measure_baseline(lines: int) -> float:
         return rt.Ack(sequence=received)
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Sink", {
-        "Push": grpc.stream_unary_rpc_method_handler(
-            push, request_deserializer=rt.Batch.FromString,
-            response_serializer=rt.Ack.SerializeToString),
-    }),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Sink",
+                {
+                    "Push": grpc.stream_unary_rpc_method_handler(
+                        push,
+                        request_deserializer=rt.Batch.FromString,
+                        response_serializer=rt.Ack.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--baseline-client", f"127.0.0.1:{port}", str(lines))
+        sys.executable, __file__, "--baseline-client", f"127.0.0.1:{port}", str(lines)
+    )
     await done.wait()
     await proc.wait()
     await server.stop(0)
@@ -107,16 +118,24 @@ class Platform:
     async def __aenter__(self) -> Platform:
         self.orchestrator = OrchestratorApp(self.root / "orchestrator")
         orch = await self.orchestrator.start("127.0.0.1:0")
-        self.control = ControlApp(ControlSettings(
-            data_dir=self.root / "control", orchestrator_address=f"127.0.0.1:{orch}"))
+        self.control = ControlApp(
+            ControlSettings(
+                data_dir=self.root / "control", orchestrator_address=f"127.0.0.1:{orch}"
+            )
+        )
         port = await self.control.start("127.0.0.1:0")
         self.address = f"127.0.0.1:{port}"
         self.channel = insecure_channel(self.address)
         self.runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(self.channel)
         tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(self.channel)
         spec = load_tool_spec(CHATTY)
-        self.version = (await tools.CreateToolVersion(ts.CreateToolVersionRequest(
-            parent="tenants/default/tools/chatty", tool_version=spec.version))).tool_version.name
+        self.version = (
+            await tools.CreateToolVersion(
+                ts.CreateToolVersionRequest(
+                    parent="tenants/default/tools/chatty", tool_version=spec.version
+                )
+            )
+        ).tool_version.name
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -129,11 +148,21 @@ class Platform:
         and returns, per line, (log time, arrival time) in ns."""
         s = struct_pb2.Struct()
         s.update(config)
-        run = (await self.runs.CreateRun(rs.CreateRunRequest(
-            parent="tenants/default", run=rp.Run(tool_version=self.version, config=s)))).run
+        run = (
+            await self.runs.CreateRun(
+                rs.CreateRunRequest(
+                    parent="tenants/default", run=rp.Run(tool_version=self.version, config=s)
+                )
+            )
+        ).run
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--watcher", self.address, run.name,
-            stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            __file__,
+            "--watcher",
+            self.address,
+            run.name,
+            stdout=asyncio.subprocess.PIPE,
+        )
         out, _ = await proc.communicate()
         final, *pairs = out.decode().split("\n")
         if int(final) != lc.RUN_STATE_FINISHED:
@@ -175,9 +204,11 @@ async def main(lines: int, latency_seconds: float) -> None:
     print(f"baseline grpc.aio stream      {baseline:12,.0f} lines/s  (batches of {BATCH})")
     print(f"tool -> store -> WatchRun     {e2e:12,.0f} lines/s")
     print(f"ratio                         {e2e / baseline:12.2f}  (target >= 0.30)")
-    print(f"latency at 1,000 lines/s      p50 {percentile(latencies, 0.5):6.1f} ms   "
-          f"p99 {percentile(latencies, 0.99):6.1f} ms   max {max(latencies):6.1f} ms "
-          f"(target p99 <= 50 ms)")
+    print(
+        f"latency at 1,000 lines/s      p50 {percentile(latencies, 0.5):6.1f} ms   "
+        f"p99 {percentile(latencies, 0.99):6.1f} ms   max {max(latencies):6.1f} ms "
+        f"(target p99 <= 50 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""The `flnet` command line against a stack started by `flnet up`, all as separate
+processes, the way a user runs them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLES
+
+FLNET = [sys.executable, "-m", "flnet.cli.main"]
+
+
+def flnet(data: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLNET, "--data-dir", str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
+    )
+
+
+def flnet_json(data: Path, *args: str) -> Any:
+    return json.loads(flnet(data, "-o", "json", *args).stdout)
+
+
+def wait_for(path: Path, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Path]:
+    data = tmp_path / "data"
+    up = subprocess.Popen(
+        [*FLNET, "--data-dir", str(data), "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(data / "endpoints.json")
+        yield data
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0, up.stdout.read() if up.stdout else ""
+    assert not (data / "endpoints.json").exists()  # a clean stop unpublishes the stack
+
+
+@pytest.mark.timeout(180)
+def test_register_submit_watch_download(stack: Path, tmp_path: Path) -> None:
+    tool = EXAMPLES / "csv_stats"
+    registered = flnet_json(stack, "tool", "register", str(tool))
+    assert registered["toolVersion"]["name"] == "tenants/default/tools/csv-stats/versions/1.0.0"
+    listed = flnet_json(stack, "tool", "list")
+    assert [t["name"] for t in listed] == ["tenants/default/tools/csv-stats"]
+
+    watched = flnet(
+        stack,
+        "-o",
+        "json",
+        "run",
+        "submit",
+        "csv-stats",
+        "-i",
+        f"data={tool / 'sample.csv'}",
+        "-c",
+        "percentiles=[10,90]",
+        "--watch",
+    )
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    states = [e["stateChange"]["toState"] for e in events if "stateChange" in e]
+    assert states[-1] == "RUN_STATE_FINISHED"
+    run = events[0]["run"]
+
+    got = flnet_json(stack, "run", "get", run)
+    assert got["state"] == "RUN_STATE_FINISHED"
+    assert got["config"]["percentiles"] == [10, 90]
+    out = flnet_json(stack, "run", "outputs", run, "--download", str(tmp_path / "out"))
+    [stats] = out["outputs"]
+    data = (tmp_path / "out" / "stats").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == stats["sha256"]
+    assert set(json.loads(data)["columns"]) == {
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+        "species",
+    }
+
+    runs = flnet_json(stack, "run", "list", "--state", "finished")
+    assert [r["name"] for r in runs] == [run]
+    again = flnet(stack, "run", "reproduce", run, "--watch")
+    assert again.returncode == 0
+
+
+def test_errors_are_reported_with_their_code(stack: Path) -> None:
+    result = flnet(stack, "run", "get", "nope", check=False)
+    assert result.returncode == 2
+    assert "NOT_FOUND" in result.stdout
+    result = flnet(stack, "run", "submit", "csv-stats", check=False)
+    assert result.returncode == 2
+
+
+def test_commands_without_a_stack_say_so(tmp_path: Path) -> None:
+    result = flnet(tmp_path, "run", "list", check=False)
+    assert result.returncode == 2
+    assert "flnet up" in result.stdout
+
+
+@pytest.mark.timeout(180)
+def test_dev_session_config_and_tests_without_restart(stack: Path) -> None:
+    tool = EXAMPLES / "logreg"
+    dev = subprocess.Popen(
+        [
+            *FLNET,
+            "--data-dir",
+            str(stack),
+            "dev",
+            "connect",
+            str(tool),
+            "-i",
+            f"data={tool / 'sample.csv'}",
+            "-c",
+            "epochs=5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert dev.stdout is not None
+        session = ""
+        for line in dev.stdout:
+            if line.startswith("development session"):
+                session = line.split()[2]
+                break
+        assert session
+        deadline = time.monotonic() + 30
+        while flnet_json(stack, "run", "get", session)["state"] != "RUN_STATE_INITIALIZED":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        updated = flnet_json(stack, "dev", "config", session, "epochs=3", "learning_rate=0.1")
+        assert updated["config"]["epochs"] == 3
+        bad = flnet(stack, "dev", "config", session, "epochs=0", check=False)
+        assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stdout
+
+        finished = []
+        for _ in range(2):  # two executions by the same, still running engine process
+            result = flnet(stack, "-o", "json", "dev", "test", session, "--watch")
+            events = [json.loads(line) for line in result.stdout.splitlines()]
+            run = flnet_json(stack, "run", "get", events[0]["run"])
+            assert run["state"] == "RUN_STATE_FINISHED"
+            assert run["devSessionRun"].endswith(session)
+            assert run["config"]["epochs"] == 3
+            metrics = [e for e in events if "metric" in e and e["metric"]["name"] == "loss"]
+            assert len(metrics) == 3
+            finished.append(run["name"])
+        assert len(set(finished)) == 2
+        assert dev.poll() is None
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.wait(timeout=30)
+    final = flnet_json(stack, "run", "get", session)
+    assert final["state"] == "RUN_STATE_CANCELLED"
+    assert os.path.exists(stack / "flnet.db")

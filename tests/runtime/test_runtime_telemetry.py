@@ -1,0 +1,364 @@
+"""Telemetry batching: tool threads append, the loop cuts sequenced batches (size and linger),
+keeps them until acknowledged, resends them in order after a reconnect, and blocks the tool
+when too much is un-acked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.runtime.context import Context, Outputs
+from flnet.runtime.telemetry import (
+    LOG,
+    ROUTER,
+    Batcher,
+    EntryBuffer,
+    Outbox,
+    PlatformLogHandler,
+    entries_of,
+    severity_of,
+)
+
+S = lc.RunState
+
+
+def _log_item(i: int) -> tuple[object, ...]:
+    return (LOG, time.time_ns(), logging.INFO, f"line {i}", "tool", "/x/tool.py", i, "main", None)
+
+
+def _sequences(outbox: Outbox) -> list[int]:
+    return [r.batch.sequence for r in outbox.unacked()]
+
+
+def _messages(requests: list[rt.ConnectRequest]) -> list[str]:
+    return [e.log.message for r in requests for e in r.batch.entries]
+
+
+async def _until(condition: object, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+def _pipeline(
+    *, batch: int = 1000, linger: float = 0.01, max_unacked: int = 100, max_buffered: int = 0
+) -> tuple[EntryBuffer, Outbox, Batcher]:
+    buffer = EntryBuffer(batch_entries=batch, max_buffered=max_buffered)
+    outbox = Outbox(max_unacked=max_unacked)
+    return buffer, outbox, Batcher(buffer, outbox, linger=linger)
+
+
+async def test_full_batches_are_cut_at_once_with_consecutive_sequences() -> None:
+    buffer, outbox, batcher = _pipeline(batch=100, linger=10.0)  # linger never expires here
+    batcher.start()
+    try:
+
+        def tool() -> None:
+            for i in range(250):
+                buffer.append(_log_item(i))
+
+        thread = threading.Thread(target=tool)
+        thread.start()
+        thread.join()
+        await _until(lambda: outbox.unacked_count >= 2)
+        batches = outbox.unacked()
+        assert [len(b.batch.entries) for b in batches[:2]] == [100, 100]
+        batcher.flush()
+        assert _sequences(outbox) == list(range(1, outbox.last_sequence + 1))
+        assert sum(len(b.batch.entries) for b in outbox.unacked()) == 250
+        assert all(len(b.batch.entries) <= 100 for b in outbox.unacked())
+        assert _messages(outbox.unacked()) == [f"line {i}" for i in range(250)]
+    finally:
+        await batcher.stop()
+
+
+async def test_a_partial_batch_waits_for_the_linger_only() -> None:
+    buffer, outbox, batcher = _pipeline(linger=0.05)
+    batcher.start()
+    try:
+        threading.Thread(target=buffer.append, args=(_log_item(0),)).start()
+        await asyncio.sleep(0.02)
+        assert outbox.unacked_count == 0  # still lingering
+        started = time.monotonic()
+        await _until(lambda: outbox.unacked_count == 1)
+        assert time.monotonic() - started < 0.2
+        assert _messages(outbox.unacked()) == ["line 0"]
+    finally:
+        await batcher.stop()
+
+
+async def test_default_linger_delivers_quickly() -> None:
+    buffer, outbox, batcher = _pipeline()
+    batcher.start()
+    try:
+        started = time.monotonic()
+        threading.Thread(target=buffer.append, args=(_log_item(0),)).start()
+        await _until(lambda: outbox.unacked_count == 1)
+        assert time.monotonic() - started < 0.05
+    finally:
+        await batcher.stop()
+
+
+async def test_a_transition_is_cut_at_once_after_what_came_before() -> None:
+    buffer, outbox, batcher = _pipeline(linger=10.0)
+    batcher.start()
+    try:
+        buffer.append(_log_item(0))
+        buffer.append(_log_item(1))
+        sequence = batcher.propose(rt.Transition(to_state=S.RUN_STATE_RUNNING))
+        assert sequence == 1 == outbox.last_sequence
+        entries = list(outbox.unacked()[0].batch.entries)
+        assert [e.WhichOneof("entry") for e in entries] == ["log", "log", "transition"]
+        assert entries[2].transition.to_state == S.RUN_STATE_RUNNING
+    finally:
+        await batcher.stop()
+
+
+def _numbered(outbox: Outbox, count: int) -> None:
+    for i in range(count):
+        request = rt.ConnectRequest()
+        request.batch.entries.add().log.message = f"batch {i + 1}"
+        outbox.add(request)
+
+
+def test_acks_are_cumulative_and_unacked_batches_are_kept() -> None:
+    outbox = Outbox()
+    _numbered(outbox, 5)
+    assert outbox.resend_from() == 1
+    sent = [outbox.next_unsent() for _ in range(5)]
+    assert [r.batch.sequence for r in sent if r is not None] == [1, 2, 3, 4, 5]
+    assert outbox.next_unsent() is None
+    outbox.ack(3)
+    assert _sequences(outbox) == [4, 5]
+    assert outbox.resend_from() == 4
+    outbox.ack(2)  # stale acks change nothing
+    assert _sequences(outbox) == [4, 5]
+    outbox.ack(5)
+    assert outbox.unacked_count == 0
+    assert outbox.resend_from() == 0
+
+
+def test_after_a_reconnect_unacked_batches_are_resent_in_order() -> None:
+    outbox = Outbox()
+    _numbered(outbox, 6)
+    for _ in range(6):
+        outbox.next_unsent()  # all written on the first stream ...
+    outbox.ack(2)  # ... which broke after acknowledging 1-2
+    # The new stream's Welcome says the store holds up to 4 (acks 3-4 were lost in flight).
+    outbox.rewind(4)
+    resent = []
+    while (request := outbox.next_unsent()) is not None:
+        resent.append(request.batch.sequence)
+    assert resent == [5, 6]
+    # A second break before any ack: everything still un-acked goes again, in order.
+    outbox.rewind(4)
+    _numbered(outbox, 1)
+    again = []
+    while (request := outbox.next_unsent()) is not None:
+        again.append(request.batch.sequence)
+    assert again == [5, 6, 7]
+
+
+def test_sequences_continue_after_what_the_store_has() -> None:
+    outbox = Outbox()
+    _numbered(outbox, 2)
+    outbox.rewind(10)  # the control plane stored more than this engine numbered
+    _numbered(outbox, 1)
+    assert _sequences(outbox) == [11]
+
+
+async def test_wait_acked() -> None:
+    outbox = Outbox()
+    _numbered(outbox, 3)
+    waiter = asyncio.create_task(outbox.wait_acked(2))
+    await asyncio.sleep(0)
+    outbox.ack(1)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    outbox.ack(3)
+    await asyncio.wait_for(waiter, 1)
+    await outbox.wait_acked(1)  # already acked: returns at once
+
+
+async def test_backpressure_blocks_the_tool_until_acks_make_room() -> None:
+    buffer, outbox, batcher = _pipeline(batch=10, linger=0.001, max_unacked=3, max_buffered=20)
+    batcher.start()
+    appended = 0
+
+    def tool() -> None:
+        nonlocal appended
+        for i in range(500):
+            buffer.append(_log_item(i))
+            appended += 1
+
+    thread = threading.Thread(target=tool, daemon=True)
+    try:
+        thread.start()
+        await asyncio.sleep(0.3)
+        assert thread.is_alive()  # blocked: nothing is acknowledged
+        blocked_at = appended
+        assert blocked_at < 500
+        # Bounded: at most the un-acked limit plus what the buffer may hold.
+        assert outbox.unacked_count <= 3 + 20 // 10 + 2
+        await asyncio.sleep(0.1)
+        assert appended == blocked_at
+        while thread.is_alive() or len(buffer):
+            outbox.ack(outbox.last_sequence)
+            await asyncio.sleep(0.005)
+        batcher.flush()
+        outbox.ack(outbox.last_sequence)
+        assert appended == 500
+        assert outbox.last_sequence >= 50
+    finally:
+        buffer.close()
+        await batcher.stop()
+
+
+def test_an_unattached_buffer_never_blocks() -> None:
+    buffer = EntryBuffer(batch_entries=2, max_buffered=3)
+    for i in range(10):
+        buffer.append(_log_item(i))
+    assert len(buffer.drain()) == 10
+
+
+def _context(buffer: EntryBuffer, tmp_path: Path) -> Context[dict[str, object]]:
+    return Context(
+        run="tenants/t/runs/r",
+        config={},
+        raw_config={},
+        inputs={},
+        outputs=Outputs(tmp_path, []),
+        buffer=buffer,
+        log_level=logging.DEBUG,
+    )
+
+
+def test_tool_log_records_carry_severity_caller_and_traceback(tmp_path: Path) -> None:
+    buffer = EntryBuffer()
+    ctx = _context(buffer, tmp_path)
+    ctx.log.debug("debug %s", "x")
+    ctx.log.info("rows=%(rows)d", {"rows": 3})
+    ctx.log.warning("bad %d", "format")  # a broken format is reported, not raised
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        ctx.log.exception("it failed")
+    ctx.log.log(logging.CRITICAL, "the end", stack_info=True)
+    entries = [e.log for e in entries_of(buffer.drain())]
+
+    assert [e.severity for e in entries] == [
+        tm.LOG_SEVERITY_DEBUG,
+        tm.LOG_SEVERITY_INFO,
+        tm.LOG_SEVERITY_WARNING,
+        tm.LOG_SEVERITY_ERROR,
+        tm.LOG_SEVERITY_CRITICAL,
+    ]
+    assert [e.message for e in entries][:2] == ["debug x", "rows=3"]
+    assert "cannot format" in entries[2].message
+    assert all(e.logger == "tool" for e in entries)
+    assert all(
+        e.caller.startswith("test_runtime_telemetry.py:")
+        and e.caller.endswith(" in test_tool_log_records_carry_severity_caller_and_traceback")
+        for e in entries
+    )
+    assert "KeyError: 'missing'" in entries[3].traceback
+    assert 'raise KeyError("missing")' in entries[3].traceback
+    assert "Stack (most recent call last)" in entries[4].traceback
+    assert entries[0].time.seconds > 1_600_000_000
+
+
+def test_a_log_handler_added_by_the_tool_still_sees_records(tmp_path: Path) -> None:
+    buffer = EntryBuffer()
+    ctx = _context(buffer, tmp_path)
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    ctx.log.addHandler(Keep())
+    ctx.log.info("both %d", 2)
+    assert [r.getMessage() for r in seen] == ["both 2"]
+    (entry,) = entries_of(buffer.drain())
+    assert entry.log.message == "both 2"
+    assert entry.log.caller.startswith("test_runtime_telemetry.py:")
+
+
+def test_root_logger_records_of_the_tool_thread_are_captured() -> None:
+    buffer = EntryBuffer()
+    handler = PlatformLogHandler(buffer)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(ROUTER)
+    root.setLevel(logging.INFO)
+
+    def tool() -> None:
+        ident = threading.get_ident()
+        ROUTER.route(ident, handler)
+        try:
+            logging.getLogger("library").info("from the tool thread")
+            try:
+                1 / 0  # noqa: B018
+            except ZeroDivisionError:
+                logging.exception("boom")
+        finally:
+            ROUTER.unroute(ident)
+
+    try:
+        thread = threading.Thread(target=tool)
+        thread.start()
+        thread.join()
+        logging.getLogger("library").warning("from another thread")  # not the tool's
+    finally:
+        root.removeHandler(ROUTER)
+        root.setLevel(previous)
+    entries = [e.log for e in entries_of(buffer.drain())]
+    assert [e.message for e in entries] == ["from the tool thread", "boom"]
+    assert entries[0].logger == "library"
+    assert entries[0].caller.endswith(" in tool")
+    assert "ZeroDivisionError" in entries[1].traceback
+
+
+@pytest.mark.parametrize(
+    ("level", "severity"),
+    [
+        (5, tm.LOG_SEVERITY_DEBUG),
+        (logging.DEBUG, tm.LOG_SEVERITY_DEBUG),
+        (logging.INFO, tm.LOG_SEVERITY_INFO),
+        (25, tm.LOG_SEVERITY_WARNING),
+        (logging.WARNING, tm.LOG_SEVERITY_WARNING),
+        (logging.ERROR, tm.LOG_SEVERITY_ERROR),
+        (logging.CRITICAL, tm.LOG_SEVERITY_CRITICAL),
+    ],
+)
+def test_severity_mapping(level: int, severity: int) -> None:
+    assert severity_of(level) == severity
+
+
+def test_strings_protobuf_refuses_are_repaired() -> None:
+    item = (LOG, time.time_ns(), logging.INFO, "bad \udcff byte", "tool", "/t.py", 1, "f", None)
+    (entry,) = entries_of([item])
+    assert entry.log.message.startswith("bad ")
+    assert entry.log.caller == "t.py:1 in f"
+
+
+def test_tool_log_level_changes_apply_at_once(tmp_path: Path) -> None:
+    buffer = EntryBuffer()
+    ctx = _context(buffer, tmp_path)
+    ctx.log.setLevel(logging.INFO)
+    ctx.log.debug("hidden")
+    ctx.log.setLevel(logging.DEBUG)
+    ctx.log.debug("shown")
+    ctx.log.setLevel(logging.WARNING)
+    ctx.log.info("hidden too")
+    assert [e.log.message for e in entries_of(buffer.drain())] == ["shown"]
