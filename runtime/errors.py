@@ -1,0 +1,103 @@
+"""Structured run errors the engine proposes (DESIGN.md §4): a named reason, the phase the run
+was in, and for tool exceptions the exception type, message, formatted traceback and the runtime
+context (python version, host, pid). Kind and retry-safety follow from the reason
+(flnet.lifecycle.make_error)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import traceback
+from types import TracebackType
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+
+from .config import ConfigError
+
+R = lc.ErrorReason
+S = lc.RunState
+
+
+class Cancelled(Exception):
+    """Raised by `Context.check_cancelled()` once the run is cancelled. A tool may also raise
+    it itself to stop early after seeing `ctx.cancelled`."""
+
+
+class ToolLoadError(Exception):
+    """The tool's entrypoint cannot be loaded; `error` is what the engine proposes."""
+
+    def __init__(self, error: lc.RunError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def runtime_context(**extra: object) -> dict[str, str]:
+    """Where the engine runs: python version, host name, pid (plus `extra`)."""
+    context = {
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
+    context.update({k: str(v) for k, v in extra.items()})
+    return context
+
+
+def exception_type_name(exc: BaseException) -> str:
+    """'ValueError' for builtins, 'package.module.Error' otherwise."""
+    cls = type(exc)
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def format_traceback(exc: BaseException, *, skip_frames: int = 0) -> str:
+    """The formatted traceback of `exc`, without the first `skip_frames` frames (the engine's
+    own frames that called the tool)."""
+    tb: TracebackType | None = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is None or tb.tb_next is None:
+            break
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def error_from_exception(
+    exc: BaseException,
+    *,
+    phase: int,
+    reason: int = R.ERROR_REASON_TOOL_EXCEPTION,
+    skip_frames: int = 0,
+) -> lc.RunError:
+    """ERROR(reason) for an exception the tool raised: type, message, traceback, phase and
+    runtime context. MemoryError is always OOM_KILLED."""
+    if isinstance(exc, MemoryError):
+        reason = R.ERROR_REASON_OOM_KILLED
+    message = str(exc) or exception_type_name(exc)
+    if isinstance(exc, MemoryError):
+        message = f"the tool ran out of memory ({message})"
+    return lifecycle.make_error(
+        reason,
+        message,
+        phase=phase,
+        error_type=exception_type_name(exc),
+        traceback=format_traceback(exc, skip_frames=skip_frames),
+        context=runtime_context(),
+    )
+
+
+def config_error(exc: ConfigError, *, phase: int) -> lc.RunError:
+    """ERROR(CONFIG_INVALID) naming the offending key path."""
+    return lifecycle.make_error(
+        R.ERROR_REASON_CONFIG_INVALID,
+        f"invalid configuration: {exc}",
+        phase=phase,
+        error_type="ConfigError",
+        context={"path": exc.path, **runtime_context()},
+    )
+
+
+def simple_error(reason: int, message: str, *, phase: int, **context: object) -> lc.RunError:
+    """ERROR(reason) with a message and the runtime context."""
+    return lifecycle.make_error(reason, message, phase=phase, context=runtime_context(**context))

@@ -1,0 +1,563 @@
+"""Telemetry from the tool thread to the Connect stream, batched.
+
+    tool thread(s)                         asyncio loop
+    ctx.log / metric / progress ──> EntryBuffer ──(linger ≤ 10 ms, or full)──> Outbox
+    (a tuple appended under a lock)     Batcher cuts sequenced Batches     (un-acked batches,
+                                        of ≤ 1000 entries                   resend, backpressure)
+
+The tool thread pays for a tuple and a list append; it wakes the loop only when the buffer goes
+from empty to non-empty or fills up, never per line. Protobuf objects are built on the loop side,
+a batch at a time. Batches carry sequence numbers 1, 2, 3, ... per run and stay in the Outbox
+until the control plane acknowledges them (Ack.sequence is cumulative), so they can be resent
+after a reconnect. When too many batches are un-acked (or too many entries wait in the buffer),
+the tool thread blocks in `append` until acks make room: memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+
+log = logging.getLogger(__name__)
+
+# Kinds of buffered items; each item is a flat tuple whose first element is its kind:
+#   (LOG, time_ns, levelno, message, logger, path, lineno, function, traceback | None)
+#   (METRIC, time_ns, name, value, step, unit)
+#   (PROGRESS, time_ns, fraction, message)
+#   (TRANSITION, rt.Transition)
+LOG, METRIC, PROGRESS, TRANSITION = 0, 1, 2, 3
+Item = tuple[Any, ...]
+
+MAX_BATCH_ENTRIES = 1000
+LINGER_SECONDS = 0.010
+MAX_UNACKED_BATCHES = 100
+
+_NS = 1_000_000_000
+_LOGGING_SRC = logging.addLevelName.__code__.co_filename
+_SEVERITY = tm.LogSeverity
+
+
+def severity_of(levelno: int) -> tm.LogSeverity.ValueType:
+    """The LogSeverity of a Python logging level."""
+    if levelno <= logging.DEBUG:
+        return _SEVERITY.LOG_SEVERITY_DEBUG
+    if levelno <= logging.INFO:
+        return _SEVERITY.LOG_SEVERITY_INFO
+    if levelno <= logging.WARNING:
+        return _SEVERITY.LOG_SEVERITY_WARNING
+    if levelno <= logging.ERROR:
+        return _SEVERITY.LOG_SEVERITY_ERROR
+    return _SEVERITY.LOG_SEVERITY_CRITICAL
+
+
+class EntryBuffer:
+    """Thread-safe buffer of telemetry items. Any thread appends; the loop drains.
+
+    Until `attach` is called (tests, or a Context built without a platform) items just
+    accumulate and `append` never blocks.
+    """
+
+    def __init__(self, *, batch_entries: int = MAX_BATCH_ENTRIES, max_buffered: int = 0) -> None:
+        self.batch_entries = batch_entries
+        self.max_buffered = max_buffered or 10 * batch_entries
+        self._lock = threading.Lock()
+        self._items: list[Item] = []
+        self._room = threading.Event()
+        self._room.set()
+        self._wake: Callable[[bool], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._closed = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop, wake: Callable[[bool], None]) -> None:
+        """Calls `wake(full)` on `loop` when items arrive in an empty buffer or it fills up."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._wake = wake
+
+    def append(self, item: Item) -> None:
+        """Adds an item. Blocks a non-loop thread while the pipeline is congested."""
+        with self._lock:
+            items = self._items
+            items.append(item)
+            n = len(items)
+            if n >= self.max_buffered and self._loop is not None:
+                self._room.clear()
+        if n in (1, self.batch_entries):
+            self._notify(n >= self.batch_entries)
+        if not self._room.is_set() and threading.get_ident() != self._loop_thread:
+            self._room.wait()
+
+    def _notify(self, full: bool) -> None:
+        wake, loop = self._wake, self._loop
+        if wake is None or loop is None or self._closed:
+            return
+        if threading.get_ident() == self._loop_thread:
+            wake(full)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the engine is gone
+            loop.call_soon_threadsafe(wake, full)
+
+    def drain(self) -> list[Item]:
+        """Takes every buffered item, oldest first."""
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def set_room(self, room: bool) -> None:
+        """Loop side: lets blocked appenders go on (`room`) or makes the next ones wait."""
+        if self._closed or (room and len(self._items) < self.max_buffered):
+            self._room.set()
+        else:
+            self._room.clear()
+
+    @property
+    def congested(self) -> bool:
+        return not self._room.is_set()
+
+    def close(self) -> None:
+        """Never block an appender again (the engine is stopping)."""
+        self._closed = True
+        self._room.set()
+
+
+class Outbox:
+    """Sequenced batches not yet acknowledged, in order, with a cursor of what the current
+    stream has been sent. Loop side only."""
+
+    def __init__(self, *, max_unacked: int = MAX_UNACKED_BATCHES) -> None:
+        self.max_unacked = max_unacked
+        self._batches: collections.deque[rt.ConnectRequest] = collections.deque()
+        self._next = 1
+        self._sent = 0
+        self._acked = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """`listener()` runs after each added batch and each ack."""
+        self._listeners.append(listener)
+
+    def add(self, request: rt.ConnectRequest) -> int:
+        """Numbers the batch inside `request`, keeps it, and returns its sequence."""
+        sequence = self._next
+        self._next += 1
+        request.batch.sequence = sequence
+        self._batches.append(request)
+        self._changed()
+        return sequence
+
+    @property
+    def last_sequence(self) -> int:
+        """Highest sequence handed out (0 before the first batch)."""
+        return self._next - 1
+
+    @property
+    def acked_sequence(self) -> int:
+        return self._acked
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self._batches)
+
+    @property
+    def congested(self) -> bool:
+        return len(self._batches) > self.max_unacked
+
+    def resend_from(self) -> int:
+        """Lowest sequence still held un-acknowledged; 0 when none (Hello.resend_from_sequence)."""
+        return self._batches[0].batch.sequence if self._batches else 0
+
+    def unacked(self) -> list[rt.ConnectRequest]:
+        return list(self._batches)
+
+    def next_unsent(self) -> rt.ConnectRequest | None:
+        """The next batch the current stream has not been sent, and marks it sent."""
+        if not self._batches:
+            return None
+        index = self._sent + 1 - self._batches[0].batch.sequence
+        index = max(index, 0)  # everything before the first kept batch is acked
+        if index >= len(self._batches):
+            return None
+        request = self._batches[index]
+        self._sent = request.batch.sequence
+        return request
+
+    def ack(self, sequence: int) -> None:
+        """Drops every batch up to `sequence` (cumulative)."""
+        if sequence <= self._acked:
+            return
+        self._acked = sequence
+        batches = self._batches
+        while batches and batches[0].batch.sequence <= sequence:
+            batches.popleft()
+        if sequence >= self._next:
+            # The control plane has stored more than this engine numbered (it was restarted):
+            # continue after its sequence so new batches are not taken for duplicates.
+            self._next = sequence + 1
+        self._sent = max(self._sent, sequence)
+        still = []
+        for wanted, future in self._waiters:
+            if wanted <= sequence:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((wanted, future))
+        self._waiters = still
+        self._changed()
+
+    def rewind(self, acked_sequence: int) -> None:
+        """A new stream: drop what it has stored, and send every kept batch again, in order."""
+        self.ack(acked_sequence)
+        self._sent = self._acked
+
+    async def wait_acked(self, sequence: int) -> None:
+        """Returns once every batch up to `sequence` is acknowledged."""
+        if sequence <= self._acked:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((sequence, future))
+        await future
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+
+class Batcher:
+    """Cuts the buffer into sequenced batches: at most `linger` after the first item arrives,
+    at once when `batch_entries` are waiting or a transition is proposed."""
+
+    def __init__(
+        self,
+        buffer: EntryBuffer,
+        outbox: Outbox,
+        *,
+        linger: float = LINGER_SECONDS,
+    ) -> None:
+        self.buffer = buffer
+        self.outbox = outbox
+        self.linger = linger
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._callers: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        outbox.add_listener(self._update_room)
+
+    def start(self) -> None:
+        """Attaches the buffer to the running loop and starts cutting batches."""
+        self.buffer.attach(asyncio.get_running_loop(), self._on_wake)
+        if len(self.buffer):
+            self._on_wake(len(self.buffer) >= self.buffer.batch_entries)
+        self._task = asyncio.create_task(self._run(), name="flnet-batcher")
+
+    async def stop(self) -> None:
+        """Stops the task and cuts what is left into batches."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.flush()
+
+    def _on_wake(self, full: bool) -> None:
+        self._wake.set()
+        if full:
+            self._full.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._full.is_set() and len(self.buffer) < self.buffer.batch_entries:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger):
+                        await self._full.wait()
+            self._full.clear()
+            try:
+                self.flush()
+            except Exception:  # never let one bad item stop the telemetry
+                log.exception("cutting a telemetry batch failed")
+
+    def flush(self) -> int:
+        """Cuts every buffered item into batches now; returns the highest sequence."""
+        items = self.buffer.drain()
+        size = self.buffer.batch_entries
+        for start in range(0, len(items), size):
+            request = rt.ConnectRequest()
+            fill_entries(request.batch.entries, items[start : start + size], self._callers)
+            self.outbox.add(request)
+        self._update_room()
+        return self.outbox.last_sequence
+
+    def propose(self, transition: rt.Transition) -> int:
+        """Appends a transition after everything buffered so far and cuts the batch at once;
+        returns the sequence of the batch that carries it."""
+        self.buffer.append((TRANSITION, transition))
+        return self.flush()
+
+    def _update_room(self) -> None:
+        self.buffer.set_room(not self.outbox.congested)
+
+
+def fill_entries(
+    entries: Any, items: Sequence[Item], callers: dict[str, str] | None = None
+) -> None:
+    """Appends one Entry per item to a repeated Entry field (e.g. `batch.entries`)."""
+    callers = {} if callers is None else callers
+    add = entries.add
+    for item in items:
+        entry = add()
+        try:
+            _fill(entry, item, callers)
+        except (ValueError, TypeError, UnicodeError):
+            entry.Clear()
+            _fill(entry, _sanitized(item), callers)
+
+
+def _fill(entry: rt.Entry, item: Item, callers: dict[str, str]) -> None:
+    kind = item[0]
+    if kind == LOG:
+        _, t, level, message, logger, path, lineno, function, tb = item
+        record = entry.log
+        ts = record.time
+        ts.seconds, ts.nanos = divmod(t, _NS)
+        record.severity = severity_of(level)
+        record.message = message
+        record.logger = logger
+        if path:
+            base = callers.get(path)
+            if base is None:
+                base = callers[path] = os.path.basename(path)
+            record.caller = f"{base}:{lineno} in {function}"
+        if tb:
+            record.traceback = tb
+    elif kind == METRIC:
+        _, t, name, value, step, unit = item
+        metric = entry.metric
+        ts = metric.time
+        ts.seconds, ts.nanos = divmod(t, _NS)
+        metric.name = name
+        metric.value = value
+        metric.step = step
+        if unit:
+            metric.unit = unit
+    elif kind == PROGRESS:
+        _, t, fraction, message = item
+        progress = entry.progress
+        ts = progress.time
+        ts.seconds, ts.nanos = divmod(t, _NS)
+        progress.fraction = fraction
+        if message:
+            progress.message = message
+    elif kind == TRANSITION:
+        entry.transition.CopyFrom(item[1])
+    else:
+        raise TypeError(f"unknown telemetry item kind {kind!r}")
+
+
+def _sanitized(item: Item) -> Item:
+    """The item with strings that protobuf refuses (lone surrogates) made valid UTF-8."""
+    return tuple(
+        v.encode("utf-8", "replace").decode("utf-8") if isinstance(v, str) else v for v in item
+    )
+
+
+def entries_of(items: Iterable[Item]) -> list[rt.Entry]:
+    """Items as Entry messages (for tests and local inspection)."""
+    batch = rt.Batch()
+    fill_entries(batch.entries, list(items))
+    return list(batch.entries)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class PlatformLogHandler(logging.Handler):
+    """Sends log records to a run's EntryBuffer. Thread-safe without the handler lock."""
+
+    def __init__(self, buffer: EntryBuffer, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.buffer = buffer
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = f"{record.msg!r} (cannot format with {record.args!r})"
+        tb: str | None = None
+        if record.exc_info and record.exc_info[0] is not None:
+            tb = "".join(traceback.format_exception(*record.exc_info))
+        elif record.exc_text:
+            tb = record.exc_text
+        if record.stack_info:
+            tb = f"{tb}\n{record.stack_info}" if tb else record.stack_info
+        self.buffer.append(
+            (
+                LOG,
+                int(record.created * _NS),
+                record.levelno,
+                message,
+                record.name,
+                record.pathname,
+                record.lineno,
+                record.funcName,
+                tb,
+            )
+        )
+
+
+class ToolLogger(logging.Logger):
+    """`ctx.log`: a Logger whose records go to the platform. It does not propagate to the root
+    logger. While its only handler is the platform one, it skips building LogRecords and
+    appends a tuple straight to the buffer (about 1 µs a line instead of 5)."""
+
+    def __init__(self, name: str, handler: PlatformLogHandler, level: int = logging.INFO) -> None:
+        super().__init__(name, level)
+        self.propagate = False
+        self.addHandler(handler)
+        self._platform = handler
+        self._append = handler.buffer.append
+
+    def isEnabledFor(self, level: int) -> bool:
+        # Not cached: this logger is not in the logging manager's registry, so setLevel() and
+        # logging.disable() could not clear a cache of it.
+        return not self.disabled and self.manager.disable < level and level >= self.level
+
+    def _log(
+        self,
+        level: int,
+        msg: Any,
+        args: Any,
+        exc_info: Any = None,
+        extra: Mapping[str, object] | None = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+    ) -> None:
+        handlers = self.handlers
+        if (
+            self.filters
+            or len(handlers) != 1
+            or handlers[0] is not self._platform
+            or (self._platform.filters or level < self._platform.level)
+        ):
+            # One more level: this override is a frame between the caller and the logging module.
+            super()._log(level, msg, args, exc_info, extra, stack_info, stacklevel + 1)
+            return
+        frame = sys._getframe(1)
+        while frame.f_back is not None and frame.f_code.co_filename == _LOGGING_SRC:
+            frame = frame.f_back
+        while stacklevel > 1 and frame.f_back is not None:
+            frame = frame.f_back
+            stacklevel -= 1
+        code = frame.f_code
+        if args:
+            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+                args = args[0]
+            try:
+                text = str(msg) % args
+            except Exception:
+                text = f"{msg!r} (cannot format with {args!r})"
+        else:
+            text = msg if type(msg) is str else str(msg)
+        tb: str | None = None
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+            if exc_info[0] is not None:
+                tb = "".join(traceback.format_exception(*exc_info))
+        if stack_info:
+            stack = "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame))
+            tb = f"{tb}\n{stack}" if tb else stack.rstrip("\n")
+        self._append(
+            (
+                LOG,
+                time.time_ns(),
+                level,
+                text,
+                self.name,
+                code.co_filename,
+                frame.f_lineno,
+                code.co_name,
+                tb,
+            )
+        )
+
+
+class ToolThreadRouter(logging.Handler):
+    """On the root logger: a record emitted in a tool thread goes to that run's telemetry.
+    Records of other threads (the engine's own) are left to the other root handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._routes: dict[int, PlatformLogHandler] = {}
+
+    def route(self, thread_id: int, handler: PlatformLogHandler) -> None:
+        self._routes[thread_id] = handler
+
+    def unroute(self, thread_id: int) -> None:
+        self._routes.pop(thread_id, None)
+
+    def is_tool_thread(self, thread_id: int | None = None) -> bool:
+        return (threading.get_ident() if thread_id is None else thread_id) in self._routes
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        handler = self._routes.get(threading.get_ident())
+        if handler is None:
+            return False
+        return handler.handle(record)
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
+        self.handle(record)
+
+
+ROUTER = ToolThreadRouter()
+
+
+class NotFromToolThreads(logging.Filter):
+    """Keeps the engine's own stderr handler quiet about records the platform receives."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ROUTER.is_tool_thread(record.thread)
+
+
+def install_router(level: int = logging.INFO) -> Callable[[], None]:
+    """Puts the router on the root logger (lowering the root level to `level` if it is
+    higher, so that a tool's `logging.info` is seen) and returns the undo function."""
+    root = logging.getLogger()
+    previous = root.level
+    added = ROUTER not in root.handlers
+    if added:
+        root.addHandler(ROUTER)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+
+    def undo() -> None:
+        if added:
+            root.removeHandler(ROUTER)
+        root.setLevel(previous)
+
+    return undo
