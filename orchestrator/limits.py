@@ -8,8 +8,10 @@ A value of 0 leaves that limit as inherited. What each limit means here:
 
 - memory: RLIMIT_AS, the address space. Allocations past it fail (Python raises
   MemoryError, the engine usually exits non-zero); nothing is OOM-killed.
-- pids: RLIMIT_NPROC, which the kernel counts **per user id**, not per run: processes of
-  the same uid elsewhere count too, and root (CAP_SYS_RESOURCE/CAP_SYS_ADMIN) is exempt.
+- pids: not enforced by this backend. The only rlimit for it, RLIMIT_NPROC, counts every
+  thread of the user id, not of the run: under it an engine (about ten threads, four of them
+  gRPC's) fails to start threads whenever other processes of the same user are busy. A
+  per-run pids limit needs a cgroup; the docker backend sets one.
 - open files: RLIMIT_NOFILE.
 - CPU: best-effort only. A process has no CPU quota without cgroups; a run asking for
   less than the whole machine is niced (priority lowered) so that it yields to others.
@@ -45,8 +47,8 @@ def _set_limit(which: int, value: int) -> None:
 
 def apply_limits(*, memory_bytes: int, pids: int, open_files: int, cpu_millis: int) -> None:
     """Applies the limits to the calling process (inherited across exec and fork)."""
+    del pids  # see the module docstring: no per-run pids limit without cgroups
     _set_limit(resource.RLIMIT_AS, memory_bytes)
-    _set_limit(resource.RLIMIT_NPROC, pids)
     _set_limit(resource.RLIMIT_NOFILE, open_files)
     if 0 < cpu_millis < 1000 * (os.cpu_count() or 1):
         os.nice(CPU_NICENESS)
