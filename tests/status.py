@@ -17,7 +17,7 @@ def reason(err: grpc.aio.AioRpcError) -> str:
     for detail in _status(err).details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            return info.reason
+            return str(info.reason)
     raise AssertionError("no ErrorInfo")
 
 

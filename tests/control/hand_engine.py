@@ -8,13 +8,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import struct_pb2
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.structs import dict_to_struct
 from tests.conftest import TENANT, Clients, request_id
 
 
@@ -109,16 +109,10 @@ async def dev_run(api: Clients, tool_version: str, artifact: str) -> tuple[rp.Ru
             request_id=request_id(),
             run=rp.Run(
                 tool_version=tool_version,
-                config=_config({"rate": 0.5}),
+                config=dict_to_struct({"rate": 0.5}),
                 inputs=[rp.RunInput(name="data", artifact=artifact)],
                 dev_session=True,
             ),
         )
     )
     return res.run, res.dev_credential
-
-
-def _config(values: dict[str, object]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(values)
-    return s

@@ -22,8 +22,13 @@ from tests.status import reason
 
 S = lc.RunState
 NOOP = FIXTURES / "tools" / "noop"
-PATH = [S.RUN_STATE_PENDING, S.RUN_STATE_INITIALIZED, S.RUN_STATE_STARTED, S.RUN_STATE_RUNNING]
-ALL = [*PATH, S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED]
+PATH: list[int] = [
+    S.RUN_STATE_PENDING,
+    S.RUN_STATE_INITIALIZED,
+    S.RUN_STATE_STARTED,
+    S.RUN_STATE_RUNNING,
+]
+ALL: list[int] = [*PATH, S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED]
 
 
 async def new_engine(api: Clients) -> HandEngine:
@@ -60,7 +65,7 @@ async def upload_output(
 
 async def drive_to(engine: HandEngine, target: int) -> None:
     for state in PATH[1 : PATH.index(target) + 1]:
-        ack = await engine.propose(state)
+        ack = await engine.propose(lc.RunState.ValueType(state))
         assert not ack.rejections and ack.state == state
 
 

@@ -13,6 +13,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control.validation import canonical_sha256
+from flnet.structs import dict_to_struct
 from tests.conftest import FIXTURES, TENANT, Clients, request_id
 from tests.control.hand_engine import HandEngine, dev_run, log
 from tests.status import reason, violations
@@ -22,9 +23,7 @@ NOOP = FIXTURES / "tools" / "noop"
 
 
 def config(**values: object) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(values)
-    return s
+    return dict_to_struct(values)
 
 
 async def setup(api: Clients) -> tuple[tp.ToolVersion, str]:
