@@ -41,7 +41,7 @@ proto-check: venv
 		--python_out=.proto-check --grpc_python_out=.proto-check \
 		--mypy_out=.proto-check --mypy_grpc_out=.proto-check $(PROTOS)
 	find .proto-check/flnet/api -type d -exec sh -c 'touch "$$0/__init__.py" "$$0/py.typed"' {} \;
-	diff -r .proto-check/flnet generated/flnet && rm -rf .proto-check
+	diff -r -x __pycache__ .proto-check/flnet generated/flnet && rm -rf .proto-check
 
 buf-lint: node_modules/.installed
 	npx buf lint

@@ -17,7 +17,6 @@ from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.control.blobs import LocalBlobStore
 from flnet.control.database import create_engine, migrate
-from flnet.control.interceptors import ErrorMapper
 from flnet.control.news import RunNews
 from flnet.control.orchestration import OrchestratorClient
 from flnet.control.runs import RunController
@@ -28,6 +27,7 @@ from flnet.control.services.tool_service import ToolService
 from flnet.control.sessions import SessionRegistry
 from flnet.control.settings import ControlSettings
 from flnet.control.store import Store
+from flnet.interceptors import ErrorMapper
 from flnet.serving import Server
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ControlApp:
             asg.add_ArtifactServiceServicer_to_server(artifacts, server)
             rtg.add_RuntimeServiceServicer_to_server(runtime, server)
 
-        self._server = Server(SERVICE_NAMES, register, interceptors=[ErrorMapper()])
+        self._server = Server(SERVICE_NAMES, register, interceptors=[ErrorMapper("flnet.control")])
         self.port = await self._server.start(listen)
         if not self.runs.engine_address:
             host = listen.rsplit(":", 1)[0]

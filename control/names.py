@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from flnet.control.errors import InvalidArgument
+from flnet.errors import InvalidArgument
 
 _ID = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _VERSION = r"[a-z0-9][a-z0-9.+-]{0,62}"

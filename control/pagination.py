@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Any
 
-from flnet.control.errors import InvalidArgument
+from flnet.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

@@ -19,13 +19,6 @@ from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import credentials, names
 from flnet.control.clock import duration, now_us, seconds
-from flnet.control.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    FlnetError,
-    InvalidArgument,
-    NotFound,
-)
 from flnet.control.orchestration import LaunchFailed, OrchestratorClient, grace_of
 from flnet.control.sessions import Session, SessionRegistry
 from flnet.control.settings import ControlSettings
@@ -35,6 +28,13 @@ from flnet.control.validation import (
     dict_to_struct,
     struct_to_dict,
     validate_config,
+)
+from flnet.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FlnetError,
+    InvalidArgument,
+    NotFound,
 )
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
-from flnet.control.errors import FailedPrecondition
+from flnet.errors import FailedPrecondition
 
 
 class Session:

@@ -27,9 +27,9 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
-from flnet.control.errors import AlreadyExists, NotFound
 from flnet.control.news import RunNews
 from flnet.control.schema import artifacts, run_events, runs, tool_versions, tools, uploads
+from flnet.errors import AlreadyExists, NotFound
 
 S = lc.RunState
 R = lc.ErrorReason

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control import names
-from flnet.control.errors import InvalidArgument
 from flnet.control.validation import check_schema, struct_to_dict
+from flnet.errors import InvalidArgument
 
 IO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENTRYPOINT = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")

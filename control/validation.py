@@ -12,7 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from flnet.control.errors import InvalidArgument
+from flnet.errors import InvalidArgument
 from flnet.structs import dict_to_struct, normalize, struct_to_dict
 
 __all__ = [

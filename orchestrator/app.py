@@ -20,11 +20,12 @@ from collections.abc import Sequence
 
 import grpc
 
+from flnet.interceptors import ErrorMapper
 from flnet.serving import Server
 
 from .backend import Backend
+from .errors import DOMAIN
 from .events import DEFAULT_CAPACITY, EventLog
-from .interceptors import ErrorMappingInterceptor
 from .process_backend import DEFAULT_KILL_GRACE, ProcessBackend
 from .service import SERVICE_NAME, OrchestratorService
 
@@ -113,7 +114,7 @@ class OrchestratorApp:
         server = Server(
             [SERVICE_NAME],
             service.register,
-            interceptors=[*self._interceptors, ErrorMappingInterceptor()],
+            interceptors=[*self._interceptors, ErrorMapper(DOMAIN)],
         )
         port = await server.start(listen)
         self._server = server

@@ -18,8 +18,6 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
-from google.protobuf import json_format, struct_pb2
-
 T = TypeVar("T")
 
 
@@ -30,11 +28,6 @@ class ConfigError(ValueError):
         self.path = path or "<config>"
         self.problem = message
         super().__init__(f"{self.path}: {message}")
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain Python values (numbers come out as floats)."""
-    return json_format.MessageToDict(struct)
 
 
 def config_type_of(function: Callable[..., object]) -> type[Any] | None:

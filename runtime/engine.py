@@ -34,9 +34,10 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.channels import insecure_channel
+from flnet.structs import struct_to_dict
 
 from .backoff import Backoff
-from .config import ConfigError, build_config, config_type_of, struct_to_dict
+from .config import ConfigError, build_config, config_type_of
 from .context import Context, Outputs
 from .errors import (
     Cancelled,

@@ -14,15 +14,15 @@ from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.control import names, pagination
 from flnet.control.blobs import BlobWriter, LocalBlobStore
 from flnet.control.clock import now_us, timestamp
-from flnet.control.errors import (
+from flnet.control.settings import ControlSettings
+from flnet.control.store import Store, Upload
+from flnet.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
 )
-from flnet.control.settings import ControlSettings
-from flnet.control.store import Store, Upload
 
 Context = Any
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -10,10 +10,10 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.control import names, pagination
 from flnet.control.clock import from_timestamp
-from flnet.control.errors import InvalidArgument
 from flnet.control.identity import caller
 from flnet.control.runs import RunController
 from flnet.control.validation import struct_to_dict
+from flnet.errors import InvalidArgument
 
 Context = Any
 WATCH_BATCH = 1000

@@ -16,7 +16,12 @@ from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.control import credentials
 from flnet.control.blobs import LocalBlobStore
-from flnet.control.errors import (
+from flnet.control.runs import RunController
+from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
+from flnet.control.sessions import Session
+from flnet.control.store import RunRow
+from flnet.control.tools import IO_NAME
+from flnet.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -24,11 +29,6 @@ from flnet.control.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from flnet.control.runs import RunController
-from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
-from flnet.control.sessions import Session
-from flnet.control.store import RunRow
-from flnet.control.tools import IO_NAME
 
 log = logging.getLogger(__name__)
 Context = Any

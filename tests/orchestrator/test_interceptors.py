@@ -12,6 +12,7 @@ import pytest
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
+from flnet.interceptors import ErrorMapper
 from flnet.orchestrator.backend import (
     Container,
     ContainerEvent,
@@ -19,8 +20,7 @@ from flnet.orchestrator.backend import (
     LaunchSpec,
     RunName,
 )
-from flnet.orchestrator.errors import NotFound, Reason
-from flnet.orchestrator.interceptors import ErrorMappingInterceptor
+from flnet.orchestrator.errors import DOMAIN, NotFound, Reason
 from flnet.orchestrator.service import SERVICE_NAME, OrchestratorService
 from flnet.serving import Server
 
@@ -58,7 +58,7 @@ class FakeBackend:
 @pytest.fixture
 async def stub() -> AsyncIterator[pb_grpc.OrchestratorServiceAsyncStub]:
     service = OrchestratorService(FakeBackend())
-    server = Server([SERVICE_NAME], service.register, interceptors=[ErrorMappingInterceptor()])
+    server = Server([SERVICE_NAME], service.register, interceptors=[ErrorMapper(DOMAIN)])
     port = await server.start("127.0.0.1:0")
     async with insecure_channel(f"127.0.0.1:{port}") as channel:
         yield pb_grpc.OrchestratorServiceStub(channel)

@@ -1,40 +1,56 @@
-"""Domain errors of the control plane. Services raise these; one interceptor
-(control.interceptors.ErrorMapper) turns them into gRPC statuses with google.rpc details."""
+"""Domain errors shared by every FLNet server. Code raises these; one interceptor
+(flnet.interceptors.ErrorMapper) turns them into gRPC statuses with google.rpc details:
+ErrorInfo (reason, the server's domain, metadata), BadRequest field violations and, for
+errors worth retrying, RetryInfo. Nothing that raises them needs to know about gRPC."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import grpc
 
-DOMAIN = "flnet.control"
+
+class FieldViolation(NamedTuple):
+    """One bad request field: `field` is its path in the request ("run.config.epochs")."""
+
+    field: str
+    description: str
 
 
 class FlnetError(Exception):
-    """An error with a gRPC status code, an ErrorInfo reason and optional field violations."""
+    """An error with a status code, an ErrorInfo reason and optional field violations.
+    `message` is safe to show to the caller."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    #: Seconds after which a retry may succeed (RetryInfo); None: do not retry as is.
+    retry_after: float | None = None
 
     def __init__(
         self,
         message: str,
-        *,
         reason: str | None = None,
+        *,
         violations: Sequence[tuple[str, str]] = (),
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
-            self.reason = reason
-        self.violations = list(violations)
+            self.reason = str(reason)
+        self.violations = [FieldViolation(*v) for v in violations]
         self.metadata = dict(metadata or {})
 
 
 class InvalidArgument(FlnetError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
+
+    @classmethod
+    def field(cls, field: str, description: str, reason: str | None = None) -> InvalidArgument:
+        """An error about one field; its message names the field."""
+        return cls(f"{field}: {description}", reason, violations=[(field, description)])
 
 
 class NotFound(FlnetError):
@@ -80,3 +96,9 @@ class DataLoss(FlnetError):
 class Unavailable(FlnetError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "UNAVAILABLE"
+    retry_after = 1.0
+
+
+class Internal(FlnetError):
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
