@@ -17,7 +17,7 @@ from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.control.blobs import LocalBlobStore
 from flnet.control.database import create_engine, migrate
-from flnet.control.news import RunNews
+from flnet.control.news import RunFeed
 from flnet.control.orchestration import OrchestratorClient
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import ArtifactService
@@ -52,7 +52,7 @@ class ControlApp:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(s.resolved_database_url)
         await migrate(self.engine)
-        self.store = Store(self.engine, RunNews())
+        self.store = Store(self.engine, RunFeed())
         self.blobs = LocalBlobStore(s.artifact_dir)
         self.orchestrator = OrchestratorClient(s.orchestrator_address)
         self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)

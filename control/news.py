@@ -1,17 +1,35 @@
-"""In-process notification that a run has new events, so watchers wake without polling.
+"""What runs have just committed, in this process: wakes their watchers without polling, and
+keeps each run's latest history segments so that live watchers read from memory instead of
+the database.
 
-A watcher takes `news.next(run_id)` *before* reading the store, reads, and only then waits:
-whatever is committed after its read sets the event it holds, so nothing is missed. With
-several control-plane replicas, PostgreSQL LISTEN/NOTIFY feeds `publish` (issue 5)."""
+A watcher takes `feed.next(run_id)` *before* reading, reads, and only then waits: whatever is
+committed after its read sets the event it holds, so nothing is missed. The kept segments of
+a run are always contiguous (a segment that does not continue them starts them afresh), so
+reading from them can never skip an event; what they do not cover is read from the store.
+With several control-plane replicas, PostgreSQL LISTEN/NOTIFY has to feed `publish` too."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 
-class RunNews:
-    def __init__(self) -> None:
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive events first..last of a run, as stored (a serialized RunEventSegment)."""
+
+    first: int
+    last: int
+    payload: bytes
+
+
+class RunFeed:
+    def __init__(self, segments_per_run: int = 32, runs: int = 256) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._recent: OrderedDict[str, deque[Segment]] = OrderedDict()
+        self._per_run = segments_per_run
+        self._runs = runs
 
     def next(self, run_id: str) -> asyncio.Event:
         """The event that the next publish for `run_id` sets."""
@@ -20,7 +38,29 @@ class RunNews:
             ev = self._events[run_id] = asyncio.Event()
         return ev
 
-    def publish(self, run_id: str) -> None:
+    def publish(self, run_id: str, segments: list[Segment]) -> None:
+        """Called after the commit that stored `segments` (in sequence order)."""
+        recent = self._recent.get(run_id)
+        if recent is None:
+            recent = self._recent[run_id] = deque(maxlen=self._per_run)
+            if len(self._recent) > self._runs:
+                self._recent.popitem(last=False)
+        self._recent.move_to_end(run_id)
+        for segment in segments:
+            if recent and recent[-1].last + 1 != segment.first:
+                recent.clear()
+            recent.append(segment)
         ev = self._events.pop(run_id, None)
         if ev is not None:
             ev.set()
+
+    def recent(self, run_id: str, after: int) -> list[Segment] | None:
+        """The kept segments holding every committed event after `after`, or None when they
+        do not reach back that far (read the store instead)."""
+        recent = self._recent.get(run_id)
+        if not recent or recent[0].first > after + 1:
+            return None
+        return [s for s in recent if s.last > after]
+
+    def forget(self, run_id: str) -> None:
+        self._recent.pop(run_id, None)

@@ -354,8 +354,8 @@ class RunController:
         if row.cancellation is not None and not row.terminal and row.state != S.RUN_STATE_PENDING:
             session.command(rt.Command(cancel=rt.Cancel(reason=row.cancellation.reason)))
 
-    async def ingest(self, row: RunRow, session: Session, batch: rt.Batch) -> rt.Ack:
-        outcome: BatchOutcome = await self.store.apply_batch(row.id, batch)
+    async def ingest(self, row: RunRow, session: Session, batches: Sequence[rt.Batch]) -> rt.Ack:
+        outcome: BatchOutcome = await self.store.apply_batches(row.id, batches)
         self.sessions.touch(row.id, activity=True)
         for _, to_state in outcome.transitions:
             if to_state == S.RUN_STATE_INITIALIZED and not row.spec.dev_session:

@@ -3,7 +3,7 @@
 Each write is one transaction. A run's row is locked (FOR UPDATE on PostgreSQL; SQLite
 writers are serialized by one lock) while its state or event sequence changes, so event
 sequence numbers have no gaps and terminal states are never overwritten. After a commit
-that adds events, `news.publish` wakes the run's watchers."""
+that adds events, the feed publishes them: watchers wake and read them from memory."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
-from flnet.control.news import RunNews
+from flnet.control.news import RunFeed, Segment
 from flnet.control.schema import artifacts, run_events, runs, tool_versions, tools, uploads
 from flnet.errors import AlreadyExists, NotFound
 
@@ -126,6 +126,9 @@ def _artifact(r: Any) -> ap.Artifact:
     return a
 
 
+Pending = list[tuple[str, Segment]]
+
+
 class EventList(Protocol):
     """A message whose field 1 is `repeated RunEvent events`."""
 
@@ -133,6 +136,38 @@ class EventList(Protocol):
     def events(self) -> RepeatedCompositeFieldContainer[rp.RunEvent]: ...
 
     def MergeFromString(self, serialized: bytes) -> int: ...
+
+
+class _EventReader:
+    """Merges stored segments into a response, keeping events after `after`, up to `limit`,
+    and fills in what storage leaves out (run name, sequence number)."""
+
+    def __init__(self, into: EventList, run: str, after: int, limit: int) -> None:
+        self.into, self.run, self.after, self.limit = into, run, after, limit
+        self.added = 0
+
+    @property
+    def full(self) -> bool:
+        return self.added >= self.limit
+
+    def take(self, first: int, payload: bytes) -> bool:
+        """Adds a segment's events; True once `limit` events were added."""
+        events = self.into.events
+        start = len(events)
+        self.into.MergeFromString(payload)
+        skip = max(0, self.after - first + 1)
+        if skip:
+            del events[start : start + skip]
+        extra = self.added + (len(events) - start) - self.limit
+        if extra > 0:
+            del events[len(events) - extra :]
+        for offset, ev in enumerate(events[start:]):
+            ev.sequence = first + skip + offset
+            ev.run = self.run
+        taken = len(events) - start
+        self.added += taken
+        self.after = first + skip + taken - 1 if taken else self.after
+        return self.full
 
 
 @dataclass
@@ -159,23 +194,34 @@ class Upload:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, news: RunNews) -> None:
+    def __init__(self, engine: AsyncEngine, feed: RunFeed) -> None:
         self.engine = engine
-        self.news = news
+        self.feed = feed
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
         self._required_outputs: dict[str, frozenset[str]] = {}
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction. SQLite allows one writer at a time: serialize here rather
-        than have transactions collide on SQLITE_BUSY."""
+    async def _write(self, pending: Pending | None = None) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; the history segments it appends to `pending` are published
+        once it has committed. SQLite allows one writer at a time: serialize here rather than
+        have transactions collide on SQLITE_BUSY (and publish in commit order)."""
         if self._sqlite:
-            async with self._write_lock, self.engine.begin() as conn:
-                yield conn
+            async with self._write_lock:
+                async with self.engine.begin() as conn:
+                    yield conn
+                self._publish(pending)
         else:
             async with self.engine.begin() as conn:
                 yield conn
+            self._publish(pending)
+
+    def _publish(self, pending: Pending | None) -> None:
+        by_run: dict[str, list[Segment]] = {}
+        for run_id, segment in pending or ():
+            by_run.setdefault(run_id, []).append(segment)
+        for run_id, segments in by_run.items():
+            self.feed.publish(run_id, segments)
 
     # ----------------------------------------------------------------------------- tools
 
@@ -355,7 +401,8 @@ class Store:
         )
         event = rp.RunEvent(sequence=1, state_change=change)
         try:
-            async with self._write() as conn:
+            pending: Pending = []
+            async with self._write(pending) as conn:
                 await conn.execute(
                     insert(runs).values(
                         id=run_id,
@@ -377,14 +424,13 @@ class Store:
                         deadline_us=deadline_us,
                     )
                 )
-                await _append(conn, run_id, now, [event])
+                await _append(conn, pending, run_id, now, [event])
         except IntegrityError:
             if spec.request_id:
                 existing = await self.find_run_by_request(tenant, spec.request_id)
                 if existing is not None:
                     return existing, False
             raise
-        self.news.publish(run_id)
         return await self.get_run(tenant, run_id), True
 
     async def find_run_by_request(self, tenant: str, request_id: str) -> RunRow | None:
@@ -493,83 +539,89 @@ class Store:
             )
         ).one()
 
-    async def apply_batch(self, run_id: str, batch: rt.Batch) -> BatchOutcome:
-        """Stores one engine batch exactly once (see RuntimeService.Connect)."""
-        async with self._write() as conn:
+    async def apply_batches(self, run_id: str, batches: Sequence[rt.Batch]) -> BatchOutcome:
+        """Stores engine batches exactly once (see RuntimeService.Connect), all in one
+        transaction: batches that queued up while the previous commit ran share the next
+        one. A duplicate (already stored) or a gap (the engine resends in order) is only
+        acknowledged."""
+        pending: Pending = []
+        async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
-            if batch.sequence != row.last_batch + 1:
-                # A duplicate (already stored) or a gap (the engine resends in order): only ack.
-                return BatchOutcome(acked=row.last_batch, state=row.state)
             now = now_us()
+            outcome = BatchOutcome(acked=row.last_batch, state=row.state)
             seq = row.last_sequence
-            state = row.state
-            outcome = BatchOutcome(acked=batch.sequence, state=state)
             values: dict[str, Any] = {}
-            kinds = [entry.WhichOneof("entry") for entry in batch.entries]
-            if "progress" in kinds:
-                last = len(kinds) - 1 - kinds[::-1].index("progress")
-                values["progress"] = batch.entries[last].progress.SerializeToString()
-            if "transition" not in kinds:
-                # Telemetry only: the batch's bytes are the segment (see Entry's field numbers).
-                count = len(kinds) - kinds.count(None)
-                if count:
-                    segment = rp.RunEventSegment.FromString(batch.SerializeToString())
-                    segment.DiscardUnknownFields()  # Batch.sequence
-                    await _append_segment(conn, run_id, now, seq + 1, seq + count, segment)
+            for batch in batches:
+                if batch.sequence != outcome.acked + 1:
+                    continue
+                seq = await self._apply(conn, pending, row, batch, seq, now, outcome, values)
+                outcome.acked = batch.sequence
+            if outcome.acked != row.last_batch:
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)
-                    .values(
-                        last_batch=batch.sequence,
-                        last_sequence=seq + count,
-                        update_us=now,
-                        **values,
-                    )
+                    .values(last_batch=outcome.acked, last_sequence=seq, update_us=now, **values)
                 )
-                if count:
-                    self.news.publish(run_id)
-                return outcome
-            events: list[rp.RunEvent] = []
-            for index, entry in enumerate(batch.entries):
-                which = entry.WhichOneof("entry")
-                if which == "log":
-                    ev = rp.RunEvent(log=entry.log)
-                elif which == "metric":
-                    ev = rp.RunEvent(metric=entry.metric)
-                elif which == "progress":
-                    ev = rp.RunEvent(progress=entry.progress)
-                elif which == "transition":
-                    t = entry.transition
-                    refusal = _refusal(state, t)
-                    if refusal:
-                        outcome.rejections.append(
-                            rt.Rejection(sequence=batch.sequence, index=index, reason=refusal)
-                        )
-                        continue
-                    to_state, error, message = await self._finalize(conn, row, t)
-                    change, changes = _state_change(
-                        state, to_state, error, message, "engine", now, row.cancellation
-                    )
-                    values.update(changes)
-                    outcome.transitions.append((state, to_state))
-                    state = to_state
-                    ev = rp.RunEvent(state_change=change)
-                else:
-                    continue
-                seq += 1
-                ev.sequence = seq
-                events.append(ev)
-            if events:
-                await _append(conn, run_id, now, events)
-            await conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id)
-                .values(last_batch=batch.sequence, last_sequence=seq, update_us=now, **values)
-            )
-            outcome.state = state
-        if events:
-            self.news.publish(run_id)
         return outcome
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        pending: Pending,
+        row: Any,
+        batch: rt.Batch,
+        seq: int,
+        now: int,
+        outcome: BatchOutcome,
+        values: dict[str, Any],
+    ) -> int:
+        """Appends one batch's events after `seq`; returns the new last sequence. Updates
+        `outcome` (state, transitions, rejections) and the run's column `values`."""
+        kinds = [entry.WhichOneof("entry") for entry in batch.entries]
+        if "progress" in kinds:
+            last = len(kinds) - 1 - kinds[::-1].index("progress")
+            values["progress"] = batch.entries[last].progress.SerializeToString()
+        if "transition" not in kinds:
+            # Telemetry only: the batch's bytes are the segment (see Entry's field numbers).
+            count = len(kinds) - kinds.count(None)
+            if count:
+                segment = rp.RunEventSegment.FromString(batch.SerializeToString())
+                segment.DiscardUnknownFields()  # Batch.sequence
+                await _append_segment(conn, pending, row.id, now, seq + 1, seq + count, segment)
+            return seq + count
+        events: list[rp.RunEvent] = []
+        for index, entry in enumerate(batch.entries):
+            which = entry.WhichOneof("entry")
+            if which == "log":
+                ev = rp.RunEvent(log=entry.log)
+            elif which == "metric":
+                ev = rp.RunEvent(metric=entry.metric)
+            elif which == "progress":
+                ev = rp.RunEvent(progress=entry.progress)
+            elif which == "transition":
+                t = entry.transition
+                refusal = _refusal(outcome.state, t)
+                if refusal:
+                    outcome.rejections.append(
+                        rt.Rejection(sequence=batch.sequence, index=index, reason=refusal)
+                    )
+                    continue
+                to_state, error, message = await self._finalize(conn, row, t)
+                change, changes = _state_change(
+                    outcome.state, to_state, error, message, "engine", now, row.cancellation
+                )
+                values.update(changes)
+                outcome.transitions.append((outcome.state, to_state))
+                outcome.state = to_state
+                ev = rp.RunEvent(state_change=change)
+            else:
+                continue
+            seq += 1
+            ev.sequence = seq
+            events.append(ev)
+        if events:
+            await _append(conn, pending, row.id, now, events)
+        return seq
 
     async def _finalize(
         self, conn: AsyncConnection, row: Any, t: rt.Transition
@@ -621,7 +673,8 @@ class Store:
     ) -> tuple[bool, int]:
         """A transition decided by the control plane (cancel, timeout, container exit).
         Returns (applied, state); a terminal run is left as it is."""
-        async with self._write() as conn:
+        pending: Pending = []
+        async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             if not lifecycle.is_legal(row.state, to_state):
                 return False, row.state
@@ -631,18 +684,18 @@ class Store:
                 row.state, to_state, error, message, actor, now, row.cancellation
             )
             ev = rp.RunEvent(sequence=seq, state_change=change)
-            await _append(conn, run_id, now, [ev])
+            await _append(conn, pending, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(last_sequence=seq, update_us=now, **values)
             )
-        self.news.publish(run_id)
         return True, to_state
 
     async def request_cancel(self, run_id: str, requested_by: str, reason: str) -> RunRow:
         """Phase one of a cancel: records who asked, why and when (once)."""
-        async with self._write() as conn:
+        pending: Pending = []
+        async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             if not lifecycle.is_terminal(row.state) and row.cancellation is None:
                 now = now_us()
@@ -651,24 +704,20 @@ class Store:
                 )
                 seq = row.last_sequence + 1
                 ev = rp.RunEvent(sequence=seq, cancellation=c)
-                await _append(conn, run_id, now, [ev])
+                await _append(conn, pending, run_id, now, [ev])
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)
                     .values(last_sequence=seq, update_us=now, cancellation=c.SerializeToString())
                 )
-                published = True
-            else:
-                published = False
-        if published:
-            self.news.publish(run_id)
         found = await self.get_run_by_id(run_id)
         assert found is not None
         return found
 
     async def update_dev_config(self, run_id: str, config: rp.ConfigChange) -> None:
         """Replaces a development session's configuration and records the change."""
-        async with self._write() as conn:
+        pending: Pending = []
+        async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             spec_row = (await conn.execute(select(runs.c.spec).where(runs.c.id == run_id))).one()
             spec = rp.Run.FromString(spec_row.spec)
@@ -677,50 +726,41 @@ class Store:
             now = now_us()
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, config_change=config)
-            await _append(conn, run_id, now, [ev])
+            await _append(conn, pending, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
                 .values(spec=spec.SerializeToString(), last_sequence=seq, update_us=now)
             )
-        self.news.publish(run_id)
 
     async def read_events(self, run: RunRow, into: EventList, *, after: int, limit: int) -> int:
         """Appends up to `limit` events with a sequence above `after`, in order, to
         `into.events` and returns how many. `into` is any message whose field 1 is
-        `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): stored segments
-        merge into it as bytes, without copying event by event."""
-        added = 0
-        name = run.name
+        `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): segments merge
+        into it as bytes, without copying event by event. Recent segments come from memory."""
+        reader = _EventReader(into, run.name, after, limit)
+        recent = self.feed.recent(run.id, after)
+        if recent is not None:
+            for segment in recent:
+                if reader.take(segment.first, segment.payload):
+                    break
+            return reader.added
         async with self.engine.connect() as conn:
-            while added < limit:
+            while not reader.full:
                 rows = (
                     await conn.execute(
-                        select(run_events.c.payload, run_events.c.first_seq, run_events.c.last_seq)
-                        .where(run_events.c.run_id == run.id, run_events.c.last_seq > after)
+                        select(run_events.c.payload, run_events.c.first_seq)
+                        .where(run_events.c.run_id == run.id, run_events.c.last_seq > reader.after)
                         .order_by(run_events.c.last_seq)
                         .limit(SEGMENTS_PER_READ)
                     )
                 ).all()
                 for r in rows:
-                    start = len(into.events)
-                    into.MergeFromString(r.payload)
-                    skip = max(0, after - r.first_seq + 1)
-                    if skip:
-                        del into.events[start : start + skip]
-                    extra = added + (len(into.events) - start) - limit
-                    if extra > 0:
-                        del into.events[len(into.events) - extra :]
-                    for offset, ev in enumerate(into.events[start:]):
-                        ev.sequence = r.first_seq + skip + offset
-                        ev.run = name
-                    added += len(into.events) - start
-                    after = r.first_seq + skip + (len(into.events) - start) - 1
-                    if added >= limit:
+                    if reader.take(r.first_seq, r.payload):
                         break
                 if len(rows) < SEGMENTS_PER_READ:
                     break
-        return added
+        return reader.added
 
     # ------------------------------------------------------------------------- artifacts
 
@@ -775,7 +815,8 @@ class Store:
     ) -> ap.Artifact:
         """Records a verified output and its event. Uploading the same output again (an
         engine retrying after a reconnect) replaces it."""
-        async with self._write() as conn:
+        pending: Pending = []
+        async with self._write(pending) as conn:
             row = await self._lock_run(conn, run.id)
             now = now_us()
             existing = (
@@ -806,11 +847,10 @@ class Store:
             artifact = _artifact(_Obj(values))
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, output=artifact)
-            await _append(conn, run.id, now, [ev])
+            await _append(conn, pending, run.id, now, [ev])
             await conn.execute(
                 update(runs).where(runs.c.id == run.id).values(last_sequence=seq, update_us=now)
             )
-        self.news.publish(run.id)
         return artifact
 
     async def get_artifact(self, tenant: str, artifact_id: str) -> ap.Artifact:
@@ -976,14 +1016,19 @@ def _refusal(state: int, t: rt.Transition) -> str:
     return ""
 
 
-async def _append(conn: AsyncConnection, run_id: str, now: int, events: list[rp.RunEvent]) -> None:
+async def _append(
+    conn: AsyncConnection, pending: Pending, run_id: str, now: int, events: list[rp.RunEvent]
+) -> None:
     """Stores consecutive events as one segment of the run's history."""
     segment = rp.RunEventSegment(events=events)
-    await _append_segment(conn, run_id, now, events[0].sequence, events[-1].sequence, segment)
+    await _append_segment(
+        conn, pending, run_id, now, events[0].sequence, events[-1].sequence, segment
+    )
 
 
 async def _append_segment(
     conn: AsyncConnection,
+    pending: Pending,
     run_id: str,
     now: int,
     first_seq: int,
@@ -993,12 +1038,10 @@ async def _append_segment(
     """A run's history is a sequence of segments, one per transaction: a batch of 1000 log
     lines costs one row. Events are stored without `run` and `sequence`; a segment's events
     are numbered first_seq, first_seq + 1, ... (read_events fills both in)."""
+    payload = segment.SerializeToString()
     await conn.execute(
         insert(run_events).values(
-            run_id=run_id,
-            first_seq=first_seq,
-            last_seq=last_seq,
-            time_us=now,
-            payload=segment.SerializeToString(),
+            run_id=run_id, first_seq=first_seq, last_seq=last_seq, time_us=now, payload=payload
         )
     )
+    pending.append((run_id, Segment(first_seq, last_seq, payload)))

@@ -62,6 +62,10 @@ def severity_of(levelno: int) -> tm.LogSeverity.ValueType:
     return _SEVERITY.LOG_SEVERITY_CRITICAL
 
 
+# The common levels, looked up without a call.
+_SEVERITIES = {level: severity_of(level) for level in (10, 20, 30, 40, 50)}
+
+
 class EntryBuffer:
     """Thread-safe buffer of telemetry items. Any thread appends; the loop drains.
 
@@ -255,7 +259,8 @@ class Batcher:
         self.linger = linger
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
-        self._callers: dict[str, str] = {}
+        # "file.py:42 in main" by (path, line, function): formatted once per call site.
+        self._callers: dict[Any, str] = {}
         self._task: asyncio.Task[None] | None = None
         outbox.add_listener(self._update_room)
 
@@ -316,7 +321,7 @@ class Batcher:
 
 
 def fill_entries(
-    entries: Any, items: Sequence[Item], callers: dict[str, str] | None = None
+    entries: Any, items: Sequence[Item], callers: dict[Any, str] | None = None
 ) -> None:
     """Appends one Entry per item to a repeated Entry field (e.g. `batch.entries`)."""
     callers = {} if callers is None else callers
@@ -330,21 +335,22 @@ def fill_entries(
             _fill(entry, _sanitized(item), callers)
 
 
-def _fill(entry: rt.Entry, item: Item, callers: dict[str, str]) -> None:
+def _fill(entry: rt.Entry, item: Item, callers: dict[Any, str]) -> None:
     kind = item[0]
     if kind == LOG:
         _, t, level, message, logger, path, lineno, function, tb = item
         record = entry.log
         ts = record.time
         ts.seconds, ts.nanos = divmod(t, _NS)
-        record.severity = severity_of(level)
+        record.severity = _SEVERITIES.get(level) or severity_of(level)
         record.message = message
         record.logger = logger
         if path:
-            base = callers.get(path)
-            if base is None:
-                base = callers[path] = os.path.basename(path)
-            record.caller = f"{base}:{lineno} in {function}"
+            where = (path, lineno, function)
+            caller = callers.get(where)
+            if caller is None:
+                caller = callers[where] = f"{os.path.basename(path)}:{lineno} in {function}"
+            record.caller = caller
         if tb:
             record.traceback = tb
     elif kind == METRIC:

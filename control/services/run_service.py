@@ -104,7 +104,7 @@ class RunService(rsg.RunServiceServicer):
             )
         cursor = request.after_sequence
         while True:
-            news = self.store.news.next(row.id)
+            news = self.store.feed.next(row.id)
             response = rs.WatchRunResponse()
             count = await self.store.read_events(row, response, after=cursor, limit=WATCH_BATCH)
             if count:
@@ -115,8 +115,10 @@ class RunService(rsg.RunServiceServicer):
                     last.state_change.to_state
                 ):
                     return
-                if count == WATCH_BATCH:
-                    continue
+                if count < WATCH_BATCH:
+                    # Caught up: whatever was committed after the read has set `news`.
+                    await news.wait()
+                continue
             fresh = await self.store.get_run_by_id(row.id)
             if fresh is None or (fresh.terminal and cursor >= fresh.last_sequence):
                 return

@@ -33,6 +33,8 @@ from flnet.errors import (
 log = logging.getLogger(__name__)
 Context = Any
 HELLO_TIMEOUT = 30.0
+# Most batches stored in one transaction.
+MAX_GROUP_COMMIT = 16
 
 
 class RuntimeService(rtg.RuntimeServiceServicer):
@@ -81,25 +83,47 @@ class RuntimeService(rtg.RuntimeServiceServicer):
     async def _read(
         self, requests: AsyncIterator[rt.ConnectRequest], row: RunRow, session: Session
     ) -> None:
+        """Reads the engine's messages. Batches go to an ingester that stores whatever has
+        queued up in one transaction (group commit), so a busy run costs few commits."""
+        batches: asyncio.Queue[rt.Batch | None] = asyncio.Queue()
+        ingester = asyncio.create_task(self._ingest(batches, row, session))
         try:
             async for msg in requests:
                 which = msg.WhichOneof("message")
                 if which == "batch":
-                    ack = await self.runs.ingest(row, session, msg.batch)
-                    session.send(rt.ConnectResponse(ack=ack))
-                    if lifecycle.is_terminal(ack.state):
-                        session.close(_close(ack.state, "the run has ended"))
-                        return
+                    batches.put_nowait(msg.batch)
                 elif which == "heartbeat":
                     self.sessions.touch(row.id)
                 elif which == "command_result":
                     session.resolve(msg.command_result)
+                if ingester.done():
+                    break
+            batches.put_nowait(None)
+            await ingester
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("engine session of %s failed; the engine will reconnect", row.name)
         finally:
+            ingester.cancel()
             session.close()
+
+    async def _ingest(
+        self, batches: asyncio.Queue[rt.Batch | None], row: RunRow, session: Session
+    ) -> None:
+        while (first := await batches.get()) is not None:
+            group = [first]
+            while len(group) < MAX_GROUP_COMMIT and not batches.empty():
+                nxt = batches.get_nowait()
+                if nxt is None:
+                    batches.put_nowait(None)  # seen again by the outer loop
+                    break
+                group.append(nxt)
+            ack = await self.runs.ingest(row, session, group)
+            session.send(rt.ConnectResponse(ack=ack))
+            if lifecycle.is_terminal(ack.state):
+                session.close(_close(ack.state, "the run has ended"))
+                return
 
     async def UploadOutput(
         self, request_iterator: AsyncIterator[rt.UploadOutputRequest], context: Context
