@@ -32,6 +32,7 @@ class EventLog:
             raise ValueError("capacity must be positive")
         self._events: deque[ContainerEvent] = deque(maxlen=capacity)
         self._next = first_sequence if first_sequence is not None else time.time_ns() // 1000
+        self._evicted = False  # whether capacity ever dropped an event
         # Replaced on every append: waiters hold the old one, which is set.
         self._changed = asyncio.Event()
         self._closed = False
@@ -56,6 +57,8 @@ class EventLog:
         (the event is kept, nobody is woken)."""
         event = ContainerEvent(self._next, container)
         self._next += 1
+        if len(self._events) == self._events.maxlen:
+            self._evicted = True
         self._events.append(event)
         self._wake()
         return event
@@ -73,7 +76,7 @@ class EventLog:
         if not self._events or sequence >= self._events[-1].sequence:
             return []
         first = self._events[0].sequence
-        if sequence + 1 < first:
+        if self._evicted and sequence + 1 < first:
             log.warning(
                 "watcher asked for events after %d; %d..%d were evicted",
                 sequence,
