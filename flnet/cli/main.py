@@ -285,7 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
         serve = comp.add_subparsers(dest="action", required=True).add_parser(
             "serve", help=f"serve the {component} until SIGTERM", add_help=False
         )
-        serve.add_argument("args", nargs=argparse.REMAINDER)
         serve.set_defaults(component=component)
 
     tool = sub.add_parser("tool", help="register and inspect tools").add_subparsers(
@@ -342,17 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
     if getattr(args, "component", None):
+        # `flnet control serve ...`: the component's own flags follow.
         os.environ.setdefault("FLNET_DATA_DIR", str(args.data_dir))
         if args.component == "control":
             from flnet.control.__main__ import main as control_main
 
-            control_main(args.args)
+            control_main(rest)
             return
         from flnet.orchestrator.__main__ import main as orchestrator_main
 
-        sys.exit(orchestrator_main(args.args))
+        sys.exit(orchestrator_main(rest))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.data_dir = args.data_dir.expanduser().resolve()
     try:
         code = asyncio.run(args.handler(args))

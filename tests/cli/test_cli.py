@@ -177,3 +177,63 @@ def test_dev_session_config_and_tests_without_restart(stack: Path) -> None:
     final = flnet_json(stack, "run", "get", session)
     assert final["state"] == "RUN_STATE_CANCELLED"
     assert os.path.exists(stack / "flnet.db")
+
+
+@pytest.mark.timeout(180)
+def test_demo_finishes_with_verified_outputs(tmp_path: Path) -> None:
+    repo = EXAMPLES.parent.parent
+    result = subprocess.run(
+        [*FLNET, "--data-dir", str(tmp_path / "demo"), "demo"],
+        check=False,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FINISHED" in result.stdout
+    assert result.stdout.count("verified") == 2  # model and report match their sha256
+    assert not (tmp_path / "demo" / "endpoints.json").exists()
+
+
+def test_components_serve_alone(tmp_path: Path) -> None:
+    """`flnet control serve` and `flnet orchestrator serve` run as they would in a deployment
+    and stop cleanly on SIGTERM."""
+    port_file = tmp_path / "port"
+    control = subprocess.Popen(
+        [
+            *FLNET,
+            "--data-dir",
+            str(tmp_path),
+            "control",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(port_file)
+        port = port_file.read_text()
+        listed = flnet_json(tmp_path, "--address", f"127.0.0.1:{port}", "tool", "list")
+        assert listed == []
+    finally:
+        control.send_signal(signal.SIGTERM)
+        assert control.wait(timeout=30) == 0
+    orchestrator = subprocess.Popen(
+        [*FLNET, "--data-dir", str(tmp_path), "orchestrator", "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert orchestrator.stderr is not None
+    for line in orchestrator.stderr:
+        if "listening on" in line:
+            break
+    orchestrator.send_signal(signal.SIGTERM)
+    assert orchestrator.wait(timeout=30) == 0
