@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -9,11 +11,12 @@ from tests.conftest import Clients
 
 
 async def test_health_and_reflection(api: Clients) -> None:
-    health = health_pb2_grpc.HealthStub(api.channel)
+    # The stubs of grpcio-health-checking and -reflection are typed for sync channels.
+    health: Any = health_pb2_grpc.HealthStub(api.channel)
     for service in ("", "flnet.api.control.v1.RunService"):
         res = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert res.status == health_pb2.HealthCheckResponse.SERVING
-    reflection = reflection_pb2_grpc.ServerReflectionStub(api.channel)
+    reflection: Any = reflection_pb2_grpc.ServerReflectionStub(api.channel)  # type: ignore[arg-type]
 
     async def ask() -> list[str]:
         call = reflection.ServerReflectionInfo(
