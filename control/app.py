@@ -67,10 +67,15 @@ class ControlApp:
             rtg.add_RuntimeServiceServicer_to_server(runtime, server)
 
         self._server = Server(SERVICE_NAMES, register, interceptors=[ErrorMapper("flnet.control")])
-        self.port = await self._server.start(listen)
+        socket = s.socket_path
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        socket.unlink(missing_ok=True)  # left behind by a control plane that was killed
+        self.port = await self._server.start(listen, f"unix://{socket}")
+        # Any local uid may connect (a container's engine runs as a non-root user): the run
+        # credential, not the socket's mode, says who speaks for which run.
+        socket.chmod(0o666)
         if not self.runs.engine_address:
-            host = listen.rsplit(":", 1)[0]
-            self.runs.engine_address = f"{host}:{self.port}"
+            self.runs.engine_address = f"unix://{socket}"
         self._tasks.append(asyncio.create_task(self._supervise()))
         if s.orchestrator_address:
             self._tasks.append(asyncio.create_task(self.orchestrator.watch(self.runs.on_container)))

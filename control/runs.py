@@ -487,9 +487,15 @@ def exit_error(container: op.RunContainer, row: RunRow) -> lc.RunError:
             if code < 0
             else f"the process exited with code {code}"
         )
+    elif cause == op.EXIT_CAUSE_VANISHED:
+        reason = R.ERROR_REASON_LOST
+        message = "the container disappeared: it was removed outside the platform"
+    elif cause == op.EXIT_CAUSE_STOPPED:
+        reason = R.ERROR_REASON_LOST
+        message = "the container was stopped before the run reported a result"
     else:
         reason = R.ERROR_REASON_LOST
-        message = "the process ended without reporting a result"
+        message = "the process ended (exit code 0) without reporting a result"
     return lifecycle.make_error(
         reason,
         message,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ class ControlSettings:
     database_url: str = ""
     # Where the orchestrator listens; empty runs no launches (dev sessions only).
     orchestrator_address: str = ""
-    # The address engines dial to reach this control plane; default: our own listen address.
+    # The address engines dial to reach this control plane; default: our unix socket.
     engine_address: str = ""
     # The single tenant used until identity (OIDC) is configured.
     default_tenant: str = "default"
@@ -36,6 +38,16 @@ class ControlSettings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'flnet.db'}"
+
+    @property
+    def socket_path(self) -> Path:
+        """The unix socket engines connect through (containers have no network). Unix socket
+        paths are limited to about 100 bytes: a deep data directory gets one under /tmp."""
+        path = self.data_dir / "sockets" / "control.sock"
+        if len(str(path)) > 100:
+            digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+            path = Path(tempfile.gettempdir()) / f"flnet-{digest}" / "control.sock"
+        return path
 
     @property
     def artifact_dir(self) -> Path:

@@ -37,8 +37,9 @@ class Server:
         self._health = health.aio.HealthServicer()
         self.port = 0
 
-    async def start(self, address: str) -> int:
-        """Binds (port 0 picks a free one), starts and returns the port."""
+    async def start(self, address: str, *more: str) -> int:
+        """Binds `address` (port 0 picks a free one) and any `more` addresses (e.g. a
+        unix:///path socket), starts, and returns the port of `address`."""
         server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=self._interceptors)
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -48,6 +49,9 @@ class Server:
         self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
+        for extra in more:
+            if server.add_insecure_port(extra) == 0:
+                raise OSError(f"cannot bind {extra}")
         await server.start()
         self._server = server
         for name in ["", *self._service_names]:

@@ -229,7 +229,7 @@ async def dev_test(args: argparse.Namespace) -> int:
 
 
 async def up(args: argparse.Namespace) -> int:
-    stack = Stack(args.data_dir, args.control_port, args.orchestrator_port)
+    stack = Stack(args.data_dir, args.control_port, args.orchestrator_port, backend=args.backend)
     ready = asyncio.Event()
 
     async def announce() -> None:
@@ -277,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(sub, "up", up, "run the platform on loopback until Ctrl-C")
     s.add_argument("--control-port", type=int, default=0)
     s.add_argument("--orchestrator-port", type=int, default=0)
+    s.add_argument(
+        "--backend",
+        choices=["process", "docker"],
+        default=os.environ.get("FLNET_BACKEND", "process"),
+        help="where runs execute: local processes (development) or containers ($FLNET_BACKEND)",
+    )
     s = cmd(sub, "demo", demo, "start the stack, run an example tool, show its provenance")
     s.add_argument("--tool", type=Path, default=Path("examples/tools/logreg"))
 

@@ -110,6 +110,7 @@ class Stack:
         control_port: int = 0,
         orchestrator_port: int = 0,
         extra_env: dict[str, str] | None = None,
+        backend: str = "process",
     ) -> None:
         self.data_dir = data_dir
         logs = data_dir / "logs"
@@ -121,7 +122,17 @@ class Stack:
         self.components = [
             Component(
                 "orchestrator",
-                [py, "-m", "flnet.orchestrator", "--listen", orch, "--data-dir", str(data_dir)],
+                [
+                    py,
+                    "-m",
+                    "flnet.orchestrator",
+                    "--listen",
+                    orch,
+                    "--data-dir",
+                    str(data_dir),
+                    "--backend",
+                    backend,
+                ],
                 orch,
                 logs / "orchestrator.log",
                 env=env,
