@@ -56,6 +56,7 @@ class OrchestratorClient:
         )
         if version.HasField("image"):
             req.image_digest = version.image.digest
+            req.entrypoint = version.image.entrypoint
         else:
             req.source_path = version.local_source.path
             req.entrypoint = version.local_source.entrypoint

@@ -67,6 +67,8 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     if which == "image":
         if not DIGEST.match(v.image.digest):
             violations.append((f"{f}.image.digest", "must be sha256:<64 hex digits>"))
+        if not ENTRYPOINT.match(v.image.entrypoint):
+            violations.append((f"{f}.image.entrypoint", "must be 'file.py:function'"))
     elif which == "local_source":
         path = Path(v.local_source.path)
         if not path.is_absolute() or not path.is_dir():

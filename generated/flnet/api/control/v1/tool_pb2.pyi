@@ -170,19 +170,23 @@ class ContainerImage(_message.Message):
 
     REFERENCE_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
+    ENTRYPOINT_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """Human reference, e.g. "flnet/csv-stats:1.0.0"."""
     digest: _builtins.str
     """Content digest "sha256:<hex>" that runs are pinned to."""
+    entrypoint: _builtins.str
+    """"file.py:function" of the tool inside the image, relative to /opt/tool."""
     def __init__(
         self,
         *,
         reference: _builtins.str = ...,
         digest: _builtins.str = ...,
+        entrypoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "entrypoint", b"entrypoint", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
