@@ -28,44 +28,67 @@ async def run_demo(args: argparse.Namespace) -> int:
         waiter.cancel()
         await runner  # raises why the stack did not start
         return 1
+    text = args.output != "json"
+    say = render.console.print if text else _silent
     try:
-        render.console.rule("FLNet demo")
+        if text:
+            render.console.rule("FLNet demo")
         for name, address in stack.endpoints.items():
-            render.console.print(f"{name:<13} {address}")
+            say(f"{name:<13} {address}")
         async with FlnetClient(stack.endpoints["control"]) as c:
             version = (await c.register_tool(tool_dir)).tool_version
-            render.console.print(f"registered {version.name}")
+            say(f"registered {version.name}")
             artifact = await c.upload(sample, "text/csv")
-            render.console.print(f"uploaded {sample.name} -> {artifact.name} ({artifact.sha256})")
+            say(f"uploaded {sample.name} -> {artifact.name} ({artifact.sha256})")
             run = (await c.submit(version.name, {}, {"data": artifact.name})).run
-            render.console.print(f"submitted {run.name}")
-            render.console.rule("live")
-            with render.WatchView() as view:
+            say(f"submitted {run.name}")
+            if text:
+                render.console.rule("live")
+                with render.WatchView() as view:
+                    async for event in c.watch(run.name):
+                        view.show(event)
+                render.console.rule("provenance")
+            else:
                 async for event in c.watch(run.name):
-                    view.show(event)
-            render.console.rule("provenance")
+                    render.print_json(event)
             run = await c.get_run(run.name)
-            render.run_detail(run)
+            if text:
+                render.run_detail(run)
             if run.state != lc.RUN_STATE_FINISHED:
-                render.console.print("[red]the run did not finish[/red]")
+                say("[red]the run did not finish[/red]")
                 return 1
             target = data_dir / "outputs" / run.name.rsplit("/", 1)[1]
             target.mkdir(parents=True, exist_ok=True)
+            verified: dict[str, str] = {}
             for output in run.outputs:
                 path = target / output.output_name
                 digest = await c.download(output.name, path)
                 if digest != output.sha256:
-                    render.console.print(f"[red]{path}: sha256 {digest} != {output.sha256}[/red]")
+                    say(f"[red]{path}: sha256 {digest} != {output.sha256}[/red]")
                     return 1
-                render.console.print(f"[green]verified[/green] {path}  sha256 {digest}")
-        render.console.rule("where things are")
-        render.console.print(f"provenance database  {data_dir / 'flnet.db'}")
-        render.console.print(f"artifact store       {data_dir / 'artifacts'}")
-        render.console.print(f"outputs              {target}")
-        render.console.print(f"logs                 {data_dir / 'logs'}")
+                verified[output.output_name] = str(path)
+                say(f"[green]verified[/green] {path}  sha256 {digest}")
+        places = {
+            "provenance database": data_dir / "flnet.db",
+            "artifact store": data_dir / "artifacts",
+            "outputs": target,
+            "logs": data_dir / "logs",
+        }
+        if text:
+            render.console.rule("where things are")
+            for what, where in places.items():
+                render.console.print(f"{what:<20} {where}")
+        else:
+            render.print_json(
+                {"run": run, "verified": verified, **{k: str(v) for k, v in places.items()}}
+            )
         return 0
     finally:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         await stack.stop()
+
+
+def _silent(*_: object, **__: object) -> None:
+    """`say` in JSON mode: human text would corrupt the JSON lines."""

@@ -14,7 +14,12 @@ from flnet.runtime import EngineConfig, run_engine
 
 
 async def connect(
-    c: FlnetClient, path: Path, config: dict[str, Any], inputs: dict[str, str], data_dir: Path
+    c: FlnetClient,
+    path: Path,
+    config: dict[str, Any],
+    inputs: dict[str, str],
+    data_dir: Path,
+    json_output: bool = False,
 ) -> int:
     spec = load_tool_spec(path)
     version = (await c.register_tool(path)).tool_version
@@ -22,12 +27,15 @@ async def connect(
     run = created.run
     run_id = run.name.rsplit("/", 1)[1]
     work = data_dir / "dev" / run_id
-    render.console.print(
-        f"development session [bold]{run_id}[/bold] of {version.name}\n"
-        f"  flnet dev config {run_id} KEY=VALUE ...   change the configuration\n"
-        f"  flnet dev test {run_id} --watch           execute the tool\n"
-        "Ctrl-C ends the session."
-    )
+    if json_output:
+        render.print_json({"session": run, "toolVersion": version.name})
+    else:
+        render.console.print(
+            f"development session [bold]{run_id}[/bold] of {version.name}\n"
+            f"  flnet dev config {run_id} KEY=VALUE ...   change the configuration\n"
+            f"  flnet dev test {run_id} --watch           execute the tool\n"
+            "Ctrl-C ends the session."
+        )
     config_ = EngineConfig(
         run=run.name,
         control_address=c.address,

@@ -199,7 +199,9 @@ async def dev_connect(args: argparse.Namespace) -> int:
 
     async with client(args) as c:
         inputs = await c.resolve_inputs(parse_pairs(args.input or [], "--input"))
-        return await connect(c, Path(args.path), config_of(args), inputs, args.data_dir)
+        return await connect(
+            c, Path(args.path), config_of(args), inputs, args.data_dir, args.output == "json"
+        )
 
 
 async def dev_config(args: argparse.Namespace) -> int:
