@@ -3,7 +3,9 @@ channels or raw stubs."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -195,12 +197,31 @@ class FlnetClient:
             )
         ).run
 
-    async def watch(self, run: str, after: int = 0) -> AsyncIterator[rp.RunEvent]:
-        async for res in self.runs.WatchRun(
-            rs.WatchRunRequest(name=self.run_name(run), after_sequence=after)
-        ):
-            for event in res.events:
-                yield event
+    async def watch(
+        self, run: str, after: int = 0, reconnect_for: float = 60.0
+    ) -> AsyncIterator[rp.RunEvent]:
+        """A run's events until it ends. When the control plane goes away (a restart), the
+        stream resumes after the last event seen, for up to `reconnect_for` seconds."""
+        name = self.run_name(run)
+        lost_since: float | None = None
+        while True:
+            try:
+                async for res in self.runs.WatchRun(
+                    rs.WatchRunRequest(name=name, after_sequence=after)
+                ):
+                    lost_since = None
+                    for event in res.events:
+                        after = event.sequence
+                        yield event
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since > reconnect_for:
+                    raise
+                await asyncio.sleep(0.5)
 
     async def dev_config(self, run: str, values: Mapping[str, Any]) -> rp.Run:
         return (

@@ -237,3 +237,36 @@ def test_components_serve_alone(tmp_path: Path) -> None:
             break
     orchestrator.send_signal(signal.SIGTERM)
     assert orchestrator.wait(timeout=30) == 0
+
+
+@pytest.mark.timeout(180)
+def test_watch_survives_a_control_plane_crash(stack: Path) -> None:
+    """kill -9 of the control plane under `flnet up`: the supervisor restarts it, the engine
+    reconnects, and `flnet run watch` resumes where it was, without gap or duplicate."""
+    behave = EXAMPLES.parent.parent / "tests" / "fixtures" / "tools" / "behave"
+    flnet(stack, "tool", "register", str(behave))
+    run = flnet_json(stack, "run", "submit", "behave", "-c", "mode=sleep", "-c", "seconds=6")
+    watcher = subprocess.Popen(
+        [*FLNET, "--data-dir", str(stack), "-o", "json", "run", "watch", run["name"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while flnet_json(stack, "run", "get", run["name"])["state"] != "RUN_STATE_RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    control = json.loads((stack / "endpoints.json").read_text())["control"]
+    pid = subprocess.run(
+        ["pgrep", "-f", f"flnet.control --listen {control}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    os.kill(int(pid), signal.SIGKILL)
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    sequences = [int(e["sequence"]) for e in events]
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert events[-1]["stateChange"]["toState"] == "RUN_STATE_FINISHED"
