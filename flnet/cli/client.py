@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import CHUNK_BYTES, insecure_channel
-from flnet.cli.toolspec import load_tool_spec
+from flnet.cli.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 from flnet.structs import dict_to_struct
 
 
@@ -52,13 +52,45 @@ class FlnetClient:
         return run if run.startswith("tenants/") else f"{self.tenant}/runs/{run}"
 
     # tools
-    async def register_tool(self, path: Path) -> ts.CreateToolVersionResponse:
+    async def register_tool(
+        self, path: Path, *, image: bool = False, progress: Callable[[str], None] | None = None
+    ) -> ts.CreateToolVersionResponse:
+        """Registers the tool.yaml at `path`: as local source (process backend), or with
+        `image` as a container image (docker backend), built first from the build context
+        tool.yaml names (`image: {build: "."}`) and pinned by its digest. ToolSpecError when
+        the tool cannot be registered that way (no build context, no Docker, build failed)."""
         spec = load_tool_spec(path)
+        version = spec.version
+        if image:
+            version = await self._build_image(spec, progress)
         return await self.tools.CreateToolVersion(
             ts.CreateToolVersionRequest(
-                parent=f"{self.tenant}/tools/{spec.name}", tool_version=spec.version
+                parent=f"{self.tenant}/tools/{spec.name}", tool_version=version
             )
         )
+
+    @staticmethod
+    async def _build_image(
+        spec: ToolSpec, progress: Callable[[str], None] | None
+    ) -> tp.ToolVersion:
+        if spec.image_build is None:
+            raise ToolSpecError(
+                f'tool {spec.name} names no image build context: add `image: {{build: "."}}` '
+                "to its tool.yaml"
+            )
+        from flnet.images import ImageError, build_tool_image
+
+        try:
+            built = await build_tool_image(
+                spec.image_build.context,
+                name=spec.name,
+                version=spec.version.version,
+                entrypoint=spec.entrypoint,
+                progress=progress,
+            )
+        except ImageError as e:
+            raise ToolSpecError(f"cannot build the image of {spec.name}: {e}") from e
+        return spec.with_image(built.reference, built.digest)
 
     async def list_tools(self) -> list[tp.Tool]:
         tools: list[tp.Tool] = []

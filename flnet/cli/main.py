@@ -18,6 +18,7 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
 from flnet.cli.client import FlnetClient
+from flnet.cli.images import add_image_commands
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
 from flnet.cli.toolspec import ToolSpecError
 
@@ -85,7 +86,7 @@ async def follow(c: FlnetClient, run: str, args: argparse.Namespace) -> int:
 
 async def tool_register(args: argparse.Namespace) -> int:
     async with client(args) as c:
-        res = await c.register_tool(Path(args.path))
+        res = await c.register_tool(Path(args.path), image=args.image)
     if args.output == "json":
         render.print_json({"toolVersion": res.tool_version, "created": res.created})
     else:
@@ -298,9 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     tool = sub.add_parser("tool", help="register and inspect tools").add_subparsers(
         dest="action", required=True
     )
-    cmd(tool, "register", tool_register, "register the tool.yaml at PATH").add_argument("path")
+    s = cmd(tool, "register", tool_register, "register the tool.yaml at PATH")
+    s.add_argument("path")
+    s.add_argument("--image", action="store_true", help="build and register its image (docker)")
     cmd(tool, "list", tool_list, "list tools")
     cmd(tool, "get", tool_get, "show a tool and its versions").add_argument("name")
+    add_image_commands(sub)
 
     run = sub.add_parser("run", help="submit and observe runs").add_subparsers(
         dest="action", required=True

@@ -1,4 +1,12 @@
-"""tool.yaml: the contract a tool author writes, turned into a ToolVersion message."""
+"""tool.yaml: the contract a tool author writes, turned into a ToolVersion message.
+
+A tool runs from local source (the process backend) or from a container image (the docker
+backend). tool.yaml always describes the source; `image: {build: "."}` adds that the tool can
+be built into an image, from that build context (relative to the tool directory). Loading is
+pure: it reads files and never talks to Docker. Whoever registers the tool decides which of
+the two to register (`flnet tool register --image` builds the image with flnet.images and
+registers `spec.with_image(reference, digest)`), because a tool version pins exactly one.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +25,36 @@ class ToolSpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageBuild:
+    """tool.yaml `image: {build: DIR}`: how the tool's image is built."""
+
+    #: Absolute build context: the directory whose files become /opt/tool in the image.
+    context: Path
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     name: str
+    #: The version as local source (process backend), with the whole contract.
     version: tp.ToolVersion
+    #: Set when tool.yaml names an image build context.
+    image_build: ImageBuild | None = None
+
+    @property
+    def entrypoint(self) -> str:
+        """The entrypoint "file.py:function", relative to the tool directory (and to the build
+        context)."""
+        return self.version.local_source.entrypoint
+
+    def with_image(self, reference: str, digest: str) -> tp.ToolVersion:
+        """The same contract pinned to a container image instead of local source (the
+        entrypoint is the same, relative to /opt/tool, where the build context goes)."""
+        version = tp.ToolVersion()
+        version.CopyFrom(self.version)
+        version.image.CopyFrom(
+            tp.ContainerImage(reference=reference, digest=digest, entrypoint=self.entrypoint)
+        )
+        return version
 
 
 _TIMEOUTS = {
@@ -47,9 +82,26 @@ def _io(items: Any, where: str) -> list[io_pb2.IoSpec]:
     ]
 
 
+def _image_build(image: Any, tool_dir: Path, entrypoint: str, where: Path) -> ImageBuild:
+    hint = "'image' must be a mapping {build: DIR}, DIR relative to the tool directory"
+    if not isinstance(image, dict) or set(image) != {"build"}:
+        raise ToolSpecError(f"{where}: {hint}")
+    build = image["build"]
+    if not isinstance(build, str) or not build.strip():
+        raise ToolSpecError(f"{where}: {hint}")
+    context = (tool_dir / build).resolve()
+    if not context.is_dir():
+        raise ToolSpecError(f"{where}: image.build {build!r} is not a directory")
+    if not (context / entrypoint.partition(":")[0]).is_file():
+        raise ToolSpecError(
+            f"{where}: the entrypoint {entrypoint!r} is not in the image build context {build!r}"
+        )
+    return ImageBuild(context=context)
+
+
 def load_tool_spec(path: Path) -> ToolSpec:
     """Reads `path` (a tool.yaml, or a directory holding one) into a ToolVersion that runs
-    from local source (the process backend)."""
+    from local source (the process backend), and the image build context if it names one."""
     path = path.resolve()
     if path.is_dir():
         path = path / "tool.yaml"
@@ -83,4 +135,8 @@ def load_tool_spec(path: Path) -> ToolSpec:
         value = (data.get("timeouts") or {}).get(key)
         if value is not None:
             getattr(version.timeouts, field).FromNanoseconds(int(float(value) * 1e9))
-    return ToolSpec(name=str(data["name"]), version=version)
+    image = data.get("image")
+    image_build = (
+        None if image is None else _image_build(image, path.parent, str(data["entrypoint"]), path)
+    )
+    return ToolSpec(name=str(data["name"]), version=version, image_build=image_build)

@@ -1,0 +1,127 @@
+"""`flnet image build-base` and `flnet image build TOOL_DIR`: the container images of
+production mode (flnet.images). flnet.images (and aiodocker) load only when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flnet.cli import render
+from flnet.cli.toolspec import load_tool_spec
+
+if TYPE_CHECKING:
+    from flnet.images import BuiltImage
+
+
+def add_image_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `image build-base` and `image build` to the `flnet` command line."""
+    image = subparsers.add_parser(
+        "image", help="build the container images of tools (docker backend)"
+    )
+    actions = image.add_subparsers(dest="action", required=True)
+
+    s = actions.add_parser(
+        "build-base",
+        help="build flnet/base:bookworm (debootstrap once, then from the cache in seconds)",
+    )
+    s.add_argument("--force", action="store_true", help="rebuild even when the image exists")
+    s.add_argument("--mirror", help="Debian mirror for debootstrap (default deb.debian.org)")
+    _output_option(s)
+    s.set_defaults(handler=build_base)
+
+    s = actions.add_parser(
+        "build",
+        help="build the image flnet/<tool>:<version> of the tool at TOOL_DIR (network off)",
+    )
+    s.add_argument("tool_dir", type=Path, metavar="TOOL_DIR", help="tool directory or tool.yaml")
+    s.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
+    s.add_argument("--base", help="base image (default flnet/base:bookworm)")
+    s.add_argument(
+        "--flnet-wheel",
+        type=Path,
+        help="flnet wheel to install (default: built from the repository flnet runs from)",
+    )
+    _output_option(s)
+    s.set_defaults(handler=build)
+
+
+def _output_option(parser: argparse.ArgumentParser) -> None:
+    # Also accepted after the subcommand; SUPPRESS keeps the global `-o` when not given here.
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="output format (as `flnet -o`)",
+    )
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:
+    return None if args.output == "json" else _to_stderr
+
+
+def _to_stderr(line: str) -> None:
+    """Build progress goes to stderr, so that stdout holds only the result."""
+    sys.stderr.write(line.rstrip() + "\n")
+    sys.stderr.flush()
+
+
+async def build_base(args: argparse.Namespace) -> int:
+    from flnet import images
+
+    try:
+        built = await images.build_base(
+            force=args.force,
+            mirror=args.mirror or images.DEBIAN_MIRROR,
+            progress=_progress(args),
+        )
+    except images.ImageError as e:
+        return _error(e)
+    _show(args, built)
+    return 0
+
+
+async def build(args: argparse.Namespace) -> int:
+    from flnet import images
+
+    spec = load_tool_spec(args.tool_dir)
+    if spec.image_build is None:
+        return _error(
+            f'tool {spec.name} names no image build context: add `image: {{build: "."}}` '
+            "to its tool.yaml"
+        )
+    try:
+        built = await images.build_tool_image(
+            spec.image_build.context,
+            name=spec.name,
+            version=spec.version.version,
+            entrypoint=spec.entrypoint,
+            base=args.base or images.BASE_IMAGE,
+            flnet_wheel=args.flnet_wheel,
+            nocache=args.no_cache,
+            progress=_progress(args),
+        )
+    except images.ImageError as e:
+        return _error(e)
+    _show(args, built)
+    return 0
+
+
+def _show(args: argparse.Namespace, built: BuiltImage) -> None:
+    if args.output == "json":
+        render.print_json(
+            {"reference": built.reference, "digest": built.digest, "sizeBytes": built.size_bytes}
+        )
+        return
+    what = "built" if built.built else "already present:"
+    render.console.print(f"{what} {built.reference}")
+    render.console.print(f"digest {built.digest}")
+    render.console.print(f"size   {built.size_bytes / 1e6:.1f} MB")
+
+
+def _error(error: object) -> int:
+    render.console.print(f"[red]error[/red] {error}")
+    return 2

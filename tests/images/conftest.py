@@ -1,0 +1,95 @@
+"""Fixtures of the image tests: a real Docker engine, the base image and the example tool's
+image. Without Docker these tests skip, except in CI (CI=true), where they fail loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from flnet import images
+from flnet.cli.toolspec import load_tool_spec
+from tests.conftest import EXAMPLES
+
+CSV_STATS = EXAMPLES / "csv_stats"
+#: Test images are tagged apart from the ones users build.
+REPOSITORY = "flnet-test"
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The docker CLI: an independent client checks what flnet.images made."""
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=120, check=check
+    )
+
+
+def run_in(image: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """Runs a command in a throwaway container with no network."""
+    return docker("run", "--rm", "--network", "none", image, *command, check=False)
+
+
+def _require_docker() -> None:
+    why = "the Docker engine does not answer"
+    if asyncio.run(images.docker_available()):
+        return
+    if os.geteuid() == 0 and shutil.which("dockerd"):
+        try:
+            asyncio.run(images.ensure_dockerd())
+            return
+        except images.DockerUnavailable as e:
+            why = str(e)
+    if shutil.which("docker") is None:
+        why += "; the docker CLI is missing"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Docker is required in CI: {why}")
+    pytest.skip(f"no Docker: {why}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    _require_docker()
+    if shutil.which("docker") is None:
+        pytest.fail("the docker CLI is missing (apt-get install docker.io)")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: None) -> images.BuiltImage:
+    """flnet/base:bookworm: kept, loaded from the cache, or debootstrapped (root only)."""
+    try:
+        return asyncio.run(images.build_base())
+    except images.ImageError as e:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no base image: {e}")
+
+
+@dataclass(frozen=True)
+class Built:
+    image: images.BuiltImage
+    seconds: float
+
+
+def build_csv_stats() -> Built:
+    spec = load_tool_spec(CSV_STATS)
+    assert spec.image_build is not None
+    started = time.monotonic()
+    image = asyncio.run(
+        images.build_tool_image(
+            spec.image_build.context,
+            name=spec.name,
+            version=spec.version.version,
+            entrypoint=spec.entrypoint,
+            repository=REPOSITORY,
+        )
+    )
+    return Built(image, time.monotonic() - started)
+
+
+@pytest.fixture(scope="session")
+def csv_stats_image(base_image: images.BuiltImage) -> Built:
+    return build_csv_stats()
