@@ -71,6 +71,7 @@ test-fast: venv
 
 bench: venv
 	$(PY) bench/telemetry.py
+	$(PY) bench/dispatch.py
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.

@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kill_grace=settings.kill_grace,
         stop_grace=settings.stop_grace,
         keep_workdirs=settings.keep_workdirs,
+        docker_url=settings.docker_url,
+        detach_on_stop=settings.detach_on_stop,
     )
 
     async def serve() -> None:

@@ -3,12 +3,16 @@
 Interceptor chain, outermost first: the `interceptors` given to the app (authorization
 comes here in a later issue), then the error-mapping interceptor next to the servicer.
 
+Start (`start()`): the backend starts first (the docker backend connects to the Docker
+engine and re-attaches the containers an earlier process left), then the server serves.
+
 Graceful stop (`stop()`): the event log is closed first, so that open WatchContainers
 streams end at once with UNAVAILABLE (watchers resume elsewhere with after_sequence)
 instead of holding the server for the whole grace; then the server stops (health
 NOT_SERVING, no new calls, in-flight calls get `stop_grace` seconds); then the engines
-still running are terminated: SIGTERM to each process group, SIGKILL after `kill_grace`
-seconds. Their exits are recorded but no longer streamed: after a restart the control
+still running are terminated: SIGTERM, SIGKILL after `kill_grace` seconds (with the docker
+backend and `detach_on_stop`, containers keep running instead, for the next start to
+re-attach). Their exits are recorded but no longer streamed: after a restart the control
 plane reconciles with ListRunContainers.
 """
 
@@ -24,14 +28,16 @@ from flnet.interceptors import ErrorMapper
 from flnet.serving import Server
 
 from .backend import Backend
+from .docker_backend import DEFAULT_DOCKER_URL, DockerBackend, docker_socket
 from .errors import DOMAIN
 from .events import DEFAULT_CAPACITY, EventLog
-from .process_backend import DEFAULT_KILL_GRACE, ProcessBackend
+from .process_backend import ProcessBackend
 from .service import SERVICE_NAME, OrchestratorService
+from .supervisor import DEFAULT_KILL_GRACE
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("process",)
+BACKENDS = ("process", "docker")
 DEFAULT_LISTEN = "127.0.0.1:50052"
 DEFAULT_STOP_GRACE = 5.0
 
@@ -41,12 +47,16 @@ class OrchestratorApp:
     inside the event loop that serves.
 
     - `data_dir`: root of the platform's data; work dirs go under `orchestrator/runs/`.
-    - `backend`: "process" (the only one yet).
-    - `engine_command`: the engine's argv (default ``[sys.executable, "-m",
-      "flnet.runtime"]``).
+    - `backend`: "process" (local subprocesses, development) or "docker" (containers).
+    - `engine_command`: the engine's argv (process default ``[sys.executable, "-m",
+      "flnet.runtime"]``; docker default: the image's CMD, which it replaces).
     - `kill_grace`: seconds between SIGTERM and SIGKILL at a deadline, at shutdown, and for
       StopRun without grace_period.
-    - `keep_workdirs`: keep exited runs' work dirs (debugging).
+    - `keep_workdirs`: keep exited runs' work dirs, and with docker their containers
+      (debugging).
+    - `docker_url`: the Docker engine's unix socket (docker backend).
+    - `detach_on_stop`: docker backend: `stop()` leaves running containers running; the
+      next start re-attaches them.
     - `interceptors`: extra server interceptors, run before the error mapping.
     - `stop_grace`: seconds in-flight calls get at `stop()`.
     - `event_capacity`: events the WatchContainers log retains.
@@ -60,17 +70,25 @@ class OrchestratorApp:
         engine_command: Sequence[str] | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
         keep_workdirs: bool = False,
+        docker_url: str = DEFAULT_DOCKER_URL,
+        detach_on_stop: bool = False,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         stop_grace: float = DEFAULT_STOP_GRACE,
         event_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if detach_on_stop and backend != "docker":
+            raise ValueError("detach_on_stop needs the docker backend (dockerd keeps containers)")
+        if backend == "docker":
+            docker_socket(docker_url)  # ValueError now rather than at start
         self._data_dir = data_dir
         self._backend_name = backend
         self._engine_command = list(engine_command) if engine_command else None
         self._kill_grace = kill_grace
         self._keep_workdirs = keep_workdirs
+        self._docker_url = docker_url
+        self._detach_on_stop = detach_on_stop
         self._interceptors = list(interceptors)
         self._stop_grace = stop_grace
         self._event_capacity = event_capacity
@@ -96,6 +114,15 @@ class OrchestratorApp:
         return self._events
 
     def _make_backend(self, events: EventLog) -> Backend:
+        if self._backend_name == "docker":
+            return DockerBackend(
+                self._data_dir,
+                events,
+                docker_url=self._docker_url,
+                engine_command=self._engine_command,
+                kill_grace=self._kill_grace,
+                keep_workdirs=self._keep_workdirs,
+            )
         return ProcessBackend(
             self._data_dir,
             events,
@@ -108,16 +135,22 @@ class OrchestratorApp:
         """Starts serving on `listen` ("host:port"; port 0 picks one) and returns the port."""
         if self._server is not None:
             raise RuntimeError("already started")
-        self._events = EventLog(self._event_capacity)
-        self._backend = self._make_backend(self._events)
-        service = OrchestratorService(self._backend)
+        events = EventLog(self._event_capacity)
+        backend = self._make_backend(events)
+        await backend.start()
+        service = OrchestratorService(backend)
         server = Server(
             [SERVICE_NAME],
             service.register,
             interceptors=[*self._interceptors, ErrorMapper(DOMAIN)],
         )
-        port = await server.start(listen)
-        self._server = server
+        try:
+            port = await server.start(listen)
+        except BaseException:
+            # Re-attached containers outlive a failed start; the next start takes them.
+            await backend.close(self._kill_grace, end_engines=False)
+            raise
+        self._events, self._backend, self._server = events, backend, server
         log.info(
             "orchestrator (%s backend) listening on %s, port %d", self._backend.name, listen, port
         )
@@ -131,5 +164,5 @@ class OrchestratorApp:
         if server is not None:
             await server.stop(self._stop_grace)
         if self._backend is not None:
-            await self._backend.close(self._kill_grace)
+            await self._backend.close(self._kill_grace, end_engines=not self._detach_on_stop)
         log.info("orchestrator stopped")

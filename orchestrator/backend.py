@@ -161,6 +161,12 @@ class Backend(Protocol):
         """ "process", "docker", ..."""
         ...
 
+    async def start(self) -> None:
+        """Prepares the backend before the server serves: the docker backend connects to
+        the Docker engine and takes over the containers an earlier orchestrator process
+        left (restart safety); the process backend has nothing to do."""
+        ...
+
     async def launch(self, spec: LaunchSpec) -> Container:
         """Starts the run's engine and returns its container (RUNNING). Idempotent per run:
         a run that already has a container gets that container back, whatever the spec."""
@@ -185,7 +191,8 @@ class Backend(Protocol):
         the event log closes (then Unavailable is raised)."""
         ...
 
-    async def close(self, grace: float) -> None:
-        """Terminates the containers still running (SIGTERM, then SIGKILL after `grace`
-        seconds) and refuses further launches."""
+    async def close(self, grace: float, *, end_engines: bool = True) -> None:
+        """Refuses further launches and terminates the containers still running (SIGTERM,
+        then SIGKILL after `grace` seconds). Without `end_engines` they keep running (the
+        docker backend re-attaches them at its next start) and are no longer watched."""
         ...

@@ -50,6 +50,9 @@ PASSTHROUGH: tuple[str, ...] = (
 #: of a killed engine in its log.
 DEFAULTS: Mapping[str, str] = {"PYTHONUNBUFFERED": "1"}
 
+#: Defaults in a container, whose root file system is read-only: no bytecode caches either.
+CONTAINER_DEFAULTS: Mapping[str, str] = {**DEFAULTS, "PYTHONDONTWRITEBYTECODE": "1"}
+
 
 @dataclass(frozen=True)
 class EnginePaths:
@@ -89,11 +92,12 @@ def engine_environment(
     paths: EnginePaths,
     extra: Mapping[str, str],
     base: Mapping[str, str],
+    defaults: Mapping[str, str] = DEFAULTS,
 ) -> dict[str, str]:
-    """The engine's complete environment: allowlisted basics of `base`, defaults, `extra`,
+    """The engine's complete environment: allowlisted basics of `base`, `defaults`, `extra`,
     then the FLNET_* contract (which always wins)."""
     env = {name: base[name] for name in PASSTHROUGH if name in base}
-    env.update(DEFAULTS)
+    env.update(defaults)
     env.update(extra)
     env.update(
         {

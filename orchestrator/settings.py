@@ -4,11 +4,15 @@ environment variables, falling back to defaults.
     flag                 environment               default
     --listen             FLNET_ORCHESTRATOR_LISTEN 127.0.0.1:50052
     --data-dir           FLNET_DATA_DIR            (required)
-    --backend            FLNET_ORCHESTRATOR_BACKEND process
-    --engine-command     FLNET_ENGINE_COMMAND      "<python> -m flnet.runtime" (shell-split)
+    --backend            FLNET_ORCHESTRATOR_BACKEND process (or docker)
+    --engine-command     FLNET_ENGINE_COMMAND      process: "<python> -m flnet.runtime",
+                                                   docker: the image's CMD (shell-split)
     --kill-grace         FLNET_KILL_GRACE          5 (seconds)
     --stop-grace         FLNET_STOP_GRACE          5 (seconds)
     --keep-workdirs      FLNET_KEEP_WORKDIRS=1     off
+    --docker-url         FLNET_DOCKER_URL, then    unix:///var/run/docker.sock
+                         DOCKER_HOST
+    --detach-on-stop     FLNET_DETACH_ON_STOP=1    off (docker: containers outlive a stop)
     --log-level          FLNET_LOG_LEVEL           INFO
 """
 
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .app import BACKENDS, DEFAULT_LISTEN, DEFAULT_STOP_GRACE
-from .process_backend import DEFAULT_ENGINE_COMMAND, DEFAULT_KILL_GRACE
+from .docker_backend import DEFAULT_DOCKER_URL, docker_socket
+from .supervisor import DEFAULT_KILL_GRACE
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -31,10 +36,13 @@ class Settings:
     listen: str
     data_dir: Path
     backend: str
-    engine_command: tuple[str, ...]
+    # None: the backend's default.
+    engine_command: tuple[str, ...] | None
     kill_grace: float
     stop_grace: float
     keep_workdirs: bool
+    docker_url: str
+    detach_on_stop: bool
     log_level: str
 
     @classmethod
@@ -63,8 +71,9 @@ class Settings:
         )
         parser.add_argument(
             "--engine-command",
-            default=environ.get("FLNET_ENGINE_COMMAND", shlex.join(DEFAULT_ENGINE_COMMAND)),
-            help="engine command line, shell-split",
+            default=environ.get("FLNET_ENGINE_COMMAND"),
+            help="engine command line, shell-split (default: python -m flnet.runtime for "
+            "the process backend, the image's CMD for docker)",
         )
         parser.add_argument(
             "--kill-grace",
@@ -84,11 +93,34 @@ class Settings:
             default=environ.get("FLNET_KEEP_WORKDIRS", "").lower() in _TRUE,
             help="keep exited runs' work dirs (debugging)",
         )
+        parser.add_argument(
+            "--docker-url",
+            default=environ.get("FLNET_DOCKER_URL")
+            or environ.get("DOCKER_HOST")
+            or DEFAULT_DOCKER_URL,
+            help="the Docker engine's unix socket (docker backend)",
+        )
+        parser.add_argument(
+            "--detach-on-stop",
+            action="store_true",
+            default=environ.get("FLNET_DETACH_ON_STOP", "").lower() in _TRUE,
+            help="docker backend: leave running containers running at stop; the next start "
+            "re-attaches them",
+        )
         parser.add_argument("--log-level", default=environ.get("FLNET_LOG_LEVEL", "INFO"))
         args = parser.parse_args(list(argv))
-        command = tuple(shlex.split(args.engine_command))
-        if not command:
-            parser.error("--engine-command must not be empty")
+        command: tuple[str, ...] | None = None
+        if args.engine_command is not None:
+            command = tuple(shlex.split(args.engine_command))
+            if not command:
+                parser.error("--engine-command must not be empty")
+        if args.backend == "docker":
+            try:
+                docker_socket(args.docker_url)
+            except ValueError as exc:
+                parser.error(str(exc))
+        if args.detach_on_stop and args.backend != "docker":
+            parser.error("--detach-on-stop needs --backend docker")
         return cls(
             listen=args.listen,
             data_dir=Path(args.data_dir),
@@ -97,5 +129,7 @@ class Settings:
             kill_grace=args.kill_grace,
             stop_grace=args.stop_grace,
             keep_workdirs=args.keep_workdirs,
+            docker_url=args.docker_url,
+            detach_on_stop=args.detach_on_stop,
             log_level=args.log_level.upper(),
         )

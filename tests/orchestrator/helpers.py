@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import subprocess
+import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import grpc
 from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
@@ -30,6 +35,26 @@ def seconds(value: float) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromNanoseconds(int(value * 1e9))
     return duration
+
+
+def details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+    """ErrorInfo.reason (domain checked) and the BadRequest fields of an error."""
+    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == error.code().value[0]
+    assert status.message == error.details()
+    reason, fields = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "flnet.orchestrator"
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return reason, fields
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = TIMEOUT) -> None:
@@ -100,6 +125,36 @@ class Orchestrator:
     def workdir(self, run: str) -> Path:
         _, tenant, _, run_id = run.split("/")
         return self.data_dir / "orchestrator" / "runs" / f"{tenant}_{run_id}"
+
+
+async def serve_module(
+    *args: str, env: Mapping[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Starts ``python -m flnet.orchestrator --listen 127.0.0.1:0 ARGS`` and returns it with
+    the port it logs once listening. The caller ends it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "flnet.orchestrator",
+        "--listen",
+        "127.0.0.1:0",
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                line = (await process.stderr.readline()).decode()
+                assert line, "the orchestrator exited before listening"
+                if match := re.search(r"listening on \S+, port (\d+)", line):
+                    return process, int(match[1])
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
 
 
 def process_gone(pid: int) -> bool:

@@ -5,30 +5,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
-from tests.orchestrator.helpers import Orchestrator, seconds
-
-
-def details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """ErrorInfo.reason (domain checked) and the BadRequest fields of an error."""
-    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(raw)
-    assert status.code == error.code().value[0]
-    assert status.message == error.details()
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "flnet.orchestrator"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
+from tests.orchestrator.helpers import Orchestrator, details, seconds
 
 
 async def launch_error(orch: Orchestrator, **fields: object) -> grpc.aio.AioRpcError:

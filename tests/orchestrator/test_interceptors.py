@@ -35,6 +35,9 @@ class FakeBackend:
     def name(self) -> str:
         return "fake"
 
+    async def start(self) -> None:
+        return None
+
     async def launch(self, spec: LaunchSpec) -> Container:
         return CONTAINER
 
@@ -51,7 +54,7 @@ class FakeBackend:
         yield ContainerEvent(after_sequence + 1, CONTAINER)
         raise NotFound("the log is gone", Reason.RUN_NOT_FOUND)
 
-    async def close(self, grace: float) -> None:
+    async def close(self, grace: float, *, end_engines: bool = True) -> None:
         return None
 
 

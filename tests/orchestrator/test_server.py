@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
-from tests.orchestrator.helpers import TIMEOUT, Orchestrator, process_gone
+from tests.orchestrator.helpers import TIMEOUT, Orchestrator, process_gone, serve_module
 
 SERVICE = "flnet.api.orchestrator.v1.OrchestratorService"
 
@@ -45,29 +44,10 @@ async def test_reflection_lists_the_service(orch: Orchestrator) -> None:
 
 async def test_module_serves_until_sigterm(tmp_path: Path, fake_engine: list[str]) -> None:
     env = {**os.environ, "FLNET_ENGINE_COMMAND": " ".join(fake_engine)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "flnet.orchestrator",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--kill-grace",
-        "1",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process, port = await serve_module(
+        "--data-dir", str(tmp_path / "data"), "--kill-grace", "1", env=env
     )
-    assert process.stdout is not None and process.stderr is not None
     try:
-        port = 0
-        async with asyncio.timeout(TIMEOUT):
-            while not port:
-                line = (await process.stderr.readline()).decode()
-                assert line, "the orchestrator exited before listening"
-                if match := re.search(r"listening on \S+, port (\d+)", line):
-                    port = int(match[1])
         # It serves, with the engine command from FLNET_ENGINE_COMMAND.
         tool = tmp_path / "tool"
         tool.mkdir()

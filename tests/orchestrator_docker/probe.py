@@ -1,0 +1,152 @@
+"""The engine of the docker backend tests: the test image runs it as its CMD, and it runs
+the function FLNET_ENTRYPOINT names ("probe.py:observe"). Standard library only (it runs on
+the base image's python3). Functions that wait write "ready" to the output dir first."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+OUTPUT = Path(os.environ.get("FLNET_OUTPUT_DIR", "/mnt/output"))
+INPUT = Path(os.environ.get("FLNET_INPUT_DIR", "/mnt/input"))
+
+
+def ready() -> None:
+    (OUTPUT / "ready").touch()
+
+
+def _first(*paths: str) -> str:
+    for path in paths:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            continue
+    return ""
+
+
+def _status(field: str) -> str:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _writable(path: str) -> bool:
+    try:
+        Path(path).write_text("x")
+    except OSError:
+        return False
+    return True
+
+
+def _ask_control_plane() -> str:
+    address = os.environ["FLNET_CONTROL_ADDRESS"].removeprefix("unix://")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(address)
+            conn.sendall(b"ping\n")
+            return conn.recv(64).decode().strip()
+    except OSError as exc:
+        return f"error: {exc}"
+
+
+def observe() -> None:
+    """Writes what the engine sees to observations.json."""
+    credential_file = os.environ["FLNET_CREDENTIAL_FILE"]
+    credential = Path(credential_file).read_text()
+    processes = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    seen = {
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "cap_eff": _status("CapEff"),
+        "no_new_privs": _status("NoNewPrivs"),
+        "root_writable": _writable("/probe"),
+        "tmp_writable": _writable("/tmp/probe"),
+        "output_writable": _writable(str(OUTPUT / "probe")),
+        "interfaces": sorted(os.listdir("/sys/class/net")),
+        "net_dev": sorted(
+            line.split(":")[0].strip()
+            for line in Path("/proc/net/dev").read_text().splitlines()[2:]
+        ),
+        "memory_limit": _first(
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"
+        ),
+        "memsw_limit": _first("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+        "pids_limit": _first("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+        "cpu_quota": _first("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "pid1": Path("/proc/1/cmdline").read_bytes().split(b"\0")[0].decode(),
+        "credential": credential,
+        "credential_mode": oct(os.stat(credential_file).st_mode & 0o777),
+        "credential_writable": os.access(credential_file, os.W_OK),
+        "credential_in_env": any(credential in value for value in os.environ.values()),
+        "credential_in_cmdlines": any(
+            credential.encode() in _read_bytes(p / "cmdline") for p in processes
+        ),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("FLNET_", "PYTHON", "X_"))},
+        "control_plane": _ask_control_plane(),
+    }
+    (OUTPUT / "observations.json").write_text(json.dumps(seen))
+    print("observed")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def lines() -> None:
+    for i in range(60):
+        print(f"line {i}")
+    # Docker copies stdout and stderr apart: a pause makes their order in the log certain.
+    time.sleep(0.2)
+    print("to stderr", file=sys.stderr)
+
+
+def exit3() -> None:
+    print("bye")
+    sys.exit(3)
+
+
+def sleep() -> None:
+    """Ends with SIGTERM (docker-init, PID 1, forwards it)."""
+    ready()
+    time.sleep(600)
+
+
+def stubborn() -> None:
+    """Ignores SIGTERM: only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready()
+    time.sleep(600)
+
+
+def oom() -> None:
+    """Fills its memory until the kernel kills it (the pages are written, so resident)."""
+    hog = []
+    while True:
+        hog.append(b"\1" * (8 * 1024 * 1024))
+
+
+def wait_for_go() -> None:
+    """Exits with the code written to the input dir's "go" file, once there."""
+    ready()
+    go = INPUT / "go"
+    while not go.exists():
+        time.sleep(0.05)
+    print("going")
+    sys.exit(int(go.read_text() or 0))
+
+
+if __name__ == "__main__":
+    name = os.environ.get("FLNET_ENTRYPOINT", "").partition(":")[2]
+    globals()[name]()

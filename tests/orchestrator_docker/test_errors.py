@@ -1,0 +1,178 @@
+"""Launch requests the docker backend refuses, with their status codes, ErrorInfo reasons,
+field violations and messages; and an unreachable Docker engine at start."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import aiodocker
+import grpc
+import pytest
+from aiohttp import web
+
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
+from flnet.channels import insecure_channel
+from flnet.orchestrator.app import OrchestratorApp
+from flnet.orchestrator.backend import RunName
+from flnet.orchestrator.docker_container import container_name
+from flnet.orchestrator.workdir import WorkDir, runs_dir
+from tests.orchestrator.helpers import details
+from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB
+
+
+async def launch_error(orch: DockerOrchestrator, **fields: object) -> grpc.aio.AioRpcError:
+    fields.setdefault("run", orch.run_name())
+    fields.setdefault("control_address", orch.control_address)
+    if "source_path" not in fields:
+        fields.setdefault("image_digest", orch.image)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await orch.stub.LaunchRun(pb.LaunchRunRequest(**fields))  # type: ignore[arg-type]
+    return info.value
+
+
+async def test_image_missing_on_the_engine_is_not_found(orch: DockerOrchestrator) -> None:
+    missing = "sha256:" + "0" * 64
+    error = await launch_error(orch, image_digest=missing)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == f"image {missing} is not on this Docker engine"
+    assert details(error) == ("IMAGE_NOT_FOUND", [])
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "field", "message"),
+    [
+        (
+            {"source_path": "/opt/tool"},
+            "SOURCE_NOT_SUPPORTED",
+            "source_path",
+            "docker backend runs images only",
+        ),
+        (
+            {"image_digest": "flnet/test-probe:latest"},
+            "IMAGE_DIGEST_INVALID",
+            "image_digest",
+            "is not an image id 'sha256:<64 hex digits>'",
+        ),
+        (
+            {"control_address": "127.0.0.1:50051"},
+            "CONTROL_ADDRESS_INVALID",
+            "control_address",
+            "containers reach the control plane through a unix socket only",
+        ),
+        (
+            {"control_address": "unix://relative/control.sock"},
+            "CONTROL_ADDRESS_INVALID",
+            "control_address",
+            "is not 'unix:///absolute/path/to/socket'",
+        ),
+        (
+            {"control_address": "unix:///nonexistent-flnet-dir/control.sock"},
+            "CONTROL_ADDRESS_INVALID",
+            "control_address",
+            "the socket's directory '/nonexistent-flnet-dir' does not exist",
+        ),
+        (
+            {"limits": pb.Limits(memory_bytes=MiB)},
+            "LIMITS_INVALID",
+            "limits.memory_bytes",
+            "must be 0 (unlimited) or at least 6291456 bytes",
+        ),
+    ],
+)
+async def test_bad_launch_requests_are_invalid_arguments(
+    orch: DockerOrchestrator, fields: dict[str, object], reason: str, field: str, message: str
+) -> None:
+    error = await launch_error(orch, **fields)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error) == (reason, [field])
+    assert (error.details() or "").startswith(f"{field}: ")
+    assert message in (error.details() or "")
+
+
+async def test_a_name_taken_by_a_foreign_container_fails_the_launch(
+    orch: DockerOrchestrator, docker: aiodocker.Docker
+) -> None:
+    run = RunName.parse(orch.run_name())
+    name = container_name(WorkDir.of(runs_dir(orch.data_dir), run), run)
+    foreign = await docker.containers.create({"Image": orch.image}, name=name)
+    try:
+        error = await launch_error(orch, run=str(run))
+    finally:
+        await foreign.delete(force=True)
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert details(error) == ("LAUNCH_FAILED", [])
+    assert (error.details() or "").startswith("cannot start the container: Conflict.")
+    # Nothing of the attempt is left (the fixture checks the work dir), nothing listed.
+    listed = await orch.stub.ListRunContainers(pb.ListRunContainersRequest(include_exited=True))
+    assert not listed.containers
+
+
+async def test_a_work_dir_that_cannot_be_made_fails_the_launch(orch: DockerOrchestrator) -> None:
+    runs = runs_dir(orch.data_dir)
+    runs.parent.mkdir(parents=True)
+    runs.write_text("not a directory")
+
+    error = await launch_error(orch)
+
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert details(error) == ("LAUNCH_FAILED", [])
+    assert error.details() == "cannot prepare the work dir: Not a directory"
+
+
+async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path: Path) -> None:
+    # A stand-in engine answers what the start asks, then goes away.
+    async def answer(payload: object, _: web.Request) -> web.Response:
+        return web.json_response(payload)
+
+    fake = web.Application()
+    for path, payload in (
+        ("/version", {"ApiVersion": "1.41"}),
+        ("/v1.41/info", {"NCPU": 1}),
+        ("/v1.41/containers/json", []),
+    ):
+        fake.router.add_get(path, functools.partial(answer, payload))
+    runner = web.AppRunner(fake)
+    await runner.setup()
+    directory = Path(tempfile.mkdtemp(prefix="flnet-fake-"))
+    await web.UnixSite(runner, str(directory / "docker.sock")).start()
+    app = OrchestratorApp(tmp_path, backend="docker", docker_url=f"unix://{directory}/docker.sock")
+    await app.start("127.0.0.1:0")
+    try:
+        await runner.cleanup()
+        async with insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.OrchestratorServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.LaunchRun(
+                    pb.LaunchRunRequest(
+                        run="tenants/acme/runs/r",
+                        image_digest="sha256:" + "0" * 64,
+                        control_address=f"unix://{directory}/control.sock",
+                    )
+                )
+    finally:
+        await app.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    error = info.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(error) == ("DOCKER_UNAVAILABLE", [])
+    assert error.details() == (
+        "cannot look for the run's container: the Docker engine is unreachable"
+    )
+
+
+async def test_an_unreachable_docker_engine_fails_the_start(tmp_path: Path) -> None:
+    app = OrchestratorApp(
+        tmp_path, backend="docker", docker_url=f"unix://{tmp_path}/no-docker.sock"
+    )
+    with pytest.raises(OSError, match="cannot reach the Docker engine at unix://"):
+        await app.start("127.0.0.1:0")
+    await app.stop()
+
+
+def test_the_docker_url_must_be_a_unix_socket(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"is not 'unix:///path/to/docker\.sock'"):
+        OrchestratorApp(tmp_path, backend="docker", docker_url="tcp://127.0.0.1:2375")
