@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
@@ -11,24 +10,11 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control import names
 from flnet.control.validation import check_schema, struct_to_dict
 from flnet.errors import InvalidArgument
+from flnet.sources import source_sha256
 
 IO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENTRYPOINT = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def source_sha256(path: Path) -> str:
-    """Digest of a tool directory: every file's relative path and content, in order."""
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".pyc"):
-                continue
-            p = Path(root) / name
-            h.update(str(p.relative_to(path)).encode() + b"\0")
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
 
 
 def contract_sha256(version: tp.ToolVersion) -> str:

@@ -71,6 +71,8 @@ from typing import Any
 import aiodocker
 import aiohttp
 
+from flnet.sources import source_sha256, tool_files
+
 BASE_IMAGE = "flnet/base:bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -502,32 +504,6 @@ async def _archive(members: Sequence[tuple[str, bytes | Path]]) -> AsyncIterator
 
 
 # ------------------------------------------------------------------------------ tool images
-
-
-def tool_files(directory: Path) -> list[Path]:
-    """The files of a tool directory that make up the tool, relative, in the order that
-    `source_sha256` digests them: no __pycache__, no hidden directories, no .pyc files.
-    Symbolic links to files count as the file; links to directories are not followed."""
-    files: list[Path] = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(names):
-            if name.endswith(".pyc"):
-                continue
-            path = Path(root) / name
-            if path.is_file():
-                files.append(path.relative_to(directory))
-    return files
-
-
-def source_sha256(directory: Path, files: Iterable[Path] | None = None) -> str:
-    """Digest of a tool directory: every file's relative path and content, in order (the
-    same digest the control plane records for local-source versions)."""
-    h = hashlib.sha256()
-    for relative in tool_files(directory) if files is None else files:
-        h.update(str(relative).encode() + b"\0")
-        h.update(hashlib.sha256((directory / relative).read_bytes()).digest())
-    return h.hexdigest()
 
 
 def image_tag(name: str, version: str, repository: str = "flnet") -> str:

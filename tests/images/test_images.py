@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flnet import images
-from flnet.control.tools import source_sha256
+from flnet.sources import source_sha256, tool_files
 from tests.images.conftest import CSV_STATS, REPOSITORY, Built, build_csv_stats, docker, run_in
 
 # The first session on a machine may debootstrap the base image (about a minute).
@@ -115,7 +115,7 @@ except PermissionError:
 """
     done = run_in(csv_stats_image.image.digest, "/opt/flnet/bin/python", "-c", probe)
     assert done.returncode == 0, done.stderr
-    expected = sorted(str(p) for p in images.tool_files(CSV_STATS))
+    expected = sorted(str(p) for p in tool_files(CSV_STATS))
     assert done.stdout.splitlines() == [str(expected), "read-only", "no new files"]
 
 
