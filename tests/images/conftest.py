@@ -4,8 +4,6 @@ image. Without Docker these tests skip, except in CI (CI=true), where they fail 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ import pytest
 from flnet import images
 from flnet.cli.toolspec import load_tool_spec
 from tests.conftest import EXAMPLES
+from tests.docker_env import require_base_image, require_docker
 
 CSV_STATS = EXAMPLES / "csv_stats"
 #: Test images are tagged apart from the ones users build.
@@ -33,39 +32,14 @@ def run_in(image: str, *command: str) -> subprocess.CompletedProcess[str]:
     return docker("run", "--rm", "--network", "none", image, *command, check=False)
 
 
-def _require_docker() -> None:
-    why = "the Docker engine does not answer"
-    if asyncio.run(images.docker_available()):
-        return
-    if os.geteuid() == 0 and shutil.which("dockerd"):
-        try:
-            asyncio.run(images.ensure_dockerd())
-            return
-        except images.DockerUnavailable as e:
-            why = str(e)
-    if shutil.which("docker") is None:
-        why += "; the docker CLI is missing"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Docker is required in CI: {why}")
-    pytest.skip(f"no Docker: {why}")
-
-
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
-    _require_docker()
-    if shutil.which("docker") is None:
-        pytest.fail("the docker CLI is missing (apt-get install docker.io)")
+    require_docker()
 
 
 @pytest.fixture(scope="session")
 def base_image(docker_engine: None) -> images.BuiltImage:
-    """flnet/base:bookworm: kept, loaded from the cache, or debootstrapped (root only)."""
-    try:
-        return asyncio.run(images.build_base())
-    except images.ImageError as e:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"no base image: {e}")
+    return require_base_image()
 
 
 @dataclass(frozen=True)

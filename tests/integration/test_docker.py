@@ -27,6 +27,7 @@ from flnet.cli.toolspec import load_tool_spec
 from flnet.control.app import ControlApp
 from flnet.orchestrator.app import OrchestratorApp
 from tests.conftest import TENANT, clients_for, control_settings
+from tests.docker_env import require_base_image
 from tests.integration.conftest import BEHAVE, Stack
 
 S = lc.RunState
@@ -37,14 +38,9 @@ MiB = 1024 * 1024
 def behave_image() -> images.BuiltImage:
     """The behave tool's image (and the base image under it), built once per session."""
 
+    require_base_image()
+
     async def prepare() -> images.BuiltImage:
-        try:
-            await images.ensure_dockerd()
-        except images.DockerUnavailable as e:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"CI needs a Docker engine: {e}")
-            pytest.skip(f"no Docker engine: {e}")
-        await images.build_base()
         spec = load_tool_spec(BEHAVE)
         assert spec.image_build is not None
         return await images.build_tool_image(

@@ -13,10 +13,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiodocker
 import pytest
@@ -24,6 +23,7 @@ import pytest
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp
+from tests.docker_env import require_base_image
 from tests.orchestrator_docker.helpers import (
     BASE_IMAGE,
     DOCKER_SOCKET,
@@ -41,12 +41,6 @@ CMD ["python3", "/opt/tool/probe.py"]
 """
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the docker backend tests need Docker: {reason}", pytrace=False)
-    pytest.skip(f"Docker is not available: {reason}")
-
-
 def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx here
     return subprocess.run(
@@ -54,35 +48,11 @@ def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
-def _engine_answers() -> bool:
-    return Path(DOCKER_SOCKET).is_socket() and _docker("version", timeout=30).returncode == 0
-
-
-def _ensure_dockerd(log_dir: Path) -> None:
-    if shutil.which("docker") is None:
-        _unavailable("no docker command (apt-get install docker.io)")
-    if _engine_answers():
-        return
-    may_start = os.environ.get("CI", "").lower() == "true" or os.geteuid() == 0
-    if not may_start or shutil.which("dockerd") is None:
-        _unavailable(f"no Docker engine at {DOCKER_SOCKET}")
-    log = (log_dir / "dockerd.log").open("ab")
-    # Left running after the session, as a service would be.
-    subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not _engine_answers():
-        if time.monotonic() > deadline:
-            _unavailable(f"dockerd did not answer within 60 s (log: {log_dir / 'dockerd.log'})")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="session")
 def test_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The id ("sha256:...") of the test image, built FROM flnet/base:bookworm."""
     context = tmp_path_factory.mktemp("image")
-    _ensure_dockerd(context)
-    if _docker("image", "inspect", BASE_IMAGE).returncode != 0:
-        _unavailable(f"no base image {BASE_IMAGE} (see DESIGN.md §9)")
+    require_base_image()
     shutil.copy(PROBE, context / "probe.py")
     (context / "Dockerfile").write_text(DOCKERFILE.format(base=BASE_IMAGE))
     built = _docker("build", "--network", "none", "-q", "-t", TEST_IMAGE, str(context))
