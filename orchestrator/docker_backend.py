@@ -182,9 +182,12 @@ class DockerBackend(Supervisor[Tracked]):
             validate_limits(spec.limits)
             workdir = WorkDir.of(self._runs_dir, spec.run)
             name = container_name(workdir, spec.run)
-            found = await self._take_over_named(name, spec.run, workdir)
-            if found is not None:
-                return found.container
+            # A container of an earlier orchestrator process has a work dir (made before the
+            # container); a fresh run has none, and skips the lookup.
+            if await asyncio.to_thread(workdir.exists):
+                found = await self._take_over_named(name, spec.run, workdir)
+                if found is not None:
+                    return found.container
             await self._check_launchable(image, socket)
             return await self._create(spec, image, socket, workdir, name)
 

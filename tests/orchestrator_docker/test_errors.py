@@ -159,9 +159,7 @@ async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path
     error = info.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert details(error) == ("DOCKER_UNAVAILABLE", [])
-    assert error.details() == (
-        "cannot look for the run's container: the Docker engine is unreachable"
-    )
+    assert error.details() == "cannot inspect the image: the Docker engine is unreachable"
 
 
 async def test_an_unreachable_docker_engine_fails_the_start(tmp_path: Path) -> None:
