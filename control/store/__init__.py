@@ -1,0 +1,20 @@
+"""Provenance store: every read and write of tools, runs, events and artifacts.
+
+Each write is one transaction. A run's row is locked (FOR UPDATE on PostgreSQL; SQLite
+writers are serialized by one lock) while its state or event sequence changes, so event
+sequence numbers have no gaps and terminal states are never overwritten. After a commit
+that adds events, the feed publishes them: watchers wake and read them from memory."""
+
+from __future__ import annotations
+
+from flnet.control.store.artifacts import ArtifactStore, Upload
+from flnet.control.store.base import RunRow
+from flnet.control.store.history import EventList
+from flnet.control.store.runs import BatchOutcome, RunStore
+
+
+class Store(RunStore, ArtifactStore):
+    """Every read and write of the provenance database."""
+
+
+__all__ = ["BatchOutcome", "EventList", "RunRow", "Store", "Upload"]

@@ -1,0 +1,237 @@
+"""Artifacts (inputs and verified outputs) and resumable uploads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.control import names
+from flnet.control.clock import now_us, timestamp
+from flnet.control.schema import artifacts, runs, uploads
+from flnet.control.store.base import Pending, RunRow, StoreBase, _Obj
+from flnet.control.store.history import _append
+from flnet.errors import NotFound
+
+
+def _artifact(r: Any) -> ap.Artifact:
+    a = ap.Artifact(
+        name=names.artifact_name(r.tenant, r.id),
+        direction=r.direction,
+        sha256=r.sha256,
+        size_bytes=r.size_bytes,
+        media_type=r.media_type,
+        filename=r.filename,
+        output_name=r.output_name or "",
+        storage_uri=r.storage_uri,
+    )
+    if r.run_id:
+        a.run = names.run_name(r.tenant, r.run_id)
+    a.create_time.CopyFrom(timestamp(r.create_us))
+    return a
+
+
+@dataclass
+class Upload:
+    id: str
+    tenant: str
+    filename: str
+    media_type: str
+    total_size: int
+    committed_size: int
+    sha256: str
+    finished: bool
+    expire_us: int
+
+
+class ArtifactStore(StoreBase):
+    async def add_input_artifact(
+        self,
+        *,
+        artifact_id: str,
+        tenant: str,
+        sha256: str,
+        size: int,
+        media_type: str,
+        filename: str,
+        uri: str,
+    ) -> ap.Artifact:
+        """Records an uploaded input; identical content in a tenant is one artifact."""
+        async with self._write() as conn:
+            existing = (
+                await conn.execute(
+                    select(artifacts).where(
+                        artifacts.c.tenant == tenant,
+                        artifacts.c.sha256 == sha256,
+                        artifacts.c.direction == ap.ARTIFACT_DIRECTION_INPUT,
+                    )
+                )
+            ).first()
+            if existing is not None:
+                return _artifact(existing)
+            values = dict(
+                id=artifact_id,
+                tenant=tenant,
+                direction=ap.ARTIFACT_DIRECTION_INPUT,
+                sha256=sha256,
+                size_bytes=size,
+                media_type=media_type,
+                filename=filename,
+                storage_uri=uri,
+                create_us=now_us(),
+            )
+            await conn.execute(insert(artifacts).values(**values))
+        return _artifact(_Obj(values | {"run_id": None, "output_name": None}))
+
+    async def add_output_artifact(
+        self,
+        *,
+        artifact_id: str,
+        run: RunRow,
+        output_name: str,
+        sha256: str,
+        size: int,
+        media_type: str,
+        uri: str,
+    ) -> ap.Artifact:
+        """Records a verified output and its event. Uploading the same output again (an
+        engine retrying after a reconnect) replaces it."""
+        pending: Pending = []
+        async with self._write(pending) as conn:
+            row = await self._lock_run(conn, run.id)
+            now = now_us()
+            existing = (
+                await conn.execute(
+                    select(artifacts).where(
+                        artifacts.c.run_id == run.id, artifacts.c.output_name == output_name
+                    )
+                )
+            ).first()
+            if existing is not None and existing.sha256 == sha256:
+                return _artifact(existing)
+            if existing is not None:
+                await conn.execute(artifacts.delete().where(artifacts.c.id == existing.id))
+            values = dict(
+                id=artifact_id,
+                tenant=run.tenant,
+                direction=ap.ARTIFACT_DIRECTION_OUTPUT,
+                sha256=sha256,
+                size_bytes=size,
+                media_type=media_type,
+                filename=output_name,
+                run_id=run.id,
+                output_name=output_name,
+                storage_uri=uri,
+                create_us=now,
+            )
+            await conn.execute(insert(artifacts).values(**values))
+            artifact = _artifact(_Obj(values))
+            seq = row.last_sequence + 1
+            ev = rp.RunEvent(sequence=seq, output=artifact)
+            await _append(conn, pending, run.id, now, [ev])
+            await conn.execute(
+                update(runs).where(runs.c.id == run.id).values(last_sequence=seq, update_us=now)
+            )
+        return artifact
+
+    async def get_artifact(self, tenant: str, artifact_id: str) -> ap.Artifact:
+        async with self.engine.connect() as conn:
+            r = (
+                await conn.execute(
+                    select(artifacts).where(
+                        artifacts.c.tenant == tenant, artifacts.c.id == artifact_id
+                    )
+                )
+            ).first()
+        if r is None:
+            raise NotFound(f"artifact {names.artifact_name(tenant, artifact_id)} does not exist")
+        return _artifact(r)
+
+    async def run_outputs(self, run_ids: Sequence[str]) -> dict[str, list[ap.Artifact]]:
+        if not run_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(artifacts)
+                    .where(artifacts.c.run_id.in_(list(run_ids)))
+                    .order_by(artifacts.c.output_name)
+                )
+            ).all()
+        out: dict[str, list[ap.Artifact]] = {rid: [] for rid in run_ids}
+        for r in rows:
+            out[r.run_id].append(_artifact(r))
+        return out
+
+    async def list_artifacts(
+        self, tenant: str, *, run_id: str | None, after: tuple[int, str] | None, limit: int
+    ) -> list[ap.Artifact]:
+        q = select(artifacts).where(artifacts.c.tenant == tenant)
+        if run_id is not None:
+            q = q.where(artifacts.c.run_id == run_id)
+        if after is not None:
+            q = q.where(
+                or_(
+                    artifacts.c.create_us < after[0],
+                    and_(artifacts.c.create_us == after[0], artifacts.c.id < after[1]),
+                )
+            )
+        q = q.order_by(artifacts.c.create_us.desc(), artifacts.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            return [_artifact(r) for r in (await conn.execute(q)).all()]
+
+    # --------------------------------------------------------------------------- uploads
+
+    async def create_upload(self, upload: Upload) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                insert(uploads).values(
+                    id=upload.id,
+                    tenant=upload.tenant,
+                    filename=upload.filename,
+                    media_type=upload.media_type,
+                    total_size=upload.total_size,
+                    committed_size=0,
+                    sha256=upload.sha256,
+                    finished=False,
+                    create_us=now_us(),
+                    expire_us=upload.expire_us,
+                )
+            )
+
+    async def get_upload(self, tenant: str, upload_id: str) -> Upload:
+        async with self.engine.connect() as conn:
+            r = (
+                await conn.execute(
+                    select(uploads).where(uploads.c.tenant == tenant, uploads.c.id == upload_id)
+                )
+            ).first()
+        if r is None or r.expire_us < now_us():
+            raise NotFound(
+                f"upload {names.upload_name(tenant, upload_id)} does not exist or expired"
+            )
+        return Upload(
+            id=r.id,
+            tenant=r.tenant,
+            filename=r.filename,
+            media_type=r.media_type,
+            total_size=r.total_size,
+            committed_size=r.committed_size,
+            sha256=r.sha256,
+            finished=r.finished,
+            expire_us=r.expire_us,
+        )
+
+    async def set_upload_progress(
+        self, upload_id: str, committed: int, finished: bool = False
+    ) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id)
+                .values(committed_size=committed, finished=finished)
+            )

@@ -1,0 +1,155 @@
+"""The store's foundation: the run row, write transactions (serialized on SQLite), run-row
+locks, and publishing committed history segments to the feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.control import names
+from flnet.control.clock import timestamp
+from flnet.control.news import RunFeed, Segment
+from flnet.control.schema import runs
+
+S = lc.RunState
+
+
+Pending = list[tuple[str, Segment]]
+
+
+@dataclass
+class RunRow:
+    """A run as stored: the immutable spec plus the columns that change."""
+
+    id: str
+    tenant: str
+    state: int
+    spec: rp.Run
+    error: lc.RunError | None
+    cancellation: rp.Cancellation | None
+    progress: tm.Progress | None
+    last_sequence: int
+    last_batch: int
+    create_us: int
+    update_us: int
+    start_us: int | None
+    end_us: int | None
+    deadline_us: int | None
+    credential_sha256: str
+
+    @property
+    def name(self) -> str:
+        return names.run_name(self.tenant, self.id)
+
+    @property
+    def terminal(self) -> bool:
+        return lifecycle.is_terminal(self.state)
+
+    def to_proto(self, outputs: Sequence[ap.Artifact] = ()) -> rp.Run:
+        run = rp.Run()
+        run.CopyFrom(self.spec)
+        run.name = self.name
+        run.state = S.ValueType(self.state)
+        if self.error is not None:
+            run.error.CopyFrom(self.error)
+        if self.cancellation is not None:
+            run.cancellation.CopyFrom(self.cancellation)
+        if self.progress is not None:
+            run.progress.CopyFrom(self.progress)
+        run.last_sequence = self.last_sequence
+        run.create_time.CopyFrom(timestamp(self.create_us))
+        run.update_time.CopyFrom(timestamp(self.update_us))
+        if self.start_us:
+            run.start_time.CopyFrom(timestamp(self.start_us))
+        if self.end_us:
+            run.end_time.CopyFrom(timestamp(self.end_us))
+        if self.deadline_us:
+            run.deadline_time.CopyFrom(timestamp(self.deadline_us))
+        run.outputs.extend(outputs)
+        return run
+
+
+def _run_row(r: Any) -> RunRow:
+    return RunRow(
+        id=r.id,
+        tenant=r.tenant,
+        state=r.state,
+        spec=rp.Run.FromString(r.spec),
+        error=lc.RunError.FromString(r.error) if r.error else None,
+        cancellation=rp.Cancellation.FromString(r.cancellation) if r.cancellation else None,
+        progress=tm.Progress.FromString(r.progress) if r.progress else None,
+        last_sequence=r.last_sequence,
+        last_batch=r.last_batch,
+        create_us=r.create_us,
+        update_us=r.update_us,
+        start_us=r.start_us,
+        end_us=r.end_us,
+        deadline_us=r.deadline_us,
+        credential_sha256=r.credential_sha256,
+    )
+
+
+class _Obj:
+    """Attribute access over a dict, so freshly inserted rows convert like fetched ones."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+class StoreBase:
+    def __init__(self, engine: AsyncEngine, feed: RunFeed) -> None:
+        self.engine = engine
+        self.feed = feed
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
+        self._required_outputs: dict[str, frozenset[str]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _write(self, pending: Pending | None = None) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; the history segments it appends to `pending` are published
+        once it has committed. SQLite allows one writer at a time: serialize here rather than
+        have transactions collide on SQLITE_BUSY (and publish in commit order)."""
+        if self._sqlite:
+            async with self._write_lock:
+                async with self.engine.begin() as conn:
+                    yield conn
+                self._publish(pending)
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+            self._publish(pending)
+
+    def _publish(self, pending: Pending | None) -> None:
+        by_run: dict[str, list[Segment]] = {}
+        for run_id, segment in pending or ():
+            by_run.setdefault(run_id, []).append(segment)
+        for run_id, segments in by_run.items():
+            self.feed.publish(run_id, segments)
+
+    async def _lock_run(self, conn: AsyncConnection, run_id: str) -> Any:
+        return (
+            await conn.execute(
+                select(
+                    runs.c.id,
+                    runs.c.tenant,
+                    runs.c.state,
+                    runs.c.tool_version,
+                    runs.c.last_sequence,
+                    runs.c.last_batch,
+                    runs.c.cancellation,
+                )
+                .where(runs.c.id == run_id)
+                .with_for_update()
+            )
+        ).one()

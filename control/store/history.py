@@ -1,0 +1,132 @@
+"""A run's history: events stored as segments (one row per transaction), and reading
+them back into any message with `repeated RunEvent events = 1`."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.control.news import Segment
+from flnet.control.schema import run_events
+from flnet.control.store.base import Pending, RunRow, StoreBase
+
+# Segments fetched per query while listing events: a few, since one holds up to a batch.
+SEGMENTS_PER_READ = 4
+
+
+class EventList(Protocol):
+    """A message whose field 1 is `repeated RunEvent events`."""
+
+    @property
+    def events(self) -> RepeatedCompositeFieldContainer[rp.RunEvent]: ...
+
+    def MergeFromString(self, serialized: bytes) -> int: ...
+
+
+class _EventReader:
+    """Merges stored segments into a response, keeping events after `after`, up to `limit`,
+    and fills in what storage leaves out (run name, sequence number)."""
+
+    def __init__(self, into: EventList, run: str, after: int, limit: int) -> None:
+        self.into, self.run, self.after, self.limit = into, run, after, limit
+        self.added = 0
+
+    @property
+    def full(self) -> bool:
+        return self.added >= self.limit
+
+    def take(self, first: int, payload: bytes) -> bool:
+        """Adds a segment's events; True once `limit` events were added."""
+        events = self.into.events
+        start = len(events)
+        self.into.MergeFromString(payload)
+        skip = max(0, self.after - first + 1)
+        if skip:
+            del events[start : start + skip]
+        extra = self.added + (len(events) - start) - self.limit
+        if extra > 0:
+            del events[len(events) - extra :]
+        for offset, ev in enumerate(events[start:]):
+            ev.sequence = first + skip + offset
+            ev.run = self.run
+        taken = len(events) - start
+        self.added += taken
+        self.after = first + skip + taken - 1 if taken else self.after
+        return self.full
+
+
+class HistoryStore(StoreBase):
+    async def read_events(self, run: RunRow, into: EventList, *, after: int, limit: int) -> int:
+        """Appends up to `limit` events with a sequence above `after`, in order, to
+        `into.events` and returns how many. `into` is any message whose field 1 is
+        `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): segments merge
+        into it as bytes, without copying event by event. Recent segments come from memory."""
+        reader = _EventReader(into, run.name, after, limit)
+        recent = self.feed.recent(run.id, after)
+        if recent is not None:
+            for segment in recent:
+                if reader.take(segment.first, segment.payload):
+                    break
+            return reader.added
+        async with self.engine.connect() as conn:
+            while not reader.full:
+                rows = (
+                    await conn.execute(
+                        select(run_events.c.payload, run_events.c.first_seq)
+                        .where(run_events.c.run_id == run.id, run_events.c.last_seq > reader.after)
+                        .order_by(run_events.c.last_seq)
+                        .limit(SEGMENTS_PER_READ)
+                    )
+                ).all()
+                for r in rows:
+                    if reader.take(r.first_seq, r.payload):
+                        break
+                if len(rows) < SEGMENTS_PER_READ:
+                    break
+        return reader.added
+
+    async def count_events(self, run_id: str) -> int:
+        async with self.engine.connect() as conn:
+            total = (
+                await conn.execute(
+                    select(func.sum(run_events.c.last_seq - run_events.c.first_seq + 1)).where(
+                        run_events.c.run_id == run_id
+                    )
+                )
+            ).scalar_one()
+        return int(total or 0)
+
+
+async def _append(
+    conn: AsyncConnection, pending: Pending, run_id: str, now: int, events: list[rp.RunEvent]
+) -> None:
+    """Stores consecutive events as one segment of the run's history."""
+    segment = rp.RunEventSegment(events=events)
+    await _append_segment(
+        conn, pending, run_id, now, events[0].sequence, events[-1].sequence, segment
+    )
+
+
+async def _append_segment(
+    conn: AsyncConnection,
+    pending: Pending,
+    run_id: str,
+    now: int,
+    first_seq: int,
+    last_seq: int,
+    segment: rp.RunEventSegment,
+) -> None:
+    """A run's history is a sequence of segments, one per transaction: a batch of 1000 log
+    lines costs one row. Events are stored without `run` and `sequence`; a segment's events
+    are numbered first_seq, first_seq + 1, ... (read_events fills both in)."""
+    payload = segment.SerializeToString()
+    await conn.execute(
+        insert(run_events).values(
+            run_id=run_id, first_seq=first_seq, last_seq=last_seq, time_us=now, payload=payload
+        )
+    )
+    pending.append((run_id, Segment(first_seq, last_seq, payload)))

@@ -1,0 +1,422 @@
+"""Runs: creation, lookups, engine batches, transitions, cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.control import names
+from flnet.control.clock import now_us, timestamp
+from flnet.control.schema import artifacts, runs
+from flnet.control.store.base import Pending, RunRow, _run_row
+from flnet.control.store.history import HistoryStore, _append, _append_segment
+from flnet.control.store.tools import ToolStore
+from flnet.errors import NotFound
+
+S = lc.RunState
+R = lc.ErrorReason
+
+
+@dataclass
+class BatchOutcome:
+    """What storing one engine batch did."""
+
+    acked: int  # highest contiguous batch sequence stored
+    state: int  # the run's recorded state afterwards
+    rejections: list[rt.Rejection] = field(default_factory=list)
+    transitions: list[tuple[int, int]] = field(default_factory=list)  # (from, to) applied
+
+
+class RunStore(HistoryStore, ToolStore):
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        tenant: str,
+        tool: str,
+        spec: rp.Run,
+        request_sha256: str,
+        credential_sha256: str,
+        deadline_us: int | None,
+    ) -> tuple[RunRow, bool]:
+        """Inserts a PENDING run with its first state change. With a request_id already
+        used in the tenant, returns that run instead (False)."""
+        now = now_us()
+        change = lc.StateChange(
+            from_state=S.RUN_STATE_UNSPECIFIED,
+            to_state=S.RUN_STATE_PENDING,
+            time=timestamp(now),
+            actor=spec.creator,
+            message="run accepted",
+        )
+        event = rp.RunEvent(sequence=1, state_change=change)
+        try:
+            pending: Pending = []
+            async with self._write(pending) as conn:
+                await conn.execute(
+                    insert(runs).values(
+                        id=run_id,
+                        tenant=tenant,
+                        tool=tool,
+                        tool_version=spec.tool_version,
+                        state=S.RUN_STATE_PENDING,
+                        spec=spec.SerializeToString(),
+                        last_sequence=1,
+                        last_batch=0,
+                        request_id=spec.request_id or None,
+                        request_sha256=request_sha256,
+                        credential_sha256=credential_sha256,
+                        dev_session_run=names.parse_run(spec.dev_session_run)[1]
+                        if spec.dev_session_run
+                        else None,
+                        create_us=now,
+                        update_us=now,
+                        deadline_us=deadline_us,
+                    )
+                )
+                await _append(conn, pending, run_id, now, [event])
+        except IntegrityError:
+            if spec.request_id:
+                existing = await self.find_run_by_request(tenant, spec.request_id)
+                if existing is not None:
+                    return existing, False
+            raise
+        return await self.get_run(tenant, run_id), True
+
+    async def find_run_by_request(self, tenant: str, request_id: str) -> RunRow | None:
+        async with self.engine.connect() as conn:
+            r = (
+                await conn.execute(
+                    select(runs).where(runs.c.tenant == tenant, runs.c.request_id == request_id)
+                )
+            ).first()
+        return _run_row(r) if r else None
+
+    async def request_sha256_of(self, run_id: str) -> str:
+        async with self.engine.connect() as conn:
+            return str(
+                (
+                    await conn.execute(select(runs.c.request_sha256).where(runs.c.id == run_id))
+                ).scalar_one()
+            )
+
+    async def get_run(self, tenant: str, run_id: str) -> RunRow:
+        async with self.engine.connect() as conn:
+            r = (
+                await conn.execute(select(runs).where(runs.c.tenant == tenant, runs.c.id == run_id))
+            ).first()
+        if r is None:
+            raise NotFound(f"run {names.run_name(tenant, run_id)} does not exist")
+        return _run_row(r)
+
+    async def get_run_by_id(self, run_id: str) -> RunRow | None:
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+        return _run_row(r) if r else None
+
+    async def run_for_credential(self, credential_sha256: str) -> RunRow | None:
+        async with self.engine.connect() as conn:
+            r = (
+                await conn.execute(
+                    select(runs).where(runs.c.credential_sha256 == credential_sha256)
+                )
+            ).first()
+        return _run_row(r) if r else None
+
+    async def list_runs(
+        self,
+        tenant: str,
+        *,
+        tool: str = "",
+        tool_version: str = "",
+        states: Sequence[int] = (),
+        created_from_us: int | None = None,
+        created_to_us: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        """Newest first; `after` is the (create_us, id) of the previous page's last run."""
+        q = select(runs).where(runs.c.tenant == tenant)
+        if tool:
+            q = q.where(runs.c.tool == tool)
+        if tool_version:
+            q = q.where(runs.c.tool_version == tool_version)
+        if states:
+            q = q.where(runs.c.state.in_(list(states)))
+        if created_from_us is not None:
+            q = q.where(runs.c.create_us >= created_from_us)
+        if created_to_us is not None:
+            q = q.where(runs.c.create_us < created_to_us)
+        if after is not None:
+            q = q.where(
+                or_(
+                    runs.c.create_us < after[0],
+                    and_(runs.c.create_us == after[0], runs.c.id < after[1]),
+                )
+            )
+        q = q.order_by(runs.c.create_us.desc(), runs.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            return [_run_row(r) for r in (await conn.execute(q)).all()]
+
+    async def nonterminal_runs(self) -> list[RunRow]:
+        q = select(runs).where(
+            runs.c.state.in_(
+                [
+                    S.RUN_STATE_PENDING,
+                    S.RUN_STATE_INITIALIZED,
+                    S.RUN_STATE_STARTED,
+                    S.RUN_STATE_RUNNING,
+                ]
+            )
+        )
+        async with self.engine.connect() as conn:
+            return [_run_row(r) for r in (await conn.execute(q)).all()]
+
+    async def apply_batches(self, run_id: str, batches: Sequence[rt.Batch]) -> BatchOutcome:
+        """Stores engine batches exactly once (see RuntimeService.Connect), all in one
+        transaction: batches that queued up while the previous commit ran share the next
+        one. A duplicate (already stored) or a gap (the engine resends in order) is only
+        acknowledged."""
+        pending: Pending = []
+        async with self._write(pending) as conn:
+            row = await self._lock_run(conn, run_id)
+            now = now_us()
+            outcome = BatchOutcome(acked=row.last_batch, state=row.state)
+            seq = row.last_sequence
+            values: dict[str, Any] = {}
+            for batch in batches:
+                if batch.sequence != outcome.acked + 1:
+                    continue
+                seq = await self._apply(conn, pending, row, batch, seq, now, outcome, values)
+                outcome.acked = batch.sequence
+            if outcome.acked != row.last_batch:
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(last_batch=outcome.acked, last_sequence=seq, update_us=now, **values)
+                )
+        return outcome
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        pending: Pending,
+        row: Any,
+        batch: rt.Batch,
+        seq: int,
+        now: int,
+        outcome: BatchOutcome,
+        values: dict[str, Any],
+    ) -> int:
+        """Appends one batch's events after `seq`; returns the new last sequence. Updates
+        `outcome` (state, transitions, rejections) and the run's column `values`."""
+        kinds = [entry.WhichOneof("entry") for entry in batch.entries]
+        if "progress" in kinds:
+            last = len(kinds) - 1 - kinds[::-1].index("progress")
+            values["progress"] = batch.entries[last].progress.SerializeToString()
+        if "transition" not in kinds:
+            # Telemetry only: the batch's bytes are the segment (see Entry's field numbers).
+            count = len(kinds) - kinds.count(None)
+            if count:
+                segment = rp.RunEventSegment.FromString(batch.SerializeToString())
+                segment.DiscardUnknownFields()  # Batch.sequence
+                await _append_segment(conn, pending, row.id, now, seq + 1, seq + count, segment)
+            return seq + count
+        events: list[rp.RunEvent] = []
+        for index, entry in enumerate(batch.entries):
+            which = entry.WhichOneof("entry")
+            if which == "log":
+                ev = rp.RunEvent(log=entry.log)
+            elif which == "metric":
+                ev = rp.RunEvent(metric=entry.metric)
+            elif which == "progress":
+                ev = rp.RunEvent(progress=entry.progress)
+            elif which == "transition":
+                t = entry.transition
+                refusal = _refusal(outcome.state, t)
+                if refusal:
+                    outcome.rejections.append(
+                        rt.Rejection(sequence=batch.sequence, index=index, reason=refusal)
+                    )
+                    continue
+                to_state, error, message = await self._finalize(conn, row, t)
+                change, changes = _state_change(
+                    outcome.state, to_state, error, message, "engine", now, row.cancellation
+                )
+                values.update(changes)
+                outcome.transitions.append((outcome.state, to_state))
+                outcome.state = to_state
+                ev = rp.RunEvent(state_change=change)
+            else:
+                continue
+            seq += 1
+            ev.sequence = seq
+            events.append(ev)
+        if events:
+            await _append(conn, pending, row.id, now, events)
+        return seq
+
+    async def _finalize(
+        self, conn: AsyncConnection, row: Any, t: rt.Transition
+    ) -> tuple[int, lc.RunError | None, str]:
+        """A proposed FINISHED becomes ERROR(OUTPUT_MISSING) while a required output is
+        missing; an ERROR without a cause gets one."""
+        if t.to_state == S.RUN_STATE_FINISHED:
+            required = await self._required_outputs_of(conn, row.tool_version)
+            present = set(
+                (
+                    await conn.execute(
+                        select(artifacts.c.output_name).where(artifacts.c.run_id == row.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            missing = sorted(required - present)
+            if missing:
+                return (
+                    S.RUN_STATE_ERROR,
+                    lifecycle.make_error(
+                        R.ERROR_REASON_OUTPUT_MISSING,
+                        f"required outputs not uploaded: {', '.join(missing)}",
+                        phase=S.RUN_STATE_RUNNING,
+                    ),
+                    t.message,
+                )
+        if t.to_state == S.RUN_STATE_ERROR:
+            error = (
+                t.error
+                if t.HasField("error") and t.error.reason
+                else lifecycle.make_error(
+                    R.ERROR_REASON_INTERNAL,
+                    t.error.message or t.message or "engine reported an error",
+                )
+            )
+            return S.RUN_STATE_ERROR, error, t.message
+        return t.to_state, None, t.message
+
+    async def transition(
+        self,
+        run_id: str,
+        to_state: int,
+        *,
+        actor: str,
+        message: str = "",
+        error: lc.RunError | None = None,
+    ) -> tuple[bool, int]:
+        """A transition decided by the control plane (cancel, timeout, container exit).
+        Returns (applied, state); a terminal run is left as it is."""
+        pending: Pending = []
+        async with self._write(pending) as conn:
+            row = await self._lock_run(conn, run_id)
+            if not lifecycle.is_legal(row.state, to_state):
+                return False, row.state
+            now = now_us()
+            seq = row.last_sequence + 1
+            change, values = _state_change(
+                row.state, to_state, error, message, actor, now, row.cancellation
+            )
+            ev = rp.RunEvent(sequence=seq, state_change=change)
+            await _append(conn, pending, run_id, now, [ev])
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(last_sequence=seq, update_us=now, **values)
+            )
+        return True, to_state
+
+    async def request_cancel(self, run_id: str, requested_by: str, reason: str) -> RunRow:
+        """Phase one of a cancel: records who asked, why and when (once)."""
+        pending: Pending = []
+        async with self._write(pending) as conn:
+            row = await self._lock_run(conn, run_id)
+            if not lifecycle.is_terminal(row.state) and row.cancellation is None:
+                now = now_us()
+                c = rp.Cancellation(
+                    requested_by=requested_by, reason=reason, request_time=timestamp(now)
+                )
+                seq = row.last_sequence + 1
+                ev = rp.RunEvent(sequence=seq, cancellation=c)
+                await _append(conn, pending, run_id, now, [ev])
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id)
+                    .values(last_sequence=seq, update_us=now, cancellation=c.SerializeToString())
+                )
+        found = await self.get_run_by_id(run_id)
+        assert found is not None
+        return found
+
+    async def update_dev_config(self, run_id: str, config: rp.ConfigChange) -> None:
+        """Replaces a development session's configuration and records the change."""
+        pending: Pending = []
+        async with self._write(pending) as conn:
+            row = await self._lock_run(conn, run_id)
+            spec_row = (await conn.execute(select(runs.c.spec).where(runs.c.id == run_id))).one()
+            spec = rp.Run.FromString(spec_row.spec)
+            spec.config.CopyFrom(config.config)
+            spec.config_sha256 = config.config_sha256
+            now = now_us()
+            seq = row.last_sequence + 1
+            ev = rp.RunEvent(sequence=seq, config_change=config)
+            await _append(conn, pending, run_id, now, [ev])
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(spec=spec.SerializeToString(), last_sequence=seq, update_us=now)
+            )
+
+
+def _state_change(
+    from_state: int,
+    to_state: int,
+    error: lc.RunError | None,
+    message: str,
+    actor: str,
+    now: int,
+    cancellation_blob: bytes | None,
+) -> tuple[lc.StateChange, dict[str, Any]]:
+    """The event and the column updates of one legal transition."""
+    change = lc.StateChange(
+        from_state=S.ValueType(from_state),
+        to_state=S.ValueType(to_state),
+        time=timestamp(now),
+        message=message,
+        actor=actor,
+    )
+    values: dict[str, Any] = {"state": to_state}
+    if error is not None:
+        if not error.phase:
+            error.phase = S.ValueType(from_state)
+        change.error.CopyFrom(error)
+        values["error"] = error.SerializeToString()
+    if to_state == S.RUN_STATE_RUNNING:
+        values["start_us"] = now
+    if lifecycle.is_terminal(to_state):
+        values["end_us"] = now
+        if cancellation_blob:
+            c = rp.Cancellation.FromString(cancellation_blob)
+            c.complete_time.CopyFrom(timestamp(now))
+            c.teardown.FromMicroseconds(now - c.request_time.ToMicroseconds())
+            values["cancellation"] = c.SerializeToString()
+    return change, values
+
+
+def _refusal(state: int, t: rt.Transition) -> str:
+    if lifecycle.is_terminal(state):
+        return f"run is already {lifecycle.state_name(state)}"
+    if not lifecycle.is_legal(state, t.to_state):
+        return (
+            f"illegal transition {lifecycle.state_name(state)} -> "
+            f"{lifecycle.state_name(t.to_state)}"
+        )
+    return ""
