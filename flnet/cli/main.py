@@ -19,6 +19,7 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
 from flnet.cli.client import FlnetClient
 from flnet.cli.images import add_image_commands
+from flnet.cli.login import add_login_command
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
 from flnet.cli.toolspec import ToolSpecError
 
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd(tool, "list", tool_list, "list tools")
     cmd(tool, "get", tool_get, "show a tool and its versions").add_argument("name")
     add_image_commands(sub)
+    add_login_command(sub)
 
     run = sub.add_parser("run", help="submit and observe runs").add_subparsers(
         dest="action", required=True

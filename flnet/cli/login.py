@@ -1,0 +1,519 @@
+"""`flnet login`: obtain an access token from the platform's OIDC issuer and cache it in
+`<data-dir>/credentials.json` (mode 0600) for the other commands.
+
+- By default, authorization code + PKCE (S256) as a native app (RFC 8252): a one-shot HTTP
+  listener on 127.0.0.1 (any free port) receives the redirect; the login URL is printed on
+  stderr (and opened in a browser unless `--no-browser`), so that a script can drive it too.
+- `--client-credentials --client-id ID --client-secret S` (or `--client-secret-file F`, or
+  `$FLNET_CLIENT_SECRET`): a service client's own token.
+
+`access_token(data_dir)` returns a valid cached token, refreshing it when it is about to
+expire (refresh token, or again client_credentials when `$FLNET_CLIENT_SECRET` is set);
+refreshes are serialised across processes, since a refresh token is single-use.
+
+The issuer: `--issuer`, else `$FLNET_OIDC_ISSUER`, else the `oidc` entry of the running
+stack's endpoints.json. Tokens and secrets are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+import webbrowser
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
+
+from flnet.cli import render
+from flnet.cli.stack import StackNotRunning, read_endpoints
+
+if TYPE_CHECKING:
+    # aiohttp loads only when a login or a refresh talks to the issuer: every other command
+    # of the CLI starts without it.
+    import aiohttp
+    from aiohttp import web
+
+CREDENTIALS_FILE = "credentials.json"
+DEFAULT_CLIENT_ID = "flnet-cli"
+CALLBACK_PATH = "/callback"
+# A cached token is renewed this long before it expires, so that it never expires in flight.
+EXPIRY_LEEWAY = 30.0
+_HTTP_TIMEOUT_SECONDS = 30.0
+
+OpenUrl = Callable[[str], Awaitable[None]]
+
+
+class LoginError(Exception):
+    """Login failed (the issuer's error, a mismatched state, a timeout, ...)."""
+
+
+class LoginRequired(LoginError):
+    """No usable cached credential: run `flnet login`."""
+
+
+class TokenError(LoginError):
+    """The token endpoint's error response (`error` is the OAuth error code)."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}" if description else error)
+        self.error = error
+
+
+# ----------------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The cached result of a login."""
+
+    issuer: str
+    token_endpoint: str
+    client_id: str
+    grant_type: str
+    access_token: str
+    expires_at: float
+    scope: str = ""
+    refresh_token: str | None = None
+    token_type: str = "Bearer"
+
+    def fresh(self, leeway: float = EXPIRY_LEEWAY) -> bool:
+        return time.time() + leeway < self.expires_at
+
+    def claims(self) -> dict[str, Any]:
+        """The access token's claims, unverified (for display only; {} if it is opaque)."""
+        try:
+            payload = self.access_token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):
+            return {}
+        return claims if isinstance(claims, dict) else {}
+
+
+def credentials_path(data_dir: Path) -> Path:
+    return data_dir / CREDENTIALS_FILE
+
+
+def load_credentials(data_dir: Path) -> Credentials | None:
+    try:
+        data = json.loads(credentials_path(data_dir).read_text())
+        return Credentials(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_credentials(data_dir: Path, credentials: Credentials) -> Path:
+    """Replaces the cache atomically; the file is 0600 from its first byte."""
+    path = credentials_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(credentials), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def _cache_lock(data_dir: Path) -> Iterator[None]:
+    """One refresher at a time across processes (a refresh token is single-use)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / f".{CREDENTIALS_FILE}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def access_token(data_dir: Path, leeway: float = EXPIRY_LEEWAY) -> str:
+    """A valid access token from the cache, refreshed (and cached again) when it expires
+    within `leeway` seconds. Raises LoginRequired when there is none to be had."""
+    cached = load_credentials(data_dir)
+    if cached is not None and cached.fresh(leeway):
+        return cached.access_token
+    with _cache_lock(data_dir):
+        cached = load_credentials(data_dir)  # another process may have refreshed meanwhile
+        if cached is None:
+            raise LoginRequired("not logged in: run `flnet login`")
+        if not cached.fresh(leeway):
+            cached = await renew(cached)
+            save_credentials(data_dir, cached)
+    return cached.access_token
+
+
+async def renew(cached: Credentials) -> Credentials:
+    """New credentials for expired ones: the refresh token, or the client secret from
+    $FLNET_CLIENT_SECRET for a client_credentials login."""
+    async with _http() as http:
+        if cached.refresh_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": cached.refresh_token,
+                "client_id": cached.client_id,
+            }
+            try:
+                body = await _token_request(http, cached.token_endpoint, form)
+            except TokenError as e:
+                if e.error != "invalid_grant":
+                    raise
+                raise LoginRequired(f"the session ended ({e}): run `flnet login`") from None
+            # An issuer that does not rotate refresh tokens sends none: keep ours.
+            body.setdefault("refresh_token", cached.refresh_token)
+            return _credentials(
+                cached.issuer, cached.token_endpoint, cached.client_id, cached.grant_type, body
+            )
+        secret = os.environ.get("FLNET_CLIENT_SECRET")
+        if cached.grant_type == "client_credentials" and secret:
+            return await _client_credentials(
+                http,
+                cached.issuer,
+                cached.token_endpoint,
+                cached.client_id,
+                secret,
+                cached.scope or None,
+            )
+    raise LoginRequired("the cached token expired: run `flnet login`")
+
+
+# ---------------------------------------------------------------------------- grants
+
+
+def _http() -> aiohttp.ClientSession:
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_SECONDS))
+
+
+async def discover(http: aiohttp.ClientSession, issuer: str) -> dict[str, Any]:
+    """The issuer's OpenID Provider metadata; its `issuer` must be the one asked for."""
+    import aiohttp
+
+    url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
+    try:
+        async with http.get(url) as res:
+            if res.status != 200:
+                raise LoginError(f"{url}: HTTP {res.status}")
+            metadata: dict[str, Any] = await res.json()
+    except (aiohttp.ClientError, ValueError) as e:
+        raise LoginError(f"cannot read the issuer's metadata at {url}: {e}") from None
+    if metadata.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
+        raise LoginError(f"{url} describes issuer {metadata.get('issuer')!r}, not {issuer!r}")
+    return metadata
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """client_secret_basic: both parts form-urlencoded first (RFC 6749 §2.3.1)."""
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+async def _token_request(
+    http: aiohttp.ClientSession,
+    endpoint: str,
+    form: dict[str, str],
+    basic: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    import aiohttp
+
+    headers = {"Authorization": basic_authorization(*basic)} if basic else {}
+    try:
+        async with http.post(endpoint, data=form, headers=headers) as res:
+            body: Any = await res.json(content_type=None)
+            status = res.status
+    except (aiohttp.ClientError, ValueError) as e:
+        raise LoginError(f"token request to {endpoint} failed: {e}") from None
+    if not isinstance(body, dict):
+        raise LoginError(f"token endpoint {endpoint}: unexpected HTTP {status} response")
+    if status != 200 or "access_token" not in body:
+        error = str(body.get("error") or f"HTTP {status}")
+        raise TokenError(error, str(body.get("error_description") or ""))
+    return body
+
+
+def _credentials(
+    issuer: str, endpoint: str, client_id: str, grant_type: str, body: dict[str, Any]
+) -> Credentials:
+    return Credentials(
+        issuer=issuer,
+        token_endpoint=endpoint,
+        client_id=client_id,
+        grant_type=grant_type,
+        access_token=str(body["access_token"]),
+        expires_at=time.time() + float(body.get("expires_in", 300)),
+        scope=str(body.get("scope", "")),
+        refresh_token=body.get("refresh_token"),
+        token_type=str(body.get("token_type", "Bearer")),
+    )
+
+
+async def _client_credentials(
+    http: aiohttp.ClientSession,
+    issuer: str,
+    endpoint: str,
+    client_id: str,
+    client_secret: str,
+    scope: str | None,
+) -> Credentials:
+    form = {"grant_type": "client_credentials"}
+    if scope:
+        form["scope"] = scope
+    body = await _token_request(http, endpoint, form, (client_id, client_secret))
+    return _credentials(issuer, endpoint, client_id, "client_credentials", body)
+
+
+async def client_credentials_login(
+    issuer: str, client_id: str, client_secret: str, scope: str | None = None
+) -> Credentials:
+    """A service client's token (client_secret_basic)."""
+    async with _http() as http:
+        metadata = await discover(http, issuer)
+        return await _client_credentials(
+            http, issuer, metadata["token_endpoint"], client_id, client_secret, scope
+        )
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE code verifier (64 characters) and its S256 challenge."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class _Callback:
+    """The loopback listener: the first redirect carrying our state ends the wait."""
+
+    def __init__(self, state: str, issuer: str) -> None:
+        self._state = state
+        self._issuer = issuer
+        self.result: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        q = request.query
+        if q.get("state") != self._state:
+            # Not our login (a stale tab, or someone else): ignore it and keep waiting.
+            return _page("This sign-in request is unknown or outdated.", 400)
+        if "iss" in q and q["iss"].rstrip("/") != self._issuer.rstrip("/"):
+            error = LoginError(f"the response came from issuer {q['iss']!r}, not {self._issuer!r}")
+        elif "error" in q:
+            error = LoginError(f"{q['error']}: {q.get('error_description', '')}".rstrip(": "))
+        elif q.get("code"):
+            if not self.result.done():
+                self.result.set_result(q["code"])
+            return _page("Signed in to FLNet. You can close this window.")
+        else:
+            error = LoginError("the redirect carried neither a code nor an error")
+        if not self.result.done():
+            self.result.set_exception(error)
+        return _page(f"Sign-in failed: {error}", 400)
+
+
+def _page(message: str, status: int = 200) -> web.Response:
+    from aiohttp import web
+
+    text = f"<!doctype html><title>FLNet</title><p>{escape(message)}</p>"
+    return web.Response(
+        text=text,
+        status=status,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+async def browser_login(
+    issuer: str,
+    open_url: OpenUrl,
+    client_id: str = DEFAULT_CLIENT_ID,
+    scope: str | None = None,
+    sign_in_within: float = 300.0,
+) -> Credentials:
+    """Authorization code + PKCE through a browser: `open_url` is given the authorization
+    URL (print it, open a browser, or drive the login form from a test)."""
+    from aiohttp import web
+    from yarl import URL
+
+    async with _http() as http:
+        metadata = await discover(http, issuer)
+        if "S256" not in metadata.get("code_challenge_methods_supported", []):
+            raise LoginError(f"issuer {issuer} does not announce PKCE S256")
+        verifier, challenge = pkce_pair()
+        state = secrets.token_urlsafe(24)
+        callback = _Callback(state, issuer)
+        app = web.Application()
+        app.router.add_get(CALLBACK_PATH, callback.handle)
+        # No access log: the redirect's query carries the code.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            port = runner.addresses[0][1]
+            redirect_uri = f"http://127.0.0.1:{port}{CALLBACK_PATH}"
+            params = {
+                "response_type": "code",
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+            if scope:
+                params["scope"] = scope
+            url = str(URL(metadata["authorization_endpoint"]).update_query(params))
+            await open_url(url)
+            try:
+                code = await asyncio.wait_for(callback.result, sign_in_within)
+            except TimeoutError:
+                raise LoginError(f"no sign-in within {sign_in_within:g} s") from None
+        finally:
+            await runner.cleanup()
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "code_verifier": verifier,
+        }
+        endpoint = metadata["token_endpoint"]
+        body = await _token_request(http, endpoint, form)
+        return _credentials(issuer, endpoint, client_id, "authorization_code", body)
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def add_login_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds `login` to the `flnet` command line."""
+    s = subparsers.add_parser(
+        "login",
+        help="sign in to the platform's OIDC issuer and cache the token",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    s.add_argument("--issuer", help="issuer URL ($FLNET_OIDC_ISSUER, default: the running stack's)")
+    s.add_argument("--client-id", help=f"OAuth client (default {DEFAULT_CLIENT_ID})")
+    s.add_argument("--scope", help="space-separated scopes (default: all the client may get)")
+    s.add_argument(
+        "--client-credentials",
+        action="store_true",
+        help="log in as a service client (client_credentials grant) instead of a user",
+    )
+    secret = s.add_mutually_exclusive_group()
+    secret.add_argument("--client-secret", help="the client's secret ($FLNET_CLIENT_SECRET)")
+    secret.add_argument("--client-secret-file", type=Path, help="read the client secret from F")
+    s.add_argument("--no-browser", action="store_true", help="only print the sign-in URL")
+    s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for sign-in")
+    s.add_argument(
+        "--status",
+        action="store_true",
+        help="show the cached credential (refreshing it if expired) instead of logging in",
+    )
+    s.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="output format (as `flnet -o`)",
+    )
+    s.set_defaults(handler=login)
+
+
+def resolve_issuer(explicit: str | None, data_dir: Path) -> str:
+    issuer = explicit or os.environ.get("FLNET_OIDC_ISSUER")
+    if issuer:
+        return issuer.rstrip("/")
+    try:
+        endpoints = read_endpoints(data_dir)
+    except StackNotRunning:
+        endpoints = {}
+    if "oidc" in endpoints:
+        return endpoints["oidc"].rstrip("/")
+    raise LoginError("no issuer: pass --issuer, set FLNET_OIDC_ISSUER or start `flnet up`")
+
+
+def _client_secret(args: argparse.Namespace) -> str:
+    if args.client_secret_file:
+        return str(args.client_secret_file.read_text().strip())
+    secret = args.client_secret or os.environ.get("FLNET_CLIENT_SECRET")
+    if not secret:
+        raise LoginError("--client-credentials needs --client-secret(-file) or FLNET_CLIENT_SECRET")
+    return str(secret)
+
+
+async def _print_url(url: str, *, browser: bool) -> None:
+    sys.stderr.write(f"Open this URL to sign in:\n{url}\n")
+    sys.stderr.flush()
+    if browser:
+        await asyncio.to_thread(webbrowser.open, url)
+
+
+async def login(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    try:
+        if args.status:
+            await access_token(data_dir)
+            credentials = load_credentials(data_dir)
+            assert credentials is not None
+        else:
+            issuer = resolve_issuer(args.issuer, data_dir)
+            if args.client_credentials:
+                if not args.client_id:
+                    raise LoginError("--client-credentials needs --client-id")
+                credentials = await client_credentials_login(
+                    issuer, args.client_id, _client_secret(args), args.scope
+                )
+            else:
+                if args.client_secret or args.client_secret_file:
+                    raise LoginError("a client secret goes with --client-credentials")
+                credentials = await browser_login(
+                    issuer,
+                    lambda url: _print_url(url, browser=not args.no_browser),
+                    args.client_id or DEFAULT_CLIENT_ID,
+                    args.scope,
+                    args.timeout,
+                )
+            save_credentials(data_dir, credentials)
+    except (LoginError, OSError) as e:
+        render.console.print(f"[red]error[/red] {e}")
+        return 2
+    _show(args, credentials, credentials_path(data_dir))
+    return 0
+
+
+def _show(args: argparse.Namespace, credentials: Credentials, path: Path) -> None:
+    claims = credentials.claims()
+    summary = {
+        "issuer": credentials.issuer,
+        "clientId": credentials.client_id,
+        "subject": claims.get("sub", ""),
+        "tenant": claims.get("tenant", ""),
+        "scope": credentials.scope,
+        "expiresAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(credentials.expires_at)),
+        "refreshable": credentials.refresh_token is not None,
+        "credentials": str(path),
+    }
+    if args.output == "json":
+        render.print_json(summary)
+        return
+    render.console.print(
+        f"signed in to {summary['issuer']} as [bold]{summary['subject']}[/bold]"
+        f" (tenant {summary['tenant'] or '-'}, client {credentials.client_id})"
+    )
+    render.console.print(f"scopes  {credentials.scope or '-'}")
+    render.console.print(f"token cached in {path} until {summary['expiresAt']}")

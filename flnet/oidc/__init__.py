@@ -1,0 +1,42 @@
+"""The embedded development OIDC issuer (DESIGN §5): discovery, JWKS with key rotation,
+client_credentials, authorization code + PKCE (S256) with a minimal login page, refresh
+tokens with rotation, users/clients/roles/tenants from a YAML file. Deployments point
+FLNET_OIDC_ISSUER at a real provider instead; nothing else changes.
+
+    issuer = Issuer(load_or_create_config(data_dir), data_dir)
+    port = await issuer.start("127.0.0.1:0")   # issuer.url, issuer.rotate_keys()
+    await issuer.stop()
+
+`python -m flnet.oidc` runs it as a process (see __main__.py).
+"""
+
+from flnet.oidc.app import Issuer, issuer_dir, load_or_create_config
+from flnet.oidc.config import (
+    DEFAULT_ROLES,
+    FLNET_SCOPES,
+    ConfigError,
+    DevCredentials,
+    IssuerConfig,
+    load_config,
+    parse_config,
+    write_default_config,
+)
+from flnet.oidc.keys import KeyStore
+from flnet.oidc.passwords import hash_secret, verify_secret
+
+__all__ = [
+    "DEFAULT_ROLES",
+    "FLNET_SCOPES",
+    "ConfigError",
+    "DevCredentials",
+    "Issuer",
+    "IssuerConfig",
+    "KeyStore",
+    "hash_secret",
+    "issuer_dir",
+    "load_config",
+    "load_or_create_config",
+    "parse_config",
+    "verify_secret",
+    "write_default_config",
+]
