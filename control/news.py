@@ -25,11 +25,14 @@ class Segment:
 
 
 class RunFeed:
-    def __init__(self, segments_per_run: int = 32, runs: int = 256) -> None:
+    def __init__(
+        self, segments_per_run: int = 32, runs: int = 64, bytes_per_run: int = 4 * 1024 * 1024
+    ) -> None:
         self._events: dict[str, asyncio.Event] = {}
         self._recent: OrderedDict[str, deque[Segment]] = OrderedDict()
         self._per_run = segments_per_run
         self._runs = runs
+        self._bytes_per_run = bytes_per_run
 
     def next(self, run_id: str) -> asyncio.Event:
         """The event that the next publish for `run_id` sets."""
@@ -50,6 +53,9 @@ class RunFeed:
             if recent and recent[-1].last + 1 != segment.first:
                 recent.clear()
             recent.append(segment)
+        # Bounded memory: drop the oldest (a watcher that far behind reads the database).
+        while len(recent) > 1 and sum(len(s.payload) for s in recent) > self._bytes_per_run:
+            recent.popleft()
         ev = self._events.pop(run_id, None)
         if ev is not None:
             ev.set()

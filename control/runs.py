@@ -253,8 +253,13 @@ class RunController:
                     )
                 )
             )
+        elif row.state != S.RUN_STATE_PENDING:
+            # The engine is between sessions (reconnecting, or this control plane restarted):
+            # it gets the Cancel when it reconnects, and the supervisor stops it once the
+            # grace period is over — never without a grace.
+            pass
         else:
-            # No engine to tell: stop whatever was launched and record the outcome now.
+            # No engine yet: stop whatever was launched and record the outcome now.
             await self._stop(row, 0.0)
             await self.store.transition(
                 row.id,
@@ -352,16 +357,33 @@ class RunController:
         if row.state == S.RUN_STATE_INITIALIZED and not row.spec.dev_session:
             session.command(rt.Command(start=rt.Start(config=row.spec.config)))
         if row.cancellation is not None and not row.terminal and row.state != S.RUN_STATE_PENDING:
-            session.command(rt.Command(cancel=rt.Cancel(reason=row.cancellation.reason)))
+            # The grace counts from the request, not from the reconnect.
+            asked = row.cancellation.request_time.ToMicroseconds()
+            left = max(0.0, self._grace_left(row, asked))
+            session.command(
+                rt.Command(
+                    cancel=rt.Cancel(reason=row.cancellation.reason, grace_period=duration(left))
+                )
+            )
+
+    def _grace_left(self, row: RunRow, asked_us: int) -> float:
+        version = self._versions.get(row.spec.tool_version)
+        grace = grace_of(version) if version is not None else 10.0
+        return grace - (now_us() - asked_us) / 1e6
 
     async def ingest(self, row: RunRow, session: Session, batches: Sequence[rt.Batch]) -> rt.Ack:
-        outcome: BatchOutcome = await self.store.apply_batches(row.id, batches)
+        # Shielded: a session that ends mid-commit must not cancel the transaction between
+        # its commit and the publish that wakes the run's watchers.
+        outcome: BatchOutcome = await asyncio.shield(self.store.apply_batches(row.id, batches))
         self.sessions.touch(row.id, activity=True)
         for _, to_state in outcome.transitions:
             if to_state == S.RUN_STATE_INITIALIZED and not row.spec.dev_session:
                 fresh = await self.store.get_run_by_id(row.id)
                 assert fresh is not None
-                session.command(rt.Command(start=rt.Start(config=fresh.spec.config)))
+                # To the engine's current session: it may have reconnected meanwhile (its
+                # Welcome then said PENDING); a repeated Start is ignored by the engine.
+                current = self.sessions.get(row.id) or session
+                current.command(rt.Command(start=rt.Start(config=fresh.spec.config)))
         return rt.Ack(
             sequence=outcome.acked, rejections=outcome.rejections, state=S.ValueType(outcome.state)
         )
@@ -426,8 +448,6 @@ class RunController:
                     R.ERROR_REASON_CONNECT_TIMEOUT,
                     f"the engine did not connect within {limit:g} s",
                 )
-            return
-        if row.state == S.RUN_STATE_PENDING:
             return
         if self.sessions.silent_for(row.id) > self.settings.heartbeat_lease:
             await self._fail(

@@ -48,6 +48,7 @@ class Session:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(FailedPrecondition("engine disconnected"))
+                fut.exception()  # retrieved: most commands are fire-and-forget
         self._pending.clear()
 
 
@@ -66,7 +67,7 @@ class SessionRegistry:
         if old is not None:
             old.close()
         session = self._sessions[run_id] = Session(run_id)
-        self.touch(run_id, activity=True)
+        self.touch(run_id)  # heard from; telemetry (not reconnects) counts as activity
         return session
 
     def discard(self, session: Session) -> None:

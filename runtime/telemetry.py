@@ -41,6 +41,10 @@ LOG, METRIC, PROGRESS, TRANSITION = 0, 1, 2, 3
 Item = tuple[Any, ...]
 
 MAX_BATCH_ENTRIES = 1000
+# A batch must stay well under the 8 MiB gRPC message limit, or it could never be delivered.
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+# Longest message or traceback kept of one log record (the rest is cut, with a marker).
+MAX_TEXT_CHARS = 64 * 1024
 LINGER_SECONDS = 0.010
 MAX_UNACKED_BATCHES = 100
 
@@ -304,11 +308,20 @@ class Batcher:
         items = self.buffer.drain()
         size = self.buffer.batch_entries
         for start in range(0, len(items), size):
-            request = rt.ConnectRequest()
-            fill_entries(request.batch.entries, items[start : start + size], self._callers)
-            self.outbox.add(request)
+            self._add_batches(items[start : start + size])
         self._update_room()
         return self.outbox.last_sequence
+
+    def _add_batches(self, items: Sequence[Item]) -> None:
+        request = rt.ConnectRequest()
+        fill_entries(request.batch.entries, items, self._callers)
+        if request.ByteSize() > MAX_BATCH_BYTES and len(items) > 1:
+            # Rare (very long lines): halve until each batch fits a message.
+            half = len(items) // 2
+            self._add_batches(items[:half])
+            self._add_batches(items[half:])
+        else:
+            self.outbox.add(request)
 
     def propose(self, transition: rt.Transition) -> int:
         """Appends a transition after everything buffered so far and cuts the batch at once;
@@ -330,9 +343,15 @@ def fill_entries(
         entry = add()
         try:
             _fill(entry, item, callers)
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError, UnicodeError, OverflowError):
             entry.Clear()
-            _fill(entry, _sanitized(item), callers)
+            try:
+                _fill(entry, _sanitized(item), callers)
+            except (ValueError, TypeError, UnicodeError, OverflowError) as e:
+                # One bad item must not cost the batch: it becomes an error line.
+                entry.Clear()
+                entry.log.severity = tm.LOG_SEVERITY_ERROR
+                entry.log.message = f"telemetry item dropped: {type(e).__name__}: {e}"
 
 
 def _fill(entry: rt.Entry, item: Item, callers: dict[Any, str]) -> None:
@@ -343,7 +362,7 @@ def _fill(entry: rt.Entry, item: Item, callers: dict[Any, str]) -> None:
         ts = record.time
         ts.seconds, ts.nanos = divmod(t, _NS)
         record.severity = _SEVERITIES.get(level) or severity_of(level)
-        record.message = message
+        record.message = message if len(message) <= MAX_TEXT_CHARS else _cut(message)
         record.logger = logger
         if path:
             where = (path, lineno, function)
@@ -352,7 +371,7 @@ def _fill(entry: rt.Entry, item: Item, callers: dict[Any, str]) -> None:
                 caller = callers[where] = f"{os.path.basename(path)}:{lineno} in {function}"
             record.caller = caller
         if tb:
-            record.traceback = tb
+            record.traceback = tb if len(tb) <= MAX_TEXT_CHARS else _cut(tb)
     elif kind == METRIC:
         _, t, name, value, step, unit = item
         metric = entry.metric
@@ -567,3 +586,7 @@ def install_router(level: int = logging.INFO) -> Callable[[], None]:
         root.setLevel(previous)
 
     return undo
+
+
+def _cut(text: str) -> str:
+    return f"{text[:MAX_TEXT_CHARS]}... [{len(text) - MAX_TEXT_CHARS} characters cut]"

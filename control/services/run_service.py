@@ -114,7 +114,12 @@ class RunService(rsg.RunServiceServicer):
                 if last.HasField("state_change") and lifecycle.is_terminal(
                     last.state_change.to_state
                 ):
-                    return
+                    # Telemetry the engine flushed as it ended may follow the terminal
+                    # change: end once caught up with everything stored.
+                    fresh = await self.store.get_run_by_id(row.id)
+                    if fresh is None or cursor >= fresh.last_sequence:
+                        return
+                    continue
                 if count < WATCH_BATCH:
                     # Caught up: whatever was committed after the read has set `news`.
                     await news.wait()

@@ -85,20 +85,20 @@ class RuntimeService(rtg.RuntimeServiceServicer):
     ) -> None:
         """Reads the engine's messages. Batches go to an ingester that stores whatever has
         queued up in one transaction (group commit), so a busy run costs few commits."""
-        batches: asyncio.Queue[rt.Batch | None] = asyncio.Queue()
+        # Bounded: a fast engine is pushed back by HTTP/2 flow control, not buffered here.
+        batches: asyncio.Queue[rt.Batch | None] = asyncio.Queue(maxsize=2 * MAX_GROUP_COMMIT)
         ingester = asyncio.create_task(self._ingest(batches, row, session))
         try:
             async for msg in requests:
                 which = msg.WhichOneof("message")
                 if which == "batch":
-                    batches.put_nowait(msg.batch)
+                    if not await _offer(batches, msg.batch, ingester):
+                        break
                 elif which == "heartbeat":
                     self.sessions.touch(row.id)
                 elif which == "command_result":
                     session.resolve(msg.command_result)
-                if ingester.done():
-                    break
-            batches.put_nowait(None)
+            await _offer(batches, None, ingester)
             await ingester
         except asyncio.CancelledError:
             raise
@@ -200,3 +200,17 @@ class RuntimeService(rtg.RuntimeServiceServicer):
 
 def _close(state: int, reason: str) -> rt.ConnectResponse:
     return rt.ConnectResponse(close=rt.Close(reason=reason, state=lc.RunState.ValueType(state)))
+
+
+async def _offer(
+    queue: asyncio.Queue[rt.Batch | None], item: rt.Batch | None, consumer: asyncio.Task[None]
+) -> bool:
+    """Queues `item`, waiting for room; False when the consumer ended instead."""
+    if consumer.done():
+        return False
+    put = asyncio.ensure_future(queue.put(item))
+    done, _ = await asyncio.wait({put, consumer}, return_when=asyncio.FIRST_COMPLETED)
+    if put in done:
+        return True
+    put.cancel()
+    return False

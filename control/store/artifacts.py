@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
 
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control import names
@@ -15,7 +17,7 @@ from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import artifacts, runs, uploads
 from flnet.control.store.base import Pending, RunRow, StoreBase, _Obj
 from flnet.control.store.history import _append
-from flnet.errors import NotFound
+from flnet.errors import FailedPrecondition, NotFound
 
 
 def _artifact(r: Any) -> ap.Artifact:
@@ -33,6 +35,9 @@ def _artifact(r: Any) -> ap.Artifact:
         a.run = names.run_name(r.tenant, r.run_id)
     a.create_time.CopyFrom(timestamp(r.create_us))
     return a
+
+
+S = lc.RunState
 
 
 @dataclass
@@ -103,6 +108,11 @@ class ArtifactStore(StoreBase):
         pending: Pending = []
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run.id)
+            if row.state != S.RUN_STATE_RUNNING:
+                raise FailedPrecondition(
+                    f"outputs are accepted while the run is RUNNING, not "
+                    f"{lifecycle.state_name(row.state)}"
+                )
             now = now_us()
             existing = (
                 await conn.execute(

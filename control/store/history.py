@@ -16,6 +16,9 @@ from flnet.control.store.base import Pending, RunRow, StoreBase
 
 # Segments fetched per query while listing events: a few, since one holds up to a batch.
 SEGMENTS_PER_READ = 4
+# Stored bytes merged into one response at most (the message limit is 8 MiB; a segment holds
+# one engine batch, at most 2 MiB).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 class EventList(Protocol):
@@ -34,10 +37,12 @@ class _EventReader:
     def __init__(self, into: EventList, run: str, after: int, limit: int) -> None:
         self.into, self.run, self.after, self.limit = into, run, after, limit
         self.added = 0
+        self.bytes = 0
 
     @property
     def full(self) -> bool:
-        return self.added >= self.limit
+        # A response must fit a gRPC message: stop at a few MiB whatever the count.
+        return self.added >= self.limit or self.bytes >= MAX_RESPONSE_BYTES
 
     def take(self, first: int, payload: bytes) -> bool:
         """Adds a segment's events; True once `limit` events were added."""
@@ -55,6 +60,7 @@ class _EventReader:
             ev.run = self.run
         taken = len(events) - start
         self.added += taken
+        self.bytes += len(payload)
         self.after = first + skip + taken - 1 if taken else self.after
         return self.full
 
@@ -66,12 +72,12 @@ class HistoryStore(StoreBase):
         `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): segments merge
         into it as bytes, without copying event by event. Recent segments come from memory."""
         reader = _EventReader(into, run.name, after, limit)
-        recent = self.feed.recent(run.id, after)
-        if recent is not None:
-            for segment in recent:
-                if reader.take(segment.first, segment.payload):
-                    break
+        for segment in self.feed.recent(run.id, after) or ():
+            if reader.take(segment.first, segment.payload):
+                return reader.added
+        if reader.added:
             return reader.added
+        # Nothing in memory (never published, or published out of order): the database.
         async with self.engine.connect() as conn:
             while not reader.full:
                 rows = (

@@ -223,12 +223,15 @@ class RunStore(HistoryStore, ToolStore):
         if "progress" in kinds:
             last = len(kinds) - 1 - kinds[::-1].index("progress")
             values["progress"] = batch.entries[last].progress.SerializeToString()
-        if "transition" not in kinds:
+        if "transition" not in kinds and None not in kinds:
             # Telemetry only: the batch's bytes are the segment (see Entry's field numbers).
-            count = len(kinds) - kinds.count(None)
+            # Unknown fields go first: Entry's reserved numbers are RunEvent fields (state
+            # changes, outputs, ...) that an engine must never be able to write.
+            batch.DiscardUnknownFields()
+            segment = rp.RunEventSegment.FromString(batch.SerializeToString())
+            segment.DiscardUnknownFields()  # Batch.sequence
+            count = len(segment.events)
             if count:
-                segment = rp.RunEventSegment.FromString(batch.SerializeToString())
-                segment.DiscardUnknownFields()  # Batch.sequence
                 await _append_segment(conn, pending, row.id, now, seq + 1, seq + count, segment)
             return seq + count
         events: list[rp.RunEvent] = []
@@ -292,6 +295,12 @@ class RunStore(HistoryStore, ToolStore):
                     ),
                     t.message,
                 )
+        if t.to_state == S.RUN_STATE_ERROR and t.error.reason in lifecycle.FAULTS:
+            # Who is at fault and whether a retry is safe follow from the reason; the
+            # engine (tool code runs in its process) does not get to choose them.
+            fault = lifecycle.FAULTS[t.error.reason]
+            t.error.kind = lc.ErrorKind.ValueType(fault.kind)
+            t.error.retry_safe = fault.retry_safe
         if t.to_state == S.RUN_STATE_ERROR:
             error = (
                 t.error

@@ -313,3 +313,37 @@ async def test_telemetry_after_transition_is_ordered(api: Clients) -> None:
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds == ["state_change", "log", "state_change", "log"]
     await engine.close()
+
+
+async def test_an_engine_cannot_forge_history(api: Clients) -> None:
+    """Entry's reserved field numbers are RunEvent's state_change, output, ... : raw bytes
+    under them, and empty entries, must neither reach the history nor shift its numbering."""
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    forged = lc.StateChange(to_state=S.RUN_STATE_FINISHED, actor="control").SerializeToString()
+    field_3 = b"\x1a" + bytes([len(forged)]) + forged  # tag of RunEvent.state_change
+    smuggled = rt.Entry.FromString(log("real").SerializeToString() + field_3)
+    ack = await engine.send_batch(log("before"), rt.Entry(), smuggled, log("after"))
+    assert ack.state == S.RUN_STATE_RUNNING
+    events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=engine.run))).events
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert [e.log.message for e in events if e.HasField("log")] == ["before", "real", "after"]
+    assert [e.state_change.to_state for e in events if e.HasField("state_change")][-1] == (
+        S.RUN_STATE_RUNNING
+    )
+    await engine.close()
+
+
+async def test_the_fault_follows_from_the_reason_not_from_the_engine(api: Clients) -> None:
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    claimed = lc.RunError(
+        reason=lc.ERROR_REASON_TOOL_EXCEPTION,
+        kind=lc.ERROR_KIND_PLATFORM,
+        retry_safe=True,
+        message="my bug, blamed on you",
+    )
+    await engine.propose(S.RUN_STATE_ERROR, claimed)
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert (run.error.kind, run.error.retry_safe) == (lc.ERROR_KIND_TOOL, False)
+    await engine.close()

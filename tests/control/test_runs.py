@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
@@ -244,3 +245,30 @@ async def test_oversized_message_is_resource_exhausted(api: Clients) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await api.runs.CreateRun(req)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_watch_reads_the_store_when_memory_is_stale(api: Clients, control: Any) -> None:
+    """The in-memory feed may miss a segment (a publish lost to a cancelled session): a
+    watcher must then read the store, not spin or stall."""
+    version, artifact = await setup(api)
+    run, credential = await dev_run(api, version.name, artifact)
+    engine = HandEngine(api, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    await engine.send_batch(*(log(f"line {i}") for i in range(10)))
+    run_id = run.name.rsplit("/", 1)[1]
+    feed = control.store.feed
+    kept = feed.recent(run_id, 0)
+    feed.forget(run_id)
+    feed.publish(run_id, kept[:1])  # memory now ends at the first segment; the store does not
+    got: list[int] = []
+
+    async def watch() -> None:
+        async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=1)):
+            got.extend(e.sequence for e in res.events)
+            if got and got[-1] >= 12:
+                return
+
+    await asyncio.wait_for(watch(), 5)
+    assert got[:11] == list(range(2, 13))
+    await engine.close()

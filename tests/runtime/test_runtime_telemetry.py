@@ -18,6 +18,7 @@ from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.runtime.context import Context, Outputs
 from flnet.runtime.telemetry import (
     LOG,
+    METRIC,
     ROUTER,
     Batcher,
     EntryBuffer,
@@ -362,3 +363,33 @@ def test_tool_log_level_changes_apply_at_once(tmp_path: Path) -> None:
     ctx.log.setLevel(logging.WARNING)
     ctx.log.info("hidden too")
     assert [e.log.message for e in entries_of(buffer.drain())] == ["shown"]
+
+
+def test_huge_lines_are_cut_and_batches_fit_a_message() -> None:
+    """A batch over the 8 MiB message limit could never be delivered (and would be resent
+    forever): long texts are cut and batches are split by size."""
+    buffer, outbox, batcher = _pipeline()
+    huge = "x" * (3 * 1024 * 1024)
+    for i in range(40):
+        buffer.append((LOG, time.time_ns(), logging.INFO, huge, "tool", "", i, "main", huge))
+    batcher.flush()
+    requests = outbox.unacked()
+    assert all(r.ByteSize() <= 2 * 1024 * 1024 for r in requests)
+    entries = [e for r in requests for e in r.batch.entries]
+    assert len(entries) == 40  # nothing lost
+    assert all(
+        len(e.log.message) < 70 * 1024 and "characters cut" in e.log.message for e in entries
+    )
+    assert _sequences(outbox) == list(range(1, len(requests) + 1))
+
+
+def test_an_item_protobuf_refuses_becomes_an_error_line() -> None:
+    buffer, outbox, batcher = _pipeline()
+    buffer.append(_log_item(0))
+    buffer.append((METRIC, time.time_ns(), "loss", 1.0, 2**70, ""))  # step overflows int64
+    buffer.append(_log_item(2))
+    batcher.flush()
+    [request] = outbox.unacked()
+    kinds = [e.WhichOneof("entry") for e in request.batch.entries]
+    assert kinds == ["log", "log", "log"]
+    assert "telemetry item dropped" in request.batch.entries[1].log.message
