@@ -11,6 +11,7 @@ With several control-plane replicas, PostgreSQL LISTEN/NOTIFY has to feed `publi
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -28,7 +29,10 @@ class RunFeed:
     def __init__(
         self, segments_per_run: int = 32, runs: int = 64, bytes_per_run: int = 4 * 1024 * 1024
     ) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        # Weak: an event nobody waits for any more (its run ended) goes away by itself.
+        self._events: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
         self._recent: OrderedDict[str, deque[Segment]] = OrderedDict()
         self._per_run = segments_per_run
         self._runs = runs

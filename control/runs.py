@@ -418,7 +418,9 @@ class RunController:
     async def supervise_once(self) -> None:
         """Connect timeouts, heartbeat leases, inactivity and cancel grace periods."""
         now = now_us()
-        for row in await self.store.nonterminal_runs():
+        active = await self.store.nonterminal_runs()
+        self.sessions.forget_ended({row.id for row in active}, 2 * self.settings.heartbeat_lease)
+        for row in active:
             try:
                 await self._supervise(row, now)
             except Exception:

@@ -99,5 +99,14 @@ class SessionRegistry:
         if session is not None:
             session.close()
 
+    def forget_ended(self, active: set[str], quiet_for: float) -> None:
+        """Forgets the liveness of runs that are not active and were not heard from for
+        `quiet_for` seconds (a run created after `active` was read is heard from, and kept)."""
+        now = time.monotonic()
+        for run_id in [r for r, t in self._last_seen.items() if r not in active]:
+            if now - self._last_seen[run_id] > quiet_for:
+                del self._last_seen[run_id]
+                self._last_activity.pop(run_id, None)
+
     def all(self) -> list[Session]:
         return list(self._sessions.values())
