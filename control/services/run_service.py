@@ -106,7 +106,9 @@ class RunService(rsg.RunServiceServicer):
         while True:
             news = self.store.feed.next(row.id)
             response = rs.WatchRunResponse()
-            count = await self.store.read_events(row, response, after=cursor, limit=WATCH_BATCH)
+            count, full = await self.store.read_events(
+                row, response, after=cursor, limit=WATCH_BATCH
+            )
             if count:
                 cursor = response.events[-1].sequence
                 last = response.events[-1]
@@ -120,7 +122,7 @@ class RunService(rsg.RunServiceServicer):
                     if fresh is None or cursor >= fresh.last_sequence:
                         return
                     continue
-                if count < WATCH_BATCH:
+                if not full:
                     # Caught up: whatever was committed after the read has set `news`.
                     await news.wait()
                 continue
@@ -140,8 +142,8 @@ class RunService(rsg.RunServiceServicer):
         position = pagination.decode(request.page_token, query)
         after = int(position) if position is not None else request.after_sequence
         response = rs.ListRunEventsResponse()
-        count = await self.store.read_events(row, response, after=after, limit=size)
-        if count == size:
+        _, full = await self.store.read_events(row, response, after=after, limit=size)
+        if full:
             response.next_page_token = pagination.encode(response.events[-1].sequence, query)
         return response
 

@@ -208,6 +208,9 @@ async def _offer(
     """Queues `item`, waiting for room; False when the consumer ended instead."""
     if consumer.done():
         return False
+    if not queue.full():
+        queue.put_nowait(item)
+        return True
     put = asyncio.ensure_future(queue.put(item))
     done, _ = await asyncio.wait({put, consumer}, return_when=asyncio.FIRST_COMPLETED)
     if put in done:

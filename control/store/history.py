@@ -66,17 +66,20 @@ class _EventReader:
 
 
 class HistoryStore(StoreBase):
-    async def read_events(self, run: RunRow, into: EventList, *, after: int, limit: int) -> int:
+    async def read_events(
+        self, run: RunRow, into: EventList, *, after: int, limit: int
+    ) -> tuple[int, bool]:
         """Appends up to `limit` events with a sequence above `after`, in order, to
-        `into.events` and returns how many. `into` is any message whose field 1 is
+        `into.events` and returns how many, and whether it stopped because the response was
+        full (by count or size: more may follow at once). `into` is any message whose field 1 is
         `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): segments merge
         into it as bytes, without copying event by event. Recent segments come from memory."""
         reader = _EventReader(into, run.name, after, limit)
         for segment in self.feed.recent(run.id, after) or ():
             if reader.take(segment.first, segment.payload):
-                return reader.added
+                return reader.added, reader.full
         if reader.added:
-            return reader.added
+            return reader.added, reader.full
         # Nothing in memory (never published, or published out of order): the database.
         async with self.engine.connect() as conn:
             while not reader.full:
@@ -93,7 +96,7 @@ class HistoryStore(StoreBase):
                         break
                 if len(rows) < SEGMENTS_PER_READ:
                     break
-        return reader.added
+        return reader.added, reader.full
 
     async def count_events(self, run_id: str) -> int:
         async with self.engine.connect() as conn:

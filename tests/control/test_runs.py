@@ -272,3 +272,36 @@ async def test_watch_reads_the_store_when_memory_is_stale(api: Clients, control:
     await asyncio.wait_for(watch(), 5)
     assert got[:11] == list(range(2, 13))
     await engine.close()
+
+
+async def test_large_histories_page_by_size(api: Clients) -> None:
+    """Responses stay under the message limit however long the lines: ListRunEvents pages
+    and WatchRun streams everything, in order."""
+    version, artifact = await setup(api)
+    run, credential = await dev_run(api, version.name, artifact)
+    engine = HandEngine(api, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    line = "y" * 60_000
+    for b in range(8):
+        await engine.send_batch(*(log(f"{b}.{i} {line}") for i in range(40)))
+    await engine.propose(S.RUN_STATE_CANCELLED)
+    listed: list[int] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await api.runs.ListRunEvents(
+            rs.ListRunEventsRequest(parent=run.name, page_size=10_000, page_token=token)
+        )
+        listed += [e.sequence for e in page.events]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages > 1
+    assert listed == list(range(1, len(listed) + 1)) and len(listed) == 1 + 1 + 320 + 1
+    watched: list[int] = []
+    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name)):
+        watched += [e.sequence for e in res.events]
+    assert watched == listed
+    await engine.close()
