@@ -233,7 +233,13 @@ async def dev_test(args: argparse.Namespace) -> int:
 
 
 async def up(args: argparse.Namespace) -> int:
-    stack = Stack(args.data_dir, args.control_port, args.orchestrator_port, backend=args.backend)
+    stack = Stack(
+        args.data_dir,
+        args.control_port,
+        args.orchestrator_port,
+        backend=args.backend,
+        oidc_port=args.oidc_port,
+    )
     ready = asyncio.Event()
 
     async def announce() -> None:
@@ -281,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(sub, "up", up, "run the platform on loopback until Ctrl-C")
     s.add_argument("--control-port", type=int, default=0)
     s.add_argument("--orchestrator-port", type=int, default=0)
+    s.add_argument(
+        "--oidc-port", type=int, default=0, help="the development OIDC issuer's port (0: any)"
+    )
     s.add_argument(
         "--backend",
         choices=["process", "docker"],

@@ -47,6 +47,24 @@ def read_endpoints(data_dir: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+async def wait_http_healthy(url: str, within: float = 30.0) -> None:
+    """Until `GET url` answers 200 (raises TimeoutError)."""
+    import aiohttp  # only `flnet up` needs it
+
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as res:
+                    if res.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not become healthy within {within:g} s")
+            await asyncio.sleep(0.1)
+
+
 async def wait_healthy(address: str, within: float = 30.0) -> None:
     """Until the server at `address` answers SERVING (raises TimeoutError)."""
     deadline = time.monotonic() + within
@@ -75,6 +93,8 @@ class Component:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    # An HTTP health URL (the OIDC issuer); gRPC health checking otherwise.
+    health_url: str = ""
 
     async def start(self) -> None:
         logfile = self.log_path.open("ab")
@@ -86,7 +106,10 @@ class Component:
             env={**os.environ, **self.env},
         )
         logfile.close()
-        await wait_healthy(self.address)
+        if self.health_url:
+            await wait_http_healthy(self.health_url)
+        else:
+            await wait_healthy(self.address)
         log.info("%s serving on %s (pid %d)", self.name, self.address, self.process.pid)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -111,6 +134,7 @@ class Stack:
         orchestrator_port: int = 0,
         extra_env: dict[str, str] | None = None,
         backend: str = "process",
+        oidc_port: int = 0,
     ) -> None:
         self.data_dir = data_dir
         logs = data_dir / "logs"
@@ -119,7 +143,25 @@ class Stack:
         orch = f"127.0.0.1:{orchestrator_port or free_port()}"
         ctl = f"127.0.0.1:{control_port or free_port()}"
         env = dict(extra_env or {})
+        issuer = f"http://127.0.0.1:{oidc_port or free_port()}"
         self.components = [
+            # The development OIDC issuer (`flnet login`). Tokens are not enforced yet.
+            Component(
+                "oidc",
+                [
+                    py,
+                    "-m",
+                    "flnet.oidc",
+                    "--listen",
+                    issuer.removeprefix("http://"),
+                    "--data-dir",
+                    str(data_dir),
+                ],
+                issuer,
+                logs / "oidc.log",
+                env=env,
+                health_url=f"{issuer}/healthz",
+            ),
             Component(
                 "orchestrator",
                 [

@@ -270,3 +270,16 @@ def test_watch_survives_a_control_plane_crash(stack: Path) -> None:
     sequences = [int(e["sequence"]) for e in events]
     assert sequences == list(range(1, len(sequences) + 1))
     assert events[-1]["stateChange"]["toState"] == "RUN_STATE_FINISHED"
+
+
+def test_flnet_up_runs_an_issuer_for_flnet_login(stack: Path) -> None:
+    endpoints = json.loads((stack / "endpoints.json").read_text())
+    assert endpoints["oidc"].startswith("http://127.0.0.1:")
+    secrets = json.loads((stack / "oidc" / "dev-credentials.json").read_text())
+    logged_in = flnet_json(
+        stack, "login", "--client-credentials", "--client-id", "control-plane",
+        "--client-secret", secrets["control_plane_client_secret"],
+    )  # fmt: skip
+    assert logged_in["issuer"] == endpoints["oidc"]
+    assert logged_in["scope"] == "orchestrator"
+    assert (stack / "credentials.json").stat().st_mode & 0o777 == 0o600
