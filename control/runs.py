@@ -58,6 +58,7 @@ class RunController:
         self.orchestrator = orchestrator
         self.settings = settings
         self.engine_address = settings.engine_address
+        self.credentials = credentials.RunCredentials(settings.data_dir / "keys" / "runtime.pem")
         self._versions: dict[str, tp.ToolVersion] = {}
         self._started_us = now_us()
         self._stopping: set[str] = set()
@@ -117,12 +118,16 @@ class RunController:
             dev_session=run.dev_session,
             dev_session_run=dev_session_run,
         )
-        token, token_sha = credentials.mint()
+        run_id = uuid.uuid4().hex[:20]
         deadline_us = None
+        lifetime = None
         if version.timeouts.HasField("deadline") and seconds(version.timeouts.deadline) > 0:
-            deadline_us = now_us() + int(seconds(version.timeouts.deadline) * 1e6)
+            lifetime = seconds(version.timeouts.deadline)
+            deadline_us = now_us() + int(lifetime * 1e6)
+        token = self.credentials.mint(names.run_name(tenant, run_id), lifetime)
+        token_sha = credentials.digest(token)
         row, created = await self.store.create_run(
-            run_id=uuid.uuid4().hex[:20],
+            run_id=run_id,
             tenant=tenant,
             tool=tv.tool,
             spec=spec,

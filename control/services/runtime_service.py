@@ -14,7 +14,7 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.control import credentials
+from flnet.control import credentials, names
 from flnet.control.blobs import LocalBlobStore
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
@@ -43,14 +43,20 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         self.store = runs.store
         self.sessions = runs.sessions
         self.blobs = blobs
+        self.validator = runs.credentials.validator()
 
     async def _authenticate(self, context: Context, run_name: str) -> RunRow:
+        """The run a valid run credential speaks for; it must be `run_name`."""
         token = credentials.bearer(context.invocation_metadata())
-        row = await self.store.run_for_credential(credentials.digest(token)) if token else None
-        if row is None:
-            raise Unauthenticated("a valid run credential is required")
-        if row.name != run_name:
+        if not token:
+            raise Unauthenticated("a run credential is required", "TOKEN_MISSING")
+        principal = await self.validator.validate(token)
+        if principal.claim("run_id") != run_name:
             raise PermissionDenied("the run credential does not belong to this run")
+        tenant, run_id = names.parse_run(run_name, "run")
+        row = await self.store.get_run_by_id(run_id)
+        if row is None or row.tenant != tenant:
+            raise NotFound(f"run {run_name} does not exist")
         return row
 
     async def Connect(

@@ -123,15 +123,6 @@ class RunStore(HistoryStore, ToolStore):
             r = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
         return _run_row(r) if r else None
 
-    async def run_for_credential(self, credential_sha256: str) -> RunRow | None:
-        async with self.engine.connect() as conn:
-            r = (
-                await conn.execute(
-                    select(runs).where(runs.c.credential_sha256 == credential_sha256)
-                )
-            ).first()
-        return _run_row(r) if r else None
-
     async def list_runs(
         self,
         tenant: str,

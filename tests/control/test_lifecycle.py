@@ -10,7 +10,9 @@ import itertools
 from collections.abc import AsyncIterator
 
 import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -346,4 +348,19 @@ async def test_the_fault_follows_from_the_reason_not_from_the_engine(api: Client
     await engine.propose(S.RUN_STATE_ERROR, claimed)
     run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
     assert (run.error.kind, run.error.retry_safe) == (lc.ERROR_KIND_TOOL, False)
+    await engine.close()
+
+
+async def test_run_credentials_are_short_lived_jwts_of_their_run(api: Clients) -> None:
+    engine = await new_engine(api)
+    claims = jwt.decode(engine.credential, options={"verify_signature": False})
+    assert claims["aud"] == "flnet-runtime" and claims["scope"] == "runtime"
+    assert claims["run_id"] == engine.run
+    assert claims["exp"] - claims["iat"] <= 20 * 3600  # the tool's deadline plus an hour
+    # The same claims signed by anyone but the control plane are worth nothing.
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = jwt.encode(claims, other, algorithm="ES256", headers={"kid": "x"})
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await HandEngine(api, engine.run, forged).connect()
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     await engine.close()
