@@ -9,7 +9,6 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 
 import jwt
@@ -83,11 +82,3 @@ def _load_or_create(path: Path) -> ec.EllipticCurvePrivateKey:
 def digest(token: str) -> str:
     """What provenance keeps of a credential: never the credential itself."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    """The token of an `authorization: Bearer <token>` entry, or ''."""
-    for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :].strip()
-    return ""

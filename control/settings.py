@@ -8,9 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("FLNET_DATA_DIR", "~/.local/share/flnet")).expanduser()
+from flnet.datadir import default_data_dir
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,5 @@ class ControlSettings:
             "orchestrator_address": env.get("FLNET_ORCHESTRATOR_ADDRESS", ""),
             "engine_address": env.get("FLNET_ENGINE_ADDRESS", ""),
         }
-        if "FLNET_DATA_DIR" in env:
-            values["data_dir"] = Path(env["FLNET_DATA_DIR"]).expanduser()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

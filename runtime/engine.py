@@ -520,14 +520,7 @@ class RunDriver:
     async def _run_tool(self, tool: ToolFunction, ctx: Context[Any]) -> int | None:
         """Runs the tool; returns an exit code when the run ended, None when it returned."""
         result = self._start_tool_thread(tool, ctx)
-        cancel = asyncio.create_task(self._cancel.wait())
-        ended = asyncio.create_task(self._ended.wait())
-        try:
-            waiters: set[asyncio.Future[Any]] = {result, cancel, ended}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cancel.cancel()
-            ended.cancel()
+        await self._until_done_or_interrupted(result)
         if self._ended.is_set() and not result.done():
             raise _RunEnded
         if self._cancel.is_set():
@@ -669,10 +662,9 @@ class RunDriver:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _race(self, awaitable: Awaitable[T]) -> T:
-        """Awaits `awaitable` unless the run is cancelled (_CancelRequested) or ends on the
-        control plane (_RunEnded) first."""
-        work = asyncio.ensure_future(awaitable)
+    async def _until_done_or_interrupted(self, work: asyncio.Future[Any]) -> None:
+        """Until `work` is done, a cancel is requested, or the run ends on the control
+        plane, whichever comes first (`work` itself is left running)."""
         cancel = asyncio.create_task(self._cancel.wait())
         ended = asyncio.create_task(self._ended.wait())
         try:
@@ -681,6 +673,12 @@ class RunDriver:
         finally:
             cancel.cancel()
             ended.cancel()
+
+    async def _race(self, awaitable: Awaitable[T]) -> T:
+        """Awaits `awaitable` unless the run is cancelled (_CancelRequested) or ends on the
+        control plane (_RunEnded) first."""
+        work = asyncio.ensure_future(awaitable)
+        await self._until_done_or_interrupted(work)
         if work.done():
             return work.result()
         work.cancel()

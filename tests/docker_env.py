@@ -6,11 +6,27 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from typing import NoReturn
 
 import pytest
 
 from flnet import images
+
+
+def docker(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The docker CLI, a client independent of the code under test (classic builder: there
+    is no buildx here)."""
+    return subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
 
 
 def unavailable(reason: str) -> NoReturn:

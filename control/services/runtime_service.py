@@ -14,7 +14,8 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.control import credentials, names
+from flnet.auth import bearer_token
+from flnet.control import names
 from flnet.control.blobs import LocalBlobStore
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
@@ -27,7 +28,6 @@ from flnet.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
-    Unauthenticated,
 )
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
 
     async def _authenticate(self, context: Context, run_name: str) -> RunRow:
         """The run a valid run credential speaks for; it must be `run_name`."""
-        token = credentials.bearer(context.invocation_metadata())
-        if not token:
-            raise Unauthenticated("a run credential is required", "TOKEN_MISSING")
+        token = bearer_token(context.invocation_metadata())
         principal = await self.validator.validate(token)
         if principal.claim("run_id") != run_name:
             raise PermissionDenied("the run credential does not belong to this run")

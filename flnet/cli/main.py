@@ -22,12 +22,9 @@ from flnet.cli.images import add_image_commands
 from flnet.cli.login import add_login_command
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
 from flnet.cli.toolspec import ToolSpecError
+from flnet.datadir import default_data_dir
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("FLNET_DATA_DIR", "~/.local/share/flnet")).expanduser()
 
 
 def parse_value(text: str) -> Any:

@@ -13,10 +13,10 @@ import argparse
 import asyncio
 import getpass
 import logging
-import os
 import sys
 from pathlib import Path
 
+from flnet.datadir import default_data_dir
 from flnet.oidc.app import Issuer, issuer_dir, load_or_create_config
 from flnet.oidc.config import ConfigError
 from flnet.oidc.files import write_private
@@ -24,10 +24,6 @@ from flnet.oidc.keys import KeyStore
 from flnet.oidc.passwords import hash_secret
 from flnet.oidc.tokens import CLOCK_SKEW
 from flnet.serving import run_until_signalled
-
-
-def _default_data_dir() -> Path:
-    return Path(os.environ.get("FLNET_DATA_DIR", "~/.local/share/flnet")).expanduser()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         secret = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.readline()
         print(hash_secret(secret.rstrip("\n")))
         return 0
-    data_dir = (args.data_dir or _default_data_dir()).resolve()
+    data_dir = (args.data_dir or default_data_dir()).resolve()
     try:
         config = load_or_create_config(data_dir, args.config)
     except ConfigError as e:

@@ -13,18 +13,11 @@ import pytest
 from flnet import images
 from flnet.cli.toolspec import load_tool_spec
 from tests.conftest import EXAMPLES
-from tests.docker_env import require_base_image, require_docker
+from tests.docker_env import docker, require_base_image, require_docker
 
 CSV_STATS = EXAMPLES / "csv_stats"
 #: Test images are tagged apart from the ones users build.
 REPOSITORY = "flnet-test"
-
-
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The docker CLI: an independent client checks what flnet.images made."""
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=120, check=check
-    )
 
 
 def run_in(image: str, *command: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,8 @@ import pytest
 
 from flnet import images
 from flnet.sources import source_sha256, tool_files
-from tests.images.conftest import CSV_STATS, REPOSITORY, Built, build_csv_stats, docker, run_in
+from tests.docker_env import docker
+from tests.images.conftest import CSV_STATS, REPOSITORY, Built, build_csv_stats, run_in
 
 # The first session on a machine may debootstrap the base image (about a minute).
 pytestmark = pytest.mark.timeout(600)

@@ -16,7 +16,8 @@ from flnet.cli.client import FlnetClient
 from flnet.cli.toolspec import ToolSpecError
 from flnet.control.app import ControlApp
 from tests.conftest import FIXTURES
-from tests.images.conftest import CSV_STATS, Built, docker
+from tests.docker_env import docker
+from tests.images.conftest import CSV_STATS, Built
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -9,9 +9,7 @@ After each test no container of its data dirs and no work dir may be left."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp
+from tests.docker_env import docker as docker_cli
 from tests.docker_env import require_base_image
 from tests.orchestrator_docker.helpers import (
     BASE_IMAGE,
@@ -41,13 +40,6 @@ CMD ["python3", "/opt/tool/probe.py"]
 """
 
 
-def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx here
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
-
-
 @pytest.fixture(scope="session")
 def test_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The id ("sha256:...") of the test image, built FROM flnet/base:bookworm."""
@@ -55,7 +47,9 @@ def test_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     require_base_image()
     shutil.copy(PROBE, context / "probe.py")
     (context / "Dockerfile").write_text(DOCKERFILE.format(base=BASE_IMAGE))
-    built = _docker("build", "--network", "none", "-q", "-t", TEST_IMAGE, str(context))
+    built = docker_cli(
+        "build", "--network", "none", "-q", "-t", TEST_IMAGE, str(context), check=False
+    )
     if built.returncode != 0:
         pytest.fail(f"cannot build the test image: {built.stderr}", pytrace=False)
     return built.stdout.strip().splitlines()[-1]
