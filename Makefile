@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-node_modules/.installed: package.json
-	npm install --no-audit --no-fund --silent
+# buf (contracts lint) and oidc-provider (the interoperability tests' external issuer).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	touch $@
 
 # Regenerate the Python stubs (and .pyi types) of every contract in proto/.
@@ -63,15 +64,16 @@ importcheck: typecheck
 	cd .typecheck && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports ../pyproject.toml
 
 # The whole suite: static checks first, then every test.
-test: venv proto-check lint typecheck importcheck
+test: venv node_modules/.installed proto-check lint typecheck importcheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test-fast: venv
+test-fast: venv node_modules/.installed
 	$(BIN)/pytest -q -x -m 'not slow'
 
 bench: venv
-	$(PY) bench/telemetry.py
-	$(PY) bench/dispatch.py
+	$(PY) -m bench.telemetry
+	$(PY) -m bench.dispatch
+	$(PY) -m bench.auth
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.local_platform import start_platform
 from flnet import images
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
@@ -29,9 +30,6 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
 from flnet.cli.toolspec import load_tool_spec
-from flnet.control.app import ControlApp
-from flnet.control.settings import ControlSettings
-from flnet.orchestrator.app import OrchestratorApp
 
 TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 S = lc.RunState
@@ -103,14 +101,9 @@ async def main(rounds: int) -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        orchestrator = OrchestratorApp(root / "orchestrator", backend="docker")
-        orch = await orchestrator.start("127.0.0.1:0")
-        control = ControlApp(
-            ControlSettings(data_dir=root / "control", orchestrator_address=f"127.0.0.1:{orch}")
-        )
-        port = await control.start("127.0.0.1:0")
+        platform = await start_platform(root, backend="docker")
         try:
-            async with insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with insecure_channel(platform.address, platform.token) as channel:
                 tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
                 runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
                 version = (
@@ -130,8 +123,7 @@ async def main(rounds: int) -> None:
                     for phase, seconds in (await platform_run(runs, version)).items():
                         phases[phase].append(seconds)
         finally:
-            await control.stop(1)
-            await orchestrator.stop()
+            await platform.stop()
     total = phases["total"]
     print(f"image                          {built.reference} ({built.digest[:19]})")
     print(f"rounds                         {rounds}")

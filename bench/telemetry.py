@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import struct_pb2
 
+from bench.local_platform import start_platform
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import run_pb2 as rp
@@ -31,9 +33,6 @@ from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.channels import CLIENT_OPTIONS, SERVER_OPTIONS, insecure_channel
 from flnet.cli.toolspec import load_tool_spec
-from flnet.control.app import ControlApp
-from flnet.control.settings import ControlSettings
-from flnet.orchestrator.app import OrchestratorApp
 
 CHATTY = Path(__file__).parent / "tools" / "chatty"
 SINK = "/bench.Sink/Push"
@@ -99,7 +98,12 @@ async def measure_baseline(lines: int) -> float:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--baseline-client", f"127.0.0.1:{port}", str(lines)
+        sys.executable,
+        "-m",
+        "bench.telemetry",
+        "--baseline-client",
+        f"127.0.0.1:{port}",
+        str(lines),
     )
     await done.wait()
     await proc.wait()
@@ -116,16 +120,9 @@ class Platform:
         self.root = root
 
     async def __aenter__(self) -> Platform:
-        self.orchestrator = OrchestratorApp(self.root / "orchestrator")
-        orch = await self.orchestrator.start("127.0.0.1:0")
-        self.control = ControlApp(
-            ControlSettings(
-                data_dir=self.root / "control", orchestrator_address=f"127.0.0.1:{orch}"
-            )
-        )
-        port = await self.control.start("127.0.0.1:0")
-        self.address = f"127.0.0.1:{port}"
-        self.channel = insecure_channel(self.address)
+        self.platform = await start_platform(self.root)
+        self.address = self.platform.address
+        self.channel = insecure_channel(self.address, self.platform.token)
         self.runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(self.channel)
         tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(self.channel)
         spec = load_tool_spec(CHATTY)
@@ -140,8 +137,7 @@ class Platform:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.channel.close()
-        await self.control.stop(1)
-        await self.orchestrator.stop()
+        await self.platform.stop()
 
     async def watch(self, per_line: bool, **config: float) -> list[tuple[int, int]]:
         """Runs chatty with a WatchRun subscriber in its own process, as a user's would be.
@@ -159,12 +155,14 @@ class Platform:
         mode = "--per-line" if per_line else "--span"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            __file__,
+            "-m",
+            "bench.telemetry",
             "--watcher",
             self.address,
             run.name,
             mode,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "FLNET_TOKEN": self.platform.token},
         )
         out, _ = await proc.communicate()
         final, *pairs = out.decode().split("\n")
@@ -180,7 +178,7 @@ async def watcher(address: str, run: str, per_line: bool) -> None:
     pairs: list[str] = []
     first_log = last_arrival = 0
     final = 0
-    async with insecure_channel(address) as channel:
+    async with insecure_channel(address, os.environ["FLNET_TOKEN"]) as channel:
         runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
         async for res in runs.WatchRun(rs.WatchRunRequest(name=run)):
             last_arrival = time.time_ns()

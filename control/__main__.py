@@ -21,11 +21,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s control %(levelname)s %(message)s")
-    settings = ControlSettings.from_env(
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        orchestrator_address=args.orchestrator,
-    )
+    try:
+        settings = ControlSettings.from_env(
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            orchestrator_address=args.orchestrator,
+        )
+    except ValueError as e:
+        p.error(str(e))
     app = ControlApp(settings)
 
     async def start() -> None:

@@ -1,5 +1,10 @@
 """The control-plane process: wires store, artifact store, orchestrator client, run logic
-and the four services into one grpc.aio server, plus its supervision loops."""
+and the services into one grpc.aio server, plus its supervision loops.
+
+Every RPC but health and reflection is authenticated and authorized (flnet.auth): user
+tokens of the configured OIDC issuer (its JWKS, or `keys` given to the app), run
+credentials with the control plane's own key. Towards the orchestrator the control plane
+presents its own client_credentials token (or `orchestrator_token` given to the app)."""
 
 from __future__ import annotations
 
@@ -9,25 +14,36 @@ import logging
 
 import grpc
 
-from flnet.api.control.v1 import artifact_service_pb2, run_service_pb2, tool_service_pb2
+from flnet.api.control.v1 import (
+    artifact_service_pb2,
+    audit_service_pb2,
+    run_service_pb2,
+    tool_service_pb2,
+)
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.api.control.v1 import audit_service_pb2_grpc as aug
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
+from flnet.auth import RUNTIME, AuthInterceptor, KeySource
+from flnet.channels import TokenSource
 from flnet.control.blobs import LocalBlobStore
 from flnet.control.database import create_engine, migrate
 from flnet.control.news import RunFeed
 from flnet.control.orchestration import OrchestratorClient
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import ArtifactService
+from flnet.control.services.audit_service import AuditService
 from flnet.control.services.run_service import RunService
 from flnet.control.services.runtime_service import RuntimeService
 from flnet.control.services.tool_service import ToolService
 from flnet.control.sessions import SessionRegistry
 from flnet.control.settings import ControlSettings
 from flnet.control.store import Store
+from flnet.control.store.audit import AuditLog
 from flnet.interceptors import ErrorMapper
+from flnet.oauth import ClientCredentials
 from flnet.serving import Server
 
 log = logging.getLogger(__name__)
@@ -37,15 +53,43 @@ SERVICE_NAMES = [
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     runtime_service_pb2.DESCRIPTOR.services_by_name["RuntimeService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 ]
 
 
 class ControlApp:
-    def __init__(self, settings: ControlSettings) -> None:
+    def __init__(
+        self,
+        settings: ControlSettings,
+        *,
+        keys: KeySource | None = None,
+        orchestrator_token: TokenSource | None = None,
+    ) -> None:
         self.settings = settings
         self.port = 0
+        self._keys = keys
+        self._orchestrator_token = orchestrator_token
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
+        self._auth: AuthInterceptor | None = None
+
+    def _service_token(self) -> TokenSource | None:
+        """How the control plane authenticates to the orchestrator (None: no orchestrator)."""
+        s = self.settings
+        if self._orchestrator_token is not None or not s.orchestrator_address:
+            return self._orchestrator_token
+        if not (s.client_id and s.client_secret):
+            raise ValueError(
+                "an orchestrator is configured but the control plane has no client credentials:"
+                " set FLNET_CONTROL_CLIENT_ID and FLNET_CONTROL_CLIENT_SECRET(_FILE)"
+            )
+        return ClientCredentials(
+            s.auth.issuer,
+            s.client_id,
+            s.client_secret,
+            scope="orchestrator",
+            resource=s.orchestrator_resource or None,
+        )
 
     async def start(self, listen: str = "127.0.0.1:50051") -> int:
         s = self.settings
@@ -53,20 +97,33 @@ class ControlApp:
         self.engine = create_engine(s.resolved_database_url)
         await migrate(self.engine)
         self.store = Store(self.engine, RunFeed())
+        # Its writer is not one of self._tasks: close() ends it between batches.
+        self.audit = AuditLog(self.engine)
+        self.audit.start()
         self.blobs = LocalBlobStore(s.artifact_dir)
-        self.orchestrator = OrchestratorClient(s.orchestrator_address)
+        self.orchestrator = OrchestratorClient(s.orchestrator_address, self._service_token())
         self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)
         tools, runs = ToolService(self.store), RunService(self.runs)
         artifacts = ArtifactService(self.store, self.blobs, s)
         runtime = RuntimeService(self.runs, self.blobs)
+        audit = AuditService(self.audit)
 
         def register(server: grpc.aio.Server) -> None:
             tsg.add_ToolServiceServicer_to_server(tools, server)
             rsg.add_RunServiceServicer_to_server(runs, server)
             asg.add_ArtifactServiceServicer_to_server(artifacts, server)
             rtg.add_RuntimeServiceServicer_to_server(runtime, server)
+            aug.add_AuditServiceServicer_to_server(audit, server)
 
-        self._server = Server(SERVICE_NAMES, register, interceptors=[ErrorMapper("flnet.control")])
+        self._auth = s.auth.interceptor(
+            SERVICE_NAMES,
+            keys=self._keys,
+            validators={RUNTIME: self.runs.credentials.validator()},
+            audit=self.audit.record,
+        )
+        self._server = Server(
+            SERVICE_NAMES, register, interceptors=[ErrorMapper("flnet.control"), self._auth]
+        )
         socket = s.socket_path
         socket.parent.mkdir(parents=True, exist_ok=True)
         socket.unlink(missing_ok=True)  # left behind by a control plane that was killed
@@ -98,5 +155,8 @@ class ControlApp:
             session.close()
         if self._server is not None:
             await self._server.stop(grace)
+            await self.audit.close()
         await self.orchestrator.close()
+        if self._auth is not None:
+            await self._auth.close()
         await self.engine.dispose()

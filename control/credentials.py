@@ -1,7 +1,8 @@
 """Run credentials: short-lived JWTs (ES256) that the control plane signs with its own key
 (kept in the data directory, so credentials survive a restart). Audience `flnet-runtime`,
-scope `runtime`, claim `run_id`: a credential speaks for its own run and nothing else, and
-expires an hour after the run's deadline at the latest."""
+scope `runtime`, claims `run_id` and `tenant`: a credential speaks for its own run and
+nothing else. It expires an hour after the run's deadline at the latest, and RuntimeService
+refuses it once the run has ended."""
 
 from __future__ import annotations
 
@@ -42,10 +43,12 @@ class RunCredentials:
     def mint(self, run: str, lifetime: float | None) -> str:
         """A credential for `run` ("tenants/{t}/runs/{r}"), valid for `lifetime` seconds
         plus a grace (a day when the run has no deadline)."""
+        tenant = run.split("/")[1]
         now = int(time.time())
         expires = now + int(lifetime if lifetime else NO_DEADLINE_SECONDS) + GRACE_SECONDS
         claims = {
-            "iss": ISSUER, "aud": AUDIENCE, "sub": run, "run_id": run, "scope": SCOPE,
+            "iss": ISSUER, "aud": AUDIENCE, "sub": run, "run_id": run, "tenant": tenant,
+            "scope": SCOPE,
             "iat": now, "nbf": now, "exp": expires, "jti": uuid.uuid4().hex,
         }  # fmt: skip
         return jwt.encode(

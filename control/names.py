@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from flnet.control.identity import check_visible
 from flnet.errors import InvalidArgument
 
 _ID = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -30,13 +31,26 @@ class ToolVersionName(NamedTuple):
         return f"tenants/{self.tenant}/tools/{self.tool}/versions/{self.version}"
 
 
+# What each name pattern names, for "{kind} {name} does not exist".
+_KINDS = {
+    TENANT_RE: "tenant",
+    TOOL_RE: "tool",
+    TOOL_VERSION_RE: "tool version",
+    RUN_RE: "run",
+    ARTIFACT_RE: "artifact",
+    UPLOAD_RE: "upload",
+}
+
+
 def _match(pattern: re.Pattern[str], value: str, field: str, form: str) -> re.Match[str]:
+    """The parts of a valid name of a tenant the caller may see (control.identity)."""
     m = pattern.match(value)
     if m is None:
         raise InvalidArgument(
             f"{field}: {value!r} is not a valid name; expected {form}",
             violations=[(field, f"expected {form}")],
         )
+    check_visible(m["tenant"], _KINDS[pattern], value)
     return m
 
 

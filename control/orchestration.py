@@ -12,11 +12,13 @@ import grpc
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
-from flnet.channels import insecure_channel
+from flnet.channels import TokenSource, insecure_channel
 from flnet.control.clock import duration, seconds
+from flnet.oauth import LoginError
 
 log = logging.getLogger(__name__)
 
+CREDENTIAL_FAILED = "cannot obtain the control plane's credential for the orchestrator"
 ContainerHandler = Callable[[op.RunContainer], Awaitable[None]]
 
 
@@ -27,8 +29,11 @@ class LaunchFailed(Exception):
 
 
 class OrchestratorClient:
-    def __init__(self, address: str) -> None:
+    """`token`: the control plane's service credential, sent with every call."""
+
+    def __init__(self, address: str, token: TokenSource | None = None) -> None:
         self.address = address
+        self.token = token
         self._channel: grpc.aio.Channel | None = None
         self._stub: og.OrchestratorServiceAsyncStub | None = None
 
@@ -40,7 +45,7 @@ class OrchestratorClient:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "no orchestrator is configured (FLNET_ORCHESTRATOR_ADDRESS)",
                 )
-            self._channel = insecure_channel(self.address)
+            self._channel = insecure_channel(self.address, self.token)
             self._stub = og.OrchestratorServiceStub(self._channel)
         return self._stub
 
@@ -70,6 +75,8 @@ class OrchestratorClient:
             response = await self.stub.LaunchRun(req, timeout=60)
         except grpc.aio.AioRpcError as e:
             raise LaunchFailed(e.code(), e.details() or str(e.code())) from None
+        except LoginError as e:
+            raise LaunchFailed(grpc.StatusCode.UNAVAILABLE, f"{CREDENTIAL_FAILED}: {e}") from None
         return response.container
 
     async def stop(self, run: str, grace: float) -> None:
@@ -81,6 +88,8 @@ class OrchestratorClient:
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("stopping %s failed: %s", run, e.details())
+        except LoginError as e:
+            log.warning("stopping %s failed: %s: %s", run, CREDENTIAL_FAILED, e)
         except LaunchFailed:
             pass
 
@@ -97,6 +106,8 @@ class OrchestratorClient:
                         log.exception("handling container event of %s failed", event.container.run)
             except grpc.aio.AioRpcError as e:
                 log.debug("container watch interrupted: %s", e.code())
+            except LoginError as e:
+                log.warning("container watch: %s: %s", CREDENTIAL_FAILED, e)
             except LaunchFailed:
                 return
             await asyncio.sleep(0.5)

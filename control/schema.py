@@ -120,3 +120,29 @@ uploads = Table(
     Column("create_us", BigInteger, nullable=False),
     Column("expire_us", BigInteger, nullable=False),
 )
+
+# The audit log (flnet.auth.audit.AuditRecord, one row per guarded call), written in batches by
+# control.store.audit.AuditLog. `id` is the monotonic sequence the API pages by (BIGINT on
+# PostgreSQL; SQLite autoincrements only an INTEGER primary key, and AUTOINCREMENT never reuses
+# an id). A call whose credential was refused has no trusted tenant: it is stored with tenant ""
+# and listed for no tenant, only kept for operators. Free-form columns are Text: their values
+# come from callers (bounded in length by the audit log, not by the schema).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant", Text, nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("duration_us", BigInteger, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("audience", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_audit_events_tenant_id", "tenant", "id"),
+    sqlite_autoincrement=True,
+)

@@ -8,13 +8,25 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flnet.auth import AuthSettings
 from flnet.datadir import default_data_dir
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ControlSettings:
-    """Everything the control plane needs to start. Durations are in seconds."""
+    """Everything the control plane needs to start. Durations are in seconds.
 
+    Identity: `auth` (the OIDC issuer whose user tokens are accepted; FLNET_OIDC_*), and the
+    control plane's own client at that issuer, whose client_credentials token it presents to
+    the orchestrator: FLNET_CONTROL_CLIENT_ID, FLNET_CONTROL_CLIENT_SECRET (or
+    FLNET_CONTROL_CLIENT_SECRET_FILE), FLNET_ORCHESTRATOR_RESOURCE (an RFC 8707 resource
+    indicator, for issuers that pick the token's audience by it).
+    """
+
+    auth: AuthSettings
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    orchestrator_resource: str = ""
     data_dir: Path = field(default_factory=default_data_dir)
     # SQLAlchemy async URL; default SQLite in the data directory.
     database_url: str = ""
@@ -22,8 +34,6 @@ class ControlSettings:
     orchestrator_address: str = ""
     # The address engines dial to reach this control plane; default: our unix socket.
     engine_address: str = ""
-    # The single tenant used until identity (OIDC) is configured.
-    default_tenant: str = "default"
     heartbeat_interval: float = 2.0
     # A run whose engine is silent this long ends in ERROR(LOST).
     heartbeat_lease: float = 15.0
@@ -53,8 +63,19 @@ class ControlSettings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControlSettings:
+        """Settings from the environment; ValueError names a variable at fault."""
         env = os.environ
+        secret = env.get("FLNET_CONTROL_CLIENT_SECRET", "")
+        if not secret and (secret_file := env.get("FLNET_CONTROL_CLIENT_SECRET_FILE")):
+            try:
+                secret = Path(secret_file).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"FLNET_CONTROL_CLIENT_SECRET_FILE: {e.strerror}") from None
         values: dict[str, object] = {
+            "auth": AuthSettings.from_env(),
+            "client_id": env.get("FLNET_CONTROL_CLIENT_ID", ""),
+            "client_secret": secret,
+            "orchestrator_resource": env.get("FLNET_ORCHESTRATOR_RESOURCE", ""),
             "database_url": env.get("FLNET_DATABASE_URL", ""),
             "orchestrator_address": env.get("FLNET_ORCHESTRATOR_ADDRESS", ""),
             "engine_address": env.get("FLNET_ENGINE_ADDRESS", ""),

@@ -3,6 +3,9 @@ limits and keepalive agree on both ends (a mismatch surfaces as RESOURCE_EXHAUST
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import grpc
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -35,6 +38,53 @@ CLIENT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    """An aio channel with FLNet's options. Create it inside the running loop."""
-    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS)
+def insecure_channel(address: str, token: str | TokenSource | None = None) -> grpc.aio.Channel:
+    """An aio channel with FLNet's options; with `token`, every call carries it as a bearer
+    token (see bearer_interceptors). Create it inside the running loop."""
+    interceptors = bearer_interceptors(token) if token is not None else None
+    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=interceptors)
+
+
+TokenSource = Callable[[], Awaitable[str]]
+"""Returns a valid access token; called before each RPC (cache inside it)."""
+
+
+class _Bearer:
+    def __init__(self, token: str | TokenSource) -> None:
+        self._token = token
+
+    async def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if metadata.get_all("authorization"):
+            return details  # the call brings its own credential
+        token = self._token if isinstance(self._token, str) else await self._token()
+        metadata["authorization"] = f"Bearer {token}"
+        return details._replace(metadata=metadata)  # type: ignore[attr-defined, no-any-return]
+
+
+class _UnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(await self._with_token(details), request)
+
+
+class _UnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(await self._with_token(details), request)
+
+
+class _StreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(await self._with_token(details), requests)
+
+
+class _StreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(await self._with_token(details), requests)
+
+
+def bearer_interceptors(token: str | TokenSource) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors adding `authorization: Bearer <token>` to every call of a channel (a
+    token string, or a TokenSource asked for each call, so expiring tokens are renewed
+    transparently), unless the call brings its own. One per call kind: grpc.aio files an
+    interceptor under one kind only."""
+    return [cls(token) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]

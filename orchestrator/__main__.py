@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from flnet.serving import run_until_signalled
 
 from .app import OrchestratorApp
+from .service import SERVICE_NAME
 from .settings import Settings
 
 
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_workdirs=settings.keep_workdirs,
         docker_url=settings.docker_url,
         detach_on_stop=settings.detach_on_stop,
+        auth=settings.auth.interceptor([SERVICE_NAME]),
     )
 
     async def serve() -> None:

@@ -1,7 +1,8 @@
 """OrchestratorApp: the orchestrator's server, assembled (DESIGN.md §1, §7).
 
-Interceptor chain, outermost first: the `interceptors` given to the app (authorization
-comes here in a later issue), then the error-mapping interceptor next to the servicer.
+Interceptor chain, outermost first: the error mapping, then the authorization interceptor
+given to the app (`auth`: every call needs the control plane's service token, audience
+flnet-orchestrator, scope orchestrator; health and reflection need nothing).
 
 Start (`start()`): the backend starts first (the docker backend connects to the Docker
 engine and re-attaches the containers an earlier process left), then the server serves.
@@ -22,8 +23,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-import grpc
-
+from flnet.auth import AuthInterceptor
 from flnet.interceptors import ErrorMapper
 from flnet.serving import Server
 
@@ -57,7 +57,7 @@ class OrchestratorApp:
     - `docker_url`: the Docker engine's unix socket (docker backend).
     - `detach_on_stop`: docker backend: `stop()` leaves running containers running; the
       next start re-attaches them.
-    - `interceptors`: extra server interceptors, run before the error mapping.
+    - `auth`: the authorization interceptor (flnet.auth); closed at `stop()`.
     - `stop_grace`: seconds in-flight calls get at `stop()`.
     - `event_capacity`: events the WatchContainers log retains.
     """
@@ -72,7 +72,7 @@ class OrchestratorApp:
         keep_workdirs: bool = False,
         docker_url: str = DEFAULT_DOCKER_URL,
         detach_on_stop: bool = False,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        auth: AuthInterceptor,
         stop_grace: float = DEFAULT_STOP_GRACE,
         event_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
@@ -89,7 +89,7 @@ class OrchestratorApp:
         self._keep_workdirs = keep_workdirs
         self._docker_url = docker_url
         self._detach_on_stop = detach_on_stop
-        self._interceptors = list(interceptors)
+        self._auth = auth
         self._stop_grace = stop_grace
         self._event_capacity = event_capacity
         self._events: EventLog | None = None
@@ -142,7 +142,7 @@ class OrchestratorApp:
         server = Server(
             [SERVICE_NAME],
             service.register,
-            interceptors=[*self._interceptors, ErrorMapper(DOMAIN)],
+            interceptors=[ErrorMapper(DOMAIN), self._auth],
         )
         try:
             port = await server.start(listen)
@@ -165,4 +165,5 @@ class OrchestratorApp:
             await server.stop(self._stop_grace)
         if self._backend is not None:
             await self._backend.close(self._kill_grace, end_engines=not self._detach_on_stop)
+        await self._auth.close()
         log.info("orchestrator stopped")

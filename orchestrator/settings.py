@@ -14,6 +14,7 @@ environment variables, falling back to defaults.
                          DOCKER_HOST
     --detach-on-stop     FLNET_DETACH_ON_STOP=1    off (docker: containers outlive a stop)
     --log-level          FLNET_LOG_LEVEL           INFO
+    (identity)           FLNET_OIDC_ISSUER, ...    required: see flnet.auth.settings
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from flnet.auth import AuthSettings
 
 from .app import BACKENDS, DEFAULT_LISTEN, DEFAULT_STOP_GRACE
 from .docker_backend import DEFAULT_DOCKER_URL, docker_socket
@@ -44,6 +47,9 @@ class Settings:
     docker_url: str
     detach_on_stop: bool
     log_level: str
+    # Who may call (FLNET_OIDC_*): the control plane's service tokens, audience
+    # flnet-orchestrator, scope orchestrator.
+    auth: AuthSettings
 
     @classmethod
     def load(cls, argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
@@ -121,6 +127,10 @@ class Settings:
                 parser.error(str(exc))
         if args.detach_on_stop and args.backend != "docker":
             parser.error("--detach-on-stop needs --backend docker")
+        try:
+            auth = AuthSettings.from_env(environ)
+        except ValueError as exc:
+            parser.error(str(exc))
         return cls(
             listen=args.listen,
             data_dir=Path(args.data_dir),
@@ -132,4 +142,5 @@ class Settings:
             docker_url=args.docker_url,
             detach_on_stop=args.detach_on_stop,
             log_level=args.log_level.upper(),
+            auth=auth,
         )

@@ -13,6 +13,7 @@ import pytest
 
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.api.control.v1 import audit_service_pb2_grpc as aug
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
@@ -22,6 +23,8 @@ from flnet.channels import insecure_channel
 from flnet.cli.toolspec import load_tool_spec
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
+from tests.auth.issuer import Issuer
+from tests.identity import IDENTITY, served_issuer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).parent.parent / "examples" / "tools"
@@ -37,6 +40,7 @@ class Clients:
     runs: rsg.RunServiceAsyncStub
     artifacts: asg.ArtifactServiceAsyncStub
     runtime: rtg.RuntimeServiceAsyncStub
+    audit: aug.AuditServiceAsyncStub
 
     async def register(self, tool_dir: Path) -> tp.ToolVersion:
         spec = load_tool_spec(tool_dir)
@@ -66,19 +70,22 @@ class Clients:
         return res.artifact.name
 
 
-def clients_for(address: str) -> Clients:
-    channel = insecure_channel(address)
+def clients_for(address: str, token: str | None = None) -> Clients:
+    """Stubs whose calls carry `token` (default: a data scientist of the default tenant)."""
+    channel = insecure_channel(address, token if token is not None else IDENTITY.token())
     return Clients(
         channel=channel,
         tools=tsg.ToolServiceStub(channel),
         runs=rsg.RunServiceStub(channel),
         artifacts=asg.ArtifactServiceStub(channel),
         runtime=rtg.RuntimeServiceStub(channel),
+        audit=aug.AuditServiceStub(channel),
     )
 
 
 def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
     values: dict[str, object] = {
+        "auth": IDENTITY.settings(),
         "data_dir": tmp_path / "control",
         "heartbeat_interval": 0.5,
         "heartbeat_lease": 5.0,
@@ -88,10 +95,21 @@ def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
     return ControlSettings(**values)  # type: ignore[arg-type]
 
 
+def control_app(settings: ControlSettings) -> ControlApp:
+    """A control plane trusting the tests' issuer key (whichever issuer URL `settings.auth`
+    names), with its service credential of that issuer."""
+    issuer = settings.auth.issuer
+
+    async def token() -> str:
+        return IDENTITY.orchestrator_token(issuer=issuer)
+
+    return ControlApp(settings, keys=IDENTITY.keys(), orchestrator_token=token)
+
+
 @pytest.fixture
 async def control(tmp_path: Path) -> AsyncIterator[ControlApp]:
     """A control plane without orchestrator: runs are driven by hand or by dev engines."""
-    app = ControlApp(control_settings(tmp_path))
+    app = control_app(control_settings(tmp_path))
     await app.start("127.0.0.1:0")
     yield app
     await app.stop(0.5)
@@ -106,3 +124,12 @@ async def api(control: ControlApp) -> AsyncIterator[Clients]:
 
 def request_id() -> str:
     return uuid.uuid4().hex
+
+
+@pytest.fixture
+async def http_issuer() -> AsyncIterator[Issuer]:
+    """The tests' issuer over HTTP (tests.identity.served_issuer), for servers started as
+    processes."""
+    issuer = await served_issuer()
+    yield issuer
+    await issuer.stop()

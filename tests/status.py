@@ -1,6 +1,9 @@
-"""Reading google.rpc error details off a failed call."""
+"""Reading how calls ended: google.rpc error details off a failed call, status codes."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -28,3 +31,18 @@ def violations(err: grpc.aio.AioRpcError) -> list[str]:
         if detail.Unpack(bad):
             return [v.field for v in bad.field_violations]
     return []
+
+
+async def drain(stream: AsyncIterable[Any]) -> None:
+    """Reads a response stream to its end (raising its error, if any)."""
+    async for _ in stream:
+        pass
+
+
+async def code_of(call: Awaitable[Any]) -> grpc.StatusCode:
+    """The status a call ends with."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as e:
+        return e.code()
+    return grpc.StatusCode.OK

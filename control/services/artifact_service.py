@@ -11,6 +11,7 @@ from typing import Any
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.auth.audit import note_resource
 from flnet.control import names, pagination
 from flnet.control.blobs import BlobWriter, LocalBlobStore
 from flnet.control.clock import now_us, timestamp
@@ -89,6 +90,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
                 violations=[("metadata", "required in the first message")],
             )
         meta = first.metadata
+        note_resource(meta.parent)
         tenant = names.parse_tenant(meta.parent, "metadata.parent")
         check_sha256(meta.sha256, "metadata.sha256")
 

@@ -8,6 +8,7 @@ from typing import Any
 from flnet import lifecycle
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.auth.audit import note_resource
 from flnet.control import names, pagination
 from flnet.control.clock import from_timestamp
 from flnet.control.identity import caller
@@ -35,8 +36,9 @@ class RunService(rsg.RunServiceServicer):
                 violations=[("request_id", "at most 255 characters")],
             )
         row, credential = await self.runs.create(
-            tenant, request.run, request.request_id, caller(context).subject
+            tenant, request.run, request.request_id, caller().subject
         )
+        note_resource(row.name)  # the audit log names the run created, not just its parent
         return rs.CreateRunResponse(run=await self.runs.run_proto(row), dev_credential=credential)
 
     async def GetRun(self, request: rs.GetRunRequest, context: Context) -> rs.GetRunResponse:
@@ -88,7 +90,7 @@ class RunService(rsg.RunServiceServicer):
         self, request: rs.CancelRunRequest, context: Context
     ) -> rs.CancelRunResponse:
         tenant, run_id = names.parse_run(request.name)
-        row = await self.runs.cancel(tenant, run_id, request.reason, caller(context).subject)
+        row = await self.runs.cancel(tenant, run_id, request.reason, caller().subject)
         return rs.CancelRunResponse(run=await self.runs.run_proto(row))
 
     async def WatchRun(
@@ -151,7 +153,7 @@ class RunService(rsg.RunServiceServicer):
         self, request: rs.ReproduceRunRequest, context: Context
     ) -> rs.ReproduceRunResponse:
         tenant, run_id = names.parse_run(request.name)
-        row = await self.runs.reproduce(tenant, run_id, request.request_id, caller(context).subject)
+        row = await self.runs.reproduce(tenant, run_id, request.request_id, caller().subject)
         return rs.ReproduceRunResponse(run=await self.runs.run_proto(row))
 
     async def UpdateDevConfig(
@@ -159,7 +161,7 @@ class RunService(rsg.RunServiceServicer):
     ) -> rs.UpdateDevConfigResponse:
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.update_dev_config(
-            tenant, run_id, struct_to_dict(request.config), caller(context).subject
+            tenant, run_id, struct_to_dict(request.config), caller().subject
         )
         return rs.UpdateDevConfigResponse(run=await self.runs.run_proto(row))
 
@@ -167,5 +169,5 @@ class RunService(rsg.RunServiceServicer):
         self, request: rs.StartDevTestRequest, context: Context
     ) -> rs.StartDevTestResponse:
         tenant, run_id = names.parse_run(request.name)
-        row = await self.runs.start_dev_test(tenant, run_id, caller(context).subject)
+        row = await self.runs.start_dev_test(tenant, run_id, caller().subject)
         return rs.StartDevTestResponse(run=await self.runs.run_proto(row))

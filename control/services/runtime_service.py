@@ -1,5 +1,8 @@
 """RuntimeService: the engines' side of the control plane (Connect, UploadOutput,
-FetchInput). Every call is authenticated by its run credential, which speaks for one run."""
+FetchInput). Every call carries a run credential (validated by the authorization
+interceptor), which speaks for one run only, and only until that run has ended: after the
+end, Connect still answers with the outcome for `ENDED_GRACE_SECONDS` (an engine that lost
+its stream must learn how its run ended), and nothing else is accepted."""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.auth import bearer_token
+from flnet.auth import Reason, require_principal
+from flnet.auth.audit import note_resource
 from flnet.control import names
 from flnet.control.blobs import LocalBlobStore
+from flnet.control.clock import now_us
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
 from flnet.control.sessions import Session
@@ -28,6 +33,7 @@ from flnet.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,8 @@ Context = Any
 HELLO_TIMEOUT = 30.0
 # Most batches stored in one transaction.
 MAX_GROUP_COMMIT = 16
+# How long after its run ended a credential may still Connect (to learn the outcome).
+ENDED_GRACE_SECONDS = 300.0
 
 
 class RuntimeService(rtg.RuntimeServiceServicer):
@@ -43,18 +51,21 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         self.store = runs.store
         self.sessions = runs.sessions
         self.blobs = blobs
-        self.validator = runs.credentials.validator()
 
-    async def _authenticate(self, context: Context, run_name: str) -> RunRow:
-        """The run a valid run credential speaks for; it must be `run_name`."""
-        token = bearer_token(context.invocation_metadata())
-        principal = await self.validator.validate(token)
-        if principal.claim("run_id") != run_name:
+    async def _authorize(self, run_name: str, *, ended_grace: float = 0.0) -> RunRow:
+        """The run the caller's credential speaks for, which must be `run_name` and must
+        not have ended more than `ended_grace` seconds ago."""
+        note_resource(run_name)
+        if require_principal().claim("run_id") != run_name:
             raise PermissionDenied("the run credential does not belong to this run")
         tenant, run_id = names.parse_run(run_name, "run")
         row = await self.store.get_run_by_id(run_id)
         if row is None or row.tenant != tenant:
             raise NotFound(f"run {run_name} does not exist")
+        if row.end_us is not None and now_us() - row.end_us > ended_grace * 1e6:
+            raise Unauthenticated(
+                "the run credential expired: its run has ended", Reason.TOKEN_EXPIRED
+            )
         return row
 
     async def Connect(
@@ -67,7 +78,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             raise FailedPrecondition("the stream must open with Hello") from None
         if not first.HasField("hello"):
             raise FailedPrecondition("the stream must open with Hello")
-        row = await self._authenticate(context, first.hello.run)
+        row = await self._authorize(first.hello.run, ended_grace=ENDED_GRACE_SECONDS)
         session = self.sessions.open(row.id)
         session.send(rt.ConnectResponse(welcome=await self.runs.welcome(row)))
         if row.terminal:
@@ -140,7 +151,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
                 violations=[("metadata", "required in the first message")],
             )
         meta = first.metadata
-        row = await self._authenticate(context, meta.run)
+        row = await self._authorize(meta.run)
         if not IO_NAME.match(meta.name):
             raise InvalidArgument(
                 f"{meta.name!r} is not a valid output name (no path separators or '..')",
@@ -193,7 +204,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
     async def FetchInput(
         self, request: rt.FetchInputRequest, context: Context
     ) -> AsyncIterator[rt.FetchInputResponse]:
-        row = await self._authenticate(context, request.run)
+        row = await self._authorize(request.run)
         found = next((i for i in row.spec.inputs if i.name == request.name), None)
         if found is None:
             raise NotFound(f"the run has no input {request.name!r}")

@@ -3,7 +3,6 @@ locks, and publishing committed history segments to the feed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control import names
 from flnet.control.clock import timestamp
+from flnet.control.database import write_lock
 from flnet.control.news import RunFeed, Segment
 from flnet.control.schema import runs
 
@@ -112,7 +112,7 @@ class StoreBase:
         self.engine = engine
         self.feed = feed
         self._sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock()
+        self._write_lock = write_lock(engine)
         self._required_outputs: dict[str, frozenset[str]] = {}
 
     @contextlib.asynccontextmanager

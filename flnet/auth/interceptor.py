@@ -22,8 +22,11 @@ interceptor in the server's list: `interceptors=[ErrorMapper(domain), auth, ...]
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ import grpc
 
 from flnet.errors import FlnetError, Unauthenticated
 
+from .audit import AuditRecord, AuditSink, CallNote, _note, resource_of
 from .errors import Reason
 from .policy import MethodPolicy
 from .principal import Principal, use_principal
@@ -72,48 +76,83 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     - `policy`: the server's methods and what each requires.
     - `validators`: a Validator per audience ("user", "runtime", "orchestrator"); every
       audience the policy declares needs one (ValueError otherwise, at construction).
+    - `audit`: given an AuditRecord of every guarded call as it ends (refused ones too).
     """
 
-    def __init__(self, policy: MethodPolicy, validators: Mapping[str, Validator]) -> None:
+    def __init__(
+        self,
+        policy: MethodPolicy,
+        validators: Mapping[str, Validator],
+        *,
+        audit: AuditSink | None = None,
+    ) -> None:
         missing = policy.audiences - set(validators)
         if missing:
             raise ValueError(f"no token validator for audience(s): {', '.join(sorted(missing))}")
         self.policy = policy
         self.validators = dict(validators)
+        self.audit = audit
 
     async def authenticate(self, method: str, metadata: Metadata | None) -> Principal:
         """The Principal allowed to call `method` with `metadata`, or the domain error
         that refuses it. Usable without a server (e.g. by a gateway check)."""
-        principal: Principal | None = None
+        return await self._authenticate(method, metadata, _Call(method, ""))
+
+    async def _authenticate(self, method: str, metadata: Metadata | None, call: _Call) -> Principal:
         try:
             requirement = self.policy.declared(method)
             token = bearer_token(metadata)
-            principal = await self.validators[requirement.audience].validate(token)
-            self.policy.check_scopes(requirement, principal)
+            call.principal = await self.validators[requirement.audience].validate(token)
+            self.policy.check_scopes(requirement, call.principal)
         except FlnetError as e:
             # Never the token: the method, the reason and, once known, the subject. Refused
             # credentials at DEBUG (a flood of bad tokens must not flood the log).
-            level = logging.INFO if principal is not None else logging.DEBUG
-            subject = principal.subject if principal is not None else "-"
-            log.log(level, "%s refused (%s) for %s", method, e.reason, subject)
+            known = call.principal is not None
+            subject = call.principal.subject if call.principal is not None else "-"
+            log.log(logging.INFO if known else logging.DEBUG,
+                    "%s refused (%s) for %s", method, e.reason, subject)  # fmt: skip
             raise
-        return principal
+        return call.principal
 
-    def _unary(self, inner: Any, method: str, metadata: Metadata | None) -> Any:
+    @contextlib.contextmanager
+    def _guard(self, call: _Call, context: Context) -> Iterator[None]:
+        """Records how the call ended (audit), whatever ends it."""
+        token = _note.set(call.note)
+        try:
+            yield
+        except FlnetError as e:
+            call.code, call.reason = e.code, e.reason
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            call.code = _code_of(context) or grpc.StatusCode.INTERNAL  # as ErrorMapper
+            raise
+        finally:
+            _note.reset(token)
+            if self.audit is not None:
+                self.audit(call.record())
+
+    def _unary(self, inner: Any, method: str, metadata: Metadata | None, unary: bool) -> Any:
         async def behaviour(request: Any, context: Context) -> Any:
-            principal = await self.authenticate(method, metadata)
-            with use_principal(principal):
-                return await inner(request, context)
+            call = _Call(method, resource_of(request) if unary else "")
+            with self._guard(call, context):
+                principal = await self._authenticate(method, metadata, call)
+                with use_principal(principal):
+                    return await inner(request, context)
 
         return behaviour
 
-    def _stream(self, inner: Any, method: str, metadata: Metadata | None) -> Any:
+    def _stream(self, inner: Any, method: str, metadata: Metadata | None, unary: bool) -> Any:
         async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-            principal = await self.authenticate(method, metadata)
-            with use_principal(principal):
-                async with aclosing(inner(request, context)) as responses:
-                    async for item in responses:
-                        yield item
+            call = _Call(method, resource_of(request) if unary else "")
+            with self._guard(call, context):
+                principal = await self._authenticate(method, metadata, call)
+                with use_principal(principal):
+                    async with aclosing(inner(request, context)) as responses:
+                        async for item in responses:
+                            yield item
 
         return behaviour
 
@@ -135,21 +174,59 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, metadata), **kw
+                self._unary(handler.unary_unary, method, metadata, True), **kw
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, metadata), **kw
+                self._unary(handler.stream_unary, method, metadata, False), **kw
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, metadata), **kw
+                self._stream(handler.unary_stream, method, metadata, True), **kw
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream(handler.stream_stream, method, metadata), **kw
+            self._stream(handler.stream_stream, method, metadata, False), **kw
         )
 
     async def close(self) -> None:
         """Closes the validators (their HTTP sessions). Call after the server stopped."""
         for validator in {id(v): v for v in self.validators.values()}.values():
             await validator.close()
+
+
+class _Call:
+    """One guarded call while it runs: what its audit record will say."""
+
+    __slots__ = ("code", "method", "note", "principal", "reason", "started")
+
+    def __init__(self, method: str, resource: str) -> None:
+        self.method = method
+        self.note = CallNote(resource)
+        self.principal: Principal | None = None
+        self.code = grpc.StatusCode.OK
+        self.reason = ""
+        self.started = time.time()
+
+    def record(self) -> AuditRecord:
+        p = self.principal
+        return AuditRecord(
+            time_us=int(self.started * 1e6),
+            duration_us=int((time.time() - self.started) * 1e6),
+            subject=p.subject if p else "",
+            tenant=(p.tenant or "") if p else "",
+            client_id=(p.client_id or "") if p else "",
+            audience=p.audience if p else "",
+            method=self.method,
+            resource=self.note.resource,
+            code=self.code.name,
+            reason=self.reason,
+        )
+
+
+def _code_of(context: Context) -> grpc.StatusCode | None:
+    """The code a handler set itself (context.abort / set_code), if any."""
+    with contextlib.suppress(Exception):
+        code = context.code()
+        if isinstance(code, grpc.StatusCode):
+            return code
+    return None

@@ -39,6 +39,7 @@ from typing import Any
 
 from google.protobuf import descriptor
 
+from .audit import AuditSink
 from .interceptor import AuthInterceptor
 from .jwks import (
     DEFAULT_MAX_AGE,
@@ -49,7 +50,13 @@ from .jwks import (
     check_url,
 )
 from .policy import ADMIN_SCOPE, MethodPolicy
-from .tokens import DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, SUPPORTED_ALGORITHMS, TokenValidator
+from .tokens import (
+    DEFAULT_ALGORITHMS,
+    DEFAULT_LEEWAY,
+    SUPPORTED_ALGORITHMS,
+    TokenValidator,
+    Validator,
+)
 
 USER = "user"
 RUNTIME = "runtime"
@@ -198,14 +205,21 @@ class AuthSettings:
         services: Iterable[str | descriptor.ServiceDescriptor],
         *,
         keys: KeySource | None = None,
+        validators: Mapping[str, Validator] | None = None,
+        audit: AuditSink | None = None,
     ) -> AuthInterceptor:
         """The AuthInterceptor of a server that registers `services`: the policy of their
         methods, and a validator for each audience they declare, all over one key source
-        (default: a new JwksClient of the issuer; `close()` the interceptor at shutdown)."""
+        (default: a new JwksClient of the issuer; `close()` the interceptor at shutdown).
+        `validators` replace the issuer's for their audiences (the control plane validates
+        run credentials with its own keys); `audit` receives a record of every call."""
         policy = MethodPolicy.from_services(services, admin_scope=self.admin_scope)
-        keys = keys if keys is not None else self.jwks_client()
-        validators = {kind: self.validator(kind, keys) for kind in sorted(policy.audiences)}
-        return AuthInterceptor(policy, validators)
+        given = dict(validators or {})
+        needed = sorted(policy.audiences - set(given))
+        if needed:
+            keys = keys if keys is not None else self.jwks_client()
+            given.update({kind: self.validator(kind, keys) for kind in needed})
+        return AuthInterceptor(policy, given, audit=audit)
 
 
 def _split(raw: str) -> tuple[str, ...]:

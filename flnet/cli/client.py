@@ -4,7 +4,10 @@ channels or raw stubs."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -23,21 +26,26 @@ from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
-from flnet.channels import CHUNK_BYTES, insecure_channel
+from flnet.channels import CHUNK_BYTES, TokenSource, insecure_channel
 from flnet.cli.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 from flnet.structs import dict_to_struct
 
 
 class FlnetClient:
-    """One channel to the control plane, and the operations the CLI offers."""
+    """One channel to the control plane, and the operations the CLI offers. Every call
+    carries the bearer token `token` gives; `tenant` defaults to the token's own."""
 
-    def __init__(self, address: str, tenant: str = "default") -> None:
+    def __init__(self, address: str, token: str | TokenSource, tenant: str | None = None) -> None:
         self.address = address
-        self.tenant = f"tenants/{tenant}"
+        self.token = token
+        self.tenant = f"tenants/{tenant}" if tenant else ""
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> FlnetClient:
-        self._channel = insecure_channel(self.address)
+        if not self.tenant:
+            token = self.token if isinstance(self.token, str) else await self.token()
+            self.tenant = f"tenants/{tenant_of(token)}"
+        self._channel = insecure_channel(self.address, self.token)
         self.tools = tsg.ToolServiceStub(self._channel)
         self.runs = rsg.RunServiceStub(self._channel)
         self.artifacts = asg.ArtifactServiceStub(self._channel)
@@ -264,3 +272,18 @@ class FlnetClient:
 
     async def dev_test(self, run: str) -> rp.Run:
         return (await self.runs.StartDevTest(rs.StartDevTestRequest(name=self.run_name(run)))).run
+
+
+def tenant_of(token: str) -> str:
+    """The tenant claim ($FLNET_OIDC_TENANT_CLAIM, default `tenant`) of an access token,
+    read without verification (the server verifies; this only names resources)."""
+    claim = os.environ.get("FLNET_OIDC_TENANT_CLAIM") or "tenant"
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        value = claims.get(claim) if isinstance(claims, dict) else None
+    except (IndexError, ValueError):
+        value = None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"the access token names no tenant (claim {claim!r}): pass --tenant")
+    return value

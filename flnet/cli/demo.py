@@ -12,6 +12,7 @@ from pathlib import Path
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
 from flnet.cli.client import FlnetClient
+from flnet.cli.login import access_token, dev_login, save_credentials
 from flnet.cli.stack import Stack, run_stack
 
 
@@ -35,7 +36,16 @@ async def run_demo(args: argparse.Namespace) -> int:
             render.console.rule("FLNet demo")
         for name, address in stack.endpoints.items():
             say(f"{name:<13} {address}")
-        async with FlnetClient(stack.endpoints["control"]) as c:
+        if stack.embedded_issuer:
+            # Signs in as the development admin through the ordinary code + PKCE flow, and
+            # caches the token: `flnet run ...` against this data dir works afterwards too.
+            save_credentials(data_dir, await dev_login(data_dir, stack.issuer))
+            say(f"signed in to {stack.issuer} as the development admin")
+
+        async def token() -> str:
+            return await access_token(data_dir)
+
+        async with FlnetClient(stack.endpoints["control"], token) as c:
             version = (await c.register_tool(tool_dir)).tool_version
             say(f"registered {version.name}")
             artifact = await c.upload(sample, "text/csv")

@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -32,13 +33,13 @@ import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
-from html import escape
+from html import escape, unescape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
 
 from flnet.cli import render
-from flnet.cli.stack import StackNotRunning, read_endpoints
+from flnet.cli.stack import DEV_CREDENTIALS, StackNotRunning, read_endpoints
+from flnet.oauth import LoginError, TokenError, discover, http_session, token_request
 
 if TYPE_CHECKING:
     # aiohttp loads only when a login or a refresh talks to the issuer: every other command
@@ -51,25 +52,12 @@ DEFAULT_CLIENT_ID = "flnet-cli"
 CALLBACK_PATH = "/callback"
 # A cached token is renewed this long before it expires, so that it never expires in flight.
 EXPIRY_LEEWAY = 30.0
-_HTTP_TIMEOUT_SECONDS = 30.0
 
 OpenUrl = Callable[[str], Awaitable[None]]
 
 
-class LoginError(Exception):
-    """Login failed (the issuer's error, a mismatched state, a timeout, ...)."""
-
-
 class LoginRequired(LoginError):
     """No usable cached credential: run `flnet login`."""
-
-
-class TokenError(LoginError):
-    """The token endpoint's error response (`error` is the OAuth error code)."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(f"{error}: {description}" if description else error)
-        self.error = error
 
 
 # ----------------------------------------------------------------------- credentials
@@ -162,7 +150,7 @@ async def access_token(data_dir: Path, leeway: float = EXPIRY_LEEWAY) -> str:
 async def renew(cached: Credentials) -> Credentials:
     """New credentials for expired ones: the refresh token, or the client secret from
     $FLNET_CLIENT_SECRET for a client_credentials login."""
-    async with _http() as http:
+    async with http_session() as http:
         if cached.refresh_token:
             form = {
                 "grant_type": "refresh_token",
@@ -170,7 +158,7 @@ async def renew(cached: Credentials) -> Credentials:
                 "client_id": cached.client_id,
             }
             try:
-                body = await _token_request(http, cached.token_endpoint, form)
+                body = await token_request(http, cached.token_endpoint, form)
             except TokenError as e:
                 if e.error != "invalid_grant":
                     raise
@@ -194,58 +182,6 @@ async def renew(cached: Credentials) -> Credentials:
 
 
 # ---------------------------------------------------------------------------- grants
-
-
-def _http() -> aiohttp.ClientSession:
-    import aiohttp
-
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_SECONDS))
-
-
-async def discover(http: aiohttp.ClientSession, issuer: str) -> dict[str, Any]:
-    """The issuer's OpenID Provider metadata; its `issuer` must be the one asked for."""
-    import aiohttp
-
-    url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    try:
-        async with http.get(url) as res:
-            if res.status != 200:
-                raise LoginError(f"{url}: HTTP {res.status}")
-            metadata: dict[str, Any] = await res.json()
-    except (aiohttp.ClientError, ValueError) as e:
-        raise LoginError(f"cannot read the issuer's metadata at {url}: {e}") from None
-    if metadata.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
-        raise LoginError(f"{url} describes issuer {metadata.get('issuer')!r}, not {issuer!r}")
-    return metadata
-
-
-def basic_authorization(client_id: str, client_secret: str) -> str:
-    """client_secret_basic: both parts form-urlencoded first (RFC 6749 §2.3.1)."""
-    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
-    return "Basic " + base64.b64encode(pair.encode()).decode()
-
-
-async def _token_request(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    form: dict[str, str],
-    basic: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    import aiohttp
-
-    headers = {"Authorization": basic_authorization(*basic)} if basic else {}
-    try:
-        async with http.post(endpoint, data=form, headers=headers) as res:
-            body: Any = await res.json(content_type=None)
-            status = res.status
-    except (aiohttp.ClientError, ValueError) as e:
-        raise LoginError(f"token request to {endpoint} failed: {e}") from None
-    if not isinstance(body, dict):
-        raise LoginError(f"token endpoint {endpoint}: unexpected HTTP {status} response")
-    if status != 200 or "access_token" not in body:
-        error = str(body.get("error") or f"HTTP {status}")
-        raise TokenError(error, str(body.get("error_description") or ""))
-    return body
 
 
 def _credentials(
@@ -275,7 +211,7 @@ async def _client_credentials(
     form = {"grant_type": "client_credentials"}
     if scope:
         form["scope"] = scope
-    body = await _token_request(http, endpoint, form, (client_id, client_secret))
+    body = await token_request(http, endpoint, form, (client_id, client_secret))
     return _credentials(issuer, endpoint, client_id, "client_credentials", body)
 
 
@@ -283,7 +219,7 @@ async def client_credentials_login(
     issuer: str, client_id: str, client_secret: str, scope: str | None = None
 ) -> Credentials:
     """A service client's token (client_secret_basic)."""
-    async with _http() as http:
+    async with http_session() as http:
         metadata = await discover(http, issuer)
         return await _client_credentials(
             http, issuer, metadata["token_endpoint"], client_id, client_secret, scope
@@ -349,7 +285,7 @@ async def browser_login(
     from aiohttp import web
     from yarl import URL
 
-    async with _http() as http:
+    async with http_session() as http:
         metadata = await discover(http, issuer)
         if "S256" not in metadata.get("code_challenge_methods_supported", []):
             raise LoginError(f"issuer {issuer} does not announce PKCE S256")
@@ -392,8 +328,42 @@ async def browser_login(
             "code_verifier": verifier,
         }
         endpoint = metadata["token_endpoint"]
-        body = await _token_request(http, endpoint, form)
+        body = await token_request(http, endpoint, form)
         return _credentials(issuer, endpoint, client_id, "authorization_code", body)
+
+
+def scripted_browser(username: str, password: str) -> OpenUrl:
+    """An OpenUrl that signs in as `username` on the development issuer's login page (the
+    form's csrf_token, username and password), then follows the redirect to our callback:
+    the same authorization code + PKCE flow as a person in a browser."""
+
+    async def open_url(url: str) -> None:
+        async with http_session() as http:
+            async with http.get(url) as res:
+                page = await res.text()
+                action = str(res.url)
+            found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+            if res.status != 200 or found is None:
+                raise LoginError(f"no login form at the issuer (HTTP {res.status})")
+            form = {"csrf_token": unescape(found[1]), "username": username, "password": password}
+            async with http.post(action, data=form) as res:  # redirects to our callback
+                if res.status != 200:
+                    raise LoginError(f"signing in as {username} failed (HTTP {res.status})")
+
+    return open_url
+
+
+async def dev_login(data_dir: Path, issuer: str) -> Credentials:
+    """Signs in as the development issuer's administrator, whose generated password is in
+    <data-dir>/oidc/dev-credentials.json (`flnet login --dev`, the demo). Only for the
+    embedded issuer of a local stack."""
+    path = data_dir / "oidc" / DEV_CREDENTIALS
+    try:
+        dev = json.loads(path.read_text())
+        username, password = str(dev["admin_username"]), str(dev["admin_password"])
+    except (OSError, ValueError, KeyError) as e:
+        raise LoginError(f"no development credentials in {path}: {e}") from None
+    return await browser_login(issuer, scripted_browser(username, password), sign_in_within=30)
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -418,6 +388,11 @@ def add_login_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     secret.add_argument("--client-secret", help="the client's secret ($FLNET_CLIENT_SECRET)")
     secret.add_argument("--client-secret-file", type=Path, help="read the client secret from F")
     s.add_argument("--no-browser", action="store_true", help="only print the sign-in URL")
+    s.add_argument(
+        "--dev",
+        action="store_true",
+        help="sign in as the local development issuer's admin (flnet up's generated password)",
+    )
     s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for sign-in")
     s.add_argument(
         "--status",
@@ -472,7 +447,9 @@ async def login(args: argparse.Namespace) -> int:
             assert credentials is not None
         else:
             issuer = resolve_issuer(args.issuer, data_dir)
-            if args.client_credentials:
+            if args.dev:
+                credentials = await dev_login(data_dir, issuer)
+            elif args.client_credentials:
                 if not args.client_id:
                     raise LoginError("--client-credentials needs --client-id")
                 credentials = await client_credentials_login(

@@ -19,10 +19,11 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
 from flnet.cli.client import FlnetClient
 from flnet.cli.images import add_image_commands
-from flnet.cli.login import add_login_command
+from flnet.cli.login import access_token, add_login_command
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
 from flnet.cli.toolspec import ToolSpecError
 from flnet.datadir import default_data_dir
+from flnet.oauth import LoginError
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -55,10 +56,20 @@ def config_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def client(args: argparse.Namespace) -> FlnetClient:
+    """The control plane's client: $FLNET_TOKEN as the bearer token when set (scripts),
+    else the token `flnet login` cached (renewed as needed)."""
     address = args.address or os.environ.get("FLNET_ADDRESS")
     if not address:
         address = read_endpoints(args.data_dir)["control"]
-    return FlnetClient(address, args.tenant)
+    token = os.environ.get("FLNET_TOKEN")
+    if token:
+        return FlnetClient(address, token, args.tenant)
+    data_dir: Path = args.data_dir
+
+    async def cached() -> str:
+        return await access_token(data_dir)
+
+    return FlnetClient(address, cached, args.tenant)
 
 
 async def follow(c: FlnetClient, run: str, args: argparse.Namespace) -> int:
@@ -273,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("--address", help="control plane address (default: from endpoints.json)")
-    p.add_argument("--tenant", default="default")
+    p.add_argument("--tenant", help="tenant of the resources (default: the token's)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def cmd(parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -382,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     except grpc.aio.AioRpcError as e:
         render.console.print(f"[red]error[/red] {e.code().name}: {e.details()}", markup=True)
         code = 2
-    except (StackNotRunning, ToolSpecError, ValueError) as e:
+    except (StackNotRunning, ToolSpecError, ValueError, LoginError) as e:
         render.console.print(f"[red]error[/red] {e}")
         code = 2
     except KeyboardInterrupt:

@@ -23,6 +23,9 @@ from flnet.channels import insecure_channel
 
 log = logging.getLogger("flnet.up")
 ENDPOINTS = "endpoints.json"
+# Written by the embedded issuer at its first start (flnet.oidc.config; not imported here,
+# so that the CLI starts without the issuer's dependencies).
+DEV_CREDENTIALS = "dev-credentials.json"
 
 
 class StackNotRunning(RuntimeError):
@@ -125,7 +128,13 @@ class Component:
 
 
 class Stack:
-    """The orchestrator and the control plane, wired to each other."""
+    """The OIDC issuer, the orchestrator and the control plane, wired to each other.
+
+    Identity: the embedded development issuer (`python -m flnet.oidc`, its configuration and
+    generated secrets under <data-dir>/oidc), whose control-plane client the control plane
+    uses towards the orchestrator. With FLNET_OIDC_ISSUER set, that external issuer is used
+    instead and none is started; the control plane's client then comes from
+    FLNET_CONTROL_CLIENT_ID and FLNET_CONTROL_CLIENT_SECRET(_FILE)."""
 
     def __init__(
         self,
@@ -143,9 +152,12 @@ class Stack:
         orch = f"127.0.0.1:{orchestrator_port or free_port()}"
         ctl = f"127.0.0.1:{control_port or free_port()}"
         env = dict(extra_env or {})
-        issuer = f"http://127.0.0.1:{oidc_port or free_port()}"
-        self.components = [
-            # The development OIDC issuer (`flnet login`). Tokens are not enforced yet.
+        external = env.get("FLNET_OIDC_ISSUER") or os.environ.get("FLNET_OIDC_ISSUER")
+        issuer = (external or f"http://127.0.0.1:{oidc_port or free_port()}").rstrip("/")
+        self.issuer = issuer
+        self.embedded_issuer = not external
+        env["FLNET_OIDC_ISSUER"] = issuer
+        issuer_components = [
             Component(
                 "oidc",
                 [
@@ -162,6 +174,9 @@ class Stack:
                 env=env,
                 health_url=f"{issuer}/healthz",
             ),
+        ]
+        self.components = [
+            *(issuer_components if self.embedded_issuer else []),
             Component(
                 "orchestrator",
                 [
@@ -194,17 +209,27 @@ class Stack:
                 ],
                 ctl,
                 logs / "control.log",
-                env=env,
+                env=dict(env),
             ),
         ]
         self._stopping = False
 
     @property
     def endpoints(self) -> dict[str, str]:
-        return {c.name: c.address for c in self.components}
+        return {"oidc": self.issuer, **{c.name: c.address for c in self.components}}
+
+    def _control_client(self) -> dict[str, str]:
+        """The control plane's client at the embedded issuer (its generated secret)."""
+        dev = json.loads((self.data_dir / "oidc" / DEV_CREDENTIALS).read_text())
+        return {
+            "FLNET_CONTROL_CLIENT_ID": dev["control_plane_client_id"],
+            "FLNET_CONTROL_CLIENT_SECRET": dev["control_plane_client_secret"],
+        }
 
     async def start(self) -> None:
         for component in self.components:
+            if component.name == "control" and self.embedded_issuer:
+                component.env.update(self._control_client())
             await component.start()
         path = self.data_dir / ENDPOINTS
         tmp = path.with_suffix(".tmp")

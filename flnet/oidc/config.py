@@ -15,9 +15,9 @@ The format, as `write_default_config` writes it (durations in seconds):
     login_ttl: 600              # how long a login page stays usable
     tenants: [default]
     roles:                      # role -> scopes
-      admin: [runs:read, runs:write, tools:read, tools:write, artifacts:read, admin]
+      admin: [runs:read, runs:write, tools:read, tools:write, artifacts:read, audit:read, admin]
       data-scientist: [runs:read, runs:write, tools:read, tools:write, artifacts:read]
-      auditor: [runs:read, tools:read, artifacts:read]
+      auditor: [runs:read, tools:read, artifacts:read, audit:read]
     users:
       admin:
         password_hash: "scrypt$..."   # python -m flnet.oidc --hash-secret < password
@@ -56,13 +56,15 @@ import yaml
 from flnet.oidc.files import write_private
 from flnet.oidc.passwords import hash_secret, is_secret_hash, random_secret
 
-# The scopes FLNet's services understand (DESIGN §5), and the OpenID Connect ones.
+# The scopes FLNet's services understand (DESIGN §5; `audit:read` lists the audit log), and
+# the OpenID Connect ones.
 FLNET_SCOPES = (
     "runs:read",
     "runs:write",
     "tools:read",
     "tools:write",
     "artifacts:read",
+    "audit:read",
     "admin",
     "orchestrator",
 )
@@ -77,9 +79,18 @@ SIGNING_ALGS = ("RS256", "ES256")
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
-    "admin": ("runs:read", "runs:write", "tools:read", "tools:write", "artifacts:read", "admin"),
+    # `admin` implies every scope on the servers; audit:read is listed for clarity.
+    "admin": (
+        "runs:read",
+        "runs:write",
+        "tools:read",
+        "tools:write",
+        "artifacts:read",
+        "audit:read",
+        "admin",
+    ),
     "data-scientist": ("runs:read", "runs:write", "tools:read", "tools:write", "artifacts:read"),
-    "auditor": ("runs:read", "tools:read", "artifacts:read"),
+    "auditor": ("runs:read", "tools:read", "artifacts:read", "audit:read"),
 }
 CLI_CLIENT_ID = "flnet-cli"
 CLI_REDIRECT_URI = "http://127.0.0.1/callback"
@@ -438,7 +449,7 @@ clients:
     redirect_uris: ["{cli_redirect}"]
     grant_types: [authorization_code, refresh_token]
     scopes: [openid, profile, email, runs:read, runs:write, tools:read, tools:write,
-             artifacts:read, admin]
+             artifacts:read, audit:read, admin]
   # The control plane's service credential towards the orchestrator, which accepts the
   # audience flnet-orchestrator (FLNET_ORCHESTRATOR_AUDIENCE).
   {control_client}:

@@ -23,6 +23,7 @@ from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.auth import AuthInterceptor, AuthSettings, JwksClient, require_principal
+from flnet.auth.audit import AuditRecord, note_resource
 from flnet.channels import insecure_channel
 from flnet.interceptors import ErrorMapper
 from flnet.serving import Server
@@ -42,6 +43,8 @@ class Runs(rsg.RunServiceServicer):
     """GetRun and WatchRun report who asked, from the current principal."""
 
     async def GetRun(self, request: rs.GetRunRequest, context: Any) -> rs.GetRunResponse:
+        if request.name == "boom":
+            raise RuntimeError("an unexpected failure")
         principal = require_principal()
         return rs.GetRunResponse(
             run=rp.Run(
@@ -75,6 +78,7 @@ class Artifacts(asg.ArtifactServiceServicer):
         async for message in request_iterator:
             size += len(message.chunk)
         principal = require_principal()
+        note_resource(f"tenants/{principal.tenant}")
         return asv.UploadInputResponse(
             artifact=ap.Artifact(name=f"tenants/{principal.tenant}/artifacts/a", size_bytes=size)
         )
@@ -112,6 +116,8 @@ class Stack:
     runs: rsg.RunServiceAsyncStub
     artifacts: asg.ArtifactServiceAsyncStub
     runtime: rtg.RuntimeServiceAsyncStub
+    #: What the interceptor told the audit sink, in the order calls ended.
+    records: list[AuditRecord]
 
     def undeclared(self) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
         """A method the server serves whose service declares nothing (not in proto/)."""
@@ -141,7 +147,8 @@ async def stack(issuer: Issuer) -> AsyncIterator[Stack]:
     config = settings(issuer)  # the production refresh interval (10 s), on a manual clock
     clock = ManualClock()
     keys = config.jwks_client(clock=clock)
-    auth = config.interceptor(SERVICE_NAMES, keys=keys)
+    records: list[AuditRecord] = []
+    auth = config.interceptor(SERVICE_NAMES, keys=keys, audit=records.append)
 
     def register(server: grpc.aio.Server) -> None:
         # Only the methods the tests call are implemented (the stubs type the rest abstract).
@@ -168,6 +175,7 @@ async def stack(issuer: Issuer) -> AsyncIterator[Stack]:
         runs=rsg.RunServiceStub(channel),
         artifacts=asg.ArtifactServiceStub(channel),
         runtime=rtg.RuntimeServiceStub(channel),
+        records=records,
     )
     await channel.close()
     await server.stop(0)

@@ -68,6 +68,8 @@ class Issuer:
         self.keys: list[IssuerKey] = [IssuerKey.generate("RSA"), IssuerKey.generate("EC")]
         self.hits: Counter[str] = Counter()
         self.failing = False
+        # client_credentials clients: id -> (secret, claims of their tokens).
+        self.clients: dict[str, tuple[str, dict[str, Any]]] = {}
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -81,6 +83,10 @@ class Issuer:
         return f"{self.realm_path}/protocol/openid-connect/certs"
 
     @property
+    def token_path(self) -> str:
+        return f"{self.realm_path}/protocol/openid-connect/token"
+
+    @property
     def jwks_fetches(self) -> int:
         return self.hits[self.jwks_path]
 
@@ -88,6 +94,7 @@ class Issuer:
         app = web.Application()
         app.router.add_get(f"{self.realm_path}/.well-known/openid-configuration", self._discovery)
         app.router.add_get(self.jwks_path, self._jwks)
+        app.router.add_post(self.token_path, self._token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -108,7 +115,7 @@ class Issuer:
             {
                 "issuer": self.url,
                 "jwks_uri": self.base + self.jwks_path,
-                "token_endpoint": self.url + "/protocol/openid-connect/token",
+                "token_endpoint": self.base + self.token_path,
                 "id_token_signing_alg_values_supported": ["RS256", "ES256"],
             }
         )
@@ -118,6 +125,22 @@ class Issuer:
         if self.failing:
             return web.Response(status=503)
         return web.json_response({"keys": [k.jwk() for k in self.keys]})
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """client_credentials with client_secret_basic, for the clients in `clients`."""
+        self.hits[request.path] += 1
+        form = await request.post()
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        client_id, _, secret = base64.b64decode(encoded or "").decode().partition(":")
+        known = self.clients.get(client_id)
+        if scheme != "Basic" or known is None or not hmac.compare_digest(known[0], secret):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        claims = {"sub": client_id, "client_id": client_id, **known[1]}
+        return web.json_response(
+            {"access_token": self.token(**claims), "token_type": "Bearer", "expires_in": 300}
+        )
 
     def rotate(self, kty: str = "RSA") -> IssuerKey:
         """Publishes a new key and withdraws every old one; returns the new key."""

@@ -312,3 +312,40 @@ async def test_an_unreachable_issuer_is_unavailable_and_not_hammered(stack: Stac
     issuer.failing = False
     stack.clock.advance(stack.keys.min_refresh_interval)
     assert await get_run(stack, bearer(issuer.token())) == "alice"
+
+
+async def test_every_guarded_call_is_handed_to_the_audit_sink(stack: Stack) -> None:
+    """One record per call as it ends, whatever ends it: the handler's result, its
+    unexpected failure, a refusal, a client's cancellation; never for health checks."""
+    token = stack.issuer.token(scope="runs:read runs:write", tenant="beta", sub="bea")
+    await get_run(stack, bearer(token))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.runs.GetRun(rs.GetRunRequest(name="boom"), metadata=bearer(token))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await get_run(stack, bearer(stack.issuer.token(aud="elsewhere")))
+
+    async def chunks() -> AsyncIterator[asv.UploadInputRequest]:
+        yield asv.UploadInputRequest(chunk=b"x")
+
+    await stack.artifacts.UploadInput(chunks(), metadata=bearer(token))
+    watch = stack.runs.WatchRun(rs.WatchRunRequest(name=RUN), metadata=bearer(token))
+    await anext(aiter(watch))
+    watch.cancel()
+    health: Any = health_pb2_grpc.HealthStub(stack.channel)
+    await health.Check(health_pb2.HealthCheckRequest())
+    async with asyncio.timeout(5):
+        while len(stack.records) < 5:  # noqa: ASYNC110 - the cancelled stream ends server-side
+            await asyncio.sleep(0.01)
+    seen = [
+        (r.method.rsplit("/", 1)[1], r.subject, r.tenant, r.resource, r.code, r.reason)
+        for r in stack.records
+    ]
+    assert seen == [
+        ("GetRun", "bea", "beta", RUN, "OK", ""),
+        ("GetRun", "bea", "beta", "boom", "INTERNAL", ""),
+        ("GetRun", "", "", RUN, "UNAUTHENTICATED", "TOKEN_AUDIENCE_INVALID"),
+        ("UploadInput", "bea", "beta", "tenants/beta", "OK", ""),  # named by its handler
+        ("WatchRun", "bea", "beta", RUN, "CANCELLED", ""),
+    ]
+    assert all(r.audience in ("user", "") and r.duration_us >= 0 for r in stack.records)
+    assert all(token not in repr(r) for r in stack.records)

@@ -10,29 +10,34 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flnet.cli.stack import Stack, free_port
 from tests.conftest import EXAMPLES
 
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
 
 
-def flnet(data: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def flnet(
+    data: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*FLNET, "--data-dir", str(data), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=check,
+        env={**os.environ, **(env or {})},
     )
 
 
-def flnet_json(data: Path, *args: str) -> Any:
-    return json.loads(flnet(data, "-o", "json", *args).stdout)
+def flnet_json(data: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    return json.loads(flnet(data, "-o", "json", *args, env=env).stdout)
 
 
 def wait_for(path: Path, within: float = 60) -> None:
@@ -53,6 +58,11 @@ def stack(tmp_path: Path) -> Iterator[Path]:
     )
     try:
         wait_for(data / "endpoints.json")
+        # Before any login, nothing but health answers.
+        refused = flnet(data, "tool", "list", check=False)
+        assert refused.returncode == 2
+        assert "not logged in: run `flnet login`" in refused.stdout + refused.stderr
+        flnet(data, "login", "--dev")
         yield data
     finally:
         up.send_signal(signal.SIGTERM)
@@ -198,8 +208,35 @@ def test_demo_finishes_with_verified_outputs(tmp_path: Path) -> None:
 
 
 def test_components_serve_alone(tmp_path: Path) -> None:
-    """`flnet control serve` and `flnet orchestrator serve` run as they would in a deployment
-    and stop cleanly on SIGTERM."""
+    """`flnet control serve` and `flnet orchestrator serve` run as they would in a deployment,
+    trusting the issuer FLNET_OIDC_ISSUER names, and stop cleanly on SIGTERM."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    oidc = subprocess.Popen(
+        [sys.executable, "-m", "flnet.oidc", "--listen", f"127.0.0.1:{port}",
+         "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_http(f"{issuer}/healthz")
+        serve_components(tmp_path, {"FLNET_OIDC_ISSUER": issuer})
+    finally:
+        oidc.terminate()
+        oidc.wait(timeout=30)
+
+
+def wait_http(url: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer"
+            time.sleep(0.1)
+
+
+def serve_components(tmp_path: Path, env: dict[str, str]) -> None:
     port_file = tmp_path / "port"
     control = subprocess.Popen(
         [
@@ -216,11 +253,13 @@ def test_components_serve_alone(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **env},
     )
     try:
         wait_for(port_file)
         port = port_file.read_text()
-        listed = flnet_json(tmp_path, "--address", f"127.0.0.1:{port}", "tool", "list")
+        flnet(tmp_path, "login", "--dev", env=env)
+        listed = flnet_json(tmp_path, "--address", f"127.0.0.1:{port}", "tool", "list", env=env)
         assert listed == []
     finally:
         control.send_signal(signal.SIGTERM)
@@ -230,6 +269,7 @@ def test_components_serve_alone(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **env},
     )
     assert orchestrator.stderr is not None
     for line in orchestrator.stderr:
@@ -283,3 +323,14 @@ def test_flnet_up_runs_an_issuer_for_flnet_login(stack: Path) -> None:
     assert logged_in["issuer"] == endpoints["oidc"]
     assert logged_in["scope"] == "orchestrator"
     assert (stack / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_external_issuer_replaces_the_embedded_one(tmp_path: Path) -> None:
+    external = "https://id.example/realms/flnet"
+    stack = Stack(tmp_path, extra_env={"FLNET_OIDC_ISSUER": external})
+    assert [c.name for c in stack.components] == ["orchestrator", "control"]
+    assert stack.endpoints["oidc"] == external
+    assert {c.env["FLNET_OIDC_ISSUER"] for c in stack.components} == {external}
+    embedded = Stack(tmp_path / "embedded", oidc_port=free_port())
+    assert [c.name for c in embedded.components] == ["oidc", "orchestrator", "control"]
+    assert embedded.endpoints["oidc"] == embedded.components[0].address

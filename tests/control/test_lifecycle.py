@@ -298,10 +298,13 @@ async def test_credentials_speak_for_their_own_run_only(api: Clients) -> None:
 
 
 async def test_stream_must_open_with_hello(api: Clients) -> None:
+    version = await api.register(NOOP)
+    run, credential = await dev_run(api, version.name, await api.upload(b"a\n1\n"))
+
     async def requests() -> AsyncIterator[rt.ConnectRequest]:
         yield rt.ConnectRequest(heartbeat=rt.Heartbeat())
 
-    call = api.runtime.Connect(requests())
+    call = api.runtime.Connect(requests(), metadata=HandEngine(api, run.name, credential).metadata)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         async for _ in call:
             pass

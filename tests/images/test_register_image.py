@@ -17,6 +17,7 @@ from flnet.cli.toolspec import ToolSpecError
 from flnet.control.app import ControlApp
 from tests.conftest import FIXTURES
 from tests.docker_env import docker
+from tests.identity import IDENTITY
 from tests.images.conftest import CSV_STATS, Built
 
 pytestmark = pytest.mark.timeout(600)
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.timeout(600)
 async def test_register_with_image_pins_the_built_digest(
     control: ControlApp, csv_stats_image: Built
 ) -> None:
-    async with FlnetClient(f"127.0.0.1:{control.port}") as c:
+    async with FlnetClient(f"127.0.0.1:{control.port}", IDENTITY.token()) as c:
         res = await c.register_tool(CSV_STATS, image=True)
         version = res.tool_version
         assert res.created
@@ -42,7 +43,7 @@ async def test_register_with_image_pins_the_built_digest(
 
 
 async def test_register_with_image_needs_a_build_context(control: ControlApp) -> None:
-    async with FlnetClient(f"127.0.0.1:{control.port}") as c:
+    async with FlnetClient(f"127.0.0.1:{control.port}", IDENTITY.token()) as c:
         with pytest.raises(ToolSpecError, match="names no image build context"):
             await c.register_tool(FIXTURES / "tools" / "noop", image=True)
 

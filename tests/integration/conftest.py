@@ -20,7 +20,16 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.cli.toolspec import load_tool_spec
 from flnet.control.app import ControlApp
 from flnet.orchestrator.app import OrchestratorApp
-from tests.conftest import FIXTURES, TENANT, Clients, clients_for, control_settings, request_id
+from tests.conftest import (
+    FIXTURES,
+    TENANT,
+    Clients,
+    clients_for,
+    control_app,
+    control_settings,
+    request_id,
+)
+from tests.identity import orchestrator_auth
 
 BEHAVE = FIXTURES / "tools" / "behave"
 
@@ -68,9 +77,11 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    orchestrator = OrchestratorApp(tmp_path / "orchestrator", kill_grace=2.0)
+    orchestrator = OrchestratorApp(
+        tmp_path / "orchestrator", kill_grace=2.0, auth=orchestrator_auth()
+    )
     orch_port = await orchestrator.start("127.0.0.1:0")
-    control = ControlApp(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}"))
+    control = control_app(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}"))
     await control.start("127.0.0.1:0")
     api = clients_for(f"127.0.0.1:{control.port}")
     yield Stack(api, control, orchestrator)

@@ -18,13 +18,17 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.orchestrator.app import OrchestratorApp
+from tests.auth.issuer import Issuer
 from tests.conftest import clients_for
+from tests.identity import IDENTITY, control_client_env, orchestrator_auth
 from tests.integration.conftest import Stack
 
 LINES = 100_000
 
 
-def start_control(data_dir: Path, port: int, orchestrator: str) -> subprocess.Popen[bytes]:
+def start_control(
+    data_dir: Path, port: int, orchestrator: str, issuer: Issuer
+) -> subprocess.Popen[bytes]:
     log = (data_dir / "control.log").open("ab")
     return subprocess.Popen(
         [
@@ -40,12 +44,14 @@ def start_control(data_dir: Path, port: int, orchestrator: str) -> subprocess.Po
         ],
         stdout=log,
         stderr=log,
+        env={**os.environ, **control_client_env(issuer)},
     )
 
 
 @pytest.fixture
-async def orchestrator(tmp_path: Path) -> AsyncIterator[OrchestratorApp]:
-    app = OrchestratorApp(tmp_path / "orchestrator", kill_grace=2.0)
+async def orchestrator(tmp_path: Path, http_issuer: Issuer) -> AsyncIterator[OrchestratorApp]:
+    auth = orchestrator_auth(http_issuer.url)
+    app = OrchestratorApp(tmp_path / "orchestrator", kill_grace=2.0, auth=auth)
     await app.start("127.0.0.1:0")
     yield app
     await app.stop()
@@ -54,16 +60,17 @@ async def orchestrator(tmp_path: Path) -> AsyncIterator[OrchestratorApp]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_kill_9_of_the_control_plane_loses_and_duplicates_nothing(
-    tmp_path: Path, orchestrator: OrchestratorApp
+    tmp_path: Path, orchestrator: OrchestratorApp, http_issuer: Issuer
 ) -> None:
     data = tmp_path / "control"
     data.mkdir()
     port = free_port()
     orch = f"127.0.0.1:{orchestrator.port}"
-    control = start_control(data, port, orch)
+    control = start_control(data, port, orch, http_issuer)
+    token = IDENTITY.token(issuer=http_issuer.url)
     try:
         await wait_healthy(f"127.0.0.1:{port}")
-        api = clients_for(f"127.0.0.1:{port}")
+        api = clients_for(f"127.0.0.1:{port}", token)
         stack = Stack(api, None, orchestrator)  # type: ignore[arg-type]
         version = await stack.register()
         run = await stack.submit(version.name, mode="finish", lines=LINES)
@@ -81,9 +88,9 @@ async def test_kill_9_of_the_control_plane_loses_and_duplicates_nothing(
         assert current.state == lc.RUN_STATE_RUNNING, "the run ended before the kill"
         await api.channel.close()
 
-        control = start_control(data, port, orch)  # same address, same database
+        control = start_control(data, port, orch, http_issuer)  # same address, same database
         await wait_healthy(f"127.0.0.1:{port}")
-        api = clients_for(f"127.0.0.1:{port}")
+        api = clients_for(f"127.0.0.1:{port}", token)
         stack = Stack(api, None, orchestrator)  # type: ignore[arg-type]
         done = await stack.wait_state(run.name, within=180)
         assert done.state == lc.RUN_STATE_FINISHED, done.error

@@ -24,10 +24,11 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.cli.toolspec import load_tool_spec
-from flnet.control.app import ControlApp
 from flnet.orchestrator.app import OrchestratorApp
-from tests.conftest import TENANT, clients_for, control_settings
+from tests.auth.issuer import Issuer
+from tests.conftest import TENANT, clients_for, control_app, control_settings
 from tests.docker_env import require_base_image
+from tests.identity import IDENTITY, orchestrator_auth
 from tests.integration.conftest import BEHAVE, Stack
 
 S = lc.RunState
@@ -90,9 +91,11 @@ async def no_container_left(run: str) -> None:
 async def docker_stack(
     tmp_path: Path, behave_image: images.BuiltImage
 ) -> AsyncIterator[DockerStack]:
-    orchestrator = OrchestratorApp(tmp_path / "orchestrator", backend="docker", kill_grace=2.0)
+    orchestrator = OrchestratorApp(
+        tmp_path / "orchestrator", backend="docker", kill_grace=2.0, auth=orchestrator_auth()
+    )
     orch_port = await orchestrator.start("127.0.0.1:0")
-    control = ControlApp(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}"))
+    control = control_app(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}"))
     await control.start("127.0.0.1:0")
     api = clients_for(f"127.0.0.1:{control.port}")
     yield DockerStack(api, control, orchestrator)
@@ -208,28 +211,35 @@ async def test_twenty_concurrent_containers(
         await no_container_left(r.name)
 
 
-def start_orchestrator(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_orchestrator(data: Path, port: int, issuer: str) -> subprocess.Popen[bytes]:
     log = (data / "orchestrator.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "flnet.orchestrator", "--listen", f"127.0.0.1:{port}",
          "--data-dir", str(data), "--backend", "docker"],
-        stdout=log, stderr=log,
+        stdout=log, stderr=log, env={**os.environ, "FLNET_OIDC_ISSUER": issuer},
     )  # fmt: skip
 
 
 @pytest.mark.timeout(180)
-async def test_orchestrator_killed_mid_run(tmp_path: Path, behave_image: images.BuiltImage) -> None:
+async def test_orchestrator_killed_mid_run(
+    tmp_path: Path, behave_image: images.BuiltImage, http_issuer: Issuer
+) -> None:
     """SIGKILL of the orchestrator while a container runs: the container goes on (dockerd
     owns it), the restarted orchestrator re-attaches, and the run finishes, recorded once."""
     data = tmp_path / "orchestrator"
     data.mkdir()
     port = free_port()
-    orchestrator = start_orchestrator(data, port)
-    control = ControlApp(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{port}"))
+    orchestrator = start_orchestrator(data, port, http_issuer.url)
+    settings = control_settings(
+        tmp_path,
+        orchestrator_address=f"127.0.0.1:{port}",
+        auth=IDENTITY.settings(issuer=http_issuer.url),
+    )
+    control = control_app(settings)
     try:
         await wait_healthy(f"127.0.0.1:{port}")
         await control.start("127.0.0.1:0")
-        api = clients_for(f"127.0.0.1:{control.port}")
+        api = clients_for(f"127.0.0.1:{control.port}", IDENTITY.token(issuer=http_issuer.url))
         stack = DockerStack(api, control, None)  # type: ignore[arg-type]
         version = await stack.register_image(behave_image)
         run = await stack.submit(version.name, mode="sleep", seconds=6)
@@ -237,7 +247,7 @@ async def test_orchestrator_killed_mid_run(tmp_path: Path, behave_image: images.
         os.kill(orchestrator.pid, signal.SIGKILL)
         orchestrator.wait()
         assert [c for c in await containers_of(run.name)], "the container died with it"
-        orchestrator = start_orchestrator(data, port)
+        orchestrator = start_orchestrator(data, port, http_issuer.url)
         done = await stack.wait_state(run.name, within=90)
         assert done.state == S.RUN_STATE_FINISHED, done.error
         events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events

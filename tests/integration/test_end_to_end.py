@@ -12,6 +12,7 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
 from flnet.channels import insecure_channel
+from tests.identity import IDENTITY
 from tests.integration.conftest import Stack
 
 S = lc.RunState
@@ -95,7 +96,8 @@ async def test_memory_limit(stack: Stack) -> None:
 
 
 async def container_of(stack: Stack, run: str) -> op.RunContainer:
-    async with insecure_channel(f"127.0.0.1:{stack.orchestrator.port}") as channel:
+    address = f"127.0.0.1:{stack.orchestrator.port}"
+    async with insecure_channel(address, IDENTITY.orchestrator_token()) as channel:
         stub: og.OrchestratorServiceAsyncStub = og.OrchestratorServiceStub(channel)
         return (await stub.GetRunContainer(op.GetRunContainerRequest(run=run))).container
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import jwt
 
-from flnet.cli.login import basic_authorization
+from flnet.oauth import basic_authorization
 from flnet.oidc import Issuer
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

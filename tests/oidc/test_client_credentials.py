@@ -8,7 +8,7 @@ from dataclasses import replace
 import aiohttp
 import jwt
 
-from flnet.cli.login import basic_authorization
+from flnet.oauth import basic_authorization
 from flnet.oidc import Issuer, IssuerConfig
 from tests.oidc.conftest import SECRETS, StartIssuer
 from tests.oidc.helpers import client_credentials, token_request, verify

@@ -53,7 +53,8 @@ def test_the_default_config_is_documented_valid_and_private(tmp_path: Path) -> N
     assert control.secret_hash is not None
     assert verify_secret(creds.control_plane_client_secret, control.secret_hash)
     assert set(config.roles) == {"admin", "data-scientist", "auditor"}
-    assert config.roles["auditor"] == {"runs:read", "tools:read", "artifacts:read"}
+    assert config.roles["auditor"] == {"runs:read", "tools:read", "artifacts:read", "audit:read"}
+    assert "audit:read" in config.roles["admin"]
 
 
 async def test_an_issuer_without_config_writes_and_serves_the_default(

@@ -15,7 +15,6 @@ import aiohttp
 import pytest
 
 from flnet.cli.login import (
-    LoginError,
     LoginRequired,
     access_token,
     browser_login,
@@ -25,6 +24,7 @@ from flnet.cli.login import (
     resolve_issuer,
     save_credentials,
 )
+from flnet.oauth import LoginError
 from flnet.oidc import Issuer
 from tests.oidc.conftest import PASSWORDS, SECRETS
 from tests.oidc.helpers import csrf_token, refresh, verify

@@ -14,6 +14,7 @@ import pytest
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp
+from tests.identity import IDENTITY, orchestrator_auth
 from tests.orchestrator.helpers import FAKE_ENGINE, Orchestrator, StartOrchestrator
 
 
@@ -36,11 +37,12 @@ async def start_orchestrator(
         data_dir = tmp_path / f"data{len(started)}"
         kwargs.setdefault("engine_command", fake_engine)
         kwargs.setdefault("kill_grace", 1.0)
+        kwargs.setdefault("auth", orchestrator_auth())
         kwargs.setdefault("stop_grace", 1.0)
         app = OrchestratorApp(data_dir, **kwargs)
         port = await app.start("127.0.0.1:0")
         address = f"127.0.0.1:{port}"
-        channel = insecure_channel(address)
+        channel = insecure_channel(address, IDENTITY.orchestrator_token())
         started.append((app, channel))
         return Orchestrator(
             app=app,

@@ -17,6 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
+from tests.auth.issuer import Issuer
+from tests.identity import IDENTITY
 from tests.orchestrator.helpers import TIMEOUT, Orchestrator, process_gone, serve_module
 
 SERVICE = "flnet.api.orchestrator.v1.OrchestratorService"
@@ -42,8 +44,14 @@ async def test_reflection_lists_the_service(orch: Orchestrator) -> None:
     assert "grpc.health.v1.Health" in names
 
 
-async def test_module_serves_until_sigterm(tmp_path: Path, fake_engine: list[str]) -> None:
-    env = {**os.environ, "FLNET_ENGINE_COMMAND": " ".join(fake_engine)}
+async def test_module_serves_until_sigterm(
+    tmp_path: Path, fake_engine: list[str], http_issuer: Issuer
+) -> None:
+    env = {
+        **os.environ,
+        "FLNET_ENGINE_COMMAND": " ".join(fake_engine),
+        "FLNET_OIDC_ISSUER": http_issuer.url,
+    }
     process, port = await serve_module(
         "--data-dir", str(tmp_path / "data"), "--kill-grace", "1", env=env
     )
@@ -52,7 +60,8 @@ async def test_module_serves_until_sigterm(tmp_path: Path, fake_engine: list[str
         tool = tmp_path / "tool"
         tool.mkdir()
         (tool / "tool.py").write_text("import time; time.sleep(600)\n")
-        async with insecure_channel(f"127.0.0.1:{port}") as channel:
+        token = IDENTITY.orchestrator_token(issuer=http_issuer.url)
+        async with insecure_channel(f"127.0.0.1:{port}", token) as channel:
             stub = pb_grpc.OrchestratorServiceStub(channel)
             launched = await stub.LaunchRun(
                 pb.LaunchRunRequest(run="tenants/t/runs/r", source_path=str(tool))

@@ -8,21 +8,31 @@ import pytest
 
 from flnet.orchestrator.settings import Settings
 
+ISSUER = {"FLNET_OIDC_ISSUER": "https://issuer.example"}
+
 
 def test_defaults_pick_the_process_backend_and_its_engine(tmp_path: Path) -> None:
-    settings = Settings.load(["--data-dir", str(tmp_path)], {})
+    settings = Settings.load(["--data-dir", str(tmp_path)], ISSUER)
     assert settings.backend == "process"
     assert settings.engine_command is None  # the backend's own default
     assert settings.docker_url == "unix:///var/run/docker.sock"
     assert settings.detach_on_stop is False
+    assert settings.auth.issuer == "https://issuer.example"
+
+
+def test_identity_is_required(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        Settings.load(["--data-dir", str(tmp_path)], {})
+    assert exit_info.value.code == 2
+    assert "FLNET_OIDC_ISSUER is not set" in capsys.readouterr().err
 
 
 def test_the_docker_socket_follows_docker_host(tmp_path: Path) -> None:
-    environ = {"DOCKER_HOST": "unix:///run/user/docker.sock"}
+    environ = {**ISSUER, "DOCKER_HOST": "unix:///run/user/docker.sock"}
     settings = Settings.load(["--data-dir", str(tmp_path)], environ)
     assert settings.docker_url == "unix:///run/user/docker.sock"
     # Only the docker backend needs a unix socket there.
-    Settings.load(["--data-dir", str(tmp_path)], {"DOCKER_HOST": "tcp://127.0.0.1:2375"})
+    Settings.load(["--data-dir", str(tmp_path)], {**ISSUER, "DOCKER_HOST": "tcp://127.0.0.1:2375"})
 
 
 def test_docker_backend_from_flags_or_environment(tmp_path: Path) -> None:
@@ -38,11 +48,12 @@ def test_docker_backend_from_flags_or_environment(tmp_path: Path) -> None:
             "--engine-command",
             "python3 -m flnet.runtime",
         ],
-        {},
+        ISSUER,
     )
     environment = Settings.load(
         [],
         {
+            **ISSUER,
             "FLNET_DATA_DIR": str(tmp_path),
             "FLNET_ORCHESTRATOR_BACKEND": "docker",
             "FLNET_DOCKER_URL": "unix:///run/docker.sock",

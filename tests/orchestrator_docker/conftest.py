@@ -23,6 +23,7 @@ from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp
 from tests.docker_env import docker as docker_cli
 from tests.docker_env import require_base_image
+from tests.identity import IDENTITY, orchestrator_auth
 from tests.orchestrator_docker.helpers import (
     BASE_IMAGE,
     DOCKER_SOCKET,
@@ -98,12 +99,13 @@ async def start_orchestrator(
         nonlocal keeping
         data_dir = data_dir or tmp_path / f"data{len(started)}"
         kwargs.setdefault("kill_grace", 1.0)
+        kwargs.setdefault("auth", orchestrator_auth())
         kwargs.setdefault("stop_grace", 1.0)
         keeping = keeping or bool(kwargs.get("keep_workdirs"))
         app = OrchestratorApp(data_dir, backend="docker", **kwargs)
         port = await app.start("127.0.0.1:0")
         address = f"127.0.0.1:{port}"
-        channel = insecure_channel(address)
+        channel = insecure_channel(address, IDENTITY.orchestrator_token())
         started.append((app, channel))
         return DockerOrchestrator(
             app=app,

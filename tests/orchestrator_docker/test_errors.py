@@ -20,6 +20,7 @@ from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.backend import RunName
 from flnet.orchestrator.docker_container import container_name
 from flnet.orchestrator.workdir import WorkDir, runs_dir
+from tests.identity import IDENTITY, orchestrator_auth
 from tests.orchestrator.helpers import details
 from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB
 
@@ -139,11 +140,18 @@ async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path
     await runner.setup()
     directory = Path(tempfile.mkdtemp(prefix="flnet-fake-"))
     await web.UnixSite(runner, str(directory / "docker.sock")).start()
-    app = OrchestratorApp(tmp_path, backend="docker", docker_url=f"unix://{directory}/docker.sock")
+    app = OrchestratorApp(
+        tmp_path,
+        backend="docker",
+        docker_url=f"unix://{directory}/docker.sock",
+        auth=orchestrator_auth(),
+    )
     await app.start("127.0.0.1:0")
     try:
         await runner.cleanup()
-        async with insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        async with insecure_channel(
+            f"127.0.0.1:{app.port}", IDENTITY.orchestrator_token()
+        ) as channel:
             stub = pb_grpc.OrchestratorServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.LaunchRun(
@@ -164,7 +172,10 @@ async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path
 
 async def test_an_unreachable_docker_engine_fails_the_start(tmp_path: Path) -> None:
     app = OrchestratorApp(
-        tmp_path, backend="docker", docker_url=f"unix://{tmp_path}/no-docker.sock"
+        tmp_path,
+        backend="docker",
+        docker_url=f"unix://{tmp_path}/no-docker.sock",
+        auth=orchestrator_auth(),
     )
     with pytest.raises(OSError, match="cannot reach the Docker engine at unix://"):
         await app.start("127.0.0.1:0")
@@ -173,4 +184,6 @@ async def test_an_unreachable_docker_engine_fails_the_start(tmp_path: Path) -> N
 
 def test_the_docker_url_must_be_a_unix_socket(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"is not 'unix:///path/to/docker\.sock'"):
-        OrchestratorApp(tmp_path, backend="docker", docker_url="tcp://127.0.0.1:2375")
+        OrchestratorApp(
+            tmp_path, backend="docker", docker_url="tcp://127.0.0.1:2375", auth=orchestrator_auth()
+        )

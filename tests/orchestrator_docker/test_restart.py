@@ -16,6 +16,8 @@ from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
 from flnet.orchestrator.docker_state import VANISHED_LINE
+from tests.auth.issuer import Issuer
+from tests.identity import IDENTITY
 from tests.orchestrator.helpers import TIMEOUT, Stopwatch, seconds, serve_module, wait_for
 from tests.orchestrator_docker.helpers import DockerOrchestrator, StartDockerOrchestrator
 
@@ -47,13 +49,14 @@ async def test_a_killed_orchestrators_container_is_re_attached_and_its_exit_repo
     test_image: str,
     control_address: str,
     docker: aiodocker.Docker,
+    http_issuer: Issuer,
 ) -> None:
     data_dir = tmp_path / "shared"
-    process, port = await serve_module(
-        "--data-dir", str(data_dir), "--backend", "docker", env=dict(os.environ)
-    )
+    env = {**os.environ, "FLNET_OIDC_ISSUER": http_issuer.url}
+    process, port = await serve_module("--data-dir", str(data_dir), "--backend", "docker", env=env)
     try:
-        async with insecure_channel(f"127.0.0.1:{port}") as channel:
+        token = IDENTITY.orchestrator_token(issuer=http_issuer.url)
+        async with insecure_channel(f"127.0.0.1:{port}", token) as channel:
             stub = pb_grpc.OrchestratorServiceStub(channel)
             request = pb.LaunchRunRequest(
                 run="tenants/acme/runs/survivor",

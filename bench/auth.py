@@ -1,0 +1,133 @@
+"""What authentication costs: GetRun latency through the control plane's full interceptor
+chain (error mapping, token validation, scope check, audit record) next to the same RunService
+behind error mapping alone, in the same process, on the same store, in the same run.
+
+    python -m bench.auth [--calls 2000] [--rounds 5]
+
+Three servers share one control plane: "none" (no authentication: the baseline, which FLNet
+never serves), "auth" (validation and scopes, no audit) and "auth+audit" (what the control
+plane serves). Rounds alternate between them; each call is sequential (latency, not
+throughput). Prints p50/p99 per arm and round, and the median of the per-round p50 ratios
+against the baseline (target: auth+audit <= 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from bench.local_platform import ISSUER, start_platform
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.channels import insecure_channel
+from flnet.cli.toolspec import load_tool_spec
+from flnet.control.services.run_service import RunService
+from flnet.interceptors import ErrorMapper
+from flnet.serving import Server
+
+TRIVIAL = Path(__file__).parent / "tools" / "trivial"
+RUN_SERVICE = rs.DESCRIPTOR.services_by_name["RunService"].full_name
+ARMS = ("none", "auth", "auth+audit")
+
+
+async def timed_calls(stub: rsg.RunServiceAsyncStub, run: str, calls: int) -> list[float]:
+    request = rs.GetRunRequest(name=run)
+    latencies = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        await stub.GetRun(request)
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def p(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
+
+
+async def main(calls: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        platform = await start_platform(Path(tmp))
+        app = platform.control
+        token = ISSUER.token()
+        servers: list[Server] = []
+        try:
+            async with insecure_channel(platform.address, token) as channel:
+                tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
+                runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
+                version = (
+                    await tools.CreateToolVersion(
+                        ts.CreateToolVersionRequest(
+                            parent="tenants/default/tools/trivial",
+                            tool_version=load_tool_spec(TRIVIAL).version,
+                        )
+                    )
+                ).tool_version
+                run = (
+                    await runs.CreateRun(
+                        rs.CreateRunRequest(
+                            parent="tenants/default",
+                            run=rp.Run(tool_version=version.name, dev_session=True),
+                        )
+                    )
+                ).run.name
+            service = RunService(app.runs)
+
+            def register(server: grpc.aio.Server) -> None:
+                rsg.add_RunServiceServicer_to_server(service, server)
+
+            no_audit = ISSUER.interceptor([RUN_SERVICE])
+            addresses = {"auth+audit": platform.address}
+            for arm, chain in (
+                ("none", [ErrorMapper("flnet.control")]),
+                ("auth", [ErrorMapper("flnet.control"), no_audit]),
+            ):
+                server = Server([RUN_SERVICE], register, interceptors=chain)
+                port = await server.start("127.0.0.1:0")
+                servers.append(server)
+                addresses[arm] = f"127.0.0.1:{port}"
+            channels = {arm: insecure_channel(address, token) for arm, address in addresses.items()}
+            stubs = {arm: rsg.RunServiceStub(ch) for arm, ch in channels.items()}
+            for arm in ARMS:  # warm up every path
+                await timed_calls(stubs[arm], run, 200)
+            results: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+            for r in range(rounds):
+                order = ARMS if r % 2 == 0 else tuple(reversed(ARMS))
+                for arm in order:
+                    results[arm].append(await timed_calls(stubs[arm], run, calls))
+                    await app.audit.flush()  # the writer's work stays inside its round
+            for ch in channels.values():
+                await ch.close()
+        finally:
+            for server in servers:
+                await server.stop(0)
+            await platform.stop()
+    print(f"GetRun, {calls} sequential calls per arm and round, {rounds} rounds (ms)")
+    for r in range(rounds):
+        cells = "  ".join(
+            f"{arm} p50 {p(results[arm][r], 0.5):.3f} p99 {p(results[arm][r], 0.99):.3f}"
+            for arm in ARMS
+        )
+        print(f"round {r + 1}: {cells}")
+    for arm in ARMS[1:]:
+        ratios = [p(results[arm][r], 0.5) / p(results["none"][r], 0.5) for r in range(rounds)]
+        print(
+            f"{arm:>10} / none: p50 ratio median {statistics.median(ratios):.3f} "
+            f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.rounds))

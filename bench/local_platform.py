@@ -1,0 +1,50 @@
+"""The platform in one process, for benchmarks: an orchestrator and a control plane on
+loopback, both trusting an in-process issuer key (flnet.auth.local.LocalIssuer) exactly as
+they would trust an OIDC issuer's JWKS; every call carries a token of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flnet.auth.local import LocalIssuer
+from flnet.control.app import ControlApp
+from flnet.control.settings import ControlSettings
+from flnet.orchestrator.app import OrchestratorApp
+from flnet.orchestrator.service import SERVICE_NAME
+
+ISSUER = LocalIssuer("https://issuer.bench.invalid")
+
+
+@dataclass
+class LocalPlatform:
+    orchestrator: OrchestratorApp
+    control: ControlApp
+    address: str
+    token: str  # a data scientist of tenant "default"
+
+    async def stop(self) -> None:
+        await self.control.stop(1)
+        await self.orchestrator.stop()
+
+
+async def start_platform(root: Path, backend: str = "process") -> LocalPlatform:
+    orchestrator = OrchestratorApp(
+        root / "orchestrator", backend=backend, auth=ISSUER.interceptor([SERVICE_NAME])
+    )
+    orch = await orchestrator.start("127.0.0.1:0")
+
+    async def service_token() -> str:
+        return ISSUER.orchestrator_token()
+
+    control = ControlApp(
+        ControlSettings(
+            auth=ISSUER.settings(),
+            data_dir=root / "control",
+            orchestrator_address=f"127.0.0.1:{orch}",
+        ),
+        keys=ISSUER.keys(),
+        orchestrator_token=service_token,
+    )
+    port = await control.start("127.0.0.1:0")
+    return LocalPlatform(orchestrator, control, f"127.0.0.1:{port}", ISSUER.token())

@@ -1,0 +1,83 @@
+"""AuditService: lists the audit log (control.store.audit) of a tenant."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+
+from flnet.api.control.v1 import audit_service_pb2 as aus
+from flnet.api.control.v1 import audit_service_pb2_grpc as aug
+from flnet.control import names, pagination
+from flnet.control.clock import from_timestamp
+from flnet.control.store.audit import AuditLog
+from flnet.errors import InvalidArgument
+
+Context = Any
+
+SERVICE_NAME = aus.DESCRIPTOR.services_by_name["AuditService"].full_name
+CODE_NAMES = frozenset(code.name for code in grpc.StatusCode)
+METHOD_RE = re.compile(r"^/[A-Za-z_][\w.]*/\w+$")
+
+
+class AuditService(aug.AuditServiceServicer):
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    async def ListAuditEvents(
+        self, request: aus.ListAuditEventsRequest, context: Context
+    ) -> aus.ListAuditEventsResponse:
+        tenant = names.parse_tenant(request.parent)
+        size = pagination.page_size(request.page_size)
+        violations: list[tuple[str, str]] = []
+        if request.method and not METHOD_RE.match(request.method):
+            violations.append(("method", "expected a full method: /package.Service/Method"))
+        if request.code and request.code not in CODE_NAMES:
+            violations.append(("code", "expected a gRPC status code name, e.g. NOT_FOUND"))
+        time_from = time_to = None
+        if request.HasField("time_start"):
+            if not 0 <= request.time_start.nanos < 1_000_000_000:
+                violations.append(("time_start.nanos", "must be in [0, 999999999]"))
+            time_from = from_timestamp(request.time_start)
+        if request.HasField("time_end"):
+            if not 0 <= request.time_end.nanos < 1_000_000_000:
+                violations.append(("time_end.nanos", "must be in [0, 999999999]"))
+            time_to = from_timestamp(request.time_end)
+        if time_from is not None and time_to is not None and time_to < time_from:
+            violations.append(("time_end", "must not be before time_start"))
+        if violations:
+            raise InvalidArgument(
+                "invalid filter: " + "; ".join(f"{f}: {d}" for f, d in violations),
+                violations=violations,
+            )
+        query = {
+            "parent": request.parent,
+            "subject": request.subject,
+            "method": request.method,
+            "code": request.code,
+            "resource": request.resource,
+            "from": time_from,
+            "to": time_to,
+        }
+        before = pagination.decode(request.page_token, query)
+        if before is not None and not isinstance(before, int):
+            raise InvalidArgument.field("page_token", "not a token this API issued")
+        rows = await self.audit.list(
+            tenant,
+            subject=request.subject,
+            method=request.method,
+            code=request.code,
+            resource=request.resource,
+            time_from_us=time_from,
+            time_to_us=time_to,
+            before_id=before,
+            limit=size + 1,
+        )
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = pagination.encode(rows[-1].id, query)
+        return aus.ListAuditEventsResponse(
+            events=[row.to_proto() for row in rows], next_page_token=token
+        )
