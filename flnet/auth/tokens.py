@@ -27,10 +27,13 @@ library's messages are never in them nor in logs.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -53,6 +56,12 @@ SUPPORTED_ALGORITHMS = frozenset(
 )
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
 DEFAULT_LEEWAY = 30.0
+# A verified token is remembered (under its digest, never the token itself) for at most this
+# long and never past its `exp`, so that a client calling many times with one token pays
+# for one signature check per minute instead of one per call. The price: a key the issuer
+# withdraws stops verifying tokens already seen at most this long later.
+VERIFIED_SECONDS = 60.0
+VERIFIED_ENTRIES = 10_000
 #: Longer tokens are refused before any parsing (gRPC's metadata limit is 8 KiB anyway).
 MAX_TOKEN_BYTES = 8192
 
@@ -151,6 +160,8 @@ class TokenValidator:
     - `tenant_claim`, `default_tenant`, `require_tenant`: where the tenant comes from,
       and whether a token without one is refused.
     - `roles_claims`, `role_scopes`: roles and the scopes each grants.
+    - `remember`: seconds a verified token is remembered (VERIFIED_SECONDS; 0: never).
+    - `clock`: wall-clock seconds (time.time), for that memory.
     """
 
     def __init__(
@@ -167,6 +178,8 @@ class TokenValidator:
         require_tenant: bool = False,
         roles_claims: Iterable[str] = ("roles",),
         role_scopes: Mapping[str, Iterable[str]] | None = None,
+        remember: float = VERIFIED_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.algorithms = frozenset(algorithms)
         refused = self.algorithms - SUPPORTED_ALGORITHMS
@@ -189,10 +202,34 @@ class TokenValidator:
         self.require_tenant = require_tenant
         self.roles_claims = tuple(roles_claims)
         self.role_scopes = {r: frozenset(s) for r, s in (role_scopes or {}).items()}
+        self.remember = remember
+        self._clock = clock
+        # digest -> (principal, until): most recently used last.
+        self._verified: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     async def validate(self, token: str) -> Principal:
         """The Principal of a valid token; Unauthenticated (or PermissionDenied for a
         missing tenant, Unavailable when the issuer's keys cannot be fetched) otherwise."""
+        if self.remember <= 0:
+            return await self._verify(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        known = self._verified.get(digest)
+        if known is not None:
+            if now < known[1]:
+                self._verified.move_to_end(digest)
+                return known[0]
+            del self._verified[digest]
+        principal = await self._verify(token)
+        until = now + self.remember
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at.timestamp() + self.leeway)
+        self._verified[digest] = (principal, until)
+        if len(self._verified) > VERIFIED_ENTRIES:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         header = _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:

@@ -3,6 +3,7 @@ roles mapped to scopes, tenant, subject, algorithm pinning per key type."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -194,3 +195,30 @@ async def test_static_keys(issuer: Issuer) -> None:
     v = validator(issuer, StaticKeys({"keys": [k.jwk() for k in issuer.keys]}))
     assert (await v.validate(issuer.token())).subject == "alice"
     assert sum(issuer.hits.values()) == 0
+
+
+async def test_verified_tokens_are_remembered_within_bounds(issuer: Issuer) -> None:
+    """A token verified once is not verified again for `remember` seconds, never past its
+    `exp` (plus leeway); refusals are never remembered."""
+    real = time.time()
+    now = [real]
+    published = StaticKeys({"keys": [k.jwk() for k in issuer.keys]})
+    v = validator(issuer, published, leeway=0, remember=60, clock=lambda: now[0])
+    long_lived = issuer.token(exp=int(real) + 3600)
+    short_lived = issuer.token(exp=int(real) + 5)
+    assert (await v.validate(long_lived)).subject == "alice"
+    assert (await v.validate(short_lived)).subject == "alice"
+    forged = issuer.token(IssuerKey.generate("RSA", kid=issuer.key.kid))
+    assert await refusal(v, forged) == (Unauthenticated, "TOKEN_INVALID")
+
+    v.keys = StaticKeys({"keys": []})  # the issuer withdraws its key
+    now[0] = real + 4
+    assert (await v.validate(long_lived)).subject == "alice"  # remembered
+    assert (await v.validate(short_lived)).subject == "alice"
+    now[0] = real + 6  # past the short-lived token's exp: verified again, refused
+    assert await refusal(v, short_lived) == (Unauthenticated, "TOKEN_INVALID")
+    assert (await v.validate(long_lived)).subject == "alice"
+    now[0] = real + 61  # past the memory: verified again, refused
+    assert await refusal(v, long_lived) == (Unauthenticated, "TOKEN_INVALID")
+    v.keys = published
+    assert await refusal(v, forged) == (Unauthenticated, "TOKEN_INVALID")  # never remembered
