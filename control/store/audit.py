@@ -49,20 +49,10 @@ _TEXT_FIELDS = ("tenant", "subject", "client_id", "audience", "method", "resourc
 
 
 @dataclass(frozen=True)
-class AuditRow:
+class AuditRow(AuditRecord):
     """A stored audit record; `id` is its sequence (larger: stored later)."""
 
     id: int
-    tenant: str
-    time_us: int
-    duration_us: int
-    subject: str
-    client_id: str
-    audience: str
-    method: str
-    resource: str
-    code: str
-    reason: str
 
     def to_proto(self) -> ap.AuditEvent:
         duration = duration_pb2.Duration()
