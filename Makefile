@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GRPC_TOOLS_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 
-.PHONY: all venv proto proto-check lint buf-lint typecheck importcheck test test-fast bench demo clean
+.PHONY: all venv proto proto-check lint buf-lint typecheck importcheck test test-fast test-postgres bench demo clean
 
 all: test
 
@@ -63,17 +63,27 @@ typecheck: venv
 importcheck: typecheck
 	cd .typecheck && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports ../pyproject.toml
 
-# The whole suite: static checks first, then every test.
+# The whole suite: static checks first, then every test on the embedded defaults (SQLite,
+# local files), then again on a deployment's components (PostgreSQL, S3 on SeaweedFS).
 test: venv node_modules/.installed proto-check lint typecheck importcheck
 	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --database postgresql --artifacts s3
 
 test-fast: venv node_modules/.installed
 	$(BIN)/pytest -q -x -m 'not slow'
+
+# The suite with PostgreSQL as the control plane's database: the tests start a private cluster
+# (tests/postgres.py; needs `apt-get install -y postgresql`). POSTGRES_TESTS narrows it, e.g.
+# `make test-postgres POSTGRES_TESTS="tests/control tests/access tests/integration"`.
+POSTGRES_TESTS ?=
+test-postgres: venv node_modules/.installed
+	$(BIN)/pytest -q -p no:cacheprovider --database postgresql $(POSTGRES_TESTS)
 
 bench: venv
 	$(PY) -m bench.telemetry
 	$(PY) -m bench.dispatch
 	$(PY) -m bench.auth
+	$(PY) -m bench.artifacts
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.

@@ -84,7 +84,7 @@ async def main(calls: int, rounds: int) -> None:
                         )
                     )
                 ).run.name
-            service = RunService(app.runs)
+            service = RunService(app.runs, app.blobs)
 
             def register(server: grpc.aio.Server) -> None:
                 rsg.add_RunServiceServicer_to_server(service, server)

@@ -28,7 +28,11 @@ class LocalPlatform:
         await self.orchestrator.stop()
 
 
-async def start_platform(root: Path, backend: str = "process") -> LocalPlatform:
+async def start_platform(
+    root: Path, backend: str = "process", *, artifact_url: str = "", s3_endpoint: str = ""
+) -> LocalPlatform:
+    """The platform with its data under `root`; artifacts in `artifact_url` (default: files
+    under `root`), credentials of an S3 store from the AWS_* variables."""
     orchestrator = OrchestratorApp(
         root / "orchestrator", backend=backend, auth=ISSUER.interceptor([SERVICE_NAME])
     )
@@ -41,6 +45,8 @@ async def start_platform(root: Path, backend: str = "process") -> LocalPlatform:
         ControlSettings(
             auth=ISSUER.settings(),
             data_dir=root / "control",
+            artifact_url=artifact_url,
+            s3_endpoint=s3_endpoint,
             orchestrator_address=f"127.0.0.1:{orch}",
         ),
         keys=ISSUER.keys(),

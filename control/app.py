@@ -26,11 +26,12 @@ from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.auth import RUNTIME, AuthInterceptor, KeySource
+from flnet.auth import RUNTIME, KeySource
 from flnet.channels import TokenSource
-from flnet.control.blobs import LocalBlobStore
+from flnet.control.blobs import open_blob_store
 from flnet.control.database import create_engine, migrate
 from flnet.control.news import RunFeed
+from flnet.control.notifications import EventNotifications
 from flnet.control.orchestration import OrchestratorClient
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import ArtifactService
@@ -71,7 +72,7 @@ class ControlApp:
         self._orchestrator_token = orchestrator_token
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
-        self._auth: AuthInterceptor | None = None
+        self._resources = contextlib.AsyncExitStack()
 
     def _service_token(self) -> TokenSource | None:
         """How the control plane authenticates to the orchestrator (None: no orchestrator)."""
@@ -92,18 +93,38 @@ class ControlApp:
         )
 
     async def start(self, listen: str = "127.0.0.1:50051") -> int:
+        """Opens everything and serves; a start that fails closes what it opened."""
+        try:
+            return await self._start(listen)
+        except BaseException:
+            await self._resources.aclose()
+            raise
+
+    async def _start(self, listen: str) -> int:
         s = self.settings
+        # Closed at stop in reverse order of opening (the last opened first).
+        closing = self._resources
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs = await open_blob_store(
+            s.resolved_artifact_url, s3_endpoint=s.s3_endpoint, s3_region=s.s3_region
+        )
+        closing.push_async_callback(self.blobs.close)
         self.engine = create_engine(s.resolved_database_url)
+        closing.push_async_callback(self.engine.dispose)
         await migrate(self.engine)
         self.store = Store(self.engine, RunFeed())
+        if self.engine.dialect.name == "postgresql":  # replicas: watchers follow them all
+            notifications = EventNotifications(s.resolved_database_url, self.store.feed)
+            notifications.start()
+            closing.push_async_callback(notifications.close)
         # Its writer is not one of self._tasks: close() ends it between batches.
         self.audit = AuditLog(self.engine)
         self.audit.start()
-        self.blobs = LocalBlobStore(s.artifact_dir)
+        closing.push_async_callback(self.audit.close)
         self.orchestrator = OrchestratorClient(s.orchestrator_address, self._service_token())
+        closing.push_async_callback(self.orchestrator.close)
         self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)
-        tools, runs = ToolService(self.store), RunService(self.runs)
+        tools, runs = ToolService(self.store), RunService(self.runs, self.blobs)
         artifacts = ArtifactService(self.store, self.blobs, s)
         runtime = RuntimeService(self.runs, self.blobs)
         audit = AuditService(self.audit)
@@ -121,6 +142,7 @@ class ControlApp:
             validators={RUNTIME: self.runs.credentials.validator()},
             audit=self.audit.record,
         )
+        closing.push_async_callback(self._auth.close)
         self._server = Server(
             SERVICE_NAMES, register, interceptors=[ErrorMapper("flnet.control"), self._auth]
         )
@@ -151,12 +173,8 @@ class ControlApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for session in self.runs.sessions.all():
-            session.close()
         if self._server is not None:
+            for session in self.runs.sessions.all():
+                session.close()
             await self._server.stop(grace)
-            await self.audit.close()
-        await self.orchestrator.close()
-        if self._auth is not None:
-            await self._auth.close()
-        await self.engine.dispose()
+        await self._resources.aclose()

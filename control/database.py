@@ -1,4 +1,15 @@
-"""Database engine creation and in-process Alembic migrations."""
+"""Database engine creation and in-process Alembic migrations.
+
+Two databases, chosen by URL alone: SQLite (`sqlite+aiosqlite:///<path>`, the default, one
+control plane) and PostgreSQL (`postgresql+asyncpg://...`, several replicas). The store and the
+audit log issue the same statements on both; what differs is how concurrent writers are kept
+apart. SQLite allows one writer at a time and fails a transaction that read before another
+committed ("database is locked") instead of waiting: every writer in this process holds one
+lock (`write_lock`) around its transaction. PostgreSQL runs writers at once under READ
+COMMITTED; a run's row is locked (SELECT ... FOR UPDATE) while its state or history changes,
+and unique constraints decide the races between creators (a request_id, a tool version, an
+input's content).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +20,22 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The key of the PostgreSQL advisory lock that control planes starting at once take around
+# their migration: one migrates, the others wait and find the schema current.
+MIGRATION_LOCK_KEY = int.from_bytes(b"flnet-db", "big")
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets WAL (readers never block the writer) and a busy timeout."""
+    """An async engine; SQLite gets WAL (readers never block the writer) and a busy timeout,
+    PostgreSQL (asyncpg) a pool and the application name `flnet-control`."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -31,17 +49,25 @@ def create_engine(url: str) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_driver_name() == "asyncpg":
+        connect_args["server_settings"] = {"application_name": "flnet-control"}
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-def write_lock(engine: AsyncEngine) -> asyncio.Lock:
+def write_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     """The lock that serializes the write transactions of everything writing through `engine`
-    (the store, the audit log). SQLite allows one writer at a time, and a transaction that read
-    before another one committed fails at its first write ("database is locked") instead of
-    waiting: on SQLite every writer holds this lock around its transaction."""
+    (the store, the audit log), or None where the database keeps concurrent writers apart
+    itself (PostgreSQL). SQLite allows one writer at a time, and a transaction that read before
+    another one committed fails at its first write ("database is locked") instead of waiting:
+    on SQLite every writer holds this lock around its transaction."""
+    if engine.dialect.name != "sqlite":
+        return None
     lock = _write_locks.get(engine)
     if lock is None:
         lock = _write_locks[engine] = asyncio.Lock()
@@ -57,10 +83,58 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrades the schema to `revision` (idempotent)."""
+    """Upgrades the schema to `revision` (idempotent), in one transaction. On PostgreSQL,
+    whose DDL is transactional, control planes starting at once take turns (an advisory lock):
+    the first migrates, the next ones find nothing left to do."""
 
     def _upgrade(conn: Connection) -> None:
         command.upgrade(alembic_config(conn), revision)
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         await conn.run_sync(_upgrade)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema's revision (None: never migrated)."""
+
+    def _current(conn: Connection) -> str | None:
+        return MigrationContext.configure(conn).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+def head_revision() -> str:
+    """The newest revision this version of FLNet knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def upgrade(url: str, revision: str = "head") -> str:
+    """Upgrades the database at `url` to `revision` (default: the newest) and returns the
+    revision it is at now: what `flnet db upgrade` runs before a deployment, so that control
+    planes start on a current schema. A SQLite database's directory is created. ValueError
+    when the URL names no usable database (the password never appears in it)."""
+    try:
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        engine = create_engine(url)
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise ValueError(f"not a database URL this FLNet can use: {e}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await migrate(engine, revision)
+        current = await current_revision(engine)
+    except (OperationalError, OSError) as e:
+        raise ValueError(f"cannot reach the database {shown}: {e}") from None
+    finally:
+        await engine.dispose()
+    if current is None:
+        raise RuntimeError(f"{parsed.render_as_string()}: no revision after the upgrade")
+    return current

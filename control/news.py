@@ -6,11 +6,15 @@ A watcher takes `feed.next(run_id)` *before* reading, reads, and only then waits
 committed after its read sets the event it holds, so nothing is missed. The kept segments of
 a run are always contiguous (a segment that does not continue them starts them afresh), so
 reading from them can never skip an event; what they do not cover is read from the store.
-With several control-plane replicas, PostgreSQL LISTEN/NOTIFY has to feed `publish` too."""
+
+With several control-plane replicas on one PostgreSQL, a run's events may be committed by
+another replica: its transaction notifies (control.notifications), and `wake` sets the
+watchers here, who then read what is new from the database."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ class RunFeed:
         self._per_run = segments_per_run
         self._runs = runs
         self._bytes_per_run = bytes_per_run
+        # Names this process in notifications, so that it ignores its own.
+        self.origin = uuid.uuid4().hex[:16]
 
     def next(self, run_id: str) -> asyncio.Event:
         """The event that the next publish for `run_id` sets."""
@@ -62,6 +68,19 @@ class RunFeed:
             recent.popleft()
         ev = self._events.pop(run_id, None)
         if ev is not None:
+            ev.set()
+
+    def wake(self, run_id: str) -> None:
+        """Another replica committed events of `run_id`: its watchers read them."""
+        ev = self._events.pop(run_id, None)
+        if ev is not None:
+            ev.set()
+
+    def wake_all(self) -> None:
+        """Notifications may have been missed (the listening connection was lost): every
+        watcher reads again."""
+        events, self._events = list(self._events.values()), weakref.WeakValueDictionary()
+        for ev in events:
             ev.set()
 
     def recent(self, run_id: str, after: int) -> list[Segment] | None:

@@ -28,6 +28,22 @@ def _fingerprint(query: Any) -> str:
     return hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _storable(value: Any) -> bool:
+    """Whether a position can be a query parameter on every database: the positions this API
+    issues hold 64-bit integers and text without NUL (PostgreSQL refuses NUL in text)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, str):
+        return "\x00" not in value
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    return value is None or isinstance(value, float)
+
+
 def encode(position: Any, query: Any) -> str:
     raw = json.dumps({"p": position, "q": _fingerprint(query)}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -45,6 +61,10 @@ def decode(token: str, query: Any) -> Any:
         raise InvalidArgument(
             "page_token is malformed", violations=[("page_token", "not a token this API issued")]
         ) from None
+    if not _storable(position):
+        raise InvalidArgument(
+            "page_token is malformed", violations=[("page_token", "not a token this API issued")]
+        )
     if fingerprint != _fingerprint(query):
         raise InvalidArgument(
             "page_token belongs to a different query",

@@ -61,6 +61,7 @@ class RunController:
         self.credentials = credentials.RunCredentials(settings.data_dir / "keys" / "runtime.pem")
         self._versions: dict[str, tp.ToolVersion] = {}
         self._started_us = now_us()
+        self._marked_us = 0
         self._stopping: set[str] = set()
 
     async def tool_version(self, name: str) -> tp.ToolVersion:
@@ -423,6 +424,16 @@ class RunController:
     async def supervise_once(self) -> None:
         """Connect timeouts, heartbeat leases, inactivity and cancel grace periods."""
         now = now_us()
+        if now - self._marked_us >= self.settings.heartbeat_interval * 1e6:
+            # Engines connected here and heard lately (within two heartbeats): every replica
+            # judges their leases by this record.
+            heard = [
+                s.run_id
+                for s in self.sessions.all()
+                if self.sessions.silent_for(s.run_id) < 2 * self.settings.heartbeat_interval
+            ]
+            await self.store.mark_engines_seen(heard, now)
+            self._marked_us = now
         active = await self.store.nonterminal_runs()
         self.sessions.forget_ended({row.id for row in active}, 2 * self.settings.heartbeat_lease)
         for row in active:
@@ -446,7 +457,7 @@ class RunController:
                 )
                 return
         session = self.sessions.get(row.id)
-        if row.state == S.RUN_STATE_PENDING and session is None:
+        if row.state == S.RUN_STATE_PENDING and session is None and row.engine_seen_us is None:
             limit = seconds(t.connect) if t.HasField("connect") else DEFAULT_CONNECT_TIMEOUT
             since = (now - max(row.create_us, self._started_us)) / 1e6
             if since > limit:
@@ -456,7 +467,7 @@ class RunController:
                     f"the engine did not connect within {limit:g} s",
                 )
             return
-        if self.sessions.silent_for(row.id) > self.settings.heartbeat_lease:
+        if self._silent_for(row, now) > self.settings.heartbeat_lease:
             await self._fail(
                 row,
                 R.ERROR_REASON_LOST,
@@ -465,6 +476,7 @@ class RunController:
             return
         if (
             row.state == S.RUN_STATE_RUNNING
+            and session is not None  # the replica holding the engine judges its activity
             and t.HasField("inactivity")
             and 0 < seconds(t.inactivity) < self.sessions.inactive_for(row.id)
         ):
@@ -473,6 +485,14 @@ class RunController:
                 R.ERROR_REASON_INACTIVITY_TIMEOUT,
                 f"no telemetry for {seconds(t.inactivity):g} s",
             )
+
+    def _silent_for(self, row: RunRow, now: int) -> float:
+        """Seconds since any replica last heard the run's engine: here (since our start if
+        never), or by another replica's record."""
+        here = self.sessions.silent_for(row.id)
+        if row.engine_seen_us is None:
+            return here
+        return min(here, (now - row.engine_seen_us) / 1e6)
 
     async def _fail(self, row: RunRow, reason: int, message: str) -> None:
         applied, _ = await self.store.transition(

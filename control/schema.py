@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -64,6 +65,9 @@ runs = Table(
     Column("request_id", String(255)),
     Column("request_sha256", String(64)),
     Column("credential_sha256", String(64), nullable=False),
+    # When a replica last heard the run's engine (written every few seconds by the replica
+    # it is connected to): every replica judges heartbeat leases by it.
+    Column("engine_seen_us", BigInteger),
     Column("dev_session_run", String(63)),
     Column("create_us", BigInteger, nullable=False),
     Column("update_us", BigInteger, nullable=False),
@@ -71,7 +75,13 @@ runs = Table(
     Column("end_us", BigInteger),
     Column("deadline_us", BigInteger),
     UniqueConstraint("tenant", "request_id", name="uq_runs_request_id"),
+    # ListRuns: a tenant's runs newest first, or those of one tool (or tool version), or in
+    # some states; each index holds them in the listing's order.
     Index("ix_runs_tenant_created", "tenant", "create_us", "id"),
+    Index("ix_runs_tenant_tool_created", "tenant", "tool", "create_us", "id"),
+    Index("ix_runs_tenant_version_created", "tenant", "tool_version", "create_us", "id"),
+    Index("ix_runs_tenant_state_created", "tenant", "state", "create_us", "id"),
+    # The runs not ended yet, of every tenant (supervision, restarts).
     Index("ix_runs_state", "state"),
     Index("ix_runs_credential", "credential_sha256"),
 )
@@ -104,6 +114,15 @@ artifacts = Table(
     UniqueConstraint("run_id", "output_name", name="uq_artifacts_output"),
     Index("ix_artifacts_tenant_created", "tenant", "create_us", "id"),
     Index("ix_artifacts_tenant_sha", "tenant", "sha256", "direction"),
+    # Identical content in a tenant is one input artifact, whoever uploads it at once.
+    Index(
+        "uq_artifacts_input",
+        "tenant",
+        "sha256",
+        unique=True,
+        sqlite_where=text("direction = 1"),  # ARTIFACT_DIRECTION_INPUT
+        postgresql_where=text("direction = 1"),
+    ),
 )
 
 uploads = Table(

@@ -7,6 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flnet.auth import AuthSettings
 from flnet.datadir import default_data_dir
@@ -30,6 +31,11 @@ class ControlSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     # SQLAlchemy async URL; default SQLite in the data directory.
     database_url: str = ""
+    # Where artifacts are stored: file:///<dir> (default: <data-dir>/artifacts) or
+    # s3://<bucket>/<prefix>, on `s3_endpoint` when it is not AWS (credentials: AWS_*).
+    artifact_url: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = ""
     # Where the orchestrator listens; empty runs no launches (dev sessions only).
     orchestrator_address: str = ""
     # The address engines dial to reach this control plane; default: our unix socket.
@@ -58,8 +64,8 @@ class ControlSettings:
         return path
 
     @property
-    def artifact_dir(self) -> Path:
-        return self.data_dir / "artifacts"
+    def resolved_artifact_url(self) -> str:
+        return self.artifact_url or (self.data_dir / "artifacts").absolute().as_uri()
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControlSettings:
@@ -71,12 +77,21 @@ class ControlSettings:
                 secret = Path(secret_file).read_text().strip()
             except OSError as e:
                 raise ValueError(f"FLNET_CONTROL_CLIENT_SECRET_FILE: {e.strerror}") from None
+        artifact_url = env.get("FLNET_ARTIFACT_URL", "")
+        if artifact_url and urlsplit(artifact_url).scheme not in ("file", "s3"):
+            raise ValueError(
+                "FLNET_ARTIFACT_URL: must be file:///<directory> or s3://<bucket>/<prefix>"
+            )
         values: dict[str, object] = {
             "auth": AuthSettings.from_env(),
             "client_id": env.get("FLNET_CONTROL_CLIENT_ID", ""),
             "client_secret": secret,
             "orchestrator_resource": env.get("FLNET_ORCHESTRATOR_RESOURCE", ""),
             "database_url": env.get("FLNET_DATABASE_URL", ""),
+            "artifact_url": artifact_url,
+            "s3_endpoint": env.get("FLNET_S3_ENDPOINT", ""),
+            # botocore itself reads AWS_DEFAULT_REGION only.
+            "s3_region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", ""),
             "orchestrator_address": env.get("FLNET_ORCHESTRATOR_ADDRESS", ""),
             "engine_address": env.get("FLNET_ENGINE_ADDRESS", ""),
         }

@@ -15,6 +15,9 @@ from flnet.sources import source_sha256
 IO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENTRYPOINT = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The lengths of the columns a version's kind and its artifacts' media types are stored in.
+KIND_MAX_CHARS = 63
+MEDIA_TYPE_MAX_CHARS = 255
 
 
 def contract_sha256(version: tp.ToolVersion) -> str:
@@ -35,6 +38,11 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     f = "tool_version"
     if not names.VERSION_RE.match(v.version):
         violations.append((f"{f}.version", "must match [a-z0-9][a-z0-9.+-]{0,62}"))
+    # Stored in columns of their own: as long as those hold, without NUL (PostgreSQL refuses it).
+    if len(v.kind) > KIND_MAX_CHARS or "\x00" in v.kind:
+        violations.append((f"{f}.kind", f"at most {KIND_MAX_CHARS} characters, without NUL"))
+    if "\x00" in v.description:
+        violations.append((f"{f}.description", "must not contain NUL"))
     if v.HasField("config_schema"):
         check_schema(struct_to_dict(v.config_schema), f"{f}.config_schema")
     else:
@@ -49,6 +57,13 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
             seen.add(spec.name)
             if spec.max_size_bytes < 0:
                 violations.append((f"{f}.{kind}[{i}].max_size_bytes", "must not be negative"))
+            if len(spec.media_type) > MEDIA_TYPE_MAX_CHARS or "\x00" in spec.media_type:
+                violations.append(
+                    (
+                        f"{f}.{kind}[{i}].media_type",
+                        f"at most {MEDIA_TYPE_MAX_CHARS} characters, without NUL",
+                    )
+                )
     which = v.WhichOneof("artifact")
     if which == "image":
         if not DIGEST.match(v.image.digest):

@@ -26,6 +26,13 @@ from flnet.control.settings import ControlSettings
 from tests.auth.issuer import Issuer
 from tests.identity import IDENTITY, served_issuer
 
+# --database sqlite|postgresql, the session's PostgreSQL cluster and each test's databases;
+# --artifacts file|s3, the session's SeaweedFS and each test's artifact stores.
+pytest_plugins = ("tests.postgres", "tests.s3")
+pytest.register_assert_rewrite("tests.postgres", "tests.s3")
+from tests.postgres import POSTGRESQL, backend, database_url  # noqa: E402
+from tests.s3 import artifact_settings  # noqa: E402
+
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).parent.parent / "examples" / "tools"
 TENANT = "tenants/default"
@@ -84,6 +91,10 @@ def clients_for(address: str, token: str | None = None) -> Clients:
 
 
 def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
+    """The settings of a test's control plane, on the session's database (tests.postgres):
+    SQLite in its data directory by default, else a PostgreSQL database of the test; and on
+    the session's artifact store (tests.s3): files in its data directory by default, else a
+    prefix of the session's S3 bucket."""
     values: dict[str, object] = {
         "auth": IDENTITY.settings(),
         "data_dir": tmp_path / "control",
@@ -92,6 +103,10 @@ def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
         "supervision_interval": 0.2,
     }
     values.update(overrides)
+    if backend() == POSTGRESQL and "database_url" not in overrides:
+        values["database_url"] = database_url(Path(str(values["data_dir"])))
+    if "artifact_url" not in overrides:
+        values.update(artifact_settings(Path(str(values["data_dir"]))))
     return ControlSettings(**values)  # type: ignore[arg-type]
 
 

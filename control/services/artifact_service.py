@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
 from typing import Any
 
 from flnet.api.control.v1 import artifact_pb2 as ap
@@ -13,18 +15,20 @@ from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.auth.audit import note_resource
 from flnet.control import names, pagination
-from flnet.control.blobs import BlobWriter, LocalBlobStore
+from flnet.control.blobs import Blob, BlobMissing, BlobStore, BlobWriter
 from flnet.control.clock import now_us, timestamp
 from flnet.control.settings import ControlSettings
 from flnet.control.store import Store, Upload
 from flnet.errors import (
     DataLoss,
     FailedPrecondition,
+    FlnetError,
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
 )
 
+log = logging.getLogger(__name__)
 Context = Any
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CHUNK = 4 * 1024 * 1024
@@ -44,7 +48,7 @@ async def receive_blob(
     limit: int,
     expected_sha256: str,
     expected_size: int = -1,
-) -> str:
+) -> Blob:
     """Streams chunks into `writer`, enforcing `limit` and the expected digest and size;
     the blob becomes visible only when everything matched."""
     committed = False
@@ -66,16 +70,30 @@ async def receive_blob(
                 reason="CHECKSUM_MISMATCH",
                 violations=[("metadata.sha256", "does not match")],
             )
-        digest = await writer.commit()
+        blob = await writer.commit()
         committed = True
-        return digest
+        return blob
     finally:
         if not committed:
             await writer.abort()
 
 
+async def record_blob(blobs: BlobStore, blob: Blob, record: Awaitable[ap.Artifact]) -> ap.Artifact:
+    """The artifact `record` stores for `blob`. A blob that no artifact points to in the
+    end (its content was recorded before, or the record was refused) is discarded; after
+    an unexpected failure it is kept, since the record may have been stored after all."""
+    try:
+        artifact = await record
+    except FlnetError:
+        await blobs.discard(blob)
+        raise
+    if artifact.storage_uri != blob.uri:
+        await blobs.discard(blob)
+    return artifact
+
+
 class ArtifactService(asg.ArtifactServiceServicer):
-    def __init__(self, store: Store, blobs: LocalBlobStore, settings: ControlSettings) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, settings: ControlSettings) -> None:
         self.store = store
         self.blobs = blobs
         self.settings = settings
@@ -102,16 +120,21 @@ class ArtifactService(asg.ArtifactServiceServicer):
                     )
                 yield msg.chunk
 
-        writer = self.blobs.writer()
-        digest = await receive_blob(writer, chunks(), self.settings.max_upload_bytes, meta.sha256)
-        artifact = await self.store.add_input_artifact(
-            artifact_id=uuid.uuid4().hex[:20],
-            tenant=tenant,
-            sha256=digest,
-            size=writer.size,
-            media_type=meta.media_type or "application/octet-stream",
-            filename=meta.filename or digest[:12],
-            uri=self.blobs.uri_of(digest),
+        blob = await receive_blob(
+            self.blobs.writer(), chunks(), self.settings.max_upload_bytes, meta.sha256
+        )
+        artifact = await record_blob(
+            self.blobs,
+            blob,
+            self.store.add_input_artifact(
+                artifact_id=uuid.uuid4().hex[:20],
+                tenant=tenant,
+                sha256=blob.sha256,
+                size=blob.size,
+                media_type=meta.media_type or "application/octet-stream",
+                filename=meta.filename or blob.sha256[:12],
+                uri=blob.uri,
+            ),
         )
         return asv.UploadInputResponse(artifact=artifact)
 
@@ -141,7 +164,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
             finished=False,
             expire_us=now_us() + int(self.settings.upload_ttl * 1e6),
         )
-        await self.blobs.append_partial(upload.id, 0, b"")
+        await self.blobs.start_partial(upload.id)
         await self.store.create_upload(upload)
         return asv.StartUploadResponse(upload=_upload_proto(upload))
 
@@ -192,22 +215,34 @@ class ArtifactService(asg.ArtifactServiceServicer):
                 f"only {upload.committed_size} of {upload.total_size} bytes were received",
                 metadata={"committed_size": str(upload.committed_size)},
             )
-        digest, size = await self.blobs.commit_partial(upload.id)
-        await self.store.set_upload_progress(upload.id, size, finished=True)
-        if upload.sha256 and digest != upload.sha256:
+        try:
+            blob = await self.blobs.commit_partial(upload.id, upload.committed_size)
+        except BlobMissing as e:
+            raise DataLoss(f"the received bytes of {request.name} are missing: {e}") from None
+        await self.store.set_upload_progress(upload.id, blob.size, finished=True)
+        try:
+            await self.blobs.drop_partial(upload.id)
+        except Exception:  # leftovers only cost space
+            log.warning("could not drop the pieces of upload %s", upload.id, exc_info=True)
+        if upload.sha256 and blob.sha256 != upload.sha256:
+            await self.blobs.discard(blob)
             raise InvalidArgument(
-                f"sha256 mismatch: received {digest}, expected {upload.sha256}",
+                f"sha256 mismatch: received {blob.sha256}, expected {upload.sha256}",
                 reason="CHECKSUM_MISMATCH",
                 violations=[("sha256", "does not match the bytes")],
             )
-        artifact = await self.store.add_input_artifact(
-            artifact_id=uuid.uuid4().hex[:20],
-            tenant=tenant,
-            sha256=digest,
-            size=size,
-            media_type=upload.media_type or "application/octet-stream",
-            filename=upload.filename or digest[:12],
-            uri=self.blobs.uri_of(digest),
+        artifact = await record_blob(
+            self.blobs,
+            blob,
+            self.store.add_input_artifact(
+                artifact_id=uuid.uuid4().hex[:20],
+                tenant=tenant,
+                sha256=blob.sha256,
+                size=blob.size,
+                media_type=upload.media_type or "application/octet-stream",
+                filename=upload.filename or blob.sha256[:12],
+                uri=blob.uri,
+            ),
         )
         return asv.FinishUploadResponse(artifact=artifact)
 
@@ -247,26 +282,31 @@ class ArtifactService(asg.ArtifactServiceServicer):
 
 
 async def stream_blob(
-    blobs: LocalBlobStore, artifact: ap.Artifact, offset: int
+    blobs: BlobStore, artifact: ap.Artifact, offset: int
 ) -> AsyncIterator[asv.DownloadArtifactResponse]:
     """An artifact's bytes from `offset`, metadata first; a whole-file read is re-verified
     against the recorded sha256 on the way, so corruption ends in DATA_LOSS."""
     if offset < 0 or offset > artifact.size_bytes:
         raise OutOfRange(f"offset {offset} is outside 0..{artifact.size_bytes}")
-    if not blobs.exists(artifact.sha256):
-        raise DataLoss(f"the bytes of {artifact.name} are missing from the artifact store")
+    blob = Blob(artifact.storage_uri, artifact.sha256, artifact.size_bytes)
     h = hashlib.sha256() if offset == 0 else None
     position = offset
     first = True
-    async for data in blobs.read(artifact.sha256, offset):
-        if h is not None:
-            h.update(data)
-        msg = asv.DownloadArtifactResponse(offset=position, data=data)
-        if first:
-            msg.artifact.CopyFrom(artifact)
-            first = False
-        position += len(data)
-        yield msg
+    async with aclosing(blobs.read(blob, offset)) as chunks:
+        try:
+            async for data in chunks:
+                if h is not None:
+                    h.update(data)
+                msg = asv.DownloadArtifactResponse(offset=position, data=data)
+                if first:
+                    msg.artifact.CopyFrom(artifact)
+                    first = False
+                position += len(data)
+                yield msg
+        except BlobMissing:
+            raise DataLoss(
+                f"the bytes of {artifact.name} are missing from the artifact store"
+            ) from None
     if first:
         yield asv.DownloadArtifactResponse(artifact=artifact, offset=position)
     if h is not None and h.hexdigest() != artifact.sha256:

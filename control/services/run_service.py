@@ -6,13 +6,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from flnet import lifecycle
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.auth.audit import note_resource
+from flnet.channels import CHUNK_BYTES
 from flnet.control import names, pagination
+from flnet.control.blobs import BlobStore
 from flnet.control.clock import from_timestamp
+from flnet.control.export import export_run
 from flnet.control.identity import caller
 from flnet.control.runs import RunController
+from flnet.control.services.artifact_service import stream_blob
 from flnet.control.validation import struct_to_dict
 from flnet.errors import InvalidArgument
 
@@ -22,9 +28,10 @@ MAX_EVENTS_PAGE = 10_000
 
 
 class RunService(rsg.RunServiceServicer):
-    def __init__(self, runs: RunController) -> None:
+    def __init__(self, runs: RunController, blobs: BlobStore) -> None:
         self.runs = runs
         self.store = runs.store
+        self.blobs = blobs
 
     async def CreateRun(
         self, request: rs.CreateRunRequest, context: Context
@@ -155,6 +162,43 @@ class RunService(rsg.RunServiceServicer):
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.reproduce(tenant, run_id, request.request_id, caller().subject)
         return rs.ReproduceRunResponse(run=await self.runs.run_proto(row))
+
+    async def ExportRun(
+        self, request: rs.ExportRunRequest, context: Context
+    ) -> AsyncIterator[rs.ExportRunResponse]:
+        tenant, run_id = names.parse_run(request.name)
+        row = await self.store.get_run(tenant, run_id)
+        run = await self.runs.run_proto(row)
+        tv = names.parse_tool_version(run.tool_version, "run.tool_version")
+        tool = await self.store.get_tool_version(tv.tenant, tv.tool, tv.version)
+        inputs = [
+            await self.store.get_artifact(tenant, names.parse_artifact(i.artifact)[1])
+            for i in run.inputs
+        ]
+
+        async def events() -> AsyncIterator[rp.RunEvent]:
+            after = 0
+            while True:
+                page = rs.ListRunEventsResponse()
+                _, full = await self.store.read_events(row, page, after=after, limit=WATCH_BATCH)
+                for event in page.events:
+                    yield event
+                if not full or not page.events:
+                    return
+                after = page.events[-1].sequence
+
+        async def read(artifact: ap.Artifact) -> AsyncIterator[bytes]:
+            async for msg in stream_blob(self.blobs, artifact, 0):
+                yield msg.data
+
+        filename = f"{run_id}.crate.zip"
+        crate = export_run(run, tool, events(), inputs, read, exported_by=caller().subject)
+        async for data in crate:
+            for start in range(0, len(data), CHUNK_BYTES):
+                yield rs.ExportRunResponse(
+                    filename=filename, data=data[start : start + CHUNK_BYTES]
+                )
+                filename = ""
 
     async def UpdateDevConfig(
         self, request: rs.UpdateDevConfigRequest, context: Context

@@ -20,10 +20,15 @@ from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.auth import Reason, require_principal
 from flnet.auth.audit import note_resource
 from flnet.control import names
-from flnet.control.blobs import LocalBlobStore
+from flnet.control.blobs import BlobStore
 from flnet.control.clock import now_us
 from flnet.control.runs import RunController
-from flnet.control.services.artifact_service import check_sha256, receive_blob, stream_blob
+from flnet.control.services.artifact_service import (
+    check_sha256,
+    receive_blob,
+    record_blob,
+    stream_blob,
+)
 from flnet.control.sessions import Session
 from flnet.control.store import RunRow
 from flnet.control.tools import IO_NAME
@@ -46,7 +51,7 @@ ENDED_GRACE_SECONDS = 300.0
 
 
 class RuntimeService(rtg.RuntimeServiceServicer):
-    def __init__(self, runs: RunController, blobs: LocalBlobStore) -> None:
+    def __init__(self, runs: RunController, blobs: BlobStore) -> None:
         self.runs = runs
         self.store = runs.store
         self.sessions = runs.sessions
@@ -183,22 +188,29 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             async for msg in requests:
                 yield msg.chunk
 
-        writer = self.blobs.writer()
-        digest = await receive_blob(
-            writer, chunks(), limit, meta.sha256, meta.size_bytes if meta.sha256 else -1
+        blob = await receive_blob(
+            self.blobs.writer(),
+            chunks(),
+            limit,
+            meta.sha256,
+            meta.size_bytes if meta.sha256 else -1,
         )
-        artifact = await self.store.add_output_artifact(
-            artifact_id=uuid.uuid4().hex[:20],
-            run=row,
-            output_name=meta.name,
-            sha256=digest,
-            size=writer.size,
-            media_type=spec.media_type or "application/octet-stream",
-            uri=self.blobs.uri_of(digest),
+        artifact = await record_blob(
+            self.blobs,
+            blob,
+            self.store.add_output_artifact(
+                artifact_id=uuid.uuid4().hex[:20],
+                run=row,
+                output_name=meta.name,
+                sha256=blob.sha256,
+                size=blob.size,
+                media_type=spec.media_type or "application/octet-stream",
+                uri=blob.uri,
+            ),
         )
         self.sessions.touch(row.id, activity=True)
         return rt.UploadOutputResponse(
-            artifact=artifact.name, sha256=digest, size_bytes=writer.size
+            artifact=artifact.name, sha256=blob.sha256, size_bytes=blob.size
         )
 
     async def FetchInput(

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -15,7 +18,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import artifacts, runs, uploads
-from flnet.control.store.base import Pending, RunRow, StoreBase, _Obj
+from flnet.control.store.base import Pending, RunRow, StoreBase, _Obj, older_than, storable
 from flnet.control.store.history import _append
 from flnet.errors import FailedPrecondition, NotFound
 
@@ -38,6 +41,19 @@ def _artifact(r: Any) -> ap.Artifact:
 
 
 S = lc.RunState
+
+
+async def _input_of(conn: AsyncConnection, tenant: str, sha256: str) -> Any:
+    """The tenant's input artifact with this content, if any."""
+    return (
+        await conn.execute(
+            select(artifacts).where(
+                artifacts.c.tenant == tenant,
+                artifacts.c.sha256 == sha256,
+                artifacts.c.direction == ap.ARTIFACT_DIRECTION_INPUT,
+            )
+        )
+    ).first()
 
 
 @dataclass
@@ -65,17 +81,12 @@ class ArtifactStore(StoreBase):
         filename: str,
         uri: str,
     ) -> ap.Artifact:
-        """Records an uploaded input; identical content in a tenant is one artifact."""
+        """Records an uploaded input; identical content in a tenant is one artifact (a unique
+        index decides between concurrent uploads of the same content)."""
+        storable(filename, artifacts.c.filename, "filename")
+        storable(media_type, artifacts.c.media_type, "media_type")
         async with self._write() as conn:
-            existing = (
-                await conn.execute(
-                    select(artifacts).where(
-                        artifacts.c.tenant == tenant,
-                        artifacts.c.sha256 == sha256,
-                        artifacts.c.direction == ap.ARTIFACT_DIRECTION_INPUT,
-                    )
-                )
-            ).first()
+            existing = await _input_of(conn, tenant, sha256)
             if existing is not None:
                 return _artifact(existing)
             values = dict(
@@ -89,7 +100,21 @@ class ArtifactStore(StoreBase):
                 storage_uri=uri,
                 create_us=now_us(),
             )
-            await conn.execute(insert(artifacts).values(**values))
+            insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            stored = await conn.execute(
+                insert_(artifacts)
+                .values(**values)
+                .on_conflict_do_nothing(
+                    index_elements=[artifacts.c.tenant, artifacts.c.sha256],
+                    index_where=artifacts.c.direction == ap.ARTIFACT_DIRECTION_INPUT,
+                )
+            )
+            if stored.rowcount == 0:
+                # A concurrent upload of the same content committed first (on PostgreSQL,
+                # this insert waited for it).
+                existing = await _input_of(conn, tenant, sha256)
+                assert existing is not None
+                return _artifact(existing)
         return _artifact(_Obj(values | {"run_id": None, "output_name": None}))
 
     async def add_output_artifact(
@@ -105,7 +130,8 @@ class ArtifactStore(StoreBase):
     ) -> ap.Artifact:
         """Records a verified output and its event. Uploading the same output again (an
         engine retrying after a reconnect) replaces it."""
-        pending: Pending = []
+        storable(media_type, artifacts.c.media_type, "media_type")
+        pending = Pending()
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run.id)
             if row.state != S.RUN_STATE_RUNNING:
@@ -142,7 +168,7 @@ class ArtifactStore(StoreBase):
             artifact = _artifact(_Obj(values))
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, output=artifact)
-            await _append(conn, pending, run.id, now, [ev])
+            _append(pending, run.id, now, [ev])
             await conn.execute(
                 update(runs).where(runs.c.id == run.id).values(last_sequence=seq, update_us=now)
             )
@@ -184,12 +210,7 @@ class ArtifactStore(StoreBase):
         if run_id is not None:
             q = q.where(artifacts.c.run_id == run_id)
         if after is not None:
-            q = q.where(
-                or_(
-                    artifacts.c.create_us < after[0],
-                    and_(artifacts.c.create_us == after[0], artifacts.c.id < after[1]),
-                )
-            )
+            q = q.where(older_than(artifacts.c.create_us, artifacts.c.id, after))
         q = q.order_by(artifacts.c.create_us.desc(), artifacts.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             return [_artifact(r) for r in (await conn.execute(q)).all()]
@@ -197,6 +218,8 @@ class ArtifactStore(StoreBase):
     # --------------------------------------------------------------------------- uploads
 
     async def create_upload(self, upload: Upload) -> None:
+        storable(upload.filename, uploads.c.filename, "filename")
+        storable(upload.media_type, uploads.c.media_type, "media_type")
         async with self._write() as conn:
             await conn.execute(
                 insert(uploads).values(

@@ -13,7 +13,8 @@ credential was refused carry no trusted identity: their tenant is "" and no tena
 through the API; they are kept for operators, who read them in the database.
 
 The log is independent of the provenance Store but shares its engine and, on SQLite, its
-write lock (control.database.write_lock).
+write lock (control.database.write_lock); on PostgreSQL its batches are written alongside
+the store's transactions.
 """
 
 from __future__ import annotations
@@ -106,8 +107,7 @@ class AuditLog:
         self.capacity = capacity
         self.batch_size = batch_size
         self.interval = interval
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = write_lock(engine)
+        self._write_lock = write_lock(engine)  # SQLite only
         self._buffer: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
@@ -203,12 +203,9 @@ class AuditLog:
                     self._burst = 0
 
     async def _insert(self, rows: builtins.list[dict[str, Any]]) -> None:
-        if self._sqlite:
-            async with self._write_lock, self.engine.begin() as conn:
-                await conn.execute(insert(audit_events), rows)
-        else:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(audit_events), rows)
+        # One statement with a list of parameter sets: the driver batches it.
+        async with self._write_lock or contextlib.nullcontext(), self.engine.begin() as conn:
+            await conn.execute(insert(audit_events), rows)
 
     async def close(self) -> None:
         """Stops the writer and stores what is buffered. Records that arrive afterwards are
@@ -240,6 +237,10 @@ class AuditLog:
         """A tenant's stored records, newest (largest id) first. Empty filters match all;
         the others match exactly. Times select the call's start: from inclusive, to
         exclusive. `before_id` is the id of the previous page's last record."""
+        if any("\x00" in value for value in (tenant, subject, method, code, resource)):
+            # Stored text holds no NUL (`_text`): nothing matches (and PostgreSQL would refuse
+            # the query).
+            return []
         c = audit_events.c
         q = select(audit_events).where(c.tenant == tenant)
         if subject:

@@ -1,14 +1,15 @@
 """The store's foundation: the run row, write transactions (serialized on SQLite), run-row
-locks, and publishing committed history segments to the feed."""
+locks, the history a transaction appends (stored in one statement, published to the feed once
+committed), and the checks that make text storable alike on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Column, ColumnElement, String, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flnet import lifecycle
@@ -20,12 +21,61 @@ from flnet.control import names
 from flnet.control.clock import timestamp
 from flnet.control.database import write_lock
 from flnet.control.news import RunFeed, Segment
-from flnet.control.schema import runs
+from flnet.control.notifications import notify
+from flnet.control.schema import run_events, runs
+from flnet.errors import InvalidArgument
 
 S = lc.RunState
 
 
-Pending = list[tuple[str, Segment]]
+@dataclass
+class Pending:
+    """The history segments a write transaction appends: their rows are inserted together,
+    one statement with a list of parameter sets (the driver batches it: one round trip however
+    many engine batches the transaction stores), just before it commits; the segments are
+    published to the feed right after."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[tuple[str, Segment]] = field(default_factory=list)
+
+    def add(self, run_id: str, now: int, segment: Segment) -> None:
+        self.rows.append(
+            {
+                "run_id": run_id,
+                "first_seq": segment.first,
+                "last_seq": segment.last,
+                "time_us": now,
+                "payload": segment.payload,
+            }
+        )
+        self.segments.append((run_id, segment))
+
+
+def older_than(
+    time: Column[int], id_: Column[str], position: tuple[int, str]
+) -> ColumnElement[bool]:
+    """The rows after `position` (the previous page's last `(time, id)`) in a newest-first
+    listing ordered by (time, id) descending. The bound on `time` alone is what an index on
+    (..., time, id) seeks to; the rest only sorts out the ties at `position`'s time."""
+    at, last_id = position
+    return and_(time <= at, or_(time < at, id_ < last_id))
+
+
+def storable(value: str, column: Column[Any], path: str) -> str:
+    """`value` when SQLite and PostgreSQL store it alike in `column`, else InvalidArgument
+    naming the request field at `path`. PostgreSQL refuses NUL in text and more characters
+    than a VARCHAR(n) holds, where SQLite would store both: such a value is refused on either."""
+    limit = column.type.length if isinstance(column.type, String) else None
+    if limit is not None and len(value) > limit:
+        raise InvalidArgument(
+            f"{path} is longer than {limit} characters",
+            violations=[(path, f"at most {limit} characters")],
+        )
+    if "\x00" in value:
+        raise InvalidArgument(
+            f"{path} contains a NUL character", violations=[(path, "must not contain NUL")]
+        )
+    return value
 
 
 @dataclass
@@ -47,6 +97,7 @@ class RunRow:
     end_us: int | None
     deadline_us: int | None
     credential_sha256: str
+    engine_seen_us: int | None = None
 
     @property
     def name(self) -> str:
@@ -97,6 +148,7 @@ def _run_row(r: Any) -> RunRow:
         end_us=r.end_us,
         deadline_us=r.deadline_us,
         credential_sha256=r.credential_sha256,
+        engine_seen_us=r.engine_seen_us,
     )
 
 
@@ -111,28 +163,30 @@ class StoreBase:
     def __init__(self, engine: AsyncEngine, feed: RunFeed) -> None:
         self.engine = engine
         self.feed = feed
-        self._sqlite = engine.dialect.name == "sqlite"
+        # SQLite only (control.database.write_lock); PostgreSQL locks rows instead.
         self._write_lock = write_lock(engine)
         self._required_outputs: dict[str, frozenset[str]] = {}
 
     @contextlib.asynccontextmanager
     async def _write(self, pending: Pending | None = None) -> AsyncIterator[AsyncConnection]:
-        """One write transaction; the history segments it appends to `pending` are published
-        once it has committed. SQLite allows one writer at a time: serialize here rather than
-        have transactions collide on SQLITE_BUSY (and publish in commit order)."""
-        if self._sqlite:
-            async with self._write_lock:
-                async with self.engine.begin() as conn:
-                    yield conn
-                self._publish(pending)
-        else:
-            async with self.engine.begin() as conn:
+        """One write transaction. The history segments it appends to `pending` are inserted
+        just before it commits and published right after, before anything else awaits: the
+        transactions of one run follow each other (its row is locked, or on SQLite every
+        writer holds the write lock), and so do their publications. SQLite allows one writer
+        at a time: serialize here rather than have transactions collide on SQLITE_BUSY."""
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self.engine.connect() as conn:
+            async with conn.begin():
                 yield conn
+                if pending is not None and pending.rows:
+                    await conn.execute(insert(run_events), pending.rows)
+                    if conn.dialect.name == "postgresql":  # other replicas' watchers
+                        await notify(conn, self.feed.origin, (r for r, _ in pending.segments))
             self._publish(pending)
 
     def _publish(self, pending: Pending | None) -> None:
         by_run: dict[str, list[Segment]] = {}
-        for run_id, segment in pending or ():
+        for run_id, segment in pending.segments if pending is not None else ():
             by_run.setdefault(run_id, []).append(segment)
         for run_id, segments in by_run.items():
             self.feed.publish(run_id, segments)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import func, select
 
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control.news import Segment
@@ -110,18 +109,13 @@ class HistoryStore(StoreBase):
         return int(total or 0)
 
 
-async def _append(
-    conn: AsyncConnection, pending: Pending, run_id: str, now: int, events: list[rp.RunEvent]
-) -> None:
-    """Stores consecutive events as one segment of the run's history."""
+def _append(pending: Pending, run_id: str, now: int, events: list[rp.RunEvent]) -> None:
+    """Appends consecutive events as one segment of the run's history."""
     segment = rp.RunEventSegment(events=events)
-    await _append_segment(
-        conn, pending, run_id, now, events[0].sequence, events[-1].sequence, segment
-    )
+    _append_segment(pending, run_id, now, events[0].sequence, events[-1].sequence, segment)
 
 
-async def _append_segment(
-    conn: AsyncConnection,
+def _append_segment(
     pending: Pending,
     run_id: str,
     now: int,
@@ -129,13 +123,8 @@ async def _append_segment(
     last_seq: int,
     segment: rp.RunEventSegment,
 ) -> None:
-    """A run's history is a sequence of segments, one per transaction: a batch of 1000 log
-    lines costs one row. Events are stored without `run` and `sequence`; a segment's events
-    are numbered first_seq, first_seq + 1, ... (read_events fills both in)."""
-    payload = segment.SerializeToString()
-    await conn.execute(
-        insert(run_events).values(
-            run_id=run_id, first_seq=first_seq, last_seq=last_seq, time_us=now, payload=payload
-        )
-    )
-    pending.append((run_id, Segment(first_seq, last_seq, payload)))
+    """A run's history is a sequence of segments, one per engine batch or transaction: a batch
+    of 1000 log lines costs one row. Events are stored without `run` and `sequence`; a
+    segment's events are numbered first_seq, first_seq + 1, ... (read_events fills both in).
+    The row is inserted with the transaction's others just before it commits (StoreBase._write)."""
+    pending.add(run_id, now, Segment(first_seq, last_seq, segment.SerializeToString()))

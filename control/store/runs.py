@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,7 +17,7 @@ from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import artifacts, runs
-from flnet.control.store.base import Pending, RunRow, _run_row
+from flnet.control.store.base import Pending, RunRow, _run_row, older_than, storable
 from flnet.control.store.history import HistoryStore, _append, _append_segment
 from flnet.control.store.tools import ToolStore
 from flnet.errors import NotFound
@@ -50,6 +50,7 @@ class RunStore(HistoryStore, ToolStore):
     ) -> tuple[RunRow, bool]:
         """Inserts a PENDING run with its first state change. With a request_id already
         used in the tenant, returns that run instead (False)."""
+        storable(spec.request_id, runs.c.request_id, "request_id")
         now = now_us()
         change = lc.StateChange(
             from_state=S.RUN_STATE_UNSPECIFIED,
@@ -60,7 +61,7 @@ class RunStore(HistoryStore, ToolStore):
         )
         event = rp.RunEvent(sequence=1, state_change=change)
         try:
-            pending: Pending = []
+            pending = Pending()
             async with self._write(pending) as conn:
                 await conn.execute(
                     insert(runs).values(
@@ -83,7 +84,7 @@ class RunStore(HistoryStore, ToolStore):
                         deadline_us=deadline_us,
                     )
                 )
-                await _append(conn, pending, run_id, now, [event])
+                _append(pending, run_id, now, [event])
         except IntegrityError:
             if spec.request_id:
                 existing = await self.find_run_by_request(tenant, spec.request_id)
@@ -93,6 +94,7 @@ class RunStore(HistoryStore, ToolStore):
         return await self.get_run(tenant, run_id), True
 
     async def find_run_by_request(self, tenant: str, request_id: str) -> RunRow | None:
+        storable(request_id, runs.c.request_id, "request_id")
         async with self.engine.connect() as conn:
             r = (
                 await conn.execute(
@@ -135,7 +137,9 @@ class RunStore(HistoryStore, ToolStore):
         after: tuple[int, str] | None = None,
         limit: int = 50,
     ) -> list[RunRow]:
-        """Newest first; `after` is the (create_us, id) of the previous page's last run."""
+        """Newest first; `after` is the (create_us, id) of the previous page's last run.
+        Indexes by tenant, by tenant and tool, tool version or state hold the runs in this
+        order (migration 0003)."""
         q = select(runs).where(runs.c.tenant == tenant)
         if tool:
             q = q.where(runs.c.tool == tool)
@@ -148,15 +152,24 @@ class RunStore(HistoryStore, ToolStore):
         if created_to_us is not None:
             q = q.where(runs.c.create_us < created_to_us)
         if after is not None:
-            q = q.where(
-                or_(
-                    runs.c.create_us < after[0],
-                    and_(runs.c.create_us == after[0], runs.c.id < after[1]),
-                )
-            )
+            q = q.where(older_than(runs.c.create_us, runs.c.id, after))
         q = q.order_by(runs.c.create_us.desc(), runs.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             return [_run_row(r) for r in (await conn.execute(q)).all()]
+
+    async def mark_engines_seen(self, run_ids: list[str], when_us: int) -> None:
+        """Records that the engines of `run_ids` were heard at `when_us` (never backwards)."""
+        if not run_ids:
+            return
+        async with self._write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id.in_(run_ids),
+                    or_(runs.c.engine_seen_us.is_(None), runs.c.engine_seen_us < when_us),
+                )
+                .values(engine_seen_us=when_us)
+            )
 
     async def nonterminal_runs(self) -> list[RunRow]:
         q = select(runs).where(
@@ -177,7 +190,7 @@ class RunStore(HistoryStore, ToolStore):
         transaction: batches that queued up while the previous commit ran share the next
         one. A duplicate (already stored) or a gap (the engine resends in order) is only
         acknowledged."""
-        pending: Pending = []
+        pending = Pending()
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             now = now_us()
@@ -223,7 +236,7 @@ class RunStore(HistoryStore, ToolStore):
             segment.DiscardUnknownFields()  # Batch.sequence
             count = len(segment.events)
             if count:
-                await _append_segment(conn, pending, row.id, now, seq + 1, seq + count, segment)
+                _append_segment(pending, row.id, now, seq + 1, seq + count, segment)
             return seq + count
         events: list[rp.RunEvent] = []
         for index, entry in enumerate(batch.entries):
@@ -256,7 +269,7 @@ class RunStore(HistoryStore, ToolStore):
             ev.sequence = seq
             events.append(ev)
         if events:
-            await _append(conn, pending, row.id, now, events)
+            _append(pending, row.id, now, events)
         return seq
 
     async def _finalize(
@@ -315,7 +328,7 @@ class RunStore(HistoryStore, ToolStore):
     ) -> tuple[bool, int]:
         """A transition decided by the control plane (cancel, timeout, container exit).
         Returns (applied, state); a terminal run is left as it is."""
-        pending: Pending = []
+        pending = Pending()
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             if not lifecycle.is_legal(row.state, to_state):
@@ -326,7 +339,7 @@ class RunStore(HistoryStore, ToolStore):
                 row.state, to_state, error, message, actor, now, row.cancellation
             )
             ev = rp.RunEvent(sequence=seq, state_change=change)
-            await _append(conn, pending, run_id, now, [ev])
+            _append(pending, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -336,7 +349,7 @@ class RunStore(HistoryStore, ToolStore):
 
     async def request_cancel(self, run_id: str, requested_by: str, reason: str) -> RunRow:
         """Phase one of a cancel: records who asked, why and when (once)."""
-        pending: Pending = []
+        pending = Pending()
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             if not lifecycle.is_terminal(row.state) and row.cancellation is None:
@@ -346,7 +359,7 @@ class RunStore(HistoryStore, ToolStore):
                 )
                 seq = row.last_sequence + 1
                 ev = rp.RunEvent(sequence=seq, cancellation=c)
-                await _append(conn, pending, run_id, now, [ev])
+                _append(pending, run_id, now, [ev])
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)
@@ -358,7 +371,7 @@ class RunStore(HistoryStore, ToolStore):
 
     async def update_dev_config(self, run_id: str, config: rp.ConfigChange) -> None:
         """Replaces a development session's configuration and records the change."""
-        pending: Pending = []
+        pending = Pending()
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
             spec_row = (await conn.execute(select(runs.c.spec).where(runs.c.id == run_id))).one()
@@ -368,7 +381,7 @@ class RunStore(HistoryStore, ToolStore):
             now = now_us()
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, config_change=config)
-            await _append(conn, pending, run_id, now, [ev])
+            _append(pending, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)

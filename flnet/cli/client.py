@@ -237,6 +237,34 @@ class FlnetClient:
             )
         ).run
 
+    async def export(self, run: str, target: Path | None) -> tuple[Path, int]:
+        """Streams the run's RO-Crate into `target` (default: the name the server gives, in
+        the current directory); returns where, and how many bytes."""
+        tmp: Path | None = None
+        size = 0
+        f = None
+        try:
+            async for msg in self.runs.ExportRun(rs.ExportRunRequest(name=self.run_name(run))):
+                if f is None:
+                    target = target or Path(msg.filename or "run.crate.zip")
+                    tmp = target.with_name(target.name + ".part")
+                    f = tmp.open("wb")
+                f.write(msg.data)
+                size += len(msg.data)
+        finally:
+            if f is not None:
+                f.close()
+        if tmp is None or target is None:
+            raise ValueError("the export was empty")
+        tmp.replace(target)
+        return target, size
+
+    async def wait(self, run: str) -> rp.Run:
+        """Until the run ends (its events are followed, not polled); the run as it ended."""
+        async for _ in self.watch(run):
+            pass
+        return await self.get_run(run)
+
     async def watch(
         self, run: str, after: int = 0, reconnect_for: float = 60.0
     ) -> AsyncIterator[rp.RunEvent]:
@@ -287,3 +315,18 @@ def tenant_of(token: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"the access token names no tenant (claim {claim!r}): pass --tenant")
     return value
+
+
+def compare_outputs(original: rp.Run, again: rp.Run) -> list[dict[str, Any]]:
+    """Each output of either run: its sha256 in both, and whether they match."""
+    first = {o.output_name: o.sha256 for o in original.outputs}
+    second = {o.output_name: o.sha256 for o in again.outputs}
+    return [
+        {
+            "output": name,
+            "original": first.get(name, ""),
+            "reproduced": second.get(name, ""),
+            "match": first.get(name) == second.get(name),
+        }
+        for name in sorted(first.keys() | second.keys())
+    ]

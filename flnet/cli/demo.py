@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -79,8 +80,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                 verified[output.output_name] = str(path)
                 say(f"[green]verified[/green] {path}  sha256 {digest}")
         places = {
-            "provenance database": data_dir / "flnet.db",
-            "artifact store": data_dir / "artifacts",
+            "provenance database": _shown(os.environ.get("FLNET_DATABASE_URL", ""))
+            or data_dir / "flnet.db",
+            "artifact store": os.environ.get("FLNET_ARTIFACT_URL") or data_dir / "artifacts",
             "outputs": target,
             "logs": data_dir / "logs",
         }
@@ -102,3 +104,12 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 def _silent(*_: object, **__: object) -> None:
     """`say` in JSON mode: human text would corrupt the JSON lines."""
+
+
+def _shown(url: str) -> str:
+    """A database URL as it may be printed: the password masked."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

@@ -17,7 +17,7 @@ import grpc
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
-from flnet.cli.client import FlnetClient
+from flnet.cli.client import FlnetClient, compare_outputs
 from flnet.cli.images import add_image_commands
 from flnet.cli.login import access_token, add_login_command
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
@@ -190,14 +190,59 @@ async def run_outputs(args: argparse.Namespace) -> int:
 
 
 async def run_reproduce(args: argparse.Namespace) -> int:
+    """With --verify: waits for the new run and compares every output's sha256 with the
+    original's; exit status 0 only when the run finished and all match."""
     async with client(args) as c:
         run = await c.reproduce(args.run)
+        if args.verify:
+            if args.watch and args.output != "json":
+                await follow(c, run.name, args)
+            again = await c.wait(run.name)
+            original = await c.get_run(run.reproduce_of)
+            outputs = compare_outputs(original, again)
+            verified = again.state == lc.RUN_STATE_FINISHED and all(o["match"] for o in outputs)
+            if args.output == "json":
+                render.print_json({"run": again, "verified": verified, "outputs": outputs})
+            else:
+                render.reproduction_table(outputs)
+                verdict = "[green]reproduced[/green]" if verified else "[red]NOT reproduced[/red]"
+                render.console.print(
+                    f"{verdict}: {again.name} ({render.state(again.state)}) against {original.name}"
+                )
+            return 0 if verified else 1
         if args.watch:
             return await follow(c, run.name, args)
     if args.output == "json":
         render.print_json(run)
     else:
         render.console.print(f"submitted {run.name}, reproducing {run.reproduce_of}")
+    return 0
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        path, size = await c.export(args.run, Path(args.path) if args.path else None)
+    if args.output == "json":
+        render.print_json({"path": str(path), "sizeBytes": size})
+    else:
+        render.console.print(f"exported {args.run} -> {path} ({size} bytes, RO-Crate)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- db
+
+
+async def db_upgrade(args: argparse.Namespace) -> int:
+    """Migrates the database before control planes start (they also migrate at start; with
+    several replicas, one upgrade ahead of a rollout keeps their starts quick)."""
+    from flnet.control.database import upgrade
+
+    url = args.database_url or f"sqlite+aiosqlite:///{args.data_dir / 'flnet.db'}"
+    revision = await upgrade(url)
+    if args.output == "json":
+        render.print_json({"revision": revision})
+    else:
+        render.console.print(f"database at revision {revision}")
     return 0
 
 
@@ -307,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(sub, "demo", demo, "start the stack, run an example tool, show its provenance")
     s.add_argument("--tool", type=Path, default=Path("examples/tools/logreg"))
 
+    db = sub.add_parser("db", help="the provenance database").add_subparsers(
+        dest="action", required=True
+    )
+    s = cmd(db, "upgrade", db_upgrade, "create or upgrade the schema to this version's")
+    s.add_argument(
+        "--database-url",
+        default=os.environ.get("FLNET_DATABASE_URL", ""),
+        help="SQLAlchemy URL ($FLNET_DATABASE_URL; default: SQLite in the data dir)",
+    )
+
     for component in ("control", "orchestrator"):
         comp = sub.add_parser(component, help=f"the {component} component")
         serve = comp.add_subparsers(dest="action", required=True).add_parser(
@@ -353,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(run, "reproduce", run_reproduce, "run again with the same digest, config, inputs")
     s.add_argument("run")
     s.add_argument("-w", "--watch", action="store_true")
+    s.add_argument(
+        "--verify",
+        action="store_true",
+        help="wait for the new run and check every output's sha256 against the original's",
+    )
+    s = cmd(run, "export", run_export, "the run's provenance as an RO-Crate zip")
+    s.add_argument("run")
+    s.add_argument("path", nargs="?", help="where to write it (default: RUN.crate.zip)")
 
     dev = sub.add_parser("dev", help="develop a tool against the platform").add_subparsers(
         dest="action", required=True

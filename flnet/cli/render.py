@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
@@ -91,6 +91,14 @@ def outputs_table(outputs: Iterable[ap.Artifact]) -> None:
     table = Table("output", "media type", "bytes", "sha256", "artifact")
     for o in outputs:
         table.add_row(o.output_name, o.media_type, str(o.size_bytes), o.sha256, short(o.name))
+    console.print(table)
+
+
+def reproduction_table(outputs: Iterable[Mapping[str, Any]]) -> None:
+    table = Table("output", "original sha256", "reproduced sha256", "match")
+    for o in outputs:
+        mark = "[green]yes[/green]" if o["match"] else "[red]no[/red]"
+        table.add_row(o["output"], o["original"][:16], o["reproduced"][:16], mark)
     console.print(table)
 
 

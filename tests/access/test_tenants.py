@@ -63,6 +63,7 @@ async def test_another_tenant_sees_nothing_and_changes_nothing(
             rs.UpdateDevConfigRequest(name=run.name, config=dict_to_struct({"rate": 0.1}))
         ),
         "StartDevTest": m.runs.StartDevTest(rs.StartDevTestRequest(name=run.name)),
+        "ExportRun": drain(m.runs.ExportRun(rs.ExportRunRequest(name=run.name))),
         "CreateRun in their tenant": m.runs.CreateRun(
             rs.CreateRunRequest(
                 parent=TENANT, request_id=request_id(), run=rp.Run(tool_version=version.name)

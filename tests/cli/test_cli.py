@@ -19,6 +19,7 @@ import pytest
 
 from flnet.cli.stack import Stack, free_port
 from tests.conftest import EXAMPLES
+from tests.export.crate import check_crate
 
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
 
@@ -334,3 +335,42 @@ def test_an_external_issuer_replaces_the_embedded_one(tmp_path: Path) -> None:
     embedded = Stack(tmp_path / "embedded", oidc_port=free_port())
     assert [c.name for c in embedded.components] == ["oidc", "orchestrator", "control"]
     assert embedded.endpoints["oidc"] == embedded.components[0].address
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("example", ["csv_stats", "logreg"])
+def test_export_and_verified_reproduction_of_the_examples(
+    stack: Path, tmp_path: Path, example: str
+) -> None:
+    """Each example tool runs, exports as an RO-Crate that validates (every file listed with
+    its sha256), and reproduces with identical outputs (`run reproduce --verify`)."""
+    tool = EXAMPLES / example
+    name = flnet_json(stack, "tool", "register", str(tool))["toolVersion"]["name"]
+    short = name.split("/tools/")[1].split("/")[0]
+    flnet(stack, "run", "submit", short, "-i", f"data={tool / 'sample.csv'}", "--watch")
+    [run] = flnet_json(stack, "run", "list")
+    assert run["state"] == "RUN_STATE_FINISHED"
+    crate = tmp_path / "run.zip"
+    exported = flnet_json(stack, "run", "export", run["name"], str(crate))
+    assert exported["path"] == str(crate) and crate.stat().st_size == exported["sizeBytes"]
+    entities = check_crate(crate, tmp_path / "crate")
+    action = entities[f"#{run['name']}"]
+    assert action["actionStatus"] == "http://schema.org/CompletedActionStatus"
+    outputs = {o["outputName"]: o["sha256"] for o in run["outputs"]}
+    assert {entities[r["@id"]]["sha256"] for r in action["result"]} == set(outputs.values())
+
+    verified = flnet(stack, "-o", "json", "run", "reproduce", run["name"], "--verify", check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["verified"] is True
+    assert {o["output"] for o in report["outputs"]} == set(outputs)
+    assert all(o["match"] and o["original"] == outputs[o["output"]] for o in report["outputs"])
+    assert report["run"]["reproduceOf"] == run["name"]
+
+
+def test_db_upgrade_creates_and_reports_the_schema(tmp_path: Path) -> None:
+    first = flnet_json(tmp_path, "db", "upgrade")
+    assert first["revision"] and (tmp_path / "flnet.db").exists()
+    assert flnet_json(tmp_path, "db", "upgrade") == first  # idempotent
+    bad = flnet(tmp_path, "db", "upgrade", "--database-url", "nosuchdb://x", check=False)
+    assert bad.returncode == 2 and "error" in bad.stdout + bad.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.control.app import ControlApp
 from tests.conftest import TENANT, Clients
+from tests.s3 import overwrite_blob
 from tests.status import reason, violations
 
 
@@ -115,8 +115,10 @@ async def test_download_errors(api: Clients, control: ControlApp) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await download(api, f"{TENANT}/artifacts/nope")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    blob = Path(control.blobs.path_of(hashlib.sha256(b"0123456789").hexdigest()))
-    blob.write_bytes(b"0123456780")
+    artifact = (
+        await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
+    ).artifacts[0]
+    await overwrite_blob(control.blobs, artifact.storage_uri, b"0123456780")
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await download(api, name)
     assert e.value.code() == grpc.StatusCode.DATA_LOSS

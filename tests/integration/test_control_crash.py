@@ -22,6 +22,8 @@ from tests.auth.issuer import Issuer
 from tests.conftest import clients_for
 from tests.identity import IDENTITY, control_client_env, orchestrator_auth
 from tests.integration.conftest import Stack
+from tests.postgres import database_url
+from tests.s3 import artifact_environment
 
 LINES = 100_000
 
@@ -44,7 +46,14 @@ def start_control(
         ],
         stdout=log,
         stderr=log,
-        env={**os.environ, **control_client_env(issuer)},
+        # The test's database and artifact store (the same across the restart): SQLite or
+        # PostgreSQL (tests.postgres), files or S3 (tests.s3).
+        env={
+            **os.environ,
+            **control_client_env(issuer),
+            "FLNET_DATABASE_URL": database_url(data_dir),
+            **artifact_environment(data_dir),
+        },
     )
 
 

@@ -70,6 +70,11 @@ class RunServiceStub:
                 request_serializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ReproduceRunRequest.SerializeToString,
                 response_deserializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ReproduceRunResponse.FromString,
                 _registered_method=True)
+        self.ExportRun = channel.unary_stream(
+                '/flnet.api.control.v1.RunService/ExportRun',
+                request_serializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ExportRunRequest.SerializeToString,
+                response_deserializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ExportRunResponse.FromString,
+                _registered_method=True)
         self.UpdateDevConfig = channel.unary_unary(
                 '/flnet.api.control.v1.RunService/UpdateDevConfig',
                 request_serializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.UpdateDevConfigRequest.SerializeToString,
@@ -149,6 +154,17 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportRun(self, request, context):
+        """Streams the run's provenance as an RO-Crate (zip; Process Run Crate
+        profile): metadata (JSON-LD), configuration, tool, inputs and outputs with
+        their sha256, status timeline, metrics, logs, and who ran it. The first
+        message names the file. Errors: NOT_FOUND, DATA_LOSS (stored bytes do not
+        match their sha256).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateDevConfig(self, request, context):
         """Changes the configuration of a development session (a run with
         dev_session set) and pushes it to its connected engine.
@@ -205,6 +221,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ReproduceRun,
                     request_deserializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ReproduceRunRequest.FromString,
                     response_serializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ReproduceRunResponse.SerializeToString,
+            ),
+            'ExportRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportRun,
+                    request_deserializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ExportRunRequest.FromString,
+                    response_serializer=flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ExportRunResponse.SerializeToString,
             ),
             'UpdateDevConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateDevConfig,
@@ -407,6 +428,33 @@ class RunService:
             '/flnet.api.control.v1.RunService/ReproduceRun',
             flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ReproduceRunRequest.SerializeToString,
             flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ReproduceRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flnet.api.control.v1.RunService/ExportRun',
+            flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ExportRunRequest.SerializeToString,
+            flnet_dot_api_dot_control_dot_v1_dot_run__service__pb2.ExportRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,13 @@ class RunServiceStub:
     digest), configuration and inputs as an earlier one, linked to it.
     Errors: NOT_FOUND.
     """
+    ExportRun: _grpc.UnaryStreamMultiCallable[_run_service_pb2.ExportRunRequest, _run_service_pb2.ExportRunResponse]
+    """Streams the run's provenance as an RO-Crate (zip; Process Run Crate
+    profile): metadata (JSON-LD), configuration, tool, inputs and outputs with
+    their sha256, status timeline, metrics, logs, and who ran it. The first
+    message names the file. Errors: NOT_FOUND, DATA_LOSS (stored bytes do not
+    match their sha256).
+    """
     UpdateDevConfig: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.UpdateDevConfigRequest, _run_service_pb2.UpdateDevConfigResponse]
     """Changes the configuration of a development session (a run with
     dev_session set) and pushes it to its connected engine.
@@ -117,6 +124,13 @@ class RunServiceAsyncStub(RunServiceStub):
     """Creates a new run with the same tool version (and so image or source
     digest), configuration and inputs as an earlier one, linked to it.
     Errors: NOT_FOUND.
+    """
+    ExportRun: _aio.UnaryStreamMultiCallable[_run_service_pb2.ExportRunRequest, _run_service_pb2.ExportRunResponse]  # type: ignore[assignment]
+    """Streams the run's provenance as an RO-Crate (zip; Process Run Crate
+    profile): metadata (JSON-LD), configuration, tool, inputs and outputs with
+    their sha256, status timeline, metrics, logs, and who ran it. The first
+    message names the file. Errors: NOT_FOUND, DATA_LOSS (stored bytes do not
+    match their sha256).
     """
     UpdateDevConfig: _aio.UnaryUnaryMultiCallable[_run_service_pb2.UpdateDevConfigRequest, _run_service_pb2.UpdateDevConfigResponse]  # type: ignore[assignment]
     """Changes the configuration of a development session (a run with
@@ -207,6 +221,19 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a new run with the same tool version (and so image or source
         digest), configuration and inputs as an earlier one, linked to it.
         Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportRun(
+        self,
+        request: _run_service_pb2.ExportRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_run_service_pb2.ExportRunResponse], _abc.AsyncIterator[_run_service_pb2.ExportRunResponse]]:
+        """Streams the run's provenance as an RO-Crate (zip; Process Run Crate
+        profile): metadata (JSON-LD), configuration, tool, inputs and outputs with
+        their sha256, status timeline, metrics, logs, and who ran it. The first
+        message names the file. Errors: NOT_FOUND, DATA_LOSS (stored bytes do not
+        match their sha256).
         """
 
     @_abc_1.abstractmethod

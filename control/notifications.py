@@ -1,0 +1,88 @@
+"""Run-event notifications between control-plane replicas sharing one PostgreSQL.
+
+A transaction that stores a run's events also runs `pg_notify(CHANNEL, "<origin> <run_id>")`;
+PostgreSQL delivers it when (and only if) the transaction commits, to every connection that
+LISTENs. Each replica keeps one such connection (EventNotifications) and wakes the run's
+watchers (RunFeed.wake), who read the new events from the database: a watcher on one replica
+follows an engine connected to another live, without polling. A replica ignores its own
+notifications (its feed was told already). When the listening connection is lost it is
+re-established, and every watcher reads again, since notifications may have been missed.
+SQLite has one control plane and needs none of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flnet.control.news import RunFeed
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "flnet_run_events"
+NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
+RECONNECT_SECONDS = 1.0
+
+
+async def notify(conn: AsyncConnection, origin: str, run_ids: Iterable[str]) -> None:
+    """Inside a write transaction: tells the other replicas, at commit, that these runs have
+    new events."""
+    for run_id in sorted(set(run_ids)):
+        await conn.execute(NOTIFY, {"payload": f"{origin} {run_id}"})
+
+
+class EventNotifications:
+    """LISTENs on CHANNEL for as long as it runs (`start()` / `close()`)."""
+
+    def __init__(self, database_url: str, feed: RunFeed) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._feed = feed
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        origin, _, run_id = payload.partition(" ")
+        if origin != self._feed.origin:
+            self._feed.wake(run_id)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen()
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("listening for run events failed (%s); reconnecting", e)
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _listen(self) -> None:
+        """One listening connection, until it is lost."""
+        lost = asyncio.Event()
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            conn.add_termination_listener(lambda _: lost.set())
+            await conn.add_listener(CHANNEL, self._on_notification)
+            self._feed.wake_all()  # whatever committed while nobody listened
+            self.listening.set()
+            await lost.wait()
+            log.warning("the run-event notification connection was lost; reconnecting")
+        finally:
+            self.listening.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)

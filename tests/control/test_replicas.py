@@ -1,0 +1,87 @@
+"""Control-plane replicas sharing one PostgreSQL: an engine connected to one replica and a
+watcher on another see the same events live (PostgreSQL LISTEN/NOTIFY wakes the watcher's
+replica, which reads what is new), and no replica takes an engine connected elsewhere for
+silent (heartbeat leases are judged by what the engine's replica records)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from flnet import lifecycle
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.control.app import ControlApp
+from tests.conftest import FIXTURES, Clients, clients_for, control_app, control_settings
+from tests.control.hand_engine import HandEngine, dev_run, log
+from tests.postgres import POSTGRESQL, backend, database_url
+
+NOOP = FIXTURES / "tools" / "noop"
+S = lc.RunState
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path) -> AsyncIterator[tuple[ControlApp, ControlApp]]:
+    if backend() != POSTGRESQL:
+        pytest.skip("replicas share a PostgreSQL database: the --database postgresql pass")
+    shared = database_url(tmp_path / "shared")
+    apps = [
+        control_app(control_settings(tmp_path / name, database_url=shared, heartbeat_lease=2.0))
+        for name in ("a", "b")
+    ]
+    for app in apps:
+        await app.start("127.0.0.1:0")
+    yield apps[0], apps[1]
+    for app in apps:
+        await app.stop(0.5)
+
+
+async def test_a_watcher_on_one_replica_follows_an_engine_on_another(
+    replicas: tuple[ControlApp, ControlApp],
+) -> None:
+    a, b = replicas
+    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
+    version = await on_a.register(NOOP)
+    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
+    engine = HandEngine(on_a, run.name, credential)
+    await engine.connect()
+    seen: list[rp.RunEvent] = []
+    watching = asyncio.create_task(watch(on_b, run.name, seen))
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    for n in range(5):
+        await engine.send_batch(*(log(f"line {n}.{i}") for i in range(100)))
+        await asyncio.sleep(0.5)  # longer than the lease in all: B must not call it LOST
+        await engine.outgoing.put(rt.ConnectRequest(heartbeat=rt.Heartbeat()))
+    async with asyncio.timeout(5):
+        while len([e for e in seen if e.HasField("log")]) < 500:  # noqa: ASYNC110 - live
+            await asyncio.sleep(0.01)
+    state = (await on_b.runs.GetRun(rs.GetRunRequest(name=run.name))).run.state
+    assert state == S.RUN_STATE_INITIALIZED  # alive on every replica
+    failure = lifecycle.make_error(
+        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
+    )
+    await engine.propose(S.RUN_STATE_ERROR, failure)
+    async with asyncio.timeout(10):
+        await watching
+    sequences = [e.sequence for e in seen]
+    assert sequences == list(range(1, len(sequences) + 1))  # every event once, in order
+    logs = [e.log.message for e in seen if e.HasField("log")]
+    assert logs == [f"line {n}.{i}" for n in range(5) for i in range(100)]
+    await engine.close()
+    for api in (on_a, on_b):
+        await api.channel.close()
+
+
+async def watch(api: Clients, run: str, into: list[rp.RunEvent]) -> None:
+    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run)):
+        into.extend(res.events)
+        if any(
+            e.HasField("state_change") and lifecycle.is_terminal(e.state_change.to_state)
+            for e in res.events
+        ):
+            return
