@@ -98,6 +98,24 @@ class ArtifactService(asg.ArtifactServiceServicer):
         self.blobs = blobs
         self.settings = settings
 
+    async def _record_input(
+        self, tenant: str, blob: Blob, media_type: str, filename: str
+    ) -> ap.Artifact:
+        """Records an uploaded input (or the one with the same content already there)."""
+        return await record_blob(
+            self.blobs,
+            blob,
+            self.store.add_input_artifact(
+                artifact_id=uuid.uuid4().hex[:20],
+                tenant=tenant,
+                sha256=blob.sha256,
+                size=blob.size,
+                media_type=media_type or "application/octet-stream",
+                filename=filename or blob.sha256[:12],
+                uri=blob.uri,
+            ),
+        )
+
     async def UploadInput(
         self, request_iterator: AsyncIterator[asv.UploadInputRequest], context: Context
     ) -> asv.UploadInputResponse:
@@ -123,19 +141,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         blob = await receive_blob(
             self.blobs.writer(), chunks(), self.settings.max_upload_bytes, meta.sha256
         )
-        artifact = await record_blob(
-            self.blobs,
-            blob,
-            self.store.add_input_artifact(
-                artifact_id=uuid.uuid4().hex[:20],
-                tenant=tenant,
-                sha256=blob.sha256,
-                size=blob.size,
-                media_type=meta.media_type or "application/octet-stream",
-                filename=meta.filename or blob.sha256[:12],
-                uri=blob.uri,
-            ),
-        )
+        artifact = await self._record_input(tenant, blob, meta.media_type, meta.filename)
         return asv.UploadInputResponse(artifact=artifact)
 
     async def StartUpload(
@@ -231,19 +237,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
                 reason="CHECKSUM_MISMATCH",
                 violations=[("sha256", "does not match the bytes")],
             )
-        artifact = await record_blob(
-            self.blobs,
-            blob,
-            self.store.add_input_artifact(
-                artifact_id=uuid.uuid4().hex[:20],
-                tenant=tenant,
-                sha256=blob.sha256,
-                size=blob.size,
-                media_type=upload.media_type or "application/octet-stream",
-                filename=upload.filename or blob.sha256[:12],
-                uri=blob.uri,
-            ),
-        )
+        artifact = await self._record_input(tenant, blob, upload.media_type, upload.filename)
         return asv.FinishUploadResponse(artifact=artifact)
 
     async def ListArtifacts(

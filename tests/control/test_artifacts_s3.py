@@ -16,7 +16,7 @@ import pytest
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.control.app import ControlApp
 from flnet.control.blobs import S3BlobStore
-from tests.conftest import TENANT, Clients, clients_for, control_app, control_settings
+from tests.conftest import TENANT, Clients, control_app, control_settings
 from tests.control.test_artifacts import download
 from tests.rss import peak_rss_growth
 from tests.s3 import stored_under
@@ -33,13 +33,6 @@ async def control(
     await app.start("127.0.0.1:0")
     yield app
     await app.stop(0.5)
-
-
-@pytest.fixture
-async def api(control: ControlApp) -> AsyncIterator[Clients]:
-    clients = clients_for(f"127.0.0.1:{control.port}")
-    yield clients
-    await clients.channel.close()
 
 
 async def stored(control: ControlApp) -> list[str]:
