@@ -71,7 +71,9 @@ class RunFeed:
             ev.set()
 
     def wake(self, run_id: str) -> None:
-        """Another replica committed events of `run_id`: its watchers read them."""
+        """Another replica committed events of `run_id`: what we kept of it is no longer all
+        there is (dropped), and its watchers read the new events from the store."""
+        self._recent.pop(run_id, None)
         ev = self._events.pop(run_id, None)
         if ev is not None:
             ev.set()
@@ -92,4 +94,6 @@ class RunFeed:
         return [s for s in recent if s.last > after]
 
     def forget(self, run_id: str) -> None:
+        """Drops what is kept of `run_id` (its engine left this replica: the next events may
+        be committed by another)."""
         self._recent.pop(run_id, None)

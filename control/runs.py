@@ -58,7 +58,7 @@ class RunController:
         self.orchestrator = orchestrator
         self.settings = settings
         self.engine_address = settings.engine_address
-        self.credentials = credentials.RunCredentials(settings.data_dir / "keys" / "runtime.pem")
+        self.credentials = credentials.RunCredentials(settings.resolved_runtime_key_file)
         self._versions: dict[str, tp.ToolVersion] = {}
         self._started_us = now_us()
         self._marked_us = 0

@@ -36,6 +36,9 @@ class ControlSettings:
     artifact_url: str = ""
     s3_endpoint: str = ""
     s3_region: str = ""
+    # The key run credentials are signed with (created when missing). Replicas share one:
+    # FLNET_RUNTIME_KEY_FILE. Default: <data-dir>/keys/runtime.pem.
+    runtime_key_file: Path | None = None
     # Where the orchestrator listens; empty runs no launches (dev sessions only).
     orchestrator_address: str = ""
     # The address engines dial to reach this control plane; default: our unix socket.
@@ -48,6 +51,10 @@ class ControlSettings:
     max_upload_bytes: int = 8 * 1024**3
     max_output_bytes: int = 8 * 1024**3
     upload_ttl: float = 24 * 3600.0
+
+    @property
+    def resolved_runtime_key_file(self) -> Path:
+        return self.runtime_key_file or self.data_dir / "keys" / "runtime.pem"
 
     @property
     def resolved_database_url(self) -> str:
@@ -90,6 +97,7 @@ class ControlSettings:
             "database_url": env.get("FLNET_DATABASE_URL", ""),
             "artifact_url": artifact_url,
             "s3_endpoint": env.get("FLNET_S3_ENDPOINT", ""),
+            "runtime_key_file": Path(key) if (key := env.get("FLNET_RUNTIME_KEY_FILE")) else None,
             # botocore itself reads AWS_DEFAULT_REGION only.
             "s3_region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", ""),
             "orchestrator_address": env.get("FLNET_ORCHESTRATOR_ADDRESS", ""),

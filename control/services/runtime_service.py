@@ -99,6 +99,8 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             self.sessions.discard(session)
+            # The engine may reconnect to another replica: our kept events may go stale.
+            self.store.feed.forget(row.id)
 
     async def _read(
         self, requests: AsyncIterator[rt.ConnectRequest], row: RunRow, session: Session

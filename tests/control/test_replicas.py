@@ -30,8 +30,13 @@ async def replicas(tmp_path: Path) -> AsyncIterator[tuple[ControlApp, ControlApp
     if backend() != POSTGRESQL:
         pytest.skip("replicas share a PostgreSQL database: the --database postgresql pass")
     shared = database_url(tmp_path / "shared")
+    key = tmp_path / "shared" / "runtime.pem"  # one run-credential key for all replicas
     apps = [
-        control_app(control_settings(tmp_path / name, database_url=shared, heartbeat_lease=2.0))
+        control_app(
+            control_settings(
+                tmp_path / name, database_url=shared, heartbeat_lease=2.0, runtime_key_file=key
+            )
+        )
         for name in ("a", "b")
     ]
     for app in apps:
@@ -85,3 +90,37 @@ async def watch(api: Clients, run: str, into: list[rp.RunEvent]) -> None:
             for e in res.events
         ):
             return
+
+
+async def test_an_engine_moves_to_another_replica_and_resumes_its_sequence(
+    replicas: tuple[ControlApp, ControlApp],
+) -> None:
+    """The engine of a run created on A reconnects to B (A gone from its view): B accepts the
+    credential A minted (one shared key), welcomes it at the sequence stored so far, and the
+    run goes on there."""
+    a, b = replicas
+    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
+    version = await on_a.register(NOOP)
+    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
+    first = HandEngine(on_a, run.name, credential)
+    await first.connect()
+    await first.propose(S.RUN_STATE_INITIALIZED)
+    await first.send_batch(*(log(f"early {i}") for i in range(10)))
+    await first.close()
+
+    moved = HandEngine(on_b, run.name, credential)
+    welcome = await moved.connect()
+    assert welcome.state == S.RUN_STATE_INITIALIZED
+    moved.sequence = welcome.acked_sequence  # resume after what was stored
+    await moved.send_batch(log("late"))
+    failure = lifecycle.make_error(
+        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
+    )
+    await moved.propose(S.RUN_STATE_ERROR, failure)
+    events = (await on_a.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    logs = [e.log.message for e in events if e.HasField("log")]
+    assert logs == [f"early {i}" for i in range(10)] + ["late"]
+    await moved.close()
+    for api in (on_a, on_b):
+        await api.channel.close()
