@@ -20,6 +20,7 @@ files are deflated."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -103,6 +104,14 @@ class _Crate:
         self.sink = _Sink()
         self.zip = zipfile.ZipFile(self.sink, "w", allowZip64=True)
         self.files: list[_Written] = []
+        self.entry: Any = None  # the entry open for writing, if any
+
+    def abandon(self) -> None:
+        """Closes whatever is still open (a complete crate is closed already)."""
+        with contextlib.suppress(Exception):
+            if self.entry is not None:
+                self.entry.close()
+            self.zip.close()
 
     def add_bytes(self, path: str, data: bytes, media_type: str, **extra: Any) -> _Written:
         self.zip.writestr(path, data, compress_type=zipfile.ZIP_DEFLATED)
@@ -127,8 +136,24 @@ async def export_run(
 ) -> AsyncIterator[bytes]:
     """The crate of `run`, as zip bytes in chunks. `events`: every stored event in order;
     `inputs`: the input artifacts (the outputs are the run's own); `read`: an artifact's
-    bytes, whole, verified by the store."""
+    bytes, whole, verified against its sha256 by whoever reads (DataLoss on a mismatch)."""
     crate = _Crate()
+    try:
+        async for chunk in _write(crate, run, tool, events, inputs, read, exported_by):
+            yield chunk
+    finally:
+        crate.abandon()  # after a failure: nothing half-written left open
+
+
+async def _write(
+    crate: _Crate,
+    run: rp.Run,
+    tool: tp.ToolVersion,
+    events: AsyncIterator[rp.RunEvent],
+    inputs: list[ap.Artifact],
+    read: ReadArtifact,
+    exported_by: str,
+) -> AsyncIterator[bytes]:
     config = crate.add_bytes(
         "config.json",
         canonical_json(struct_to_dict(run.config)).encode(),
@@ -214,6 +239,7 @@ class _Stream:
         self.written = _Written(path, media_type)
         self.hash = hashlib.sha256()
         self.entry = crate.zip.open(crate.open(path, compress), "w", force_zip64=True)
+        crate.entry = self.entry
 
     def write(self, data: bytes) -> bytes:
         self.hash.update(data)
@@ -223,6 +249,7 @@ class _Stream:
 
     def close(self) -> bytes:
         self.entry.close()
+        self.crate.entry = None
         self.written.sha256 = self.hash.hexdigest()
         self.crate.files.append(self.written)
         return self.crate.sink.drain()
@@ -236,8 +263,6 @@ async def _copy(
     async for data in read(artifact):
         yield stream.write(data)
     yield stream.close()
-    if stream.written.sha256 != artifact.sha256:  # the store verifies; this is the last word
-        raise RuntimeError(f"{artifact.name}: bytes do not match the recorded sha256")
     into.append(stream.written)
 
 

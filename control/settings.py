@@ -13,6 +13,11 @@ from flnet.auth import AuthSettings
 from flnet.datadir import default_data_dir
 
 
+def default_database_url(data_dir: Path) -> str:
+    """The embedded default: SQLite in the data directory."""
+    return f"sqlite+aiosqlite:///{data_dir / 'flnet.db'}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ControlSettings:
     """Everything the control plane needs to start. Durations are in seconds.
@@ -58,7 +63,7 @@ class ControlSettings:
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'flnet.db'}"
+        return self.database_url or default_database_url(self.data_dir)
 
     @property
     def socket_path(self) -> Path:

@@ -4,9 +4,7 @@ channels or raw stubs."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import os
 import time
 import uuid
@@ -27,6 +25,7 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import CHUNK_BYTES, TokenSource, insecure_channel
+from flnet.cli.login import unverified_claims
 from flnet.cli.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 from flnet.structs import dict_to_struct
 
@@ -306,12 +305,7 @@ def tenant_of(token: str) -> str:
     """The tenant claim ($FLNET_OIDC_TENANT_CLAIM, default `tenant`) of an access token,
     read without verification (the server verifies; this only names resources)."""
     claim = os.environ.get("FLNET_OIDC_TENANT_CLAIM") or "tenant"
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        value = claims.get(claim) if isinstance(claims, dict) else None
-    except (IndexError, ValueError):
-        value = None
+    value = unverified_claims(token).get(claim)
     if not isinstance(value, str) or not value:
         raise ValueError(f"the access token names no tenant (claim {claim!r}): pass --tenant")
     return value

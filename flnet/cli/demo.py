@@ -108,8 +108,6 @@ def _silent(*_: object, **__: object) -> None:
 
 def _shown(url: str) -> str:
     """A database URL as it may be printed: the password masked."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if url else ""

@@ -82,12 +82,18 @@ class Credentials:
 
     def claims(self) -> dict[str, Any]:
         """The access token's claims, unverified (for display only; {} if it is opaque)."""
-        try:
-            payload = self.access_token.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (IndexError, ValueError):
-            return {}
-        return claims if isinstance(claims, dict) else {}
+        return unverified_claims(self.access_token)
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims read without verification ({} if it is not a JWT): for display and for
+    naming resources only; the servers verify."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def credentials_path(data_dir: Path) -> Path:

@@ -236,8 +236,9 @@ async def db_upgrade(args: argparse.Namespace) -> int:
     """Migrates the database before control planes start (they also migrate at start; with
     several replicas, one upgrade ahead of a rollout keeps their starts quick)."""
     from flnet.control.database import upgrade
+    from flnet.control.settings import default_database_url
 
-    url = args.database_url or f"sqlite+aiosqlite:///{args.data_dir / 'flnet.db'}"
+    url = args.database_url or default_database_url(args.data_dir)
     revision = await upgrade(url)
     if args.output == "json":
         render.print_json({"revision": revision})

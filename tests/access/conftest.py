@@ -68,7 +68,3 @@ async def guarded(trusted: TrustedIssuer, tmp_path: Path) -> AsyncIterator[Guard
     yield Guarded(app, trusted, rsg.RunServiceStub(channel), tsg.ToolServiceStub(channel))
     await channel.close()
     await app.stop(0.5)
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)

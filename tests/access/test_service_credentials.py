@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
 from flnet.auth import AuthSettings
 from flnet.channels import TokenSource, insecure_channel
-from flnet.oauth import ClientCredentials
+from flnet.oauth import ClientCredentials, TokenError
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.service import SERVICE_NAME
 from tests.access.issuers import CLIENTS, TrustedIssuer
@@ -44,3 +45,11 @@ async def test_the_orchestrator_takes_the_control_planes_service_token(
         assert await list_containers(port, user) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await app.stop()
+
+
+async def test_a_wrong_client_secret_gets_no_service_token(trusted: TrustedIssuer) -> None:
+    wrong = ClientCredentials(trusted.url, "acme-service", "not-the-secret", scope="orchestrator")
+    with pytest.raises(TokenError) as raised:
+        await wrong()
+    assert raised.value.error == "invalid_client"
+    assert "not-the-secret" not in str(raised.value)

@@ -373,4 +373,11 @@ def test_db_upgrade_creates_and_reports_the_schema(tmp_path: Path) -> None:
     assert first["revision"] and (tmp_path / "flnet.db").exists()
     assert flnet_json(tmp_path, "db", "upgrade") == first  # idempotent
     bad = flnet(tmp_path, "db", "upgrade", "--database-url", "nosuchdb://x", check=False)
-    assert bad.returncode == 2 and "error" in bad.stdout + bad.stderr
+    assert bad.returncode == 2
+    assert "not a database URL this FLNet can use" in bad.stdout + bad.stderr
+    port = free_port()  # nothing listens there
+    url = f"postgresql+asyncpg://flnet:secret-pw@127.0.0.1:{port}/flnet"
+    down = flnet(tmp_path, "db", "upgrade", "--database-url", url, check=False)
+    assert down.returncode == 2
+    assert "cannot reach the database" in down.stdout + down.stderr
+    assert "secret-pw" not in down.stdout + down.stderr

@@ -12,10 +12,12 @@ from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.control.app import ControlApp
 from flnet.structs import dict_to_struct
 from tests.conftest import FIXTURES, TENANT, Clients
 from tests.control.hand_engine import HandEngine, dev_run
-from tests.status import reason, violations
+from tests.s3 import overwrite_blob
+from tests.status import drain, reason, violations
 
 NOOP = FIXTURES / "tools" / "noop"
 CSV = b"a,b\n1,2\n"
@@ -135,3 +137,20 @@ async def test_request_limits(api: Clients) -> None:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(e) == ["request_id"]
     e = await failure(api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT, page_size=-1)))
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(e) == ["page_size"]
+
+
+async def test_export_of_corrupted_bytes_is_data_loss(api: Clients, control: ControlApp) -> None:
+    version = await api.register(NOOP)
+    name = await api.upload(CSV)
+    run, _ = await dev_run(api, version.name, name)
+    missing = f"{TENANT}/runs/nosuchrun"
+    e = await failure(drain(api.runs.ExportRun(rs.ExportRunRequest(name=missing))))
+    assert e.code() == grpc.StatusCode.NOT_FOUND
+    assert e.details() == f"run {missing} does not exist"
+    [artifact] = (
+        await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
+    ).artifacts
+    await overwrite_blob(control.blobs, artifact.storage_uri, CSV[:-1] + b"9")
+    e = await failure(drain(api.runs.ExportRun(rs.ExportRunRequest(name=run.name))))
+    assert e.code() == grpc.StatusCode.DATA_LOSS
+    assert name in (e.details() or "")
