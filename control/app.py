@@ -113,10 +113,6 @@ class ControlApp:
         closing.push_async_callback(self.engine.dispose)
         await migrate(self.engine)
         self.store = Store(self.engine, RunFeed())
-        if self.engine.dialect.name == "postgresql":  # replicas: watchers follow them all
-            notifications = EventNotifications(s.resolved_database_url, self.store.feed)
-            notifications.start()
-            closing.push_async_callback(notifications.close)
         # Its writer is not one of self._tasks: close() ends it between batches.
         self.audit = AuditLog(self.engine)
         self.audit.start()
@@ -124,6 +120,16 @@ class ControlApp:
         self.orchestrator = OrchestratorClient(s.orchestrator_address, self._service_token())
         closing.push_async_callback(self.orchestrator.close)
         self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)
+        closing.push_async_callback(self.runs.close)
+        if self.engine.dialect.name == "postgresql":  # replicas: follow what the others write
+            notifications = EventNotifications(
+                s.resolved_database_url,
+                self.store.feed.origin,
+                self.runs.on_remote_change,
+                self.runs.on_missed_changes,
+            )
+            notifications.start()
+            closing.push_async_callback(notifications.close)
         tools, runs = ToolService(self.store), RunService(self.runs, self.blobs)
         artifacts = ArtifactService(self.store, self.blobs, s)
         runtime = RuntimeService(self.runs, self.blobs)

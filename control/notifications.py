@@ -4,9 +4,11 @@ A transaction that stores a run's events also runs `pg_notify(CHANNEL, "<origin>
 PostgreSQL delivers it when (and only if) the transaction commits, to every connection that
 LISTENs. Each replica keeps one such connection (EventNotifications) and wakes the run's
 watchers (RunFeed.wake), who read the new events from the database: a watcher on one replica
-follows an engine connected to another live, without polling. A replica ignores its own
-notifications (its feed was told already). When the listening connection is lost it is
-re-established, and every watcher reads again, since notifications may have been missed.
+follows an engine connected to another live, without polling. The replica holding the run's
+engine passes on to it what another replica decided (RunController.on_remote_change: a cancel,
+the run's end). A replica ignores its own notifications (its feed was told already). When the
+listening connection is lost it is re-established, and every watcher and held engine catches
+up, since notifications may have been missed.
 SQLite has one control plane and needs none of this.
 """
 
@@ -15,15 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from flnet.control.news import RunFeed
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,22 @@ async def notify(conn: AsyncConnection, origin: str, run_ids: Iterable[str]) -> 
 
 
 class EventNotifications:
-    """LISTENs on CHANNEL for as long as it runs (`start()` / `close()`)."""
+    """LISTENs on CHANNEL for as long as it runs (`start()` / `close()`): `on_change(run_id)`
+    for every run another replica wrote, `on_missed()` whenever notifications may have been
+    missed (at the start of each listening connection)."""
 
-    def __init__(self, database_url: str, feed: RunFeed) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        origin: str,
+        on_change: Callable[[str], None],
+        on_missed: Callable[[], None],
+    ) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
-        self._feed = feed
+        self._origin = origin
+        self._on_change = on_change
+        self._on_missed = on_missed
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -60,8 +70,8 @@ class EventNotifications:
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         origin, _, run_id = payload.partition(" ")
-        if origin != self._feed.origin:
-            self._feed.wake(run_id)
+        if origin != self._origin:
+            self._on_change(run_id)
 
     async def _run(self) -> None:
         while True:
@@ -78,7 +88,7 @@ class EventNotifications:
         try:
             conn.add_termination_listener(lambda _: lost.set())
             await conn.add_listener(CHANNEL, self._on_notification)
-            self._feed.wake_all()  # whatever committed while nobody listened
+            self._on_missed()  # whatever committed while nobody listened
             self.listening.set()
             await lost.wait()
             log.warning("the run-event notification connection was lost; reconnecting")

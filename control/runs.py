@@ -63,6 +63,10 @@ class RunController:
         self._started_us = now_us()
         self._marked_us = 0
         self._stopping: set[str] = set()
+        # Runs whose change by another replica is being passed on to their engine here:
+        # whether another change came in meanwhile.
+        self._following: dict[str, bool] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def tool_version(self, name: str) -> tp.ToolVersion:
         """Tool versions are immutable: cache them by name."""
@@ -247,22 +251,15 @@ class RunController:
         row = await self.store.request_cancel(row.id, actor, reason or "cancelled by user")
         if row.terminal:
             return row
-        version = await self.tool_version(row.spec.tool_version)
+        await self.tool_version(row.spec.tool_version)  # cached for the grace period
         session = self.sessions.get(row.id)
         if session is not None and row.state != S.RUN_STATE_PENDING:
-            grace = grace_of(version)
-            session.command(
-                rt.Command(
-                    cancel=rt.Cancel(
-                        reason=row.cancellation.reason if row.cancellation else reason,
-                        grace_period=duration(grace),
-                    )
-                )
-            )
+            self._send_cancel(row, session)
         elif row.state != S.RUN_STATE_PENDING:
-            # The engine is between sessions (reconnecting, or this control plane restarted):
-            # it gets the Cancel when it reconnects, and the supervisor stops it once the
-            # grace period is over — never without a grace.
+            # The engine is connected to another replica (which hears of the cancel from the
+            # database's notification and passes it on), or between sessions (it gets the
+            # Cancel when it reconnects); the supervisor stops it once the grace period is
+            # over — never without a grace.
             pass
         else:
             # No engine yet: stop whatever was launched and record the outcome now.
@@ -363,19 +360,74 @@ class RunController:
         if row.state == S.RUN_STATE_INITIALIZED and not row.spec.dev_session:
             session.command(rt.Command(start=rt.Start(config=row.spec.config)))
         if row.cancellation is not None and not row.terminal and row.state != S.RUN_STATE_PENDING:
-            # The grace counts from the request, not from the reconnect.
-            asked = row.cancellation.request_time.ToMicroseconds()
-            left = max(0.0, self._grace_left(row, asked))
-            session.command(
-                rt.Command(
-                    cancel=rt.Cancel(reason=row.cancellation.reason, grace_period=duration(left))
-                )
-            )
+            self._send_cancel(row, session)
 
-    def _grace_left(self, row: RunRow, asked_us: int) -> float:
+    def _send_cancel(self, row: RunRow, session: Session) -> None:
+        """The run's recorded cancel, to its engine, once per session. The grace counts from
+        the request, not from when the engine hears of it."""
+        assert row.cancellation is not None
+        if session.cancel_sent:
+            return
+        session.cancel_sent = True
         version = self._versions.get(row.spec.tool_version)
         grace = grace_of(version) if version is not None else 10.0
-        return grace - (now_us() - asked_us) / 1e6
+        waited = (now_us() - row.cancellation.request_time.ToMicroseconds()) / 1e6
+        cancel = rt.Cancel(
+            reason=row.cancellation.reason, grace_period=duration(max(0.0, grace - waited))
+        )
+        session.command(rt.Command(cancel=cancel))
+
+    def on_remote_change(self, run_id: str) -> None:
+        """Another replica wrote to `run_id` (control.notifications): its watchers here read
+        what is new, and if the run's engine is connected here it hears what was decided
+        there: a cancel, or the run's end."""
+        self.store.feed.wake(run_id)
+        if self.sessions.get(run_id) is None:
+            return
+        if run_id in self._following:
+            self._following[run_id] = True  # read again once the current read is done
+            return
+        self._following[run_id] = False
+        task = asyncio.create_task(self._follow(run_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def on_missed_changes(self) -> None:
+        """Other replicas' changes may have gone unheard: everyone here catches up."""
+        self.store.feed.wake_all()
+        for session in self.sessions.all():
+            self.on_remote_change(session.run_id)
+
+    async def _follow(self, run_id: str) -> None:
+        try:
+            while True:
+                try:
+                    await self._pass_on(run_id)
+                except Exception:
+                    log.exception("passing on another replica's change of %s failed", run_id)
+                if not self._following[run_id]:
+                    return
+                self._following[run_id] = False
+        finally:
+            del self._following[run_id]
+
+    async def _pass_on(self, run_id: str) -> None:
+        row = await self.store.get_run_by_id(run_id)
+        session = self.sessions.get(run_id)
+        if row is None or session is None:
+            return
+        if row.terminal:
+            reason = row.error.message if row.error is not None else "the run has ended"
+            self._close_session(run_id, reason, row.state)
+        elif row.cancellation is not None and row.state != S.RUN_STATE_PENDING:
+            await self.tool_version(row.spec.tool_version)
+            self._send_cancel(row, session)
+
+    async def close(self) -> None:
+        """Ends the background work (passing on other replicas' changes)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def ingest(self, row: RunRow, session: Session, batches: Sequence[rt.Batch]) -> rt.Ack:
         # Shielded: a session that ends mid-commit must not cancel the transaction between
@@ -449,12 +501,12 @@ class RunController:
             waited = (now - row.cancellation.request_time.ToMicroseconds()) / 1e6
             if waited > grace_of(version) + 2 * self.settings.supervision_interval + 1:
                 await self._stop(row, 1.0)
-                await self.store.transition(
-                    row.id,
-                    S.RUN_STATE_CANCELLED,
-                    actor="control",
-                    message="grace period expired; stopped",
+                message = "grace period expired; stopped"
+                applied, _ = await self.store.transition(
+                    row.id, S.RUN_STATE_CANCELLED, actor="control", message=message
                 )
+                if applied:
+                    self._close_session(row.id, message, S.RUN_STATE_CANCELLED)
                 return
         session = self.sessions.get(row.id)
         if row.state == S.RUN_STATE_PENDING and session is None and row.engine_seen_us is None:
@@ -503,12 +555,15 @@ class RunController:
             error=lifecycle.make_error(reason, message, phase=row.state),
         )
         if applied:
-            session = self.sessions.get(row.id)
-            if session is not None:
-                session.close(
-                    rt.ConnectResponse(close=rt.Close(reason=message, state=S.RUN_STATE_ERROR))
-                )
+            self._close_session(row.id, message, S.RUN_STATE_ERROR)
             await self._stop(row, 1.0)
+
+    def _close_session(self, run_id: str, reason: str, state: int) -> None:
+        """Tells the run's engine, if connected here, how its run ended, and ends its stream."""
+        session = self.sessions.get(run_id)
+        if session is not None:
+            close = rt.Close(reason=reason, state=S.ValueType(state))
+            session.close(rt.ConnectResponse(close=close))
 
     async def _stop(self, row: RunRow, grace: float) -> None:
         if row.spec.dev_session or row.spec.dev_session_run or row.id in self._stopping:

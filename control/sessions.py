@@ -19,6 +19,7 @@ class Session:
         self.outbox: asyncio.Queue[rt.ConnectResponse | None] = asyncio.Queue()
         self._pending: dict[str, asyncio.Future[rt.CommandResult]] = {}
         self.closed = False
+        self.cancel_sent = False  # the run's cancel went out on this stream
 
     def send(self, message: rt.ConnectResponse) -> None:
         if not self.closed:

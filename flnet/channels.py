@@ -3,6 +3,7 @@ limits and keepalive agree on both ends (a mismatch surfaces as RESOURCE_EXHAUST
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,8 +28,31 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.max_ping_strikes", 0),
 ]
 
-CLIENT_OPTIONS: list[tuple[str, int]] = [
+# A call that found no server (UNAVAILABLE: refused, or the connection broke before it was
+# answered) is tried again, on the next address when the target lists several control-plane
+# replicas ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS name resolving to them). gRPC only
+# retries a call before any response reached it, and FLNet's writes are idempotent (request
+# ids, content-addressed uploads), so a retried call never does a thing twice.
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+CLIENT_OPTIONS: list[tuple[str, int | str]] = [
     *_COMMON,
+    ("grpc.service_config", RETRY_SERVICE_CONFIG),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),

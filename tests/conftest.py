@@ -11,9 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from flnet import lifecycle
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.api.control.v1 import audit_service_pb2_grpc as aug
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
@@ -75,6 +78,16 @@ class Clients:
 
         res = await self.artifacts.UploadInput(messages())
         return res.artifact.name
+
+    async def watch(self, run: str, into: list[rp.RunEvent]) -> None:
+        """Follows `run` from its first event until it ends, appending what arrives."""
+        async for res in self.runs.WatchRun(rs.WatchRunRequest(name=run)):
+            into.extend(res.events)
+            if any(
+                e.HasField("state_change") and lifecycle.is_terminal(e.state_change.to_state)
+                for e in res.events
+            ):
+                return
 
 
 def clients_for(address: str, token: str | None = None) -> Clients:

@@ -85,6 +85,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             raise FailedPrecondition("the stream must open with Hello")
         row = await self._authorize(first.hello.run, ended_grace=ENDED_GRACE_SECONDS)
         session = self.sessions.open(row.id)
+        log.info("the engine of %s connected (batches stored: %d)", row.name, row.last_batch)
         session.send(rt.ConnectResponse(welcome=await self.runs.welcome(row)))
         if row.terminal:
             session.close(_close(row.state, "the run has ended"))

@@ -1,7 +1,8 @@
 """Control-plane replicas sharing one PostgreSQL: an engine connected to one replica and a
 watcher on another see the same events live (PostgreSQL LISTEN/NOTIFY wakes the watcher's
 replica, which reads what is new), and no replica takes an engine connected elsewhere for
-silent (heartbeat leases are judged by what the engine's replica records)."""
+silent (heartbeat leases are judged by what the engine's replica records); what one replica
+decides for a run (a cancel, its end) reaches the engine connected to another."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control.app import ControlApp
-from tests.conftest import FIXTURES, Clients, clients_for, control_app, control_settings
+from tests.conftest import FIXTURES, clients_for, control_app, control_settings
 from tests.control.hand_engine import HandEngine, dev_run, log
 from tests.postgres import POSTGRESQL, backend, database_url
 
@@ -56,7 +58,7 @@ async def test_a_watcher_on_one_replica_follows_an_engine_on_another(
     engine = HandEngine(on_a, run.name, credential)
     await engine.connect()
     seen: list[rp.RunEvent] = []
-    watching = asyncio.create_task(watch(on_b, run.name, seen))
+    watching = asyncio.create_task(on_b.watch(run.name, seen))
     await engine.propose(S.RUN_STATE_INITIALIZED)
     for n in range(5):
         await engine.send_batch(*(log(f"line {n}.{i}") for i in range(100)))
@@ -80,16 +82,6 @@ async def test_a_watcher_on_one_replica_follows_an_engine_on_another(
     await engine.close()
     for api in (on_a, on_b):
         await api.channel.close()
-
-
-async def watch(api: Clients, run: str, into: list[rp.RunEvent]) -> None:
-    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run)):
-        into.extend(res.events)
-        if any(
-            e.HasField("state_change") and lifecycle.is_terminal(e.state_change.to_state)
-            for e in res.events
-        ):
-            return
 
 
 async def test_an_engine_moves_to_another_replica_and_resumes_its_sequence(
@@ -122,5 +114,59 @@ async def test_an_engine_moves_to_another_replica_and_resumes_its_sequence(
     logs = [e.log.message for e in events if e.HasField("log")]
     assert logs == [f"early {i}" for i in range(10)] + ["late"]
     await moved.close()
+    for api in (on_a, on_b):
+        await api.channel.close()
+
+
+async def test_a_cancel_on_one_replica_reaches_the_engine_on_another(
+    replicas: tuple[ControlApp, ControlApp],
+) -> None:
+    """B records the cancel; A, holding the engine, hears of it from the database's
+    notification and passes it on at once, with the grace counted from the request."""
+    a, b = replicas
+    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
+    version = await on_a.register(NOOP)
+    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
+    engine = HandEngine(on_a, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    await on_b.runs.CancelRun(rs.CancelRunRequest(name=run.name, reason="enough"))
+    # Well before the 2 s grace is over (the supervisors' hard stop comes after it).
+    command = (await engine.receive_kind("command", wait=1.5)).command
+    assert command.cancel.reason == "enough"
+    assert 0.5 < command.cancel.grace_period.ToNanoseconds() / 1e9 <= 2.0
+    ack = await engine.propose(S.RUN_STATE_CANCELLED)
+    assert ack.state == S.RUN_STATE_CANCELLED
+    done = (await on_b.runs.GetRun(rs.GetRunRequest(name=run.name))).run
+    assert done.state == S.RUN_STATE_CANCELLED
+    assert done.cancellation.HasField("complete_time")  # the engine's own clean end
+    await engine.close()
+    for api in (on_a, on_b):
+        await api.channel.close()
+
+
+async def test_an_end_decided_on_one_replica_closes_the_engine_stream_on_another(
+    replicas: tuple[ControlApp, ControlApp],
+) -> None:
+    """B hears from the orchestrator that the run's container exited and records the run's
+    end; A closes its engine's stream with that outcome instead of taking more batches."""
+    a, b = replicas
+    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
+    version = await on_a.register(NOOP)
+    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
+    engine = HandEngine(on_a, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    exited = op.RunContainer(
+        run=run.name,
+        state=op.CONTAINER_STATE_EXITED,
+        exit_cause=op.EXIT_CAUSE_EXITED,
+        exit_code=3,
+    )
+    await b.runs.on_container(exited)
+    close = (await engine.receive_kind("close", wait=2)).close
+    assert close.state == S.RUN_STATE_ERROR
+    assert close.reason == "the process exited with code 3"
+    await engine.close()
     for api in (on_a, on_b):
         await api.channel.close()

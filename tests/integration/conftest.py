@@ -1,10 +1,14 @@
 """The real stack in-process: an orchestrator (process backend) and a control plane on
-loopback ports; engines are real subprocesses started by the orchestrator."""
+loopback ports; engines are real subprocesses started by the orchestrator. Tests that kill a
+control plane start it as a process of its own (`start_control`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.cli.toolspec import load_tool_spec
 from flnet.control.app import ControlApp
 from flnet.orchestrator.app import OrchestratorApp
+from tests.auth.issuer import Issuer
 from tests.conftest import (
     FIXTURES,
     TENANT,
@@ -29,7 +34,9 @@ from tests.conftest import (
     control_settings,
     request_id,
 )
-from tests.identity import orchestrator_auth
+from tests.identity import control_client_env, orchestrator_auth
+from tests.postgres import database_url
+from tests.s3 import artifact_environment
 
 BEHAVE = FIXTURES / "tools" / "behave"
 
@@ -88,3 +95,63 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     await api.channel.close()
     await control.stop(0.5)
     await orchestrator.stop()
+
+
+def start_control(
+    data_dir: Path,
+    port: int,
+    orchestrator: str,
+    issuer: Issuer,
+    environment: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`python -m flnet.control` with its data in `data_dir`, logging to control.log there.
+    Its database and artifact store are the test's for `data_dir` (SQLite or PostgreSQL, files
+    or S3: the same across a restart), unless `environment` says otherwise."""
+    log = (data_dir / "control.log").open("ab")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flnet.control",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(data_dir),
+            "--orchestrator",
+            orchestrator,
+        ],
+        stdout=log,
+        stderr=log,
+        env={
+            **os.environ,
+            **control_client_env(issuer),
+            "FLNET_DATABASE_URL": database_url(data_dir),
+            **artifact_environment(data_dir),
+            **(environment or {}),
+        },
+    )
+
+
+@pytest.fixture
+async def orchestrator(tmp_path: Path, http_issuer: Issuer) -> AsyncIterator[OrchestratorApp]:
+    """An orchestrator (process backend) trusting the served issuer, for control planes
+    started as processes."""
+    auth = orchestrator_auth(http_issuer.url)
+    app = OrchestratorApp(tmp_path / "orchestrator", kill_grace=2.0, auth=auth)
+    await app.start("127.0.0.1:0")
+    yield app
+    await app.stop()
+
+
+async def all_events(api: Clients, run: str) -> list[rp.RunEvent]:
+    """Every stored event of `run`, page by page."""
+    events: list[rp.RunEvent] = []
+    token = ""
+    while True:
+        page = await api.runs.ListRunEvents(
+            rs.ListRunEventsRequest(parent=run, page_size=10_000, page_token=token)
+        )
+        events += page.events
+        token = page.next_page_token
+        if not token:
+            return events
