@@ -121,8 +121,9 @@ class ControlApp:
         closing.push_async_callback(self.orchestrator.close)
         self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)
         closing.push_async_callback(self.runs.close)
+        self.notifications: EventNotifications | None = None
         if self.engine.dialect.name == "postgresql":  # replicas: follow what the others write
-            notifications = EventNotifications(
+            self.notifications = notifications = EventNotifications(
                 s.resolved_database_url,
                 self.store.feed.origin,
                 self.runs.on_remote_change,

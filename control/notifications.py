@@ -58,6 +58,7 @@ class EventNotifications:
         self._on_missed = on_missed
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
+        self.backend_pid = 0  # of the listening connection, while there is one
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -84,8 +85,10 @@ class EventNotifications:
     async def _listen(self) -> None:
         """One listening connection, until it is lost."""
         lost = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn)
+        # Named, so that operators can tell it in pg_stat_activity.
+        conn = await asyncpg.connect(self._dsn, server_settings={"application_name": CHANNEL})
         try:
+            self.backend_pid = conn.get_server_pid()
             conn.add_termination_listener(lambda _: lost.set())
             await conn.add_listener(CHANNEL, self._on_notification)
             self._on_missed()  # whatever committed while nobody listened
@@ -94,5 +97,6 @@ class EventNotifications:
             log.warning("the run-event notification connection was lost; reconnecting")
         finally:
             self.listening.clear()
+            self.backend_pid = 0
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)

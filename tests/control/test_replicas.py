@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -167,6 +168,47 @@ async def test_an_end_decided_on_one_replica_closes_the_engine_stream_on_another
     close = (await engine.receive_kind("close", wait=2)).close
     assert close.state == S.RUN_STATE_ERROR
     assert close.reason == "the process exited with code 3"
+    await engine.close()
+    for api in (on_a, on_b):
+        await api.channel.close()
+
+
+async def test_a_watcher_catches_up_after_its_replica_lost_the_notification_connection(
+    replicas: tuple[ControlApp, ControlApp],
+) -> None:
+    """B's listening connection is terminated by the server; what A commits meanwhile is
+    notified to nobody on B, yet B's watcher gets it once B listens again."""
+    a, b = replicas
+    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
+    version = await on_a.register(NOOP)
+    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
+    engine = HandEngine(on_a, run.name, credential)
+    await engine.connect()
+    seen: list[rp.RunEvent] = []
+    watching = asyncio.create_task(on_b.watch(run.name, seen))
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    assert b.notifications is not None
+    listener = b.notifications
+    async with asyncio.timeout(5):
+        while not seen:  # noqa: ASYNC110 - live
+            await asyncio.sleep(0.01)
+    async with a.engine.connect() as conn:
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": listener.backend_pid})
+    async with asyncio.timeout(5):
+        while listener.listening.is_set():  # noqa: ASYNC110 - the loss is noticed
+            await asyncio.sleep(0.01)
+    await engine.send_batch(log("while B was deaf"))
+    async with asyncio.timeout(10):
+        await listener.listening.wait()
+        while not any(e.log.message == "while B was deaf" for e in seen):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    failure = lifecycle.make_error(
+        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
+    )
+    await engine.propose(S.RUN_STATE_ERROR, failure)
+    async with asyncio.timeout(10):
+        await watching
+    assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
     await engine.close()
     for api in (on_a, on_b):
         await api.channel.close()
