@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control.app import ControlApp
-from tests.conftest import FIXTURES, clients_for, control_app, control_settings
+from tests.conftest import FIXTURES, Clients, clients_for, control_app, control_settings
 from tests.control.hand_engine import HandEngine, dev_run, log
 from tests.postgres import POSTGRESQL, backend, database_url
 
@@ -28,8 +29,14 @@ NOOP = FIXTURES / "tools" / "noop"
 S = lc.RunState
 
 
+@dataclass
+class Replica:
+    app: ControlApp
+    api: Clients  # a client of this replica alone
+
+
 @pytest.fixture
-async def replicas(tmp_path: Path) -> AsyncIterator[tuple[ControlApp, ControlApp]]:
+async def replicas(tmp_path: Path) -> AsyncIterator[tuple[Replica, Replica]]:
     if backend() != POSTGRESQL:
         pytest.skip("replicas share a PostgreSQL database: the --database postgresql pass")
     shared = database_url(tmp_path / "shared")
@@ -44,23 +51,38 @@ async def replicas(tmp_path: Path) -> AsyncIterator[tuple[ControlApp, ControlApp
     ]
     for app in apps:
         await app.start("127.0.0.1:0")
-    yield apps[0], apps[1]
-    for app in apps:
-        await app.stop(0.5)
+    a, b = (Replica(app, clients_for(f"127.0.0.1:{app.port}")) for app in apps)
+    yield a, b
+    for replica in (a, b):
+        await replica.api.channel.close()
+        await replica.app.stop(0.5)
+
+
+async def initialized_engine(api: Clients) -> HandEngine:
+    """The connected engine of a new development run, INITIALIZED, speaking through `api`."""
+    version = await api.register(NOOP)
+    run, credential = await dev_run(api, version.name, await api.upload(b"a\n1\n"))
+    engine = HandEngine(api, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    return engine
+
+
+async def fail(engine: HandEngine) -> None:
+    """The engine ends its run in ERROR."""
+    failure = lifecycle.make_error(
+        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
+    )
+    await engine.propose(S.RUN_STATE_ERROR, failure)
 
 
 async def test_a_watcher_on_one_replica_follows_an_engine_on_another(
-    replicas: tuple[ControlApp, ControlApp],
+    replicas: tuple[Replica, Replica],
 ) -> None:
     a, b = replicas
-    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
-    version = await on_a.register(NOOP)
-    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
-    engine = HandEngine(on_a, run.name, credential)
-    await engine.connect()
+    engine = await initialized_engine(a.api)
     seen: list[rp.RunEvent] = []
-    watching = asyncio.create_task(on_b.watch(run.name, seen))
-    await engine.propose(S.RUN_STATE_INITIALIZED)
+    watching = asyncio.create_task(b.api.watch(engine.run, seen))
     for n in range(5):
         await engine.send_batch(*(log(f"line {n}.{i}") for i in range(100)))
         await asyncio.sleep(0.5)  # longer than the lease in all: B must not call it LOST
@@ -68,12 +90,9 @@ async def test_a_watcher_on_one_replica_follows_an_engine_on_another(
     async with asyncio.timeout(5):
         while len([e for e in seen if e.HasField("log")]) < 500:  # noqa: ASYNC110 - live
             await asyncio.sleep(0.01)
-    state = (await on_b.runs.GetRun(rs.GetRunRequest(name=run.name))).run.state
+    state = (await b.api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run.state
     assert state == S.RUN_STATE_INITIALIZED  # alive on every replica
-    failure = lifecycle.make_error(
-        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
-    )
-    await engine.propose(S.RUN_STATE_ERROR, failure)
+    await fail(engine)
     async with asyncio.timeout(10):
         await watching
     sequences = [e.sequence for e in seen]
@@ -81,118 +100,87 @@ async def test_a_watcher_on_one_replica_follows_an_engine_on_another(
     logs = [e.log.message for e in seen if e.HasField("log")]
     assert logs == [f"line {n}.{i}" for n in range(5) for i in range(100)]
     await engine.close()
-    for api in (on_a, on_b):
-        await api.channel.close()
 
 
 async def test_an_engine_moves_to_another_replica_and_resumes_its_sequence(
-    replicas: tuple[ControlApp, ControlApp],
+    replicas: tuple[Replica, Replica],
 ) -> None:
     """The engine of a run created on A reconnects to B (A gone from its view): B accepts the
     credential A minted (one shared key), welcomes it at the sequence stored so far, and the
     run goes on there."""
     a, b = replicas
-    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
-    version = await on_a.register(NOOP)
-    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
-    first = HandEngine(on_a, run.name, credential)
-    await first.connect()
-    await first.propose(S.RUN_STATE_INITIALIZED)
+    first = await initialized_engine(a.api)
     await first.send_batch(*(log(f"early {i}") for i in range(10)))
     await first.close()
 
-    moved = HandEngine(on_b, run.name, credential)
+    moved = HandEngine(b.api, first.run, first.credential)
     welcome = await moved.connect()
     assert welcome.state == S.RUN_STATE_INITIALIZED
     moved.sequence = welcome.acked_sequence  # resume after what was stored
     await moved.send_batch(log("late"))
-    failure = lifecycle.make_error(
-        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
-    )
-    await moved.propose(S.RUN_STATE_ERROR, failure)
-    events = (await on_a.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events
+    await fail(moved)
+    events = (await a.api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=first.run))).events
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     logs = [e.log.message for e in events if e.HasField("log")]
     assert logs == [f"early {i}" for i in range(10)] + ["late"]
     await moved.close()
-    for api in (on_a, on_b):
-        await api.channel.close()
 
 
 async def test_a_cancel_on_one_replica_reaches_the_engine_on_another(
-    replicas: tuple[ControlApp, ControlApp],
+    replicas: tuple[Replica, Replica],
 ) -> None:
     """B records the cancel; A, holding the engine, hears of it from the database's
     notification and passes it on at once, with the grace counted from the request."""
     a, b = replicas
-    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
-    version = await on_a.register(NOOP)
-    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
-    engine = HandEngine(on_a, run.name, credential)
-    await engine.connect()
-    await engine.propose(S.RUN_STATE_INITIALIZED)
-    await on_b.runs.CancelRun(rs.CancelRunRequest(name=run.name, reason="enough"))
+    engine = await initialized_engine(a.api)
+    await b.api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="enough"))
     # Well before the 2 s grace is over (the supervisors' hard stop comes after it).
     command = (await engine.receive_kind("command", wait=1.5)).command
     assert command.cancel.reason == "enough"
     assert 0.5 < command.cancel.grace_period.ToNanoseconds() / 1e9 <= 2.0
     ack = await engine.propose(S.RUN_STATE_CANCELLED)
     assert ack.state == S.RUN_STATE_CANCELLED
-    done = (await on_b.runs.GetRun(rs.GetRunRequest(name=run.name))).run
+    done = (await b.api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
     assert done.state == S.RUN_STATE_CANCELLED
     assert done.cancellation.HasField("complete_time")  # the engine's own clean end
     await engine.close()
-    for api in (on_a, on_b):
-        await api.channel.close()
 
 
 async def test_an_end_decided_on_one_replica_closes_the_engine_stream_on_another(
-    replicas: tuple[ControlApp, ControlApp],
+    replicas: tuple[Replica, Replica],
 ) -> None:
     """B hears from the orchestrator that the run's container exited and records the run's
     end; A closes its engine's stream with that outcome instead of taking more batches."""
     a, b = replicas
-    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
-    version = await on_a.register(NOOP)
-    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
-    engine = HandEngine(on_a, run.name, credential)
-    await engine.connect()
-    await engine.propose(S.RUN_STATE_INITIALIZED)
+    engine = await initialized_engine(a.api)
     exited = op.RunContainer(
-        run=run.name,
+        run=engine.run,
         state=op.CONTAINER_STATE_EXITED,
         exit_cause=op.EXIT_CAUSE_EXITED,
         exit_code=3,
     )
-    await b.runs.on_container(exited)
+    await b.app.runs.on_container(exited)
     close = (await engine.receive_kind("close", wait=2)).close
     assert close.state == S.RUN_STATE_ERROR
     assert close.reason == "the process exited with code 3"
     await engine.close()
-    for api in (on_a, on_b):
-        await api.channel.close()
 
 
 async def test_a_watcher_catches_up_after_its_replica_lost_the_notification_connection(
-    replicas: tuple[ControlApp, ControlApp],
+    replicas: tuple[Replica, Replica],
 ) -> None:
     """B's listening connection is terminated by the server; what A commits meanwhile is
     notified to nobody on B, yet B's watcher gets it once B listens again."""
     a, b = replicas
-    on_a, on_b = clients_for(f"127.0.0.1:{a.port}"), clients_for(f"127.0.0.1:{b.port}")
-    version = await on_a.register(NOOP)
-    run, credential = await dev_run(on_a, version.name, await on_a.upload(b"a\n1\n"))
-    engine = HandEngine(on_a, run.name, credential)
-    await engine.connect()
+    engine = await initialized_engine(a.api)
     seen: list[rp.RunEvent] = []
-    watching = asyncio.create_task(on_b.watch(run.name, seen))
-    await engine.propose(S.RUN_STATE_INITIALIZED)
-    assert b.notifications is not None
-    listener = b.notifications
+    watching = asyncio.create_task(b.api.watch(engine.run, seen))
+    assert b.app.notifications is not None
+    listener = b.app.notifications
     async with asyncio.timeout(5):
         while not seen:  # noqa: ASYNC110 - live
             await asyncio.sleep(0.01)
-    async with a.engine.connect() as conn:
+    async with a.app.engine.connect() as conn:
         await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": listener.backend_pid})
     async with asyncio.timeout(5):
         while listener.listening.is_set():  # noqa: ASYNC110 - the loss is noticed
@@ -202,13 +190,8 @@ async def test_a_watcher_catches_up_after_its_replica_lost_the_notification_conn
         await listener.listening.wait()
         while not any(e.log.message == "while B was deaf" for e in seen):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-    failure = lifecycle.make_error(
-        lc.ERROR_REASON_TOOL_EXCEPTION, "the end", phase=S.RUN_STATE_INITIALIZED
-    )
-    await engine.propose(S.RUN_STATE_ERROR, failure)
+    await fail(engine)
     async with asyncio.timeout(10):
         await watching
     assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
     await engine.close()
-    for api in (on_a, on_b):
-        await api.channel.close()
