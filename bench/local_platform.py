@@ -1,9 +1,16 @@
 """The platform in one process, for benchmarks: an orchestrator and a control plane on
 loopback, both trusting an in-process issuer key (flnet.auth.local.LocalIssuer) exactly as
-they would trust an OIDC issuer's JWKS; every call carries a token of it."""
+they would trust an OIDC issuer's JWKS; every call carries a token of it.
+
+The control plane's database is SQLite in the data directory (the embedded default) or any
+`database_url`; `postgres_cluster` starts a private, throwaway PostgreSQL to point it at."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +19,7 @@ from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.service import SERVICE_NAME
+from tests import pg_cluster
 
 ISSUER = LocalIssuer("https://issuer.bench.invalid")
 
@@ -29,10 +37,16 @@ class LocalPlatform:
 
 
 async def start_platform(
-    root: Path, backend: str = "process", *, artifact_url: str = "", s3_endpoint: str = ""
+    root: Path,
+    backend: str = "process",
+    *,
+    artifact_url: str = "",
+    s3_endpoint: str = "",
+    database_url: str = "",
 ) -> LocalPlatform:
     """The platform with its data under `root`; artifacts in `artifact_url` (default: files
-    under `root`), credentials of an S3 store from the AWS_* variables."""
+    under `root`), credentials of an S3 store from the AWS_* variables; the control plane's
+    database at `database_url` (default: SQLite under `root`)."""
     orchestrator = OrchestratorApp(
         root / "orchestrator", backend=backend, auth=ISSUER.interceptor([SERVICE_NAME])
     )
@@ -45,6 +59,7 @@ async def start_platform(
         ControlSettings(
             auth=ISSUER.settings(),
             data_dir=root / "control",
+            database_url=database_url,
             artifact_url=artifact_url,
             s3_endpoint=s3_endpoint,
             orchestrator_address=f"127.0.0.1:{orch}",
@@ -54,3 +69,27 @@ async def start_platform(
     )
     port = await control.start("127.0.0.1:0")
     return LocalPlatform(orchestrator, control, f"127.0.0.1:{port}", ISSUER.token())
+
+
+# ------------------------------------------------------------------------- PostgreSQL
+
+
+@contextlib.contextmanager
+def postgres_cluster(*, durable: bool = True) -> Iterator[str]:
+    """A private, throwaway PostgreSQL cluster (tests.pg_cluster) for the duration; yields the
+    URL of its empty database `flnet` (the control plane migrates it). `durable` keeps
+    PostgreSQL's default durability (fsync, synchronous commit), the honest setting for a
+    benchmark; otherwise it runs with the tests' settings."""
+    bindir = pg_cluster.bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="flnet-bench-pg-"))
+    cluster = pg_cluster.Cluster(bindir, root, durable=durable)
+    try:
+        cluster.start()
+        try:
+            yield cluster.create_database("flnet")
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
