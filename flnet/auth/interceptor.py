@@ -37,7 +37,7 @@ from flnet.errors import FlnetError, Unauthenticated
 from .audit import AuditRecord, AuditSink, CallNote, _note, resource_of
 from .errors import Reason
 from .policy import MethodPolicy
-from .principal import Principal, use_principal
+from .principal import Principal, reset, use_principal
 from .tokens import Validator
 
 if TYPE_CHECKING:
@@ -123,14 +123,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except FlnetError as e:
             call.code, call.reason = e.code, e.reason
             raise
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: a stream abandoned
             call.code = grpc.StatusCode.CANCELLED
             raise
         except BaseException:
             call.code = _code_of(context) or grpc.StatusCode.INTERNAL  # as ErrorMapper
             raise
         finally:
-            _note.reset(token)
+            reset(_note, token)
             if self.audit is not None:
                 self.audit(call.record())
 

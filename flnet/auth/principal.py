@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -83,7 +83,12 @@ def use_principal(principal: Principal) -> Iterator[Principal]:
     try:
         yield principal
     finally:
-        # A generator finalised from another context (never the case under grpc.aio, which
-        # closes handlers in their own task) cannot reset; nothing to restore there.
-        with contextlib.suppress(ValueError):
-            _current.reset(token)
+        reset(_current, token)
+
+
+def reset(var: ContextVar[Any], token: Token[Any]) -> None:
+    """Restores `var` as it was before `token`'s set. A stream handler whose client went away
+    is closed by asyncio's async-generator finaliser, in a task and context of its own: the
+    token cannot be reset there, and nothing needs restoring in that context."""
+    with contextlib.suppress(ValueError):
+        var.reset(token)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -350,3 +351,31 @@ async def test_every_guarded_call_is_handed_to_the_audit_sink(stack: Stack) -> N
     ]
     assert all(r.audience in ("user", "") and r.duration_us >= 0 for r in stack.records)
     assert all(token not in repr(r) for r in stack.records)
+
+
+async def test_a_stream_closed_from_another_context_is_audited_as_cancelled(stack: Stack) -> None:
+    """asyncio closes a stream handler whose client went away from a task (and context) of its
+    own: the interceptor must end it there without error, and audit it as CANCELLED."""
+    token = stack.issuer.token(scope="runs:read", tenant="beta", sub="bea")
+
+    async def events(request: Any, context: Any) -> AsyncIterator[rs.WatchRunResponse]:
+        while True:
+            yield rs.WatchRunResponse()
+
+    async def continuation(details: Any) -> Any:
+        return grpc.unary_stream_rpc_method_handler(events)
+
+    details = SimpleNamespace(
+        method="/flnet.api.control.v1.RunService/WatchRun", invocation_metadata=bearer(token)
+    )
+    handler: Any = await stack.auth.intercept_service(continuation, details)
+    responses = handler.unary_stream(rs.WatchRunRequest(name=RUN), SimpleNamespace())
+
+    async def first() -> Any:
+        return await anext(responses)
+
+    await asyncio.create_task(first())  # served in a context of its own, as by grpc.aio
+    await asyncio.create_task(responses.aclose())  # closed in another, as by the finaliser
+    assert [(r.method.rsplit("/", 1)[1], r.code) for r in stack.records] == [
+        ("WatchRun", "CANCELLED")
+    ]
