@@ -22,9 +22,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, make_url, text
+from sqlalchemy import URL, event, make_url, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -115,19 +115,58 @@ def head_revision() -> str:
     return head
 
 
+def _engine_for(url: str) -> tuple[AsyncEngine, URL]:
+    """An engine on `url`, and the URL parsed; ValueError when it names no database this
+    FLNet can use (the password never appears in the message)."""
+    try:
+        parsed = make_url(url)
+        return create_engine(url), parsed
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise ValueError(f"not a database URL this FLNet can use: {e}") from None
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database)
+    return None
+
+
+async def open_current(url: str) -> AsyncEngine:
+    """An engine on the existing database at `url`, whose schema is this version's: what
+    tools that work on a deployment's database directly (`flnet gc`) need. ValueError when
+    the database is unreachable, missing, or at another revision (never created or upgraded
+    here: that is `flnet db upgrade`'s decision)."""
+    engine, parsed = _engine_for(url)
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        path = _sqlite_file(parsed)
+        if path is not None and not path.is_file():
+            raise ValueError(f"no database at {shown}: create it with `flnet db upgrade`")
+        try:
+            current = await current_revision(engine)
+        except (DBAPIError, OSError) as e:
+            raise ValueError(f"cannot reach the database {shown}: {e}") from None
+        if current != head_revision():
+            raise ValueError(
+                f"the database {shown} is at revision {current or 'none'}, this version of "
+                f"FLNet needs {head_revision()}: run `flnet db upgrade` (and upgrade every "
+                "control plane) first"
+            )
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
 async def upgrade(url: str, revision: str = "head") -> str:
     """Upgrades the database at `url` to `revision` (default: the newest) and returns the
     revision it is at now: what `flnet db upgrade` runs before a deployment, so that control
     planes start on a current schema. A SQLite database's directory is created. ValueError
     when the URL names no usable database (the password never appears in it)."""
-    try:
-        parsed = make_url(url)
-        shown = parsed.render_as_string(hide_password=True)
-        engine = create_engine(url)
-    except (ArgumentError, NoSuchModuleError) as e:
-        raise ValueError(f"not a database URL this FLNet can use: {e}") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine, parsed = _engine_for(url)
+    shown = parsed.render_as_string(hide_password=True)
+    if (path := _sqlite_file(parsed)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         await migrate(engine, revision)
         current = await current_revision(engine)

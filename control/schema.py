@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -74,6 +75,9 @@ runs = Table(
     Column("start_us", BigInteger),
     Column("end_us", BigInteger),
     Column("deadline_us", BigInteger),
+    # When `flnet gc` dropped the run's telemetry (logs, metrics, progress) from its history,
+    # keeping the provenance events; NULL while the history is whole.
+    Column("telemetry_dropped_us", BigInteger),
     UniqueConstraint("tenant", "request_id", name="uq_runs_request_id"),
     # ListRuns: a tenant's runs newest first, or those of one tool (or tool version), or in
     # some states; each index holds them in the listing's order.
@@ -84,6 +88,13 @@ runs = Table(
     # The runs not ended yet, of every tenant (supervision, restarts).
     Index("ix_runs_state", "state"),
     Index("ix_runs_credential", "credential_sha256"),
+    # Ended runs whose telemetry gc has not dropped yet, by when they ended.
+    Index(
+        "ix_runs_telemetry_kept",
+        "end_us",
+        sqlite_where=text("telemetry_dropped_us IS NULL"),
+        postgresql_where=text("telemetry_dropped_us IS NULL"),
+    ),
 )
 
 run_events = Table(
@@ -111,6 +122,11 @@ artifacts = Table(
     Column("output_name", String(63)),
     Column("storage_uri", Text, nullable=False),
     Column("create_us", BigInteger, nullable=False),
+    # When its content was last uploaded (an upload of identical content that finds this
+    # input refreshes it; an output's is its creation): gc spares inputs uploaded within its
+    # grace period, so a name an upload just returned is not collected under its holder.
+    # Every insert sets it; a row without one is never collected.
+    Column("uploaded_us", BigInteger),
     UniqueConstraint("run_id", "output_name", name="uq_artifacts_output"),
     Index("ix_artifacts_tenant_created", "tenant", "create_us", "id"),
     Index("ix_artifacts_tenant_sha", "tenant", "sha256", "direction"),
@@ -123,6 +139,36 @@ artifacts = Table(
         sqlite_where=text("direction = 1"),  # ARTIFACT_DIRECTION_INPUT
         postgresql_where=text("direction = 1"),
     ),
+    # gc: inputs by when they were last uploaded; which artifacts record a stored blob (by
+    # its URI, or by its content where the store keeps one copy per content).
+    Index("ix_artifacts_direction_uploaded", "direction", "uploaded_us"),
+    Index("ix_artifacts_storage_uri", "storage_uri"),
+    Index("ix_artifacts_sha256", "sha256"),
+)
+
+# The artifacts each run reads, one row per bound input, inserted in the transaction that
+# creates the run (the same bindings are in the run's spec). The foreign key is what keeps an
+# artifact a run references from being deleted by gc: on PostgreSQL the key check of the
+# insert locks the artifact's row (KEY SHARE) against gc's DELETE, and a DELETE of a
+# referenced row fails; SQLite checks foreign keys too (PRAGMA foreign_keys=ON on every
+# connection, control.database.create_engine).
+run_inputs = Table(
+    "run_inputs",
+    metadata,
+    Column(
+        "run_id",
+        String(63),
+        ForeignKey("runs.id", name="fk_run_inputs_run"),
+        primary_key=True,
+    ),
+    Column("name", String(63), primary_key=True),  # the declared input
+    Column(
+        "artifact_id",
+        String(63),
+        ForeignKey("artifacts.id", name="fk_run_inputs_artifact"),
+        nullable=False,
+    ),
+    Index("ix_run_inputs_artifact", "artifact_id"),
 )
 
 uploads = Table(

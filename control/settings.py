@@ -18,6 +18,11 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'flnet.db'}"
 
 
+def default_artifact_url(data_dir: Path) -> str:
+    """The embedded default: files in the data directory."""
+    return (data_dir / "artifacts").absolute().as_uri()
+
+
 @dataclass(frozen=True, kw_only=True)
 class ControlSettings:
     """Everything the control plane needs to start. Durations are in seconds.
@@ -77,7 +82,7 @@ class ControlSettings:
 
     @property
     def resolved_artifact_url(self) -> str:
-        return self.artifact_url or (self.data_dir / "artifacts").absolute().as_uri()
+        return self.artifact_url or default_artifact_url(self.data_dir)
 
     @classmethod
     def from_env(cls, **overrides: object) -> ControlSettings:

@@ -13,12 +13,12 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
 from flnet.channels import CHUNK_BYTES
-from flnet.control.blobs.protocol import Blob, BlobMissing
+from flnet.control.blobs.protocol import Blob, BlobMissing, Stored
 
 
 class LocalBlobWriter:
@@ -69,6 +69,8 @@ class LocalBlobWriter:
 
 
 class LocalBlobStore:
+    shares_content = True
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
@@ -151,6 +153,7 @@ class LocalBlobStore:
             digest = h.hexdigest()
             target = self.path_of(digest)
             target.parent.mkdir(parents=True, exist_ok=True)
+            os.utime(path)  # written now, as gc judges blobs (remove_blob)
             os.replace(path, target)
             return Blob(self.uri_of(digest), digest, size)
 
@@ -160,5 +163,72 @@ class LocalBlobStore:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.partial_path(upload_id).unlink)
 
+    # What gc needs. A file's mtime is when it was last written.
+    async def list_blobs(self) -> AsyncIterator[Stored]:
+        blobs = self.root / "blobs"
+        for first in await asyncio.to_thread(_subdirectories, blobs):
+            for second in await asyncio.to_thread(_subdirectories, first):
+                for path, stored in await asyncio.to_thread(_files, second):
+                    yield Stored(path.as_uri(), stored.size, stored.modified_us, path.name)
+
+    async def list_partials(self) -> AsyncIterator[Stored]:
+        for _, stored in await asyncio.to_thread(_files, self.upload_dir):
+            yield stored
+
+    async def list_unfinished(self) -> AsyncIterator[Stored]:
+        for _, stored in await asyncio.to_thread(_files, self.tmp_dir):
+            yield stored
+
+    async def remove_blob(self, blob: Blob, *, written_before_us: int) -> bool:
+        """Moves the file aside first, then looks at what it moved: a file an upload of the
+        same content put there after gc decided (a fresh mtime) is put back; one it puts
+        there after the move stays. Either way identical content: nothing is lost."""
+        try:
+            path = self._located(blob)
+        except BlobMissing:
+            return False
+        aside = self.tmp_dir / f"gc-{uuid.uuid4().hex}"
+
+        def _remove() -> bool:
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                return False
+            if aside.stat().st_mtime_ns // 1000 >= written_before_us:
+                os.replace(aside, path)
+                return False
+            aside.unlink()
+            return True
+
+        return await asyncio.to_thread(_remove)
+
+    async def drop_unfinished(self, key: str) -> None:
+        if "/" in key or key in ("", ".", ".."):
+            raise ValueError(f"not an unfinished write of this store: {key!r}")
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread((self.tmp_dir / key).unlink)
+
     async def close(self) -> None:
         pass
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    return []
+
+
+def _files(directory: Path) -> list[tuple[Path, Stored]]:
+    """The regular files in `directory`, each with its size and mtime (key: its name). A
+    file that goes while it is listed is left out."""
+    found: list[tuple[Path, Stored]] = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for e in entries:
+            try:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            found.append((Path(e.path), Stored(e.name, st.st_size, st.st_mtime_ns // 1000)))
+    return found

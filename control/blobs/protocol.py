@@ -6,7 +6,7 @@ control-plane replica sees. Implementations: LocalBlobStore (`file://`), S3BlobS
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,19 @@ class Blob:
     uri: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Something the store holds, as its listings show it (for `flnet gc`): `key` names it
+    (a blob's URI, an upload id, or an unfinished write's key, which only the store that
+    listed it understands), `size` in bytes, `modified_us` when it was last written. `sha256`
+    is set where one copy of the content serves every artifact with that digest."""
+
+    key: str
+    size: int
+    modified_us: int
+    sha256: str = ""
 
 
 class BlobMissing(Exception):
@@ -81,6 +94,38 @@ class BlobStore(Protocol):
     async def commit_partial(self, upload_id: str, size: int) -> Blob: ...
 
     async def drop_partial(self, upload_id: str) -> None: ...
+
+    # What `flnet gc` needs: listings of everything the store holds, and removal of what no
+    # record points to any more.
+    @property
+    def shares_content(self) -> bool:
+        """True when identical content is one copy, whichever artifacts record it (the file
+        store): its bytes may only go once no artifact has that sha256."""
+        ...
+
+    def list_blobs(self) -> AsyncIterator[Stored]:
+        """Every committed blob (key: its URI)."""
+        ...
+
+    def list_partials(self) -> AsyncIterator[Stored]:
+        """The bytes of every resumable upload (key: the upload id; modified: its latest
+        piece)."""
+        ...
+
+    def list_unfinished(self) -> AsyncIterator[Stored]:
+        """Writes that were neither committed nor aborted: a crashed writer's temporary
+        file, a multipart upload never completed."""
+        ...
+
+    async def remove_blob(self, blob: Blob, *, written_before_us: int) -> bool:
+        """Deletes a committed blob that no artifact records, unless its bytes were written
+        at or after `written_before_us` (an upload of identical content may have just stored
+        them anew, in a store that shares content). True when removed."""
+        ...
+
+    async def drop_unfinished(self, key: str) -> None:
+        """Discards an unfinished write, by the key `list_unfinished` gave."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from flnet.channels import CHUNK_BYTES
-from flnet.control.blobs.protocol import Blob, BlobMissing
+from flnet.control.blobs.protocol import Blob, BlobMissing, Stored
 from flnet.control.blobs.read_ahead import read_ahead
 from flnet.control.blobs.s3_errors import error_code, unavailable_on_failure
 from flnet.control.blobs.s3_writer import S3BlobWriter
@@ -37,6 +38,8 @@ PARTS_IN_FLIGHT = 2
 # Chunks fetched from S3 while the caller is busy with the ones before.
 READ_AHEAD_CHUNKS = 4
 _MISSING = ("NoSuchKey", "404", "NotFound")
+# An unfinished write's key as list_unfinished gives it: "<object key>?uploadId=<id>".
+_UPLOAD_ID = "?uploadId="
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class S3Location:
 
 
 class S3BlobStore:
+    shares_content = False  # every blob is an object of its own
+
     def __init__(
         self,
         client: S3Client,
@@ -200,9 +205,83 @@ class S3BlobStore:
                     Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
                 )
 
+    # What gc needs: listings under the store's own prefixes only (others may share the
+    # bucket), with LastModified as when an object was written.
+    async def _objects(self, prefix: str) -> AsyncIterator[tuple[str, int, int]]:
+        """(key, size, modified_us) of every object under `prefix`, in key order."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        with unavailable_on_failure():
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for o in page.get("Contents", []):
+                    yield o["Key"], o["Size"], _us(o["LastModified"])
+
+    async def list_blobs(self) -> AsyncIterator[Stored]:
+        async for key, size, modified in self._objects(self.key("objects") + "/"):
+            yield Stored(f"s3://{self.bucket}/{key}", size, modified)
+
+    async def list_partials(self) -> AsyncIterator[Stored]:
+        """One entry per upload: its pieces (consecutive keys) summed up."""
+        prefix = self.key("uploads") + "/"
+        current: Stored | None = None
+        async for key, size, modified in self._objects(prefix):
+            upload_id = key.removeprefix(prefix).split("/", 1)[0]
+            if current is None or current.key != upload_id:
+                if current is not None:
+                    yield current
+                current = Stored(upload_id, 0, 0)
+            current = Stored(upload_id, current.size + size, max(current.modified_us, modified))
+        if current is not None:
+            yield current
+
+    async def list_unfinished(self) -> AsyncIterator[Stored]:
+        """Multipart uploads of blobs that were neither completed nor aborted (a control
+        plane stopped in the middle); their size is that of the parts they hold."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with unavailable_on_failure():
+            async for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=self.key("objects") + "/"
+            ):
+                for u in page.get("Uploads", []):
+                    size = await self._parts_size(u["Key"], u["UploadId"])
+                    key = f"{u['Key']}{_UPLOAD_ID}{u['UploadId']}"
+                    yield Stored(key, size, _us(u["Initiated"]))
+
+    async def _parts_size(self, key: str, upload_id: str) -> int:
+        paginator = self.client.get_paginator("list_parts")
+        size = 0
+        async for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+            size += sum(p["Size"] for p in page.get("Parts", []))
+        return size
+
+    async def remove_blob(self, blob: Blob, *, written_before_us: int) -> bool:
+        """Deletes the blob's object: no other blob ever shares it, and none is ever written
+        to it again (every write goes to a fresh key)."""
+        try:
+            await self.discard(blob)
+        except BlobMissing:  # not in this store
+            return False
+        return True
+
+    async def drop_unfinished(self, key: str) -> None:
+        object_key, sep, upload_id = key.rpartition(_UPLOAD_ID)
+        if not sep or not object_key.startswith(self.key("objects") + "/"):
+            raise ValueError(f"not an unfinished write of this store: {key!r}")
+        try:
+            with unavailable_on_failure():
+                await self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload_id
+                )
+        except ClientError as e:
+            if error_code(e) != "NoSuchUpload":  # aborted or completed meanwhile
+                raise
+
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
+
+
+def _us(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
 
 
 def piece_chain(keys: list[str], size: int) -> list[str] | None:

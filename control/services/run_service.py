@@ -112,6 +112,7 @@ class RunService(rsg.RunServiceServicer):
                 violations=[("after_sequence", "must not be negative")],
             )
         cursor = request.after_sequence
+        ended = False  # the run was seen ended before the latest read
         while True:
             news = self.store.feed.next(row.id)
             response = rs.WatchRunResponse()
@@ -135,10 +136,15 @@ class RunService(rsg.RunServiceServicer):
                     # Caught up: whatever was committed after the read has set `news`.
                     await news.wait()
                 continue
+            if ended:
+                # An ended run whose history holds nothing after the cursor, before its last
+                # sequence: gc dropped the telemetry at its end.
+                return
             fresh = await self.store.get_run_by_id(row.id)
             if fresh is None or (fresh.terminal and cursor >= fresh.last_sequence):
                 return
             if cursor < fresh.last_sequence:
+                ended = fresh.terminal
                 continue
             await news.wait()
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,6 +56,17 @@ async def _input_of(conn: AsyncConnection, tenant: str, sha256: str) -> Any:
     ).first()
 
 
+async def _uploaded_again(conn: AsyncConnection, artifact_id: str, now: int) -> bool:
+    """Refreshes an input's uploaded_us; False when gc deleted it. gc's DELETE re-checks
+    uploaded_us under the row's lock (PostgreSQL re-evaluates its condition on the row this
+    update committed; SQLite runs one writer at a time), so either this update finds the row
+    and gc then spares it, or gc's delete committed first and this finds nothing."""
+    refreshed = await conn.execute(
+        update(artifacts).where(artifacts.c.id == artifact_id).values(uploaded_us=now)
+    )
+    return refreshed.rowcount == 1
+
+
 @dataclass
 class Upload:
     id: str
@@ -82,12 +93,14 @@ class ArtifactStore(StoreBase):
         uri: str,
     ) -> ap.Artifact:
         """Records an uploaded input; identical content in a tenant is one artifact (a unique
-        index decides between concurrent uploads of the same content)."""
+        index decides between concurrent uploads of the same content). Finding it refreshes
+        its uploaded_us, unless gc deleted it meanwhile: then this upload records it anew."""
         storable(filename, artifacts.c.filename, "filename")
         storable(media_type, artifacts.c.media_type, "media_type")
         async with self._write() as conn:
+            now = now_us()
             existing = await _input_of(conn, tenant, sha256)
-            if existing is not None:
+            if existing is not None and await _uploaded_again(conn, existing.id, now):
                 return _artifact(existing)
             values = dict(
                 id=artifact_id,
@@ -98,7 +111,8 @@ class ArtifactStore(StoreBase):
                 media_type=media_type,
                 filename=filename,
                 storage_uri=uri,
-                create_us=now_us(),
+                create_us=now,
+                uploaded_us=now,
             )
             insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             stored = await conn.execute(
@@ -106,7 +120,10 @@ class ArtifactStore(StoreBase):
                 .values(**values)
                 .on_conflict_do_nothing(
                     index_elements=[artifacts.c.tenant, artifacts.c.sha256],
-                    index_where=artifacts.c.direction == ap.ARTIFACT_DIRECTION_INPUT,
+                    # The index's own predicate, literally: PostgreSQL cannot match the
+                    # index to a bound parameter once it plans the prepared statement
+                    # generically (after a few executions on one connection).
+                    index_where=text(f"direction = {ap.ARTIFACT_DIRECTION_INPUT}"),
                 )
             )
             if stored.rowcount == 0:
@@ -163,6 +180,7 @@ class ArtifactStore(StoreBase):
                 output_name=output_name,
                 storage_uri=uri,
                 create_us=now,
+                uploaded_us=now,
             )
             await conn.execute(insert(artifacts).values(**values))
             artifact = _artifact(_Obj(values))

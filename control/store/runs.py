@@ -16,7 +16,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
-from flnet.control.schema import artifacts, runs
+from flnet.control.schema import artifacts, run_inputs, runs
 from flnet.control.store.base import Pending, RunRow, _run_row, older_than, storable
 from flnet.control.store.history import HistoryStore, _append, _append_segment
 from flnet.control.store.tools import ToolStore
@@ -84,14 +84,29 @@ class RunStore(HistoryStore, ToolStore):
                         deadline_us=deadline_us,
                     )
                 )
+                await _bind_inputs(conn, run_id, spec)
                 _append(pending, run_id, now, [event])
         except IntegrityError:
             if spec.request_id:
                 existing = await self.find_run_by_request(tenant, spec.request_id)
                 if existing is not None:
                     return existing, False
+            if missing := await self._missing_input(spec):
+                # gc deleted it after the inputs were resolved: its foreign key said no.
+                raise NotFound(f"artifact {missing} does not exist") from None
             raise
         return await self.get_run(tenant, run_id), True
+
+    async def _missing_input(self, spec: rp.Run) -> str:
+        """The first input of `spec` whose artifact does not exist ("": none)."""
+        bound = {_artifact_id(i.artifact): i.artifact for i in spec.inputs}
+        async with self.engine.connect() as conn:
+            found = set(
+                (await conn.execute(select(artifacts.c.id).where(artifacts.c.id.in_(bound))))
+                .scalars()
+                .all()
+            )
+        return next((name for id_, name in bound.items() if id_ not in found), "")
 
     async def find_run_by_request(self, tenant: str, request_id: str) -> RunRow | None:
         storable(request_id, runs.c.request_id, "request_id")
@@ -387,6 +402,24 @@ class RunStore(HistoryStore, ToolStore):
                 .where(runs.c.id == run_id)
                 .values(spec=spec.SerializeToString(), last_sequence=seq, update_us=now)
             )
+
+
+def _artifact_id(name: str) -> str:
+    m = names.ARTIFACT_RE.match(name)
+    assert m is not None, name  # inputs are resolved to artifact names before they are stored
+    return m["artifact"]
+
+
+async def _bind_inputs(conn: AsyncConnection, run_id: str, spec: rp.Run) -> None:
+    """Records the artifacts a run reads, in the transaction that creates it: their foreign
+    key keeps gc from deleting an artifact a run references, and fails this insert when gc
+    deleted one first (see control.schema.run_inputs)."""
+    rows = [
+        {"run_id": run_id, "name": i.name, "artifact_id": _artifact_id(i.artifact)}
+        for i in spec.inputs
+    ]
+    if rows:
+        await conn.execute(insert(run_inputs), rows)
 
 
 def _state_change(

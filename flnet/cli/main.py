@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -247,6 +248,46 @@ async def db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- gc
+
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<unit>[smhd]?)")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds of a duration such as 90s, 30m, 24h or 7d (an argparse type)."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None or (not m["unit"] and float(m["number"]) != 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 24h or 7d")
+    return float(m["number"]) * _SECONDS.get(m["unit"], 0)
+
+
+async def gc(args: argparse.Namespace) -> int:
+    """Works on the database and artifact store directly, beside running control planes:
+    exit status 1 when some bytes could not be removed (they are found again next time)."""
+    from flnet.control.retention import Policy, run_gc
+    from flnet.control.settings import default_artifact_url, default_database_url
+
+    given: dict[str, Any] = {"dry_run": args.dry_run}  # the rest defaults to Policy's
+    if args.grace is not None:
+        given["grace"] = args.grace
+    if args.keep_telemetry or args.telemetry_age is not None:
+        given["telemetry_age"] = None if args.keep_telemetry else args.telemetry_age
+    policy = Policy(**given)
+    report = await run_gc(
+        args.database_url or default_database_url(args.data_dir),
+        args.artifact_url or default_artifact_url(args.data_dir),
+        policy,
+        s3_endpoint=args.s3_endpoint,
+        s3_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""),
+    )
+    if args.output == "json":
+        render.print_json(report.to_dict())
+    else:
+        render.gc_summary(report.to_dict())
+    return 1 if report.errors else 0
+
+
 # --------------------------------------------------------------------------------- dev
 
 
@@ -361,6 +402,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url",
         default=os.environ.get("FLNET_DATABASE_URL", ""),
         help="SQLAlchemy URL ($FLNET_DATABASE_URL; default: SQLite in the data dir)",
+    )
+
+    s = cmd(
+        sub,
+        "gc",
+        gc,
+        "remove inputs no run references, old telemetry, and what no record points to",
+    )
+    s.add_argument("--dry-run", action="store_true", help="report what would go; change nothing")
+    s.add_argument(
+        "--grace",
+        type=duration,
+        metavar="DURATION",
+        help="spare whatever was uploaded, used or written more recently (default 24h); "
+        "longer than the longest upload",
+    )
+    kept = s.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--telemetry-age",
+        type=duration,
+        metavar="DURATION",
+        help="drop the logs, metrics and progress of runs that ended longer ago (default 30d)",
+    )
+    kept.add_argument("--keep-telemetry", action="store_true", help="drop no telemetry")
+    s.add_argument(
+        "--database-url",
+        default=os.environ.get("FLNET_DATABASE_URL", ""),
+        help="SQLAlchemy URL ($FLNET_DATABASE_URL; default: SQLite in the data dir)",
+    )
+    s.add_argument(
+        "--artifact-url",
+        default=os.environ.get("FLNET_ARTIFACT_URL", ""),
+        help="file:///DIR or s3://BUCKET/PREFIX ($FLNET_ARTIFACT_URL; default: the data dir's)",
+    )
+    s.add_argument(
+        "--s3-endpoint",
+        default=os.environ.get("FLNET_S3_ENDPOINT", ""),
+        help="an S3-compatible server ($FLNET_S3_ENDPOINT; credentials: AWS_*)",
     )
 
     for component in ("control", "orchestrator"):

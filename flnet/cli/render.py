@@ -102,6 +102,26 @@ def reproduction_table(outputs: Iterable[Mapping[str, Any]]) -> None:
     console.print(table)
 
 
+def gc_summary(report: Mapping[str, Any]) -> None:
+    """What `flnet gc` removed (or would remove), as Report.to_dict gives it."""
+    t = report["telemetry"]
+    rows = [
+        ("input artifacts no run references", f"{report['inputs']['count']} artifacts"),
+        ("telemetry of runs ended long ago", f"{t['events']} events of {t['runs']} runs"),
+        ("resumable uploads (expired or stray)", f"{report['uploads']['count']} uploads"),
+        ("blobs no artifact records", f"{report['orphanBlobs']['count']} blobs"),
+        ("writes never finished", f"{report['unfinishedWrites']['count']} writes"),
+    ]
+    freed = [report[k]["bytes"] for k in ("inputs", "telemetry", "uploads", "orphanBlobs")]
+    freed.append(report["unfinishedWrites"]["bytes"])
+    table = Table("", "would remove" if report["dryRun"] else "removed", "bytes freed")
+    for (what, count), size in zip(rows, freed, strict=True):
+        table.add_row(what, count, str(size))
+    console.print(table)
+    for error in report["errors"]:
+        console.print(f"[red]error[/red] {error}")
+
+
 def run_detail(run: rp.Run) -> None:
     console.print(f"[bold]{run.name}[/bold]  {state(run.state)}")
     console.print(f"  tool version   {run.tool_version}")

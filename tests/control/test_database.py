@@ -148,6 +148,13 @@ async def test_uploads_of_the_same_content_at_once_are_one_artifact(
     assert other.name != stored[0].name
 
 
+async def test_many_new_inputs_on_one_connection(store: Store) -> None:
+    """PostgreSQL plans a prepared statement generically after a few executions: the insert's
+    ON CONFLICT must still find the partial unique index."""
+    stored = [await add_input(store, f"{i:02d}" * 32) for i in range(12)]
+    assert len({a.name for a in stored}) == 12
+
+
 async def test_batches_of_one_run_at_once_leave_no_gaps(store: Store) -> None:
     """Concurrent commits of one run (a resent batch racing the original, cancel meeting a
     batch): its row lock (or SQLite's write lock) orders them; sequences stay contiguous."""

@@ -237,7 +237,9 @@ Global___Cancellation: _TypeAlias = Cancellation  # noqa: Y015
 @_typing.final
 class RunEvent(_message.Message):
     """RunEvent is one entry of a run's history: a state change or a piece of
-    telemetry. Sequence numbers are per run, start at 1 and have no gaps.
+    telemetry. Sequence numbers are per run, start at 1 and have no gaps, until
+    `flnet gc` drops the telemetry (log, metric, progress) of a run that ended
+    long ago: the events it keeps keep their numbers.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

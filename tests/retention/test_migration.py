@@ -1,0 +1,95 @@
+"""Migration 0005 on a database with runs: run_inputs filled in from the runs' specs, every
+artifact's uploaded_us from its creation; and back down to 0004 and up again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.control.database import alembic_config, create_engine, current_revision, migrate
+from flnet.control.schema import artifacts, run_inputs, runs
+from tests.postgres import database_url
+
+
+def artifact(id_: str, create_us: int) -> dict[str, object]:
+    return {
+        "id": id_,
+        "tenant": "acme",
+        "direction": ap.ARTIFACT_DIRECTION_INPUT,
+        "sha256": id_ * 8,
+        "size_bytes": 1,
+        "media_type": "text/plain",
+        "filename": "f",
+        "storage_uri": f"file:///{id_}",
+        "create_us": create_us,
+    }
+
+
+def run(id_: str, *inputs: tuple[str, str]) -> dict[str, object]:
+    spec = rp.Run(
+        tool_version="tenants/acme/tools/noop/versions/1.0.0",
+        inputs=[rp.RunInput(name=n, artifact=f"tenants/acme/artifacts/{a}") for n, a in inputs],
+    )
+    return {
+        "id": id_,
+        "tenant": "acme",
+        "tool": "noop",
+        "tool_version": spec.tool_version,
+        "state": 1,
+        "spec": spec.SerializeToString(),
+        "last_sequence": 1,
+        "last_batch": 0,
+        "credential_sha256": id_,
+        "create_us": 1,
+        "update_us": 1,
+    }
+
+
+async def test_0005_fills_in_run_inputs_and_upload_times(tmp_path: Path) -> None:
+    url = database_url(tmp_path, migrated=False)
+    engine = create_engine(url)
+    try:
+        await migrate(engine, "0004")
+        async with engine.begin() as conn:
+            # Columns of 0004 only (run_inputs, uploaded_us and telemetry_dropped_us are new).
+            await conn.execute(insert(artifacts), [artifact("a1", 11), artifact("a2", 22)])
+            await conn.execute(
+                insert(runs),
+                [
+                    run("r1", ("data", "a1"), ("extra", "a2")),
+                    run("r2", ("data", "a1"), ("extra", "gone")),  # never existed
+                    run("r3"),
+                ],
+            )
+
+        await migrate(engine)
+
+        async with engine.connect() as conn:
+            bound = (await conn.execute(select(run_inputs).order_by("run_id", "name"))).all()
+            uploaded = dict(
+                (await conn.execute(select(artifacts.c.id, artifacts.c.uploaded_us))).all()
+            )
+            dropped = (await conn.execute(select(runs.c.telemetry_dropped_us))).scalars().all()
+        assert [tuple(r) for r in bound] == [
+            ("r1", "data", "a1"),
+            ("r1", "extra", "a2"),
+            ("r2", "data", "a1"),
+        ]
+        assert uploaded == {"a1": 11, "a2": 22}
+        assert dropped == [None, None, None]
+
+        def down(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "0004")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(down)
+        assert await current_revision(engine) == "0004"
+        await migrate(engine)
+        assert await current_revision(engine) == "0005"
+    finally:
+        await engine.dispose()
