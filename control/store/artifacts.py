@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flnet import lifecycle
@@ -167,7 +168,14 @@ class ArtifactStore(StoreBase):
             if existing is not None and existing.sha256 == sha256:
                 return _artifact(existing)
             if existing is not None:
-                await conn.execute(artifacts.delete().where(artifacts.c.id == existing.id))
+                try:
+                    await conn.execute(artifacts.delete().where(artifacts.c.id == existing.id))
+                except IntegrityError:  # run_inputs' foreign key: another run reads it
+                    raise FailedPrecondition(
+                        f"output '{output_name}' is already an input of another run: it cannot "
+                        "be replaced",
+                        reason="OUTPUT_IN_USE",
+                    ) from None
             values = dict(
                 id=artifact_id,
                 tenant=run.tenant,

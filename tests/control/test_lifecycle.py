@@ -283,6 +283,28 @@ async def test_upload_output_errors(api: Clients) -> None:
     await engine.close()
 
 
+async def test_an_output_another_run_reads_cannot_be_replaced(api: Clients) -> None:
+    """An engine uploading an output again replaces it, unless a later run already took it as
+    an input: that run's reference must not dangle."""
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    first = await upload_output(api, engine, "result", b'{"v": 1}')
+    replaced = await upload_output(api, engine, "result", b'{"v": 2}')
+    assert replaced.sha256 != first.sha256
+    version = await api.register(NOOP)
+    reader, _ = await dev_run(api, version.name, replaced.artifact)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await upload_output(api, engine, "result", b'{"v": 3}')
+    assert (e.value.code(), reason(e.value)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "OUTPUT_IN_USE",
+    )
+    run = (await api.runs.GetRun(rs.GetRunRequest(name=engine.run))).run
+    assert [(o.name, o.sha256) for o in run.outputs] == [(replaced.artifact, replaced.sha256)]
+    assert reader.inputs[0].artifact == replaced.artifact
+    await engine.close()
+
+
 async def test_credentials_speak_for_their_own_run_only(api: Clients) -> None:
     a = await new_engine(api)
     b = await new_engine(api)
