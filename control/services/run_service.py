@@ -112,7 +112,10 @@ class RunService(rsg.RunServiceServicer):
                 violations=[("after_sequence", "must not be negative")],
             )
         cursor = request.after_sequence
-        ended = False  # the run was seen ended before the latest read
+        # The run's end was streamed, or it had ended before the watch began: from here on,
+        # every read that leaves the stream caught up checks whether all has been streamed.
+        saw_end = row.terminal
+        ended = False  # the run had ended before the latest read
         while True:
             news = self.store.feed.next(row.id)
             response = rs.WatchRunResponse()
@@ -121,30 +124,26 @@ class RunService(rsg.RunServiceServicer):
             )
             if count:
                 cursor = response.events[-1].sequence
-                last = response.events[-1]
+                saw_end = saw_end or any(
+                    e.HasField("state_change") and lifecycle.is_terminal(e.state_change.to_state)
+                    for e in response.events
+                )
                 yield response
-                if last.HasField("state_change") and lifecycle.is_terminal(
-                    last.state_change.to_state
-                ):
-                    # Telemetry the engine flushed as it ended may follow the terminal
-                    # change: end once caught up with everything stored.
-                    fresh = await self.store.get_run_by_id(row.id)
-                    if fresh is None or cursor >= fresh.last_sequence:
-                        return
+                if full:
                     continue
-                if not full:
-                    # Caught up: whatever was committed after the read has set `news`.
+                if not saw_end:
+                    # Caught up with a live run: what commits after the read sets `news`.
                     await news.wait()
-                continue
-            if ended:
-                # An ended run whose history holds nothing after the cursor, before its last
-                # sequence: gc dropped the telemetry at its end.
-                return
+                    continue
+            # Caught up with what was stored at the read: has the run's stream ended? Events
+            # may follow the terminal change (telemetry the engine flushed as it ended), and
+            # gc may have dropped telemetry up to the run's last sequence: an ended run whose
+            # read after its end found nothing more has been streamed whole.
             fresh = await self.store.get_run_by_id(row.id)
-            if fresh is None or (fresh.terminal and cursor >= fresh.last_sequence):
+            if fresh is None or (fresh.terminal and (ended or cursor >= fresh.last_sequence)):
                 return
+            ended = fresh.terminal
             if cursor < fresh.last_sequence:
-                ended = fresh.terminal
                 continue
             await news.wait()
 

@@ -16,7 +16,7 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control.validation import canonical_sha256
 from flnet.structs import dict_to_struct
 from tests.conftest import FIXTURES, TENANT, Clients, request_id
-from tests.control.hand_engine import HandEngine, dev_run, log
+from tests.control.hand_engine import HandEngine, dev_run, log, transition
 from tests.status import reason, violations
 
 S = lc.RunState
@@ -227,6 +227,28 @@ async def test_watch_streams_history_then_live_without_gap_or_duplicate(api: Cli
         resumed.extend(res.events)
     assert [e.sequence for e in resumed] == sequences[600:]
     await engine.close()
+
+
+async def test_watch_ends_after_telemetry_that_follows_the_end(api: Clients) -> None:
+    """An engine may flush telemetry with (after) its run's end: watchers get it, from the
+    start or resuming at any point, and their streams end."""
+    version, artifact = await setup(api)
+    run, credential = await dev_run(api, version.name, artifact)
+    engine = HandEngine(api, run.name, credential)
+    await engine.connect()
+    await engine.propose(S.RUN_STATE_INITIALIZED)
+    await engine.send_batch(transition(S.RUN_STATE_CANCELLED), log("flushed as it ended"))
+    await engine.close()
+
+    async def watch(after: int) -> list[rp.RunEvent]:
+        request = rs.WatchRunRequest(name=run.name, after_sequence=after)
+        return [e async for res in api.runs.WatchRun(request) for e in res.events]
+
+    for after in range(5):  # 1 PENDING, 2 INITIALIZED, 3 CANCELLED, 4 the flushed log
+        received = await asyncio.wait_for(watch(after), 5)
+        assert [e.sequence for e in received] == list(range(after + 1, 5)), after
+        if after == 3:
+            assert received[0].log.message == "flushed as it ended"
 
 
 async def test_watch_rejects_negative_resume_point(api: Clients) -> None:
