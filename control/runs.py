@@ -108,7 +108,7 @@ class RunController:
         if request_id:
             existing = await self.store.find_run_by_request(tenant, request_id)
             if existing is not None:
-                return await self._same_request(existing, fingerprint), ""
+                return await self._retried(existing, fingerprint, version)
         spec = rp.Run(
             tool_version=run.tool_version,
             config=dict_to_struct(config),
@@ -141,21 +141,33 @@ class RunController:
             deadline_us=deadline_us,
         )
         if not created:
-            return await self._same_request(row, fingerprint), ""
+            return await self._retried(row, fingerprint, version)
         if run.dev_session or dev_session_run:
             return row, token
         await self._launch(row, version, token)
         return await self.store.get_run(tenant, row.id), ""
 
-    async def _same_request(self, existing: RunRow, fingerprint: str) -> RunRow:
+    async def _retried(
+        self, existing: RunRow, fingerprint: str, version: tp.ToolVersion
+    ) -> tuple[RunRow, str]:
         """A retried CreateRun returns the first run; a different request under the same
-        request_id is a client bug."""
+        request_id is a client bug. The first attempt may have stopped between recording the
+        run and launching it (its replica killed), or its answer may have been lost: a run
+        still PENDING is launched again (the orchestrator keeps a container it has already),
+        and a development session gets a fresh credential."""
         if await self.store.request_sha256_of(existing.id) != fingerprint:
             raise AlreadyExists(
                 f"request_id was already used for {existing.name} with a different request",
                 violations=[("request_id", "already used")],
             )
-        return existing
+        if existing.state != S.RUN_STATE_PENDING:
+            return existing, ""
+        left = max(1.0, (existing.deadline_us - now_us()) / 1e6) if existing.deadline_us else None
+        token = self.credentials.mint(existing.name, left)
+        if existing.spec.dev_session:
+            return existing, token
+        await self._launch(existing, version, token)
+        return await self.store.get_run(existing.tenant, existing.id), ""
 
     async def _resolve_inputs(
         self, tenant: str, version: tp.ToolVersion, given: Sequence[rp.RunInput]

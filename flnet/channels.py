@@ -28,16 +28,41 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.max_ping_strikes", 0),
 ]
 
+# Calls that are safe to repeat, by service (no methods: all of them): reads, and writes that
+# recognise a repetition (CreateRun and ReproduceRun by their request_id, which FLNet's
+# clients always set; uploads by offset or content; a cancel or a tool version recorded once).
+# Not FinishUpload, UpdateDevConfig, StartDevTest, nor the engine's Connect (its session
+# reconnects by itself).
+RETRY_SAFE: dict[str, tuple[str, ...]] = {
+    "flnet.api.control.v1.ToolService": (),
+    "flnet.api.control.v1.AuditService": (),
+    "flnet.api.orchestrator.v1.OrchestratorService": (),
+    "flnet.api.control.v1.RunService": (
+        *("CreateRun", "ReproduceRun", "CancelRun"),
+        *("GetRun", "ListRuns", "WatchRun", "ListRunEvents", "ExportRun"),
+    ),
+    "flnet.api.control.v1.ArtifactService": (
+        *("UploadInput", "StartUpload", "UploadChunk"),
+        *("GetUpload", "ListArtifacts", "DownloadArtifact"),
+    ),
+    "flnet.api.runtime.v1.RuntimeService": ("UploadOutput", "FetchInput"),
+}
+
 # A call that found no server (UNAVAILABLE: refused, or the connection broke before it was
 # answered) is tried again, on the next address when the target lists several control-plane
-# replicas ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS name resolving to them). gRPC only
-# retries a call before any response reached it, and FLNet's writes are idempotent (request
-# ids, content-addressed uploads), so a retried call never does a thing twice.
+# replicas ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS name resolving to them). gRPC
+# retries a call only before any response reached it; but the server may have done its part
+# (a replica killed before it answered), so only RETRY_SAFE calls are retried. Calls that
+# never reached a server are retried by gRPC whatever their method.
 RETRY_SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
-                "name": [{}],
+                "name": [
+                    {"service": service, "method": method} if method else {"service": service}
+                    for service, methods in RETRY_SAFE.items()
+                    for method in methods or ("",)
+                ],
                 "retryPolicy": {
                     "maxAttempts": 5,
                     "initialBackoff": "0.1s",

@@ -327,3 +327,19 @@ async def test_large_histories_page_by_size(api: Clients) -> None:
         watched += [e.sequence for e in res.events]
     assert watched == listed
     await engine.close()
+
+
+async def test_a_retried_development_session_gets_a_working_credential(api: Clients) -> None:
+    """The first answer (with the session's credential) may have been lost: a retry under
+    the same request_id gets a fresh credential for the same run."""
+    version, artifact = await setup(api)
+    request = create(version.name, artifact, request_id())
+    request.run.dev_session = True
+    first = await api.runs.CreateRun(request)
+    retried = await api.runs.CreateRun(request)
+    assert retried.run.name == first.run.name
+    assert retried.dev_credential and retried.dev_credential != first.dev_credential
+    engine = HandEngine(api, first.run.name, retried.dev_credential)
+    welcome = await engine.connect()
+    assert welcome.spec.run == first.run.name
+    await engine.close()

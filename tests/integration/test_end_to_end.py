@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
+
+import pytest
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import artifact_service_pb2 as asv
+from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
 from flnet.channels import insecure_channel
+from flnet.structs import dict_to_struct
+from tests.conftest import TENANT, request_id
 from tests.identity import IDENTITY
 from tests.integration.conftest import Stack
 
@@ -140,3 +146,32 @@ async def test_many_runs_at_once(stack: Stack) -> None:
     runs = [await stack.submit(version.name, mode="finish", lines=100) for _ in range(8)]
     done = await asyncio.gather(*(stack.wait_state(r.name, within=120) for r in runs))
     assert [d.state for d in done] == [S.RUN_STATE_FINISHED] * 8
+
+
+async def test_a_retried_create_launches_a_run_its_first_attempt_only_recorded(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt stopped between recording the run and launching it (its control
+    plane killed, say); the client's retry under the same request_id launches it, once."""
+    version = await stack.register()
+    launch = stack.control.runs._launch
+    recorded_only: list[str] = []
+
+    async def killed_before_launching(row: Any, *args: Any) -> None:
+        recorded_only.append(row.name)
+
+    monkeypatch.setattr(stack.control.runs, "_launch", killed_before_launching)
+    request = rs.CreateRunRequest(
+        parent=TENANT,
+        request_id=request_id(),
+        run=rp.Run(tool_version=version.name, config=dict_to_struct({"mode": "finish"})),
+    )
+    first = (await stack.api.runs.CreateRun(request)).run
+    assert recorded_only == [first.name]
+    monkeypatch.setattr(stack.control.runs, "_launch", launch)
+    retried = (await stack.api.runs.CreateRun(request)).run
+    assert (retried.name, retried.state) == (first.name, S.RUN_STATE_PENDING)
+    done = await stack.wait_state(first.name)
+    assert done.state == S.RUN_STATE_FINISHED, done.error
+    again = (await stack.api.runs.CreateRun(request)).run  # ended: returned as it is
+    assert (again.name, again.state) == (first.name, S.RUN_STATE_FINISHED)
