@@ -373,6 +373,9 @@ class RunController:
             session.command(rt.Command(start=rt.Start(config=row.spec.config)))
         if row.cancellation is not None and not row.terminal and row.state != S.RUN_STATE_PENDING:
             self._send_cancel(row, session)
+        # `row` was read before the session opened: a cancel or an end recorded meanwhile
+        # (here or by another replica) found no session to tell.
+        self._pass_on_soon(row.id)
 
     def _send_cancel(self, row: RunRow, session: Session) -> None:
         """The run's recorded cancel, to its engine, once per session. The grace counts from
@@ -394,6 +397,10 @@ class RunController:
         what is new, and if the run's engine is connected here it hears what was decided
         there: a cancel, or the run's end."""
         self.store.feed.wake(run_id)
+        self._pass_on_soon(run_id)
+
+    def _pass_on_soon(self, run_id: str) -> None:
+        """Reads the run and tells its engine, if connected here, of a cancel or an end."""
         if self.sessions.get(run_id) is None:
             return
         if run_id in self._following:
@@ -416,7 +423,7 @@ class RunController:
                 try:
                     await self._pass_on(run_id)
                 except Exception:
-                    log.exception("passing on another replica's change of %s failed", run_id)
+                    log.exception("telling the engine of %s what changed failed", run_id)
                 if not self._following[run_id]:
                     return
                 self._following[run_id] = False

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import jwt
@@ -18,6 +19,9 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.control import names
+from flnet.control.app import ControlApp
+from flnet.control.services.runtime_service import RuntimeService
 from tests.conftest import FIXTURES, Clients
 from tests.control.hand_engine import HandEngine, dev_run, log, transition
 from tests.status import reason
@@ -236,6 +240,34 @@ async def test_cancel_with_a_cooperative_engine(api: Clients, start: int) -> Non
     assert run.cancellation.HasField("complete_time")
     assert run.cancellation.HasField("teardown")
     await engine.close()
+
+
+async def test_a_cancel_recorded_while_the_engine_connects_reaches_it(
+    api: Clients, control: ControlApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel is recorded after Connect read the run and before its session opened:
+    nothing was connected to tell then, and the run Connect read knows of no cancel."""
+    engine = await new_engine(api)
+    await drive_to(engine, S.RUN_STATE_RUNNING)
+    await engine.close()
+    tenant, run_id = names.parse_run(engine.run)
+    async with asyncio.timeout(5):
+        while control.runs.sessions.get(run_id) is not None:  # noqa: ASYNC110 - it ends
+            await asyncio.sleep(0.01)
+    authorize = RuntimeService._authorize
+
+    async def cancelled_meanwhile(self: RuntimeService, *args: Any, **kw: Any) -> Any:
+        row = await authorize(self, *args, **kw)
+        await control.runs.cancel(tenant, run_id, "meanwhile", "someone")
+        return row
+
+    monkeypatch.setattr(RuntimeService, "_authorize", cancelled_meanwhile)
+    again = HandEngine(api, engine.run, engine.credential)
+    welcome = await again.connect()
+    assert welcome.state == S.RUN_STATE_RUNNING
+    command = (await again.receive_kind("command", wait=1.5)).command
+    assert command.cancel.reason == "meanwhile"
+    await again.close()
 
 
 async def test_cancel_of_an_engine_that_ignores_it_ends_after_the_grace(api: Clients) -> None:
