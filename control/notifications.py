@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "flnet_run_events"
 NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
 RECONNECT_SECONDS = 1.0
+# How long the listening connection may stay quiet before a query checks that it still works.
+PROBE_SECONDS = 10.0
 
 
 async def notify(conn: AsyncConnection, origin: str, run_ids: Iterable[str]) -> None:
@@ -78,8 +80,8 @@ class EventNotifications:
         while True:
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError) as e:
-                log.warning("listening for run events failed (%s); reconnecting", e)
+            except Exception as e:  # whatever it was, this replica must not stay deaf
+                log.warning("listening for run events failed (%r); reconnecting", e)
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _listen(self) -> None:
@@ -93,7 +95,13 @@ class EventNotifications:
             await conn.add_listener(CHANNEL, self._on_notification)
             self._on_missed()  # whatever committed while nobody listened
             self.listening.set()
-            await lost.wait()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), PROBE_SECONDS)
+                    break
+                # Quiet for a while: a half-open connection (the database's host gone) never
+                # reports its loss, a query that gets no answer does.
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_SECONDS)
             log.warning("the run-event notification connection was lost; reconnecting")
         finally:
             self.listening.clear()

@@ -20,7 +20,10 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.control import notifications
 from flnet.control.app import ControlApp
+from flnet.control.database import create_engine
+from flnet.control.notifications import EventNotifications
 from tests.conftest import FIXTURES, Clients, clients_for, control_app, control_settings
 from tests.control.hand_engine import HandEngine, dev_run, log
 from tests.postgres import POSTGRESQL, backend, database_url
@@ -195,3 +198,37 @@ async def test_a_watcher_catches_up_after_its_replica_lost_the_notification_conn
         await watching
     assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
     await engine.close()
+
+
+async def test_the_listener_outlives_its_own_failures_and_probes_a_quiet_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend() != POSTGRESQL:
+        pytest.skip("notifications are PostgreSQL's: the --database postgresql pass")
+    monkeypatch.setattr(notifications, "RECONNECT_SECONDS", 0.05)
+    monkeypatch.setattr(notifications, "PROBE_SECONDS", 0.1)
+    catch_ups: list[int] = []
+    heard: list[str] = []
+
+    def on_missed() -> None:
+        catch_ups.append(len(catch_ups))
+        if len(catch_ups) == 1:
+            raise RuntimeError("the first catch-up fails")
+
+    url = database_url(tmp_path)
+    listener = EventNotifications(url, "here", heard.append, on_missed)
+    listener.start()
+    async with asyncio.timeout(5):
+        await listener.listening.wait()
+    await asyncio.sleep(0.5)  # several quiet periods, each probed
+    assert listener.listening.is_set() and catch_ups == [0, 1]
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await notifications.notify(conn, "there", ["r1"])
+        await notifications.notify(conn, "here", ["r2"])  # our own: ignored
+    await engine.dispose()
+    async with asyncio.timeout(5):
+        while not heard:  # noqa: ASYNC110 - delivered at commit
+            await asyncio.sleep(0.01)
+    assert heard == ["r1"]
+    await listener.close()
