@@ -34,6 +34,7 @@ from flnet.control.blobs.protocol import Stored
 from flnet.control.database import open_current
 from flnet.control.news import RunFeed
 from flnet.control.store import Store
+from flnet.control.store.retention import EndedRun, StaleInput
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,13 @@ class _Collector:
                     self.report.uploads.add(upload.size)
 
     async def stale_inputs(self) -> None:
-        after = ""
+        counted: set[str] = set()  # a dry run's: the bytes of the inputs it counted already
+        after: StaleInput | None = None
         while page := await self.store.stale_inputs(self.cutoff, after=after):
-            after = page[-1].id
+            after = page[-1]
             for candidate in page:
                 if self.dry_run:
-                    # The bytes go unless an artifact that stays records them too.
-                    shared = await self._recorded(candidate.blob, self.cutoff)
-                    self.report.inputs.add(0 if shared else candidate.blob.size)
+                    self.report.inputs.add(await self._would_free(candidate.blob, counted))
                     continue
                 deleted = await self.store.delete_stale_input(candidate.id, self.cutoff)
                 if deleted is None:
@@ -199,16 +199,26 @@ class _Collector:
                         freed = deleted.blob.size
                 self.report.inputs.add(freed)
 
+    async def _would_free(self, blob: Blob, counted: set[str]) -> int:
+        """The bytes deleting a stale input would free: none while an artifact that stays
+        records them too, nor where a stale input counted before shares them (the real run
+        frees bytes several stale inputs share once, as it deletes the last of them)."""
+        keys = {blob.uri, blob.sha256} if self.blobs.shares_content else {blob.uri}
+        if not counted.isdisjoint(keys):
+            return 0
+        counted.update(keys)
+        return 0 if await self._recorded(blob, self.cutoff) else blob.size
+
     def _remove(self, blob: Blob) -> Awaitable[bool]:
         return self.blobs.remove_blob(blob, written_before_us=self.cutoff)
 
     async def telemetry(self, ended_before_us: int) -> None:
-        after = ""
+        after: EndedRun | None = None
         while page := await self.store.runs_keeping_telemetry(ended_before_us, after=after):
             after = page[-1]
-            for run_id in page:
+            for run in page:
                 dropped = await self.store.drop_telemetry(
-                    run_id, ended_before_us, dry_run=self.dry_run
+                    run.id, ended_before_us, dry_run=self.dry_run
                 )
                 if dropped is not None and dropped.events:
                     self.report.telemetry.add(dropped.bytes)

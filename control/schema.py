@@ -92,6 +92,7 @@ runs = Table(
     Index(
         "ix_runs_telemetry_kept",
         "end_us",
+        "id",
         sqlite_where=text("telemetry_dropped_us IS NULL"),
         postgresql_where=text("telemetry_dropped_us IS NULL"),
     ),
@@ -141,7 +142,7 @@ artifacts = Table(
     ),
     # gc: inputs by when they were last uploaded; which artifacts record a stored blob (by
     # its URI, or by its content where the store keeps one copy per content).
-    Index("ix_artifacts_direction_uploaded", "direction", "uploaded_us"),
+    Index("ix_artifacts_direction_uploaded", "direction", "uploaded_us", "id"),
     Index("ix_artifacts_storage_uri", "storage_uri"),
     Index("ix_artifacts_sha256", "sha256"),
 )

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,8 +42,12 @@ from flnet.control.store.base import StoreBase
 # RunEvent kinds that are telemetry; every other kind (state changes, outputs, cancellation,
 # configuration changes, and kinds this version does not know) is provenance and is kept.
 TELEMETRY = frozenset({"log", "metric", "progress"})
-# History segments read per query while dropping a run's telemetry.
-SEGMENTS_PER_READ = 64
+# History segments read per query while dropping a run's telemetry: a few, since one holds
+# up to an engine batch (2 MiB).
+SEGMENTS_PER_READ = 4
+# History segments one transaction of gc reads (and rewrites those holding telemetry): on
+# SQLite it holds the database's write lock meanwhile, which every other writer waits for.
+SEGMENTS_PER_TRANSACTION = 16
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,15 @@ class StaleInput:
     id: str
     tenant: str
     blob: Blob
+    uploaded_us: int
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """A run that ended (at `end_us`) and still has its telemetry."""
+
+    id: str
+    end_us: int
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,9 @@ class Dropped:
     events: int
     bytes: int
 
+    def __add__(self, other: Dropped) -> Dropped:
+        return Dropped(self.events + other.events, self.bytes + other.bytes)
+
 
 @dataclass(frozen=True)
 class ExpiredUpload:
@@ -70,15 +86,19 @@ class ExpiredUpload:
 
 
 def _stale(cutoff_us: int) -> ColumnElement[bool]:
+    """Never NULL, so that its negation is what stays: a row without uploaded_us is never
+    collected."""
     return and_(
         artifacts.c.direction == ap.ARTIFACT_DIRECTION_INPUT,
+        artifacts.c.uploaded_us.is_not(None),
         artifacts.c.uploaded_us < cutoff_us,
         ~exists().where(run_inputs.c.artifact_id == artifacts.c.id),
     )
 
 
 def _stale_input(r: Any) -> StaleInput:
-    return StaleInput(id=r.id, tenant=r.tenant, blob=Blob(r.storage_uri, r.sha256, r.size_bytes))
+    blob = Blob(r.storage_uri, r.sha256, r.size_bytes)
+    return StaleInput(id=r.id, tenant=r.tenant, blob=blob, uploaded_us=r.uploaded_us)
 
 
 def without_telemetry(first_seq: int, payload: bytes) -> list[Segment] | None:
@@ -121,16 +141,16 @@ class RetentionStore(StoreBase):
     # ------------------------------------------------------------------------- inputs
 
     async def stale_inputs(
-        self, cutoff_us: int, *, after: str = "", limit: int = 500
+        self, cutoff_us: int, *, after: StaleInput | None = None, limit: int = 500
     ) -> list[StaleInput]:
-        """Input artifacts no run references, last uploaded before `cutoff_us`, by id after
-        `after`."""
-        q = (
-            select(artifacts)
-            .where(_stale(cutoff_us), artifacts.c.id > after)
-            .order_by(artifacts.c.id)
-            .limit(limit)
-        )
+        """Input artifacts no run references, last uploaded before `cutoff_us`, by
+        (uploaded_us, id) after `after` (the last of the previous page): each page is a range
+        of ix_artifacts_direction_uploaded from where the previous one ended."""
+        q = select(artifacts).where(_stale(cutoff_us))
+        if after is not None:
+            key = tuple_(artifacts.c.uploaded_us, artifacts.c.id)
+            q = q.where(key > tuple_(after.uploaded_us, after.id))
+        q = q.order_by(artifacts.c.uploaded_us, artifacts.c.id).limit(limit)
         async with self.engine.connect() as conn:
             return [_stale_input(r) for r in (await conn.execute(q)).all()]
 
@@ -165,51 +185,66 @@ class RetentionStore(StoreBase):
     # ---------------------------------------------------------------------- telemetry
 
     async def runs_keeping_telemetry(
-        self, ended_before_us: int, *, after: str = "", limit: int = 100
-    ) -> list[str]:
-        """Runs that ended before `ended_before_us` whose telemetry was not dropped yet."""
-        q = (
-            select(runs.c.id)
-            .where(
-                runs.c.end_us < ended_before_us,
-                runs.c.telemetry_dropped_us.is_(None),
-                runs.c.id > after,
-            )
-            .order_by(runs.c.id)
-            .limit(limit)
+        self, ended_before_us: int, *, after: EndedRun | None = None, limit: int = 100
+    ) -> list[EndedRun]:
+        """Runs that ended before `ended_before_us` whose telemetry was not dropped yet, by
+        (end_us, id) after `after` (the last of the previous page): each page is a range of
+        ix_runs_telemetry_kept from where the previous one ended."""
+        q = select(runs.c.id, runs.c.end_us).where(
+            runs.c.telemetry_dropped_us.is_(None), runs.c.end_us < ended_before_us
         )
+        if after is not None:
+            q = q.where(tuple_(runs.c.end_us, runs.c.id) > tuple_(after.end_us, after.id))
+        q = q.order_by(runs.c.end_us, runs.c.id).limit(limit)
         async with self.engine.connect() as conn:
-            return list((await conn.execute(q)).scalars().all())
+            return [EndedRun(r.id, r.end_us) for r in (await conn.execute(q)).all()]
 
     async def drop_telemetry(
         self, run_id: str, ended_before_us: int, *, dry_run: bool = False
     ) -> Dropped | None:
         """Drops the log, metric and progress events of a run that ended before
-        `ended_before_us` from its history, in one transaction, keeping every other event with
-        its sequence number, and records that it did (runs.telemetry_dropped_us). None when the
-        run does not qualify (any more). A dry run only counts."""
+        `ended_before_us` from its history, keeping every other event with its sequence
+        number, and records that it did (runs.telemetry_dropped_us). None when the run does
+        not qualify (any more). A dry run only counts.
+
+        A long history is rewritten in several transactions of SEGMENTS_PER_TRANSACTION
+        segments each, so that none holds SQLite's write lock for long. Each replaces whole
+        segments by what they keep (numbered as before, each without gaps, none overlapping):
+        the history is valid after every one of them. The last one marks the run; a gc
+        interrupted before leaves it unmarked, and the next one reads it again, finding no
+        telemetry in the segments done."""
         if dry_run:
             async with self.engine.connect() as conn:
-                return await _compact(conn, run_id, apply=False)
-        async with self._gc_write() as conn:
-            locked = (
-                await conn.execute(
-                    select(runs.c.id)
-                    .where(
-                        runs.c.id == run_id,
-                        runs.c.end_us < ended_before_us,
-                        runs.c.telemetry_dropped_us.is_(None),
+                dropped, _ = await _compact(conn, run_id, after=0, limit=None, apply=False)
+            return dropped
+        total: Dropped | None = None
+        after: int | None = 0
+        while after is not None:
+            async with self._gc_write() as conn:
+                locked = (
+                    await conn.execute(
+                        select(runs.c.id)
+                        .where(
+                            runs.c.id == run_id,
+                            runs.c.end_us < ended_before_us,
+                            runs.c.telemetry_dropped_us.is_(None),
+                        )
+                        .with_for_update()
                     )
-                    .with_for_update()
+                ).first()
+                if locked is None:  # another gc marked it meanwhile
+                    return total
+                dropped, after = await _compact(
+                    conn, run_id, after=after, limit=SEGMENTS_PER_TRANSACTION, apply=True
                 )
-            ).first()
-            if locked is None:
-                return None
-            dropped = await _compact(conn, run_id, apply=True)
-            await conn.execute(
-                update(runs).where(runs.c.id == run_id).values(telemetry_dropped_us=now_us())
-            )
-        return dropped
+                if after is None:
+                    await conn.execute(
+                        update(runs)
+                        .where(runs.c.id == run_id)
+                        .values(telemetry_dropped_us=now_us())
+                    )
+            total = dropped if total is None else total + dropped
+        return total
 
     # ------------------------------------------------------------------------ uploads
 
@@ -255,19 +290,24 @@ async def delete_stale_input(
             artifacts.c.storage_uri,
             artifacts.c.sha256,
             artifacts.c.size_bytes,
+            artifacts.c.uploaded_us,
         )
     )
     row = deleted.first()
     return _stale_input(row) if row is not None else None
 
 
-async def _compact(conn: AsyncConnection, run_id: str, *, apply: bool) -> Dropped:
-    """Rewrites (or, not `apply`ing, only measures) every segment of the run's history that
-    holds telemetry, a page of segments at a time. The segments that replace one start at or
-    after it and end at or before it: paging on from its last sequence never meets them."""
-    events = size = 0
-    after = 0
+async def _compact(
+    conn: AsyncConnection, run_id: str, *, after: int, limit: int | None, apply: bool
+) -> tuple[Dropped, int | None]:
+    """Rewrites (or, not `apply`ing, only measures) the segments of the run's history after
+    sequence `after` that hold telemetry, reading up to `limit` segments (None: to the end) a
+    page at a time. Returns what that dropped, and the last sequence it read when more
+    segments may follow (None at the end of the history). The segments that replace one start
+    at or after it and end at or before it: paging on from its last sequence never meets them."""
+    events = size = read = 0
     while True:
+        want = SEGMENTS_PER_READ if limit is None else min(SEGMENTS_PER_READ, limit - read)
         rows = (
             await conn.execute(
                 select(
@@ -278,9 +318,10 @@ async def _compact(conn: AsyncConnection, run_id: str, *, apply: bool) -> Droppe
                 )
                 .where(run_events.c.run_id == run_id, run_events.c.first_seq > after)
                 .order_by(run_events.c.first_seq)
-                .limit(SEGMENTS_PER_READ)
+                .limit(want)
             )
         ).all()
+        read += len(rows)
         for r in rows:
             kept = without_telemetry(r.first_seq, r.payload)
             if kept is None:
@@ -289,9 +330,11 @@ async def _compact(conn: AsyncConnection, run_id: str, *, apply: bool) -> Droppe
             size += len(r.payload) - sum(len(s.payload) for s in kept)
             if apply:
                 await _replace_segment(conn, run_id, r.first_seq, r.time_us, kept)
-        if len(rows) < SEGMENTS_PER_READ:
-            return Dropped(events, size)
+        if len(rows) < want:
+            return Dropped(events, size), None
         after = rows[-1].last_seq
+        if limit is not None and read >= limit:
+            return Dropped(events, size), after
 
 
 async def _replace_segment(

@@ -13,6 +13,8 @@ from typing import Any
 
 import grpc
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import event, func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,7 +34,7 @@ from flnet.control.database import (
     write_lock,
 )
 from flnet.control.news import RunFeed
-from flnet.control.schema import artifacts, run_events, runs
+from flnet.control.schema import artifacts, metadata, run_events, runs
 from flnet.control.store import Store
 from flnet.errors import InvalidArgument
 from flnet.structs import dict_to_struct
@@ -104,6 +106,21 @@ async def test_upgrade_brings_an_empty_database_to_head_once(tmp_path: Path) -> 
     assert {"tools", "tool_versions", "runs", "run_events", "artifacts", "uploads"} <= tables
     assert {"audit_events", "alembic_version"} <= tables
     assert {"ix_runs_tenant_tool_created", "ix_runs_tenant_state_created"} <= indexes
+
+
+async def test_the_migrations_build_the_schema_the_code_declares(tmp_path: Path) -> None:
+    """control.schema (what the store's queries are written against) and the migrations
+    (what databases really have) agree: tables, columns, types and indexes."""
+    engine = create_engine(database_url(tmp_path))
+    try:
+        await migrate(engine)
+        async with engine.connect() as conn:
+            differences = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert differences == []
 
 
 async def test_control_planes_starting_at_once_migrate_one_after_the_other(

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import pairwise
 
 import grpc
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
@@ -22,7 +26,8 @@ from flnet.control.app import ControlApp
 from flnet.control.blobs import LocalBlobStore, S3BlobStore
 from flnet.control.clock import now_us
 from flnet.control.retention import Report
-from flnet.control.schema import artifacts, runs
+from flnet.control.schema import artifacts, run_events, runs
+from flnet.control.store import retention as retention_store
 from flnet.control.store.retention import without_telemetry
 from tests.conftest import TENANT, Clients, clients_for
 from tests.control.hand_engine import HandEngine, dev_run, log, transition
@@ -210,6 +215,103 @@ async def test_old_runs_lose_telemetry_and_keep_provenance_with_their_numbers(
     assert nothing_removed(await gc.collect(telemetry_age=30 * DAY))
 
 
+async def history_rows(gc: Gc, run_id: str) -> list[tuple[int, int, int]]:
+    """(first, last, events held) of each stored segment of the run's history, in order."""
+    async with gc.store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(run_events.c.first_seq, run_events.c.last_seq, run_events.c.payload)
+            .where(run_events.c.run_id == run_id)
+            .order_by(run_events.c.first_seq)
+        )
+        return [
+            (r.first_seq, r.last_seq, len(rp.RunEventSegment.FromString(r.payload).events))
+            for r in rows
+        ]
+
+
+def compacted_up_to(before: list[rp.RunEvent], now: list[rp.RunEvent]) -> bool:
+    """Whether `now` is `before` without the telemetry up to some sequence number."""
+    return any(
+        now == [e for e in before if e.sequence > upto or e.WhichOneof("event") in KEPT]
+        for upto in range(before[-1].sequence + 1)
+    )
+
+
+async def test_a_long_history_is_compacted_in_several_transactions_each_leaving_it_valid(
+    api: Clients, gc: Gc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each transaction rewrites a few segments and commits: what readers see in between is
+    a valid history (segments without gaps, none overlapping, every event numbered as before)
+    with telemetry up to some point gone; only the last one marks the run."""
+    version = await api.register(NOOP)
+    run = await finished_run(api, version.name, (await upload(api, b"x\n")).artifact.name)
+    before = await events_of(api, run)
+    segments = len(await history_rows(gc, id_of(run)))
+    await gc.set(runs, id_of(run), end_us=now_us() - 40 * DAY_US)
+    monkeypatch.setattr(retention_store, "SEGMENTS_PER_TRANSACTION", 2)
+    seen: list[tuple[list[rp.RunEvent], int | None]] = []
+    gc_write = gc.store._gc_write
+
+    @asynccontextmanager
+    async def observed() -> AsyncIterator[AsyncConnection]:
+        async with gc_write() as conn:
+            yield conn
+        rows = await history_rows(gc, id_of(run))
+        assert all(last - first + 1 == held for first, last, held in rows)
+        assert all(a[1] < b[0] for a, b in pairwise(rows))
+        async with gc.store.engine.connect() as conn:
+            marked = await conn.execute(
+                select(runs.c.telemetry_dropped_us).where(runs.c.id == id_of(run))
+            )
+            seen.append((await events_of(api, run), marked.scalar_one()))
+
+    monkeypatch.setattr(gc.store, "_gc_write", observed)
+
+    report = await gc.collect(telemetry_age=30 * DAY)
+
+    assert segments >= 8 and len(seen) == segments // 2 + 1
+    assert report.telemetry.count == 1
+    assert report.telemetry_events == len(before) - len(provenance(before))
+    assert all(compacted_up_to(before, events) for events, _ in seen)
+    assert [marked is None for _, marked in seen] == [True] * (len(seen) - 1) + [False]
+    assert seen[-1][0] == provenance(before) == await events_of(api, run)
+
+
+async def test_an_interrupted_compaction_is_finished_by_the_next_gc(
+    api: Clients, gc: Gc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = await api.register(NOOP)
+    run = await finished_run(api, version.name, (await upload(api, b"x\n")).artifact.name)
+    before = await events_of(api, run)
+    await gc.set(runs, id_of(run), end_us=now_us() - 40 * DAY_US)
+    monkeypatch.setattr(retention_store, "SEGMENTS_PER_TRANSACTION", 2)
+    gc_write = gc.store._gc_write
+    began = 0
+
+    @asynccontextmanager
+    async def crashing() -> AsyncIterator[AsyncConnection]:
+        nonlocal began
+        began += 1
+        async with gc_write() as conn:
+            if began == 3:
+                raise RuntimeError("gc killed")
+            yield conn
+
+    with monkeypatch.context() as patched:
+        patched.setattr(gc.store, "_gc_write", crashing)
+        with pytest.raises(RuntimeError, match="gc killed"):
+            await gc.collect(telemetry_age=30 * DAY)
+    halfway = await events_of(api, run)
+    assert compacted_up_to(before, halfway) and provenance(before) != halfway != before
+
+    report = await gc.collect(telemetry_age=30 * DAY)
+
+    assert report.telemetry.count == 1
+    assert report.telemetry_events == len(halfway) - len(provenance(before))
+    assert await events_of(api, run) == provenance(before)
+    assert nothing_removed(await gc.collect(telemetry_age=30 * DAY))
+
+
 async def test_a_run_that_has_not_ended_keeps_its_telemetry(api: Clients, gc: Gc) -> None:
     version = await api.register(NOOP)
     run, credential = await dev_run(api, version.name, (await upload(api, b"x\n")).artifact.name)
@@ -329,3 +431,36 @@ async def test_a_dry_run_reports_what_gc_then_does_and_changes_nothing(
     assert dry.to_dict() == real.to_dict() | {"dryRun": True}
     counts = [real.inputs, real.telemetry, real.orphan_blobs, real.unfinished_writes]
     assert [t.count for t in counts] == [1, 1, 1, 1] and real.uploads.count == 1
+
+
+@pytest.mark.parametrize("other_uploaded", ["old", "never"])
+async def test_a_dry_run_counts_content_stale_inputs_share_as_the_real_run_frees_it(
+    control: ControlApp, api: Clients, gc: Gc, other_uploaded: str
+) -> None:
+    """Two tenants' inputs with the same bytes (one copy in the file store, an object each on
+    S3), one of them stale and the other stale too, or without an upload time (never
+    collected): the dry run reports the bytes the real run frees."""
+    data = b"the same bytes\n"
+    mine = (await upload(api, data)).artifact
+    theirs_api = clients_for(f"127.0.0.1:{control.port}", IDENTITY.token(tenant="acme"))
+    try:
+        theirs = (await upload(theirs_api, data, tenant="acme")).artifact
+        if other_uploaded == "never":
+            await gc.set(artifacts, id_of(theirs.name), uploaded_us=None)
+
+        dry = await gc.collect(days_later=2, telemetry_age=None, dry_run=True)
+        real = await gc.collect(days_later=2, telemetry_age=None)
+
+        assert dry.to_dict() == real.to_dict() | {"dryRun": True}
+        gone = 2 if other_uploaded == "old" else 1
+        if isinstance(gc.blobs, LocalBlobStore):  # one copy: freed with the last record
+            freed = len(data) if other_uploaded == "old" else 0
+        else:
+            freed = gone * len(data)
+        assert (real.inputs.count, real.inputs.bytes) == (gone, freed)
+        assert real.errors == [] and real.orphan_blobs.count == 0
+        await missing(download(api, mine.name))
+        if other_uploaded == "never":
+            assert await download(theirs_api, theirs.name) == data
+    finally:
+        await theirs_api.channel.close()

@@ -8,11 +8,20 @@ ended long ago. A run's inputs were only inside its serialized spec: each is now
 run_inputs, inserted with the run, whose foreign key keeps a referenced artifact from being
 deleted; the rows of existing runs are filled in from their specs here. An upload of content
 already stored refreshes that input's uploaded_us (so gc spares it for its grace period);
-existing artifacts start at their creation. Indexes find gc's candidates and the artifacts
-recording a stored blob.
+existing artifacts start at their creation. Indexes find gc's candidates, in the order gc
+pages through them ((end_us, id) of runs keeping telemetry, (uploaded_us, id) of inputs), and
+the artifacts recording a stored blob. Downgrading is refused once gc dropped any run's
+telemetry: 0004's WatchRun waits forever for the events missing from such a history.
 
 With these foreign keys, a later migration that rebuilds `runs` or `artifacts` on SQLite
-(batch mode's copy-and-rename) must do so with PRAGMA foreign_keys=OFF.
+(batch mode's copy-and-rename: create a new table, copy the rows, drop the old table, rename)
+fails while foreign keys are on: dropping the old table deletes its rows first, which the
+run_inputs rows referencing them refuse. `PRAGMA foreign_keys=OFF` in the migration is no
+remedy: SQLite ignores it inside a transaction, and control.database.migrate runs all pending
+migrations in one (open from the first data change on, an earlier step's or alembic's update
+of its version). Such a migration needs migrate itself to turn foreign keys off on its SQLite
+connection before that transaction begins (and on again after it ends), and to run
+`PRAGMA foreign_key_check` before committing, rolling back if it reports any row.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ def upgrade() -> None:
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("uploaded_us", sa.BigInteger(), nullable=True))
         batch_op.create_index(
-            "ix_artifacts_direction_uploaded", ["direction", "uploaded_us"], unique=False
+            "ix_artifacts_direction_uploaded", ["direction", "uploaded_us", "id"], unique=False
         )
         batch_op.create_index("ix_artifacts_storage_uri", ["storage_uri"], unique=False)
         batch_op.create_index("ix_artifacts_sha256", ["sha256"], unique=False)
@@ -58,7 +67,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("telemetry_dropped_us", sa.BigInteger(), nullable=True))
         batch_op.create_index(
             "ix_runs_telemetry_kept",
-            ["end_us"],
+            ["end_us", "id"],
             unique=False,
             sqlite_where=sa.text("telemetry_dropped_us IS NULL"),
             postgresql_where=sa.text("telemetry_dropped_us IS NULL"),
@@ -91,7 +100,9 @@ def _backfill_run_inputs(conn: sa.Connection) -> None:
         for run in page:
             for i in rp.Run.FromString(run.spec).inputs:
                 if m := ARTIFACT_RE.match(i.artifact):
-                    bindings.append({"run_id": run.id, "name": i.name, "artifact_id": m["artifact"]})
+                    bindings.append(
+                        {"run_id": run.id, "name": i.name, "artifact_id": m["artifact"]}
+                    )
         ids = {b["artifact_id"] for b in bindings}
         existing = (
             set(conn.execute(sa.select(artifacts.c.id).where(artifacts.c.id.in_(ids))).scalars())
@@ -104,6 +115,16 @@ def _backfill_run_inputs(conn: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    runs = sa.table("runs", sa.column("telemetry_dropped_us"))
+    compacted = op.get_bind().execute(
+        sa.select(sa.func.count()).where(runs.c.telemetry_dropped_us.is_not(None))
+    )
+    if count := compacted.scalar_one():
+        raise RuntimeError(
+            f"cannot downgrade below 0005: `flnet gc` dropped the telemetry of {count} run(s), "
+            "whose histories 0004's WatchRun cannot read to their end (it waits forever for "
+            "the events dropped)"
+        )
     with op.batch_alter_table("run_inputs", schema=None) as batch_op:
         batch_op.drop_index("ix_run_inputs_artifact")
 
