@@ -86,10 +86,11 @@ def postgres_cluster(*, durable: bool = True) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="flnet-bench-pg-"))
     cluster = pg_cluster.Cluster(bindir, root, durable=durable)
     try:
-        cluster.start()
         try:
+            cluster.start()
             yield cluster.create_database("flnet")
         finally:
-            cluster.stop()
+            with contextlib.suppress(RuntimeError):  # never started: nothing to stop
+                cluster.stop()  # also after a start that failed halfway
     finally:
         shutil.rmtree(root, ignore_errors=True)
