@@ -98,6 +98,7 @@ class RunRow:
     deadline_us: int | None
     credential_sha256: str
     engine_seen_us: int | None = None
+    telemetry_dropped_us: int | None = None
 
     @property
     def name(self) -> str:
@@ -127,6 +128,8 @@ class RunRow:
             run.end_time.CopyFrom(timestamp(self.end_us))
         if self.deadline_us:
             run.deadline_time.CopyFrom(timestamp(self.deadline_us))
+        if self.telemetry_dropped_us:
+            run.telemetry_drop_time.CopyFrom(timestamp(self.telemetry_dropped_us))
         run.outputs.extend(outputs)
         return run
 
@@ -149,6 +152,7 @@ def _run_row(r: Any) -> RunRow:
         deadline_us=r.deadline_us,
         credential_sha256=r.credential_sha256,
         engine_seen_us=r.engine_seen_us,
+        telemetry_dropped_us=r.telemetry_dropped_us,
     )
 
 

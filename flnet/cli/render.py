@@ -134,6 +134,8 @@ def run_detail(run: rp.Run) -> None:
     console.print(f"  ended          {when(run.end_time)}")
     if run.reproduce_of:
         console.print(f"  reproduces     {run.reproduce_of}")
+    if run.HasField("telemetry_drop_time"):
+        console.print(f"  telemetry      dropped by retention {when(run.telemetry_drop_time)}")
     if run.HasField("cancellation"):
         c = run.cancellation
         console.print(f"  cancelled by   {c.requested_by}: {c.reason}")

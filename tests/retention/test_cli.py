@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import run_pb2 as rp
 from flnet.cli import main as cli
+from flnet.cli import render
 from flnet.cli.stack import free_port
 from flnet.control.blobs import open_blob_store
 from flnet.control.database import create_engine
@@ -123,3 +126,12 @@ def test_bytes_left_behind_make_the_exit_status_1(
         cli.main(["--data-dir", str(tmp_path), "gc"])
     assert exited.value.code == 1
     assert "blob s3://b/k: the store is unreachable" in capsys.readouterr().out
+
+
+def test_a_run_shows_when_its_telemetry_was_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    run = rp.Run(name="tenants/acme/runs/r1", state=lc.RUN_STATE_FINISHED)
+    render.run_detail(run)
+    assert "telemetry" not in capsys.readouterr().out
+    run.telemetry_drop_time.FromSeconds(1_790_000_000)
+    render.run_detail(run)
+    assert "telemetry      dropped by retention 2026-" in capsys.readouterr().out

@@ -54,6 +54,7 @@ class Run(_message.Message):
     DEADLINE_TIME_FIELD_NUMBER: _builtins.int
     DEV_SESSION_FIELD_NUMBER: _builtins.int
     DEV_SESSION_RUN_FIELD_NUMBER: _builtins.int
+    TELEMETRY_DROP_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name."""
     tool_version: _builtins.str
@@ -122,6 +123,12 @@ class Run(_message.Message):
     def deadline_time(self) -> _timestamp_pb2.Timestamp:
         """Absolute deadline."""
 
+    @_builtins.property
+    def telemetry_drop_time(self) -> _timestamp_pb2.Timestamp:
+        """When retention (`flnet gc`) dropped the run's telemetry (logs, metrics,
+        progress) from its history; unset while it is kept.
+        """
+
     def __init__(
         self,
         *,
@@ -147,10 +154,11 @@ class Run(_message.Message):
         deadline_time: _timestamp_pb2.Timestamp | None = ...,
         dev_session: _builtins.bool = ...,
         dev_session_run: _builtins.str = ...,
+        telemetry_drop_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "config", b"config", "create_time", b"create_time", "deadline_time", b"deadline_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "config", b"config", "create_time", b"create_time", "deadline_time", b"deadline_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "start_time", b"start_time", "telemetry_drop_time", b"telemetry_drop_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_digest", b"artifact_digest", "cancellation", b"cancellation", "config", b"config", "config_sha256", b"config_sha256", "create_time", b"create_time", "creator", b"creator", "deadline_time", b"deadline_time", "dev_session", b"dev_session", "dev_session_run", b"dev_session_run", "end_time", b"end_time", "error", b"error", "inputs", b"inputs", "last_sequence", b"last_sequence", "name", b"name", "outputs", b"outputs", "progress", b"progress", "reproduce_of", b"reproduce_of", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "tool_version", b"tool_version", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_digest", b"artifact_digest", "cancellation", b"cancellation", "config", b"config", "config_sha256", b"config_sha256", "create_time", b"create_time", "creator", b"creator", "deadline_time", b"deadline_time", "dev_session", b"dev_session", "dev_session_run", b"dev_session_run", "end_time", b"end_time", "error", b"error", "inputs", b"inputs", "last_sequence", b"last_sequence", "name", b"name", "outputs", b"outputs", "progress", b"progress", "reproduce_of", b"reproduce_of", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "telemetry_drop_time", b"telemetry_drop_time", "tool_version", b"tool_version", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
