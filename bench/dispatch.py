@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from bench.local_platform import start_platform
@@ -59,7 +60,11 @@ async def platform_run(runs: rsg.RunServiceAsyncStub, version: str) -> dict[str,
     t0 = time.time()
     run = (
         await runs.CreateRun(
-            rs.CreateRunRequest(parent="tenants/default", run=rp.Run(tool_version=version))
+            rs.CreateRunRequest(
+                parent="tenants/default",
+                request_id=uuid.uuid4().hex,
+                run=rp.Run(tool_version=version),
+            )
         )
     ).run
     created = time.time()

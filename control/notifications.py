@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 CHANNEL = "flnet_run_events"
 NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
 RECONNECT_SECONDS = 1.0
-# How long the listening connection may stay quiet before a query checks that it still works.
+# How long the listening connection may stay quiet before a query checks that it still works,
+# and how long that query may take.
 PROBE_SECONDS = 10.0
+PROBE_TIMEOUT = 10.0
 
 
 async def notify(conn: AsyncConnection, origin: str, run_ids: Iterable[str]) -> None:
@@ -101,7 +103,7 @@ class EventNotifications:
                     break
                 # Quiet for a while: a half-open connection (the database's host gone) never
                 # reports its loss, a query that gets no answer does.
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_SECONDS)
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT)
             log.warning("the run-event notification connection was lost; reconnecting")
         finally:
             self.listening.clear()

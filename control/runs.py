@@ -108,7 +108,7 @@ class RunController:
         if request_id:
             existing = await self.store.find_run_by_request(tenant, request_id)
             if existing is not None:
-                return await self._retried(existing, fingerprint, version)
+                return await self._retried(existing, fingerprint, version, creator)
         spec = rp.Run(
             tool_version=run.tool_version,
             config=dict_to_struct(config),
@@ -141,20 +141,21 @@ class RunController:
             deadline_us=deadline_us,
         )
         if not created:
-            return await self._retried(row, fingerprint, version)
+            return await self._retried(row, fingerprint, version, creator)
         if run.dev_session or dev_session_run:
             return row, token
         await self._launch(row, version, token)
         return await self.store.get_run(tenant, row.id), ""
 
     async def _retried(
-        self, existing: RunRow, fingerprint: str, version: tp.ToolVersion
+        self, existing: RunRow, fingerprint: str, version: tp.ToolVersion, creator: str
     ) -> tuple[RunRow, str]:
         """A retried CreateRun returns the first run; a different request under the same
         request_id is a client bug. The first attempt may have stopped between recording the
         run and launching it (its replica killed), or its answer may have been lost: a run
         still PENDING is launched again (the orchestrator keeps a container it has already),
-        and a development session gets a fresh credential."""
+        and a development session's creator gets a fresh credential (nobody else: the
+        request is visible to the whole tenant)."""
         if await self.store.request_sha256_of(existing.id) != fingerprint:
             raise AlreadyExists(
                 f"request_id was already used for {existing.name} with a different request",
@@ -165,8 +166,14 @@ class RunController:
         left = max(1.0, (existing.deadline_us - now_us()) / 1e6) if existing.deadline_us else None
         token = self.credentials.mint(existing.name, left)
         if existing.spec.dev_session:
-            return existing, token
-        await self._launch(existing, version, token)
+            return existing, token if existing.spec.creator == creator else ""
+        try:
+            await self.orchestrator.launch(
+                existing.name, existing.tenant, version, token, self.engine_address
+            )
+        except LaunchFailed as e:
+            # The first attempt may have launched it after all: the connect timeout decides.
+            log.warning("launching %s again failed: %s", existing.name, e)
         return await self.store.get_run(existing.tenant, existing.id), ""
 
     async def _resolve_inputs(

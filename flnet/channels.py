@@ -30,7 +30,8 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 
 # Calls that are safe to repeat, by service (no methods: all of them): reads, and writes that
 # recognise a repetition (CreateRun and ReproduceRun by their request_id, which FLNet's
-# clients always set; uploads by offset or content; a cancel or a tool version recorded once).
+# clients always set; uploads by offset or content, a repeated StartUpload leaving an unused
+# upload that expires; a cancel or a tool version recorded once).
 # Not FinishUpload, UpdateDevConfig, StartDevTest, nor the engine's Connect (its session
 # reconnects by itself).
 RETRY_SAFE: dict[str, tuple[str, ...]] = {

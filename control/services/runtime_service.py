@@ -84,9 +84,11 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         if not first.HasField("hello"):
             raise FailedPrecondition("the stream must open with Hello")
         row = await self._authorize(first.hello.run, ended_grace=ENDED_GRACE_SECONDS)
+        welcome = await self.runs.welcome(row)
+        # No await from here to the Welcome's queueing: nothing may reach the engine first.
         session = self.sessions.open(row.id)
         log.info("the engine of %s connected (batches stored: %d)", row.name, row.last_batch)
-        session.send(rt.ConnectResponse(welcome=await self.runs.welcome(row)))
+        session.send(rt.ConnectResponse(welcome=welcome))
         if row.terminal:
             session.close(_close(row.state, "the run has ended"))
         else:

@@ -10,7 +10,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
@@ -200,13 +202,13 @@ async def test_a_watcher_catches_up_after_its_replica_lost_the_notification_conn
     await engine.close()
 
 
-async def test_the_listener_outlives_its_own_failures_and_probes_a_quiet_connection(
+async def test_the_listener_outlives_its_own_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if backend() != POSTGRESQL:
         pytest.skip("notifications are PostgreSQL's: the --database postgresql pass")
     monkeypatch.setattr(notifications, "RECONNECT_SECONDS", 0.05)
-    monkeypatch.setattr(notifications, "PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(notifications, "PROBE_SECONDS", 0.1)  # probed, and answered, often
     catch_ups: list[int] = []
     heard: list[str] = []
 
@@ -231,4 +233,36 @@ async def test_the_listener_outlives_its_own_failures_and_probes_a_quiet_connect
         while not heard:  # noqa: ASYNC110 - delivered at commit
             await asyncio.sleep(0.01)
     assert heard == ["r1"]
+    await listener.close()
+
+
+async def test_a_listening_connection_that_stops_answering_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A half-open connection (the database's host gone) reports nothing: the probe of a
+    quiet connection, unanswered, makes the listener connect again and catch up."""
+    if backend() != POSTGRESQL:
+        pytest.skip("notifications are PostgreSQL's: the --database postgresql pass")
+    monkeypatch.setattr(notifications, "RECONNECT_SECONDS", 0.05)
+    monkeypatch.setattr(notifications, "PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(notifications, "PROBE_TIMEOUT", 0.2)
+    catch_ups: list[int] = []
+    listener = EventNotifications(
+        database_url(tmp_path), "here", lambda run_id: None, lambda: catch_ups.append(1)
+    )
+    listener.start()
+    async with asyncio.timeout(5):
+        await listener.listening.wait()
+    first = listener.backend_pid
+    answering = asyncpg.Connection.fetchval
+
+    async def unanswered(self: asyncpg.Connection, *args: Any, **kw: Any) -> Any:
+        await asyncio.Event().wait()  # never answers
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", unanswered)
+    async with asyncio.timeout(5):
+        while listener.backend_pid in (0, first):  # noqa: ASYNC110 - replaced
+            await asyncio.sleep(0.01)
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", answering)
+    assert len(catch_ups) >= 2  # the new connection caught up with what it may have missed
     await listener.close()

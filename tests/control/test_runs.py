@@ -13,10 +13,12 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.control.app import ControlApp
 from flnet.control.validation import canonical_sha256
 from flnet.structs import dict_to_struct
-from tests.conftest import FIXTURES, TENANT, Clients, request_id
+from tests.conftest import FIXTURES, TENANT, Clients, clients_for, request_id
 from tests.control.hand_engine import HandEngine, dev_run, log, transition
+from tests.identity import IDENTITY
 from tests.status import reason, violations
 
 S = lc.RunState
@@ -329,7 +331,9 @@ async def test_large_histories_page_by_size(api: Clients) -> None:
     await engine.close()
 
 
-async def test_a_retried_development_session_gets_a_working_credential(api: Clients) -> None:
+async def test_a_retried_development_session_gets_a_working_credential(
+    api: Clients, control: ControlApp
+) -> None:
     """The first answer (with the session's credential) may have been lost: a retry under
     the same request_id gets a fresh credential for the same run."""
     version, artifact = await setup(api)
@@ -343,3 +347,27 @@ async def test_a_retried_development_session_gets_a_working_credential(api: Clie
     welcome = await engine.connect()
     assert welcome.spec.run == first.run.name
     await engine.close()
+    # The request is visible to the whole tenant: anyone else repeating it gets no credential.
+    bob = clients_for(f"127.0.0.1:{control.port}", IDENTITY.token(subject="bob"))
+    theirs = await bob.runs.CreateRun(request)
+    assert theirs.run.name == first.run.name and theirs.dev_credential == ""
+    await bob.channel.close()
+
+
+async def test_a_retry_whose_launch_fails_leaves_the_run_to_its_connect_timeout(
+    api: Clients, control: ControlApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt may have launched the run after all: a retry that cannot reach the
+    orchestrator records no failure of its own."""
+    version, artifact = await setup(api)
+
+    async def killed_before_launching(*args: Any) -> None:
+        pass
+
+    monkeypatch.setattr(control.runs, "_launch", killed_before_launching)
+    request = create(version.name, artifact, request_id())
+    first = (await api.runs.CreateRun(request)).run
+    monkeypatch.undo()
+    retried = (await api.runs.CreateRun(request)).run  # no orchestrator here: launch fails
+    assert (retried.name, retried.state) == (first.name, S.RUN_STATE_PENDING)
+    assert not retried.HasField("error")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control.database import alembic_config, create_engine, current_revision, migrate
-from flnet.control.schema import artifacts, run_inputs, runs
+from flnet.control.schema import artifacts, run_events, run_inputs, runs
 from tests.postgres import database_url
 
 
@@ -144,5 +144,31 @@ async def test_0005_is_not_downgraded_once_gc_compacted_a_history(tmp_path: Path
         async with engine.connect() as conn:
             kept = await conn.execute(select(runs.c.id, runs.c.telemetry_dropped_us))
             assert sorted(tuple(r) for r in kept) == [("r1", None), ("r2", 5)]
+    finally:
+        await engine.dispose()
+
+
+async def test_0005_is_not_downgraded_over_a_compaction_gc_left_unfinished(
+    tmp_path: Path,
+) -> None:
+    """gc marks a run once its whole history is compacted: an interrupted pass leaves gaps in
+    an unmarked run's history, which the downgrade finds too."""
+    engine = create_engine(database_url(tmp_path, migrated=False))
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(insert(runs), [run("r1"), run("r2")])
+            await conn.execute(
+                insert(run_events),
+                [
+                    {"run_id": "r1", "first_seq": 1, "last_seq": 3, "time_us": 1, "payload": b""},
+                    {"run_id": "r2", "first_seq": 1, "last_seq": 2, "time_us": 1, "payload": b""},
+                    {"run_id": "r2", "first_seq": 5, "last_seq": 5, "time_us": 1, "payload": b""},
+                ],
+            )
+        with pytest.raises(RuntimeError, match=r"dropped the telemetry of 1 run\(s\)"):
+            async with engine.begin() as conn:
+                await conn.run_sync(downgrade_to_0004)
+        assert await current_revision(engine) == "0005"
     finally:
         await engine.dispose()
