@@ -27,14 +27,17 @@ FLNET = [sys.executable, "-m", "flnet.cli.main"]
 def flnet(
     data: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done = subprocess.run(
         [*FLNET, "--data-dir", str(data), *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,
-        check=check,
         env={**os.environ, **(env or {})},
     )
+    if check and done.returncode != 0:
+        pytest.fail(f"flnet {' '.join(args)} exited {done.returncode}: {done.stdout}{done.stderr}")
+    return done
 
 
 def flnet_json(data: Path, *args: str, env: dict[str, str] | None = None) -> Any:
