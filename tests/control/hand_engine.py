@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
@@ -99,6 +100,17 @@ def transition(state: lc.RunState.ValueType, error: lc.RunError | None = None) -
 
 def log(message: str) -> rt.Entry:
     return rt.Entry(log=tm.LogRecord(message=message, severity=tm.LOG_SEVERITY_INFO))
+
+
+async def connected_engine(api: Clients, tool_dir: Path, data: bytes = b"a,b\n1,2\n") -> HandEngine:
+    """The connected engine of a new development run of the tool in `tool_dir` (PENDING),
+    whose input is `data`."""
+    version = await api.register(tool_dir)
+    run, credential = await dev_run(api, version.name, await api.upload(data))
+    engine = HandEngine(api, run.name, credential)
+    welcome = await engine.connect()
+    assert (welcome.state, welcome.spec.run) == (lc.RUN_STATE_PENDING, run.name)
+    return engine
 
 
 async def dev_run(api: Clients, tool_version: str, artifact: str) -> tuple[rp.Run, str]:

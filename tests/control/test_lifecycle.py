@@ -23,7 +23,7 @@ from flnet.control import names
 from flnet.control.app import ControlApp
 from flnet.control.services.runtime_service import RuntimeService
 from tests.conftest import FIXTURES, Clients
-from tests.control.hand_engine import HandEngine, dev_run, log, transition
+from tests.control.hand_engine import HandEngine, connected_engine, dev_run, log, transition
 from tests.status import reason
 
 S = lc.RunState
@@ -35,17 +35,6 @@ PATH: list[int] = [
     S.RUN_STATE_RUNNING,
 ]
 ALL: list[int] = [*PATH, S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED]
-
-
-async def new_engine(api: Clients) -> HandEngine:
-    version = await api.register(NOOP)
-    artifact = await api.upload(b"a,b\n1,2\n")
-    run, credential = await dev_run(api, version.name, artifact)
-    engine = HandEngine(api, run.name, credential)
-    welcome = await engine.connect()
-    assert welcome.state == S.RUN_STATE_PENDING
-    assert welcome.spec.run == run.name
-    return engine
 
 
 async def state_of(api: Clients, run: str) -> int:
@@ -76,7 +65,7 @@ async def drive_to(engine: HandEngine, target: int) -> None:
 
 
 async def test_happy_path_records_every_transition(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     out = await upload_output(api, engine, "result", b'{"ok": true}')
     assert out.sha256 == hashlib.sha256(b'{"ok": true}').hexdigest()
@@ -109,7 +98,7 @@ async def test_happy_path_records_every_transition(api: Clients) -> None:
     ids=lifecycle.state_name,
 )
 async def test_illegal_transitions_are_rejected(api: Clients, start: int, target: int) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, start)
     ack = await engine.propose(lc.RunState.ValueType(target))
     assert len(ack.rejections) == 1 and "illegal" in ack.rejections[0].reason
@@ -125,7 +114,7 @@ async def test_illegal_transitions_are_rejected(api: Clients, start: int, target
 async def test_any_nonterminal_state_may_end_in_error_or_cancelled(
     api: Clients, start: int, target: int
 ) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, start)
     error = lifecycle.make_error(lc.ERROR_REASON_TOOL_EXCEPTION, "boom", traceback="Traceback…")
     ack = await engine.propose(
@@ -146,7 +135,7 @@ async def test_any_nonterminal_state_may_end_in_error_or_cancelled(
     "terminal", [S.RUN_STATE_FINISHED, S.RUN_STATE_ERROR, S.RUN_STATE_CANCELLED]
 )
 async def test_terminal_states_are_never_overwritten(api: Clients, terminal: int) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     if terminal == S.RUN_STATE_FINISHED:
         await upload_output(api, engine, "result", b"{}")
@@ -165,7 +154,7 @@ async def test_terminal_states_are_never_overwritten(api: Clients, terminal: int
 
 
 async def test_finished_without_required_output_is_an_error(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     ack = await engine.propose(S.RUN_STATE_FINISHED)
     assert ack.state == S.RUN_STATE_ERROR
@@ -176,7 +165,7 @@ async def test_finished_without_required_output_is_an_error(api: Clients) -> Non
 
 
 async def test_batches_are_stored_exactly_once(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)  # batches 1..3
     ack = await engine.send_batch(log("a"), log("b"))
     assert ack.sequence == 4
@@ -192,7 +181,7 @@ async def test_batches_are_stored_exactly_once(api: Clients) -> None:
 
 
 async def test_dropped_channel_is_never_success(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     await engine.close()  # the stream ends without a FINISHED
     await asyncio.sleep(1.0)
@@ -209,7 +198,7 @@ async def test_dropped_channel_is_never_success(api: Clients) -> None:
 
 
 async def test_reconnect_resumes_where_the_store_is(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_STARTED)
     await engine.close()
     again = HandEngine(api, engine.run, engine.credential)
@@ -224,7 +213,7 @@ async def test_reconnect_resumes_where_the_store_is(api: Clients) -> None:
 
 @pytest.mark.parametrize("start", PATH[1:], ids=lifecycle.state_name)
 async def test_cancel_with_a_cooperative_engine(api: Clients, start: int) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, start)
     res = await api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="not needed"))
     assert res.run.cancellation.reason == "not needed"
@@ -247,7 +236,7 @@ async def test_a_cancel_recorded_while_the_engine_connects_reaches_it(
 ) -> None:
     """The cancel is recorded after Connect read the run and before its session opened:
     nothing was connected to tell then, and the run Connect read knows of no cancel."""
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     await engine.close()
     tenant, run_id = names.parse_run(engine.run)
@@ -271,7 +260,7 @@ async def test_a_cancel_recorded_while_the_engine_connects_reaches_it(
 
 
 async def test_cancel_of_an_engine_that_ignores_it_ends_after_the_grace(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     await api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="stop"))
     for _ in range(100):
@@ -293,7 +282,7 @@ async def test_cancel_while_pending_is_immediate(api: Clients) -> None:
 
 
 async def test_upload_output_errors(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await upload_output(api, engine, "result", b"{}")
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # not RUNNING yet
@@ -318,7 +307,7 @@ async def test_upload_output_errors(api: Clients) -> None:
 async def test_an_output_another_run_reads_cannot_be_replaced(api: Clients) -> None:
     """An engine uploading an output again replaces it, unless a later run already took it as
     an input: that run's reference must not dangle."""
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     first = await upload_output(api, engine, "result", b'{"v": 1}')
     replaced = await upload_output(api, engine, "result", b'{"v": 2}')
@@ -338,8 +327,8 @@ async def test_an_output_another_run_reads_cannot_be_replaced(api: Clients) -> N
 
 
 async def test_credentials_speak_for_their_own_run_only(api: Clients) -> None:
-    a = await new_engine(api)
-    b = await new_engine(api)
+    a = await connected_engine(api, NOOP)
+    b = await connected_engine(api, NOOP)
     impostor = HandEngine(api, b.run, a.credential)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await impostor.connect()
@@ -367,7 +356,7 @@ async def test_stream_must_open_with_hello(api: Clients) -> None:
 
 
 async def test_telemetry_after_transition_is_ordered(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await engine.send_batch(log("one"), transition(S.RUN_STATE_INITIALIZED), log("two"))
     events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=engine.run))).events
     kinds = [e.WhichOneof("event") for e in events]
@@ -378,7 +367,7 @@ async def test_telemetry_after_transition_is_ordered(api: Clients) -> None:
 async def test_an_engine_cannot_forge_history(api: Clients) -> None:
     """Entry's reserved field numbers are RunEvent's state_change, output, ... : raw bytes
     under them, and empty entries, must neither reach the history nor shift its numbering."""
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     forged = lc.StateChange(to_state=S.RUN_STATE_FINISHED, actor="control").SerializeToString()
     field_3 = b"\x1a" + bytes([len(forged)]) + forged  # tag of RunEvent.state_change
@@ -395,7 +384,7 @@ async def test_an_engine_cannot_forge_history(api: Clients) -> None:
 
 
 async def test_the_fault_follows_from_the_reason_not_from_the_engine(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     await drive_to(engine, S.RUN_STATE_RUNNING)
     claimed = lc.RunError(
         reason=lc.ERROR_REASON_TOOL_EXCEPTION,
@@ -410,7 +399,7 @@ async def test_the_fault_follows_from_the_reason_not_from_the_engine(api: Client
 
 
 async def test_run_credentials_are_short_lived_jwts_of_their_run(api: Clients) -> None:
-    engine = await new_engine(api)
+    engine = await connected_engine(api, NOOP)
     claims = jwt.decode(engine.credential, options={"verify_signature": False})
     assert claims["aud"] == "flnet-runtime" and claims["scope"] == "runtime"
     assert claims["run_id"] == engine.run

@@ -17,7 +17,7 @@ from flnet.control.app import ControlApp
 from flnet.control.validation import canonical_sha256
 from flnet.structs import dict_to_struct
 from tests.conftest import FIXTURES, TENANT, Clients, clients_for, request_id
-from tests.control.hand_engine import HandEngine, dev_run, log, transition
+from tests.control.hand_engine import HandEngine, connected_engine, dev_run, log, transition
 from tests.identity import IDENTITY
 from tests.status import reason, violations
 
@@ -201,17 +201,15 @@ async def test_reproduce_links_to_the_original(api: Clients) -> None:
 
 
 async def test_watch_streams_history_then_live_without_gap_or_duplicate(api: Clients) -> None:
-    version, artifact = await setup(api)
-    run, credential = await dev_run(api, version.name, artifact)
-    engine = HandEngine(api, run.name, credential)
-    await engine.connect()
+    engine = await connected_engine(api, NOOP)
     await engine.propose(S.RUN_STATE_INITIALIZED)
     await engine.send_batch(*(log(f"early {i}") for i in range(50)))
 
     received: list[rp.RunEvent] = []
 
     async def watch(after: int) -> None:
-        async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=after)):
+        request = rs.WatchRunRequest(name=engine.run, after_sequence=after)
+        async for res in api.runs.WatchRun(request):
             received.extend(res.events)
 
     watcher = asyncio.create_task(watch(0))
@@ -225,7 +223,7 @@ async def test_watch_streams_history_then_live_without_gap_or_duplicate(api: Cli
     assert sum(1 for e in received if e.HasField("log")) == 50 + 20 * 30
 
     resumed: list[rp.RunEvent] = []
-    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=600)):
+    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=engine.run, after_sequence=600)):
         resumed.extend(res.events)
     assert [e.sequence for e in resumed] == sequences[600:]
     await engine.close()
@@ -234,16 +232,13 @@ async def test_watch_streams_history_then_live_without_gap_or_duplicate(api: Cli
 async def test_watch_ends_after_telemetry_that_follows_the_end(api: Clients) -> None:
     """An engine may flush telemetry with (after) its run's end: watchers get it, from the
     start or resuming at any point, and their streams end."""
-    version, artifact = await setup(api)
-    run, credential = await dev_run(api, version.name, artifact)
-    engine = HandEngine(api, run.name, credential)
-    await engine.connect()
+    engine = await connected_engine(api, NOOP)
     await engine.propose(S.RUN_STATE_INITIALIZED)
     await engine.send_batch(transition(S.RUN_STATE_CANCELLED), log("flushed as it ended"))
     await engine.close()
 
     async def watch(after: int) -> list[rp.RunEvent]:
-        request = rs.WatchRunRequest(name=run.name, after_sequence=after)
+        request = rs.WatchRunRequest(name=engine.run, after_sequence=after)
         return [e async for res in api.runs.WatchRun(request) for e in res.events]
 
     for after in range(5):  # 1 PENDING, 2 INITIALIZED, 3 CANCELLED, 4 the flushed log
@@ -274,13 +269,10 @@ async def test_oversized_message_is_resource_exhausted(api: Clients) -> None:
 async def test_watch_reads_the_store_when_memory_is_stale(api: Clients, control: Any) -> None:
     """The in-memory feed may miss a segment (a publish lost to a cancelled session): a
     watcher must then read the store, not spin or stall."""
-    version, artifact = await setup(api)
-    run, credential = await dev_run(api, version.name, artifact)
-    engine = HandEngine(api, run.name, credential)
-    await engine.connect()
+    engine = await connected_engine(api, NOOP)
     await engine.propose(S.RUN_STATE_INITIALIZED)
     await engine.send_batch(*(log(f"line {i}") for i in range(10)))
-    run_id = run.name.rsplit("/", 1)[1]
+    run_id = engine.run.rsplit("/", 1)[1]
     feed = control.store.feed
     kept = feed.recent(run_id, 0)
     feed.forget(run_id)
@@ -288,7 +280,7 @@ async def test_watch_reads_the_store_when_memory_is_stale(api: Clients, control:
     got: list[int] = []
 
     async def watch() -> None:
-        async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name, after_sequence=1)):
+        async for res in api.runs.WatchRun(rs.WatchRunRequest(name=engine.run, after_sequence=1)):
             got.extend(e.sequence for e in res.events)
             if got and got[-1] >= 12:
                 return
@@ -301,10 +293,7 @@ async def test_watch_reads_the_store_when_memory_is_stale(api: Clients, control:
 async def test_large_histories_page_by_size(api: Clients) -> None:
     """Responses stay under the message limit however long the lines: ListRunEvents pages
     and WatchRun streams everything, in order."""
-    version, artifact = await setup(api)
-    run, credential = await dev_run(api, version.name, artifact)
-    engine = HandEngine(api, run.name, credential)
-    await engine.connect()
+    engine = await connected_engine(api, NOOP)
     await engine.propose(S.RUN_STATE_INITIALIZED)
     line = "y" * 60_000
     for b in range(8):
@@ -315,7 +304,7 @@ async def test_large_histories_page_by_size(api: Clients) -> None:
     pages = 0
     while True:
         page = await api.runs.ListRunEvents(
-            rs.ListRunEventsRequest(parent=run.name, page_size=10_000, page_token=token)
+            rs.ListRunEventsRequest(parent=engine.run, page_size=10_000, page_token=token)
         )
         listed += [e.sequence for e in page.events]
         pages += 1
@@ -325,7 +314,7 @@ async def test_large_histories_page_by_size(api: Clients) -> None:
     assert pages > 1
     assert listed == list(range(1, len(listed) + 1)) and len(listed) == 1 + 1 + 320 + 1
     watched: list[int] = []
-    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=run.name)):
+    async for res in api.runs.WatchRun(rs.WatchRunRequest(name=engine.run)):
         watched += [e.sequence for e in res.events]
     assert watched == listed
     await engine.close()
