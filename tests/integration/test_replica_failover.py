@@ -1,9 +1,9 @@
 """Two control-plane replicas behind one client, sharing one PostgreSQL, one artifact store and
 one run-credential key; the engine is given both addresses. The replica holding the engine is
-killed (-9) in the middle of a run logging 50,000 lines: the engine moves to the other replica
-and resumes its sequence there, the client's calls go there too, and the run finishes. A
-watcher on the surviving replica, following the run from its first event, saw every event
-exactly once, in order: exactly what is stored."""
+killed (-9) in the middle of a run that logs 50,000 lines, then reports progress for 3 s: the
+engine moves to the other replica and resumes its sequence there, the client's calls go there
+too, and the run finishes. A watcher on the surviving replica, following the run from its
+first event, saw every event exactly once, in order: exactly what is stored."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.orchestrator.app import OrchestratorApp
 from tests.auth.issuer import Issuer
@@ -65,7 +66,8 @@ async def test_a_replica_killed_mid_run_loses_and_repeats_nothing(
         on_b = clients_for(f"127.0.0.1:{ports[1]}", token)
         stack = Stack(api, None, orchestrator)  # type: ignore[arg-type]
         version = await stack.register()
-        run = await stack.submit(version.name, mode="finish", lines=LINES)
+        # The lines, then 3 s of progress reports: the kill below comes well before the end.
+        run = await stack.submit(version.name, mode="sleep", lines=LINES, seconds=3.0)
         seen: list[rp.RunEvent] = []
         watching = asyncio.create_task(on_b.watch(run.name, seen))
         while (current := await stack.get(run.name)).last_sequence < 2_000:
@@ -75,7 +77,8 @@ async def test_a_replica_killed_mid_run_loses_and_repeats_nothing(
         assert not engine_connected(dirs[1], run.name)
         os.kill(replicas[0].pid, signal.SIGKILL)
         replicas[0].wait()
-        assert current.state == lc.RUN_STATE_RUNNING, "the run ended before the kill"
+        after_kill = (await on_b.runs.GetRun(rs.GetRunRequest(name=run.name))).run
+        assert after_kill.state == lc.RUN_STATE_RUNNING, "the run ended before the kill"
 
         done = await stack.wait_state(run.name, within=180)
         assert done.state == lc.RUN_STATE_FINISHED, done.error
