@@ -18,30 +18,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flnet.channels import CHUNK_BYTES
-from flnet.control.blobs.protocol import Blob, BlobMissing, Stored
+from flnet.control.blobs.protocol import Blob, BlobMissing, HashingWriter, Stored
 
 
-class LocalBlobWriter:
+class LocalBlobWriter(HashingWriter):
     """Streams bytes into a temporary file and hashes them on the way."""
 
     def __init__(self, store: LocalBlobStore) -> None:
+        super().__init__()
         self._store = store
         self._path = store.tmp_dir / uuid.uuid4().hex
         self._file: BinaryIO = open(self._path, "wb")  # noqa: SIM115 - closed in commit/abort
-        self._hash = hashlib.sha256()
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
 
     async def write(self, data: bytes) -> None:
-        self._hash.update(data)
-        self._size += len(data)
+        self._count(data)
         await asyncio.to_thread(self._file.write, data)
 
     async def commit(self) -> Blob:

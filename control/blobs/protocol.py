@@ -40,6 +40,26 @@ class BlobMissing(Exception):
     """The bytes a recorded blob points to are gone from the store."""
 
 
+class HashingWriter:
+    """What every writer keeps of the bytes written so far: their size and sha256."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def _count(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+
+
 class BlobWriter(Protocol):
     """Streams bytes into the store, hashing them on the way. Nothing is visible before
     `commit`; `abort` (or a failed commit) leaves nothing behind."""

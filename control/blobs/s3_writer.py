@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import hashlib
 import io
 from collections.abc import AsyncIterator
 from typing import IO, TYPE_CHECKING, cast
 
-from flnet.control.blobs.protocol import Blob
+from flnet.control.blobs.protocol import Blob, HashingWriter
 from flnet.control.blobs.s3_errors import unavailable_on_failure
 
 if TYPE_CHECKING:
@@ -79,7 +78,7 @@ class PartBody:
             yield self._piece(self._size)
 
 
-class S3BlobWriter:
+class S3BlobWriter(HashingWriter):
     def __init__(
         self,
         client: S3Client,
@@ -89,26 +88,17 @@ class S3BlobWriter:
         part_bytes: int,
         parts_in_flight: int,
     ) -> None:
+        super().__init__()
         self._client = client
         self._bucket = bucket
         self._key = key
         self._part_bytes = part_bytes
         self._slots = asyncio.Semaphore(parts_in_flight)
         self._part = PartBody()  # the part being gathered
-        self._hash = hashlib.sha256()
-        self._size = 0
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self._sending: list[asyncio.Task[None]] = []
         self._closed = False
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
 
     @property
     def uri(self) -> str:
@@ -117,8 +107,7 @@ class S3BlobWriter:
     async def write(self, data: bytes) -> None:
         if self._closed:
             raise RuntimeError("the writer is closed")
-        self._hash.update(data)
-        self._size += len(data)
+        self._count(data)
         self._part.append(data)
         if len(self._part) >= self._part_bytes:
             await self._send(self._take_part())
