@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GRPC_TOOLS_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 
-.PHONY: all venv proto proto-check lint buf-lint typecheck importcheck test test-fast test-postgres bench demo clean
+.PHONY: all venv proto proto-check lint buf-lint gateway-check typecheck importcheck frontend test test-fast test-postgres bench demo clean
 
 all: test
 
@@ -47,7 +47,28 @@ proto-check: venv
 buf-lint: node_modules/.installed
 	npx buf lint
 
-lint: venv buf-lint
+# The gateway's template, rendered with two replicas and the embedded issuer, checked by Envoy.
+gateway-check: venv
+	rm -rf .gateway-check && mkdir -p .gateway-check
+	FLNET_OIDC_ISSUER=http://127.0.0.1:8080/oidc $(PY) -m flnet.gateway --validate \
+		--data-dir .gateway-check --control 127.0.0.1:50051,127.0.0.1:50061 \
+		--issuer-upstream 127.0.0.1:8081 --access-log .gateway-check/access.log
+	rm -rf .gateway-check
+
+# The web UI (frontend/): TypeScript client generated from proto/, built into frontend/dist,
+# which `flnet up` serves through the gateway.
+FRONTEND_SOURCES := $(shell find frontend/src frontend/index.html frontend/*.json frontend/*.ts frontend/*.yaml proto -type f -not -path 'frontend/src/gen/*' 2>/dev/null)
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	npm --prefix frontend ci --no-audit --no-fund --silent
+	touch $@
+
+frontend/dist/index.html: frontend/node_modules/.installed $(FRONTEND_SOURCES)
+	npm --prefix frontend run --silent build
+	touch $@
+
+frontend: frontend/dist/index.html
+
+lint: venv buf-lint gateway-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -56,7 +77,7 @@ typecheck: venv
 	rm -rf .typecheck && mkdir -p .typecheck/flnet
 	for f in flnet/*; do ln -s "$(CURDIR)/$$f" .typecheck/flnet/; done
 	ln -s $(CURDIR)/generated/flnet/api .typecheck/flnet/api
-	for d in control orchestrator runtime; do ln -s "$(CURDIR)/$$d" ".typecheck/flnet/$$d"; done
+	for d in control orchestrator runtime gateway; do ln -s "$(CURDIR)/$$d" ".typecheck/flnet/$$d"; done
 	cd .typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file ../pyproject.toml flnet
 	MYPYPATH=.typecheck $(BIN)/mypy $$(ls -d examples bench tests 2>/dev/null)
 
@@ -65,9 +86,10 @@ importcheck: typecheck
 
 # The whole suite: static checks first, then every test on the embedded defaults (SQLite,
 # local files), then again on a deployment's components (PostgreSQL, S3 on SeaweedFS).
-test: venv node_modules/.installed proto-check lint typecheck importcheck
+test: venv node_modules/.installed frontend proto-check lint typecheck importcheck
+	npm --prefix frontend test --silent
 	$(BIN)/pytest -q -p no:cacheprovider
-	$(BIN)/pytest -q -p no:cacheprovider --database postgresql --artifacts s3
+	$(BIN)/pytest -q -p no:cacheprovider --database postgresql --artifacts s3 -m 'not browser'
 
 test-fast: venv node_modules/.installed
 	$(BIN)/pytest -q -x -m 'not slow'
@@ -87,8 +109,9 @@ bench: venv
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.
-demo: venv
+demo: venv frontend
 	$(BIN)/flnet --data-dir $${FLNET_DATA_DIR:-$(CURDIR)/.demo-data} demo
 
 clean:
-	rm -rf $(VENV) .typecheck .proto-check .demo-data build *.egg-info node_modules
+	rm -rf $(VENV) .typecheck .proto-check .gateway-check .demo-data build *.egg-info node_modules \
+		frontend/node_modules frontend/dist frontend/src/gen

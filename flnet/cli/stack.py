@@ -128,13 +128,16 @@ class Component:
 
 
 class Stack:
-    """The OIDC issuer, the orchestrator and the control plane, wired to each other.
+    """The OIDC issuer, the orchestrator, the control plane and the gateway, wired to each
+    other.
 
     Identity: the embedded development issuer (`python -m flnet.oidc`, its configuration and
     generated secrets under <data-dir>/oidc), whose control-plane client the control plane
-    uses towards the orchestrator. With FLNET_OIDC_ISSUER set, that external issuer is used
-    instead and none is started; the control plane's client then comes from
-    FLNET_CONTROL_CLIENT_ID and FLNET_CONTROL_CLIENT_SECRET(_FILE)."""
+    uses towards the orchestrator. Its public URL is the gateway's `/oidc`, so that the UI,
+    the API and sign-in share one origin; the servers fetch its keys directly. With
+    FLNET_OIDC_ISSUER set, that external issuer is used instead and none is started; the
+    control plane's client then comes from FLNET_CONTROL_CLIENT_ID and
+    FLNET_CONTROL_CLIENT_SECRET(_FILE)."""
 
     def __init__(
         self,
@@ -144,6 +147,7 @@ class Stack:
         extra_env: dict[str, str] | None = None,
         backend: str = "process",
         oidc_port: int = 0,
+        gateway_port: int = 0,
     ) -> None:
         self.data_dir = data_dir
         logs = data_dir / "logs"
@@ -151,12 +155,17 @@ class Stack:
         py = sys.executable
         orch = f"127.0.0.1:{orchestrator_port or free_port()}"
         ctl = f"127.0.0.1:{control_port or free_port()}"
+        self.gateway = f"127.0.0.1:{gateway_port or free_port()}"
+        gateway_admin = f"127.0.0.1:{free_port()}"
         env = dict(extra_env or {})
         external = env.get("FLNET_OIDC_ISSUER") or os.environ.get("FLNET_OIDC_ISSUER")
-        issuer = (external or f"http://127.0.0.1:{oidc_port or free_port()}").rstrip("/")
-        self.issuer = issuer
         self.embedded_issuer = not external
-        env["FLNET_OIDC_ISSUER"] = issuer
+        self.issuer = (external or f"http://{self.gateway}/oidc").rstrip("/")
+        env["FLNET_OIDC_ISSUER"] = self.issuer
+        issuer_listen = f"127.0.0.1:{oidc_port or free_port()}"
+        issuer_direct = f"http://{issuer_listen}/oidc"
+        if self.embedded_issuer:
+            env.setdefault("FLNET_OIDC_JWKS_URI", f"{issuer_direct}/jwks")
         issuer_components = [
             Component(
                 "oidc",
@@ -165,16 +174,33 @@ class Stack:
                     "-m",
                     "flnet.oidc",
                     "--listen",
-                    issuer.removeprefix("http://"),
+                    issuer_listen,
+                    "--issuer",
+                    self.issuer,
                     "--data-dir",
                     str(data_dir),
                 ],
-                issuer,
+                issuer_listen,
                 logs / "oidc.log",
                 env=env,
-                health_url=f"{issuer}/healthz",
+                health_url=f"{issuer_direct}/healthz",
             ),
         ]
+        gateway_argv = [
+            py,
+            "-m",
+            "flnet.gateway",
+            "--listen",
+            self.gateway,
+            "--admin",
+            gateway_admin,
+            "--control",
+            ctl,
+            "--data-dir",
+            str(data_dir),
+        ]
+        if self.embedded_issuer:
+            gateway_argv += ["--issuer-upstream", issuer_listen]
         self.components = [
             *(issuer_components if self.embedded_issuer else []),
             Component(
@@ -211,12 +237,27 @@ class Stack:
                 logs / "control.log",
                 env=dict(env),
             ),
+            Component(
+                "gateway",
+                gateway_argv,
+                self.gateway,
+                logs / "gateway.log",
+                env=env,
+                health_url=f"http://{gateway_admin}/ready",
+            ),
         ]
         self._stopping = False
 
     @property
     def endpoints(self) -> dict[str, str]:
-        return {"oidc": self.issuer, **{c.name: c.address for c in self.components}}
+        """What `flnet` commands and people need: the issuer's public URL, each component's
+        address, and the web UI."""
+        addresses = {c.name: c.address for c in self.components if c.name != "oidc"}
+        return {"oidc": self.issuer, **addresses, "ui": self.ui}
+
+    @property
+    def ui(self) -> str:
+        return f"http://{self.gateway}/"
 
     def _control_client(self) -> dict[str, str]:
         """The control plane's client at the embedded issuer (its generated secret)."""
@@ -257,7 +298,7 @@ class Stack:
         self._stopping = True
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / ENDPOINTS).unlink()
-        for component in reversed(self.components):  # control first, then orchestrator
+        for component in reversed(self.components):  # gateway, control, orchestrator, issuer
             await component.stop()
 
 

@@ -94,6 +94,9 @@ DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
 }
 CLI_CLIENT_ID = "flnet-cli"
 CLI_REDIRECT_URI = "http://127.0.0.1/callback"
+UI_CLIENT_ID = "flnet-ui"
+# The web UI of `flnet up`, served by the gateway on a loopback port.
+UI_REDIRECT_URI = "http://127.0.0.1/callback"
 CONTROL_PLANE_CLIENT_ID = "control-plane"
 CONTROL_PLANE_AUDIENCE = "flnet-orchestrator"
 
@@ -450,6 +453,13 @@ clients:
     grant_types: [authorization_code, refresh_token]
     scopes: [openid, profile, email, runs:read, runs:write, tools:read, tools:write,
              artifacts:read, audit:read, admin]
+  # The web UI (flnet.gateway): public, authorization code + PKCE (S256), redirected to
+  # <gateway>/callback (a loopback gateway on any port), refresh tokens kept in memory.
+  {ui_client}:
+    redirect_uris: ["{ui_redirect}"]
+    grant_types: [authorization_code, refresh_token]
+    scopes: [openid, profile, email, runs:read, runs:write, tools:read, tools:write,
+             artifacts:read, audit:read, admin]
   # The control plane's service credential towards the orchestrator, which accepts the
   # audience flnet-orchestrator (FLNET_ORCHESTRATOR_AUDIENCE).
   {control_client}:
@@ -471,6 +481,8 @@ def default_config_text(admin_password: str, control_plane_secret: str) -> str:
         admin_hash=hash_secret(admin_password),
         cli_client=CLI_CLIENT_ID,
         cli_redirect=CLI_REDIRECT_URI,
+        ui_client=UI_CLIENT_ID,
+        ui_redirect=UI_REDIRECT_URI,
         control_client=CONTROL_PLANE_CLIENT_ID,
         control_hash=hash_secret(control_plane_secret),
         control_audience=CONTROL_PLANE_AUDIENCE,

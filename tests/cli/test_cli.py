@@ -332,12 +332,15 @@ def test_flnet_up_runs_an_issuer_for_flnet_login(stack: Path) -> None:
 def test_an_external_issuer_replaces_the_embedded_one(tmp_path: Path) -> None:
     external = "https://id.example/realms/flnet"
     stack = Stack(tmp_path, extra_env={"FLNET_OIDC_ISSUER": external})
-    assert [c.name for c in stack.components] == ["orchestrator", "control"]
+    assert [c.name for c in stack.components] == ["orchestrator", "control", "gateway"]
     assert stack.endpoints["oidc"] == external
     assert {c.env["FLNET_OIDC_ISSUER"] for c in stack.components} == {external}
+    assert "--issuer-upstream" not in stack.components[-1].argv
     embedded = Stack(tmp_path / "embedded", oidc_port=free_port())
-    assert [c.name for c in embedded.components] == ["oidc", "orchestrator", "control"]
-    assert embedded.endpoints["oidc"] == embedded.components[0].address
+    assert [c.name for c in embedded.components] == ["oidc", "orchestrator", "control", "gateway"]
+    # The embedded issuer's public URL is the gateway's /oidc: one origin for the browser.
+    assert embedded.endpoints["oidc"] == f"http://{embedded.gateway}/oidc"
+    assert embedded.endpoints["ui"] == f"http://{embedded.gateway}/"
 
 
 @pytest.mark.timeout(240)

@@ -1,0 +1,122 @@
+"""A whole `flnet up` stack (issuer, orchestrator, control plane, gateway) as separate
+processes, the way a user runs it, with a second tenant's user for isolation tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from flnet.cli.login import browser_login, scripted_browser
+from flnet.oidc.config import write_default_config
+from flnet.oidc.passwords import hash_secret
+
+FLNET = [sys.executable, "-m", "flnet.cli.main"]
+OTHER_TENANT = "lab-b"
+OTHER_USER = "bob"
+
+
+@dataclass
+class RunningStack:
+    data: Path
+    endpoints: dict[str, str]
+    process: subprocess.Popen[str]
+    passwords: dict[str, str]
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> str:
+        """host:port of the gateway (gRPC, gRPC-web, UI)."""
+        return self.endpoints["gateway"]
+
+    @property
+    def ui(self) -> str:
+        return self.endpoints["ui"].rstrip("/")
+
+    @property
+    def control(self) -> str:
+        return self.endpoints["control"]
+
+    def token(self, user: str = "admin") -> str:
+        """An access token of `user`, signed in through the issuer's login page (valid for
+        15 minutes: a module's tests share it)."""
+        if user not in self._tokens:
+            browser = scripted_browser(user, self.passwords[user])
+            credentials = asyncio.run(browser_login(self.endpoints["oidc"], browser))
+            self._tokens[user] = credentials.access_token
+        return self._tokens[user]
+
+    def flnet(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*FLNET, "--data-dir", str(self.data), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"flnet {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def write_issuer_config(data: Path) -> dict[str, str]:
+    """The default development configuration plus a second tenant with its own user; returns
+    the users' passwords."""
+    path = data / "oidc" / "issuer.yaml"
+    credentials = write_default_config(path)
+    config = yaml.safe_load(path.read_text())
+    config["tenants"].append(OTHER_TENANT)
+    other_password = "bob-" + credentials.admin_password
+    config["users"][OTHER_USER] = {
+        "password_hash": hash_secret(other_password),
+        "tenant": OTHER_TENANT,
+        "roles": ["data-scientist"],
+        "name": "Bob of lab B",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return {"admin": credentials.admin_password, OTHER_USER: other_password}
+
+
+def start_stack(data: Path, *args: str, env: dict[str, str] | None = None) -> RunningStack:
+    """`flnet up` in `data`, once every component serves (raises if it does not)."""
+    data.mkdir(parents=True, exist_ok=True)
+    passwords = write_issuer_config(data)
+    log = (data / "up.log").open("w")
+    process = subprocess.Popen(
+        [*FLNET, "--data-dir", str(data), "up", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    endpoints_file = data / "endpoints.json"
+    deadline = time.monotonic() + 90
+    while not endpoints_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"flnet up did not start: {(data / 'up.log').read_text()}")
+        time.sleep(0.1)
+    endpoints = json.loads(endpoints_file.read_text())
+    stack = RunningStack(data, endpoints, process, passwords)
+    stack.flnet("login", "--dev")
+    for user in passwords:  # now, outside any test's event loop
+        stack.token(user)
+    return stack
