@@ -19,8 +19,8 @@ from flnet.gateway.config import write_config
 ISSUER = "http://127.0.0.1:8080/oidc"
 
 
-def settings(tmp_path: Path, **overrides: object) -> GatewaySettings:
-    values: dict[str, object] = {
+def settings(tmp_path: Path, **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
         "listen": "127.0.0.1:8080",
         "admin": "127.0.0.1:9901",
         "control": ("127.0.0.1:50051",),
@@ -140,7 +140,7 @@ def test_an_external_issuer_is_not_routed_and_the_ui_may_call_it(tmp_path: Path)
     ],
 )
 def test_bad_settings_are_refused_naming_the_setting(
-    tmp_path: Path, override: dict[str, object], message: str
+    tmp_path: Path, override: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         settings(tmp_path, **override)
