@@ -328,13 +328,22 @@ async def dev_test(args: argparse.Namespace) -> int:
 
 
 async def up(args: argparse.Namespace) -> int:
-    stack = Stack(
-        args.data_dir,
-        args.control_port,
-        args.orchestrator_port,
-        backend=args.backend,
-        oidc_port=args.oidc_port,
-    )
+    if args.replicas < 1:
+        render.console.print("[red]error[/red] --replicas: at least 1")
+        return 2
+    try:
+        stack = Stack(
+            args.data_dir,
+            args.control_port,
+            args.orchestrator_port,
+            backend=args.backend,
+            oidc_port=args.oidc_port,
+            gateway_port=args.gateway_port,
+            replicas=args.replicas,
+        )
+    except ValueError as e:
+        render.console.print(f"[red]error[/red] {e}")
+        return 2
     ready = asyncio.Event()
 
     async def announce() -> None:
@@ -384,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--orchestrator-port", type=int, default=0)
     s.add_argument(
         "--oidc-port", type=int, default=0, help="the development OIDC issuer's port (0: any)"
+    )
+    s.add_argument("--gateway-port", type=int, default=0, help="the gateway's (UI) port (0: any)")
+    s.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="control-plane replicas behind the gateway (more than one: FLNET_DATABASE_URL "
+        "must name a PostgreSQL database)",
     )
     s.add_argument(
         "--backend",

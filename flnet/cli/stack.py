@@ -148,13 +148,15 @@ class Stack:
         backend: str = "process",
         oidc_port: int = 0,
         gateway_port: int = 0,
+        replicas: int = 1,
     ) -> None:
         self.data_dir = data_dir
         logs = data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         py = sys.executable
         orch = f"127.0.0.1:{orchestrator_port or free_port()}"
-        ctl = f"127.0.0.1:{control_port or free_port()}"
+        controls = [f"127.0.0.1:{control_port or free_port()}"]
+        controls += [f"127.0.0.1:{free_port()}" for _ in range(replicas - 1)]
         self.gateway = f"127.0.0.1:{gateway_port or free_port()}"
         gateway_admin = f"127.0.0.1:{free_port()}"
         env = dict(extra_env or {})
@@ -162,6 +164,8 @@ class Stack:
         self.embedded_issuer = not external
         self.issuer = (external or f"http://{self.gateway}/oidc").rstrip("/")
         env["FLNET_OIDC_ISSUER"] = self.issuer
+        if replicas > 1:
+            env.update(self._replica_env(env, controls))
         issuer_listen = f"127.0.0.1:{oidc_port or free_port()}"
         issuer_direct = f"http://{issuer_listen}/oidc"
         if self.embedded_issuer:
@@ -195,7 +199,7 @@ class Stack:
             "--admin",
             gateway_admin,
             "--control",
-            ctl,
+            ",".join(controls),
             "--data-dir",
             str(data_dir),
         ]
@@ -220,22 +224,25 @@ class Stack:
                 logs / "orchestrator.log",
                 env=env,
             ),
-            Component(
-                "control",
-                [
-                    py,
-                    "-m",
-                    "flnet.control",
-                    "--listen",
-                    ctl,
-                    "--data-dir",
-                    str(data_dir),
-                    "--orchestrator",
-                    orch,
-                ],
-                ctl,
-                logs / "control.log",
-                env=dict(env),
+            *(
+                Component(
+                    "control" if i == 0 else f"control-{i + 1}",
+                    [
+                        py,
+                        "-m",
+                        "flnet.control",
+                        "--listen",
+                        address,
+                        "--data-dir",
+                        str(data_dir if i == 0 else data_dir / "replicas" / str(i + 1)),
+                        "--orchestrator",
+                        orch,
+                    ],
+                    address,
+                    logs / ("control.log" if i == 0 else f"control-{i + 1}.log"),
+                    env=dict(env),
+                )
+                for i, address in enumerate(controls)
             ),
             Component(
                 "gateway",
@@ -248,12 +255,31 @@ class Stack:
         ]
         self._stopping = False
 
+    def _replica_env(self, env: dict[str, str], controls: list[str]) -> dict[str, str]:
+        """What replicas share: one PostgreSQL database, one artifact store, one run-credential
+        key; engines get every replica's address."""
+        database = env.get("FLNET_DATABASE_URL") or os.environ.get("FLNET_DATABASE_URL", "")
+        if not database.startswith("postgresql"):
+            raise ValueError("replicas share a PostgreSQL database: set FLNET_DATABASE_URL")
+        shared = {
+            "FLNET_ARTIFACT_URL": (self.data_dir / "artifacts").absolute().as_uri(),
+            "FLNET_RUNTIME_KEY_FILE": str(self.data_dir / "runtime-key.pem"),
+            "FLNET_ENGINE_ADDRESS": "ipv4:" + ",".join(controls),
+        }
+        return {k: v for k, v in shared.items() if not (env.get(k) or os.environ.get(k))}
+
+    @property
+    def control(self) -> str:
+        """The gRPC target of the control plane: every replica, the first preferred."""
+        addresses = [c.address for c in self.components if c.name.startswith("control")]
+        return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
     @property
     def endpoints(self) -> dict[str, str]:
         """What `flnet` commands and people need: the issuer's public URL, each component's
         address, and the web UI."""
         addresses = {c.name: c.address for c in self.components if c.name != "oidc"}
-        return {"oidc": self.issuer, **addresses, "ui": self.ui}
+        return {"oidc": self.issuer, **addresses, "control": self.control, "ui": self.ui}
 
     @property
     def ui(self) -> str:
@@ -269,7 +295,7 @@ class Stack:
 
     async def start(self) -> None:
         for component in self.components:
-            if component.name == "control" and self.embedded_issuer:
+            if component.name.startswith("control") and self.embedded_issuer:
                 component.env.update(self._control_client())
             await component.start()
         path = self.data_dir / ENDPOINTS
