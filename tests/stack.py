@@ -4,6 +4,7 @@ processes, the way a user runs it, with a second tenant's user for isolation tes
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
@@ -50,7 +51,10 @@ class RunningStack:
         15 minutes: a module's tests share it)."""
         if user not in self._tokens:
             browser = scripted_browser(user, self.passwords[user])
-            credentials = asyncio.run(browser_login(self.endpoints["oidc"], browser))
+            login = browser_login(self.endpoints["oidc"], browser)
+            # A thread of its own: the caller's thread may run an event loop (Playwright's).
+            with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                credentials = thread.submit(asyncio.run, login).result()
             self._tokens[user] = credentials.access_token
         return self._tokens[user]
 

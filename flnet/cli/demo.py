@@ -87,7 +87,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             "outputs": target,
             "logs": data_dir / "logs",
         }
-        page = f"{stack.ui}{run.name}"
+        page = f"{stack.ui}runs/{run.name.rsplit('/', 1)[1]}"
         if text:
             render.console.rule("where things are")
             for what, where in places.items():

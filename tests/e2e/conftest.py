@@ -90,13 +90,13 @@ def screens(request: pytest.FixtureRequest) -> Screens:
 
 
 @pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+def page(browser: Browser, screens: Screens) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
-    Screens(request.node.name).take(page, "last")
+    screens.take(page, "last")
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
 
