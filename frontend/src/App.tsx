@@ -37,6 +37,11 @@ const ROUTES: Route[] = [
   },
 ];
 
+function Redirect({ to }: { to: string }) {
+  useEffect(() => navigate(to, { replace: true }), [to]);
+  return null;
+}
+
 /** /tenants/{tenant}/runs/{run} → /runs/{run} for the signed-in tenant; another tenant's
  * resource is not found (as the API says). */
 function Alias({ tenant, to }: { tenant: string; to: string }) {
@@ -83,9 +88,8 @@ function Header() {
         </nav>
         {user && (
           <div className="user" aria-label="Signed-in user" role="group">
-            <span className="user-name" title={user.subject}>
-              {user.name}
-            </span>
+            <span className="user-name">{user.name}</span>
+            {user.subject && user.subject !== user.name && <span className="user-subject">({user.subject})</span>}
             <span className="user-tenant">
               tenant <strong>{user.tenant || "—"}</strong>
             </span>
@@ -107,10 +111,7 @@ function signOut(): void {
 function Routes() {
   const { pathname } = useLocation();
   if (pathname === "/callback") return null; // main.tsx replaces it with the return path
-  if (pathname === "/" || pathname === "/signed-out") {
-    queueMicrotask(() => navigate("/runs", { replace: true }));
-    return null;
-  }
+  if (pathname === "/" || pathname === "/signed-out") return <Redirect to="/runs" />;
   const path = pathname.length > 1 ? pathname.replace(/\/+$/, "") : pathname;
   for (const r of ROUTES) {
     const params = matchPath(r.pattern, path);

@@ -45,8 +45,10 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API holds an event loop in the thread while it runs,
+    which the asyncio tests of later modules must not find."""
     if not Path(CHROMIUM).exists():
         _missing("no chromium: apt-get install chromium")
     with sync_playwright() as playwright:

@@ -60,3 +60,24 @@ export function isRetryable(e: unknown): boolean {
     e.code,
   );
 }
+
+/** Whether a broken server stream should be resumed. A stream cut off mid-message surfaces
+ * as a client-side protocol error (INVALID_ARGUMENT "protocol error: …", "missing trailer"),
+ * a dropped connection as UNKNOWN or UNAVAILABLE: both resume. What the server refused for
+ * good (not found, permission, credentials, a bad request) does not. */
+export function isStreamRetryable(e: unknown): boolean {
+  if (!(e instanceof ConnectError)) return true;
+  switch (e.code) {
+    case Code.NotFound:
+    case Code.PermissionDenied:
+    case Code.Unauthenticated:
+    case Code.Unimplemented:
+    case Code.FailedPrecondition:
+    case Code.OutOfRange:
+      return false;
+    case Code.InvalidArgument:
+      return /protocol error|envelope|trailer|end flag/i.test(e.rawMessage);
+    default:
+      return true;
+  }
+}

@@ -14,6 +14,22 @@ export type InputChoice =
   | { mode: "upload"; artifact?: UploadedArtifact; busy: boolean }
   | { mode: "existing"; artifact?: string };
 
+const EXTENSIONS: Record<string, string> = {
+  "text/csv": ".csv",
+  "text/plain": ".txt",
+  "text/tab-separated-values": ".tsv",
+  "application/json": ".json",
+  "text/html": ".html",
+  "image/png": ".png",
+};
+
+/** A hint for the file chooser (the declared media type and its usual extension). */
+function acceptOf(mediaType: string): string | undefined {
+  if (!mediaType || mediaType === "application/octet-stream") return undefined;
+  const ext = EXTENSIONS[mediaType];
+  return ext ? `${mediaType},${ext}` : mediaType;
+}
+
 export function chosenArtifact(c: InputChoice | undefined): string | undefined {
   if (!c) return undefined;
   return c.mode === "upload" ? c.artifact?.name : c.artifact || undefined;
@@ -140,7 +156,7 @@ export function InputPicker({ spec, choice, onChange, artifacts, error, idPrefix
           <input
             id={`${id}-file`}
             type="file"
-            accept={spec.mediaType && spec.mediaType !== "application/octet-stream" ? `${spec.mediaType},.${spec.mediaType.split("/")[1]}` : undefined}
+            accept={acceptOf(spec.mediaType)}
             onChange={(e) => {
               const f = e.target.files?.[0];
               if (f) void start(f);

@@ -137,6 +137,8 @@ export function LogView({ stream, idPrefix = "logs" }: { stream: RunStream; idPr
       <div
         ref={viewport}
         className="log-viewport"
+        // Few lines: a short box; many: the stylesheet's fixed height (virtualized).
+        style={rowCount < 18 ? { height: `${Math.max(4, rowCount) * ROW_HEIGHT + 8}px` } : undefined}
         onScroll={onScroll}
         tabIndex={0}
         role="region"

@@ -1,9 +1,9 @@
 // A run's outputs: name, size, sha256, media type; download with the sha256 computed in the
 // browser over the streamed chunks and compared with the recorded one before the file is
 // saved; previews of text, CSV, JSON, HTML (sandboxed iframe) and images.
-import { useEffect, useRef, useState } from "react";
+import { memo, useEffect, useMemo, useRef, useState } from "react";
 import { api } from "../api/client";
-import { isRetryable, toProblem } from "../api/errors";
+import { isStreamRetryable, toProblem } from "../api/errors";
 import type { Artifact } from "../gen/flnet/api/control/v1/artifact_pb";
 import { parseCsv, sniffDelimiter } from "../lib/csv";
 import { concat, downloadChunks, saveBytes, verify } from "../lib/download";
@@ -19,7 +19,7 @@ async function fetchArtifact(artifact: Artifact, signal: AbortSignal, onProgress
   const result = await downloadChunks({
     signal,
     onProgress,
-    isRetryable,
+    isRetryable: isStreamRetryable,
     open: async function* (offset, sig) {
       for await (const res of api().artifacts.downloadArtifact({ name: artifact.name, offset: BigInt(offset) }, { signal: sig })) {
         yield { offset: Number(res.offset), data: res.data };
@@ -52,7 +52,8 @@ type Status =
   | { kind: "mismatch"; computed: string; recorded: string }
   | { kind: "error"; message: string };
 
-function OutputItem({ artifact, runId, H }: { artifact: Artifact; runId: string; H: "h3" | "h4" }) {
+// Memoized: the run page re-renders once per animation frame while events stream in.
+const OutputItem = memo(function OutputItem({ artifact, runId, H }: { artifact: Artifact; runId: string; H: "h3" | "h4" }) {
   const [status, setStatus] = useState<Status>({ kind: "idle" });
   const [saved, setSaved] = useState<{ url: string; name: string } | null>(null);
   const [preview, setPreview] = useState<Fetched | null>(null);
@@ -165,10 +166,10 @@ function OutputItem({ artifact, runId, H }: { artifact: Artifact; runId: string;
       {preview && <Preview artifact={artifact} data={preview} label={label} />}
     </li>
   );
-}
+});
 
 function Preview({ artifact, data, label }: { artifact: Artifact; data: Fetched; label: string }) {
-  const bytes = concat(data.chunks, data.size);
+  const bytes = useMemo(() => concat(data.chunks, data.size), [data]);
   const type = (artifact.mediaType || "").toLowerCase().split(";")[0]!.trim();
   const name = fileName(artifact).toLowerCase();
   const [url, setUrl] = useState<string | null>(null);

@@ -4,7 +4,7 @@
 // changes. Listeners are told at most once per animation frame, so a flood of events costs
 // one render per frame.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { isRetryable } from "../api/errors";
+import { isStreamRetryable } from "../api/errors";
 import type { Api } from "../api/client";
 import { RunState, type StateChange } from "../gen/flnet/api/common/v1/lifecycle_pb";
 import type { Progress } from "../gen/flnet/api/common/v1/telemetry_pb";
@@ -129,7 +129,7 @@ export class RunStream {
       open: (after, sig) => this.open(after, sig),
       onEvents: (events) => this.apply(events),
       isTerminal: (e) => e.event.case === "stateChange" && isTerminal(e.event.value.toState),
-      classify: (e) => (isRetryable(e) ? "retry" : "fatal"),
+      classify: (e) => (isStreamRetryable(e) ? "retry" : "fatal"),
       confirmTerminal: async () => {
         const r = await this.api.runs.getRun({ name: this.name }, { signal });
         if (r.run) this.setRun(r.run);
@@ -189,6 +189,8 @@ export class RunStream {
           if (this.run && ev.value.toState > this.run.state && !isTerminal(this.run.state)) {
             this.run = { ...this.run, state: ev.value.toState };
             if (ev.value.error) this.run.error = ev.value.error;
+            if (ev.value.toState === RunState.RUNNING && !this.run.startTime && ev.value.time) this.run.startTime = ev.value.time;
+            if (isTerminal(ev.value.toState) && !this.run.endTime && ev.value.time) this.run.endTime = ev.value.time;
           }
           if (isTerminal(ev.value.toState)) terminal = true;
           break;

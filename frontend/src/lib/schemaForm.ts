@@ -473,7 +473,7 @@ export function constraintSummary(f: FieldModel): string {
   if (c.multipleOf !== undefined) parts.push(`${prefix}multiple of ${c.multipleOf}`);
   if (c.minLength !== undefined)
     parts.push(c.minLength === 1 ? `${prefix}not empty` : `${prefix}at least ${c.minLength} characters`);
-  if (c.maxLength !== undefined) parts.push(`${prefix}at most ${c.maxLength} characters`);
+  if (c.maxLength !== undefined) parts.push(`${prefix}at most ${c.maxLength} character${c.maxLength === 1 ? "" : "s"}`);
   if (c.pattern !== undefined) parts.push(`${prefix}pattern ${c.pattern}`);
   if (f.minItems !== undefined) parts.push(`at least ${f.minItems} items`);
   if (f.maxItems !== undefined) parts.push(`at most ${f.maxItems} items`);

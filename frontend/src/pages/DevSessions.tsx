@@ -130,10 +130,13 @@ export function DevSessionPage({ runId }: { runId: string }) {
     [run?.toolVersion, name],
   );
   const testList = tests.data ?? [];
+  // One watch for the list: the page already holds the session's and the shown test run's
+  // streams, and browsers open at most six HTTP/1.1 connections per origin.
   useLiveStates(
     testList,
     (n, patch) => tests.setData((old) => (old ?? []).map((r) => (r.name === n ? { ...r, ...patch } : r))),
     () => undefined,
+    1,
   );
   const shownTest = activeTest ?? testList[0]?.name ?? null;
 

@@ -4,7 +4,7 @@
 // regains focus.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { api } from "../api/client";
-import { isRetryable } from "../api/errors";
+import { isStreamRetryable } from "../api/errors";
 import { Empty, Loading, PageTitle, ProblemView, StateBadge, TableWrap } from "../components/common";
 import { RunState } from "../gen/flnet/api/common/v1/lifecycle_pb";
 import type { Run } from "../gen/flnet/api/control/v1/run_pb";
@@ -126,7 +126,8 @@ export function RunsPage() {
           >
             Previous page
           </button>
-          <span className="muted">Page {history.length + 1 + (page && history.length === 0 ? 1 : 0)}</span>
+          {/* A deep link to a later page does not know its number. */}
+          {!(page && history.length === 0) && <span className="muted">Page {history.length + 1}</span>}
           <button
             type="button"
             className="secondary"
@@ -199,11 +200,12 @@ export function RunsTable({ runs, caption, showTool = true }: { runs: Run[]; cap
   );
 }
 
-/** Watches the state of up to MAX_WATCHES non-terminal runs of a list. */
+/** Watches the state of up to `max` non-terminal runs of a list (newest first). */
 export function useLiveStates(
   runs: Run[],
   onChange: (name: string, patch: Partial<Run>) => void,
   onEnded: () => void,
+  max = MAX_WATCHES,
 ): void {
   const cb = useRef({ onChange, onEnded });
   cb.current = { onChange, onEnded };
@@ -211,11 +213,11 @@ export function useLiveStates(
     () =>
       runs
         .filter((r) => !isTerminal(r.state))
-        .slice(0, MAX_WATCHES)
+        .slice(0, max)
         .map((r) => ({ name: r.name, after: Number(r.lastSequence) })),
     // Re-target when the set of non-terminal runs changes, not on every state patch.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-    [runs.filter((r) => !isTerminal(r.state)).map((r) => r.name).join(",")],
+    [runs.filter((r) => !isTerminal(r.state)).map((r) => r.name).join(","), max],
   );
   useEffect(() => {
     const ctl = new AbortController();
@@ -234,7 +236,7 @@ export function useLiveStates(
           }
         },
         isTerminal: (e) => e.event.case === "stateChange" && isTerminal(e.event.value.toState),
-        classify: (e) => (isRetryable(e) ? "retry" : "fatal"),
+        classify: (e) => (isStreamRetryable(e) ? "retry" : "fatal"),
         confirmTerminal: async () => {
           const r = await api().runs.getRun({ name: t.name }, { signal: ctl.signal });
           return !!r.run && isTerminal(r.run.state);
