@@ -84,12 +84,15 @@ typecheck: venv
 importcheck: typecheck
 	cd .typecheck && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports ../pyproject.toml
 
-# The whole suite: static checks first, then every test on the embedded defaults (SQLite,
-# local files), then again on a deployment's components (PostgreSQL, S3 on SeaweedFS).
+# The whole suite: static checks first, the web UI's unit tests, then every test on the
+# embedded defaults (SQLite, local files), then again on a deployment's components
+# (PostgreSQL, S3 on SeaweedFS) but for the browser and gateway tests, whose `flnet up`
+# stacks choose their own database (the browser's replica test, a private PostgreSQL).
 test: venv node_modules/.installed frontend proto-check lint typecheck importcheck
 	npm --prefix frontend test --silent
 	$(BIN)/pytest -q -p no:cacheprovider
-	$(BIN)/pytest -q -p no:cacheprovider --database postgresql --artifacts s3 -m 'not browser'
+	$(BIN)/pytest -q -p no:cacheprovider --database postgresql --artifacts s3 -m 'not browser' \
+		--ignore tests/gateway
 
 test-fast: venv node_modules/.installed
 	$(BIN)/pytest -q -x -m 'not slow'
@@ -106,6 +109,7 @@ bench: venv
 	$(PY) -m bench.dispatch
 	$(PY) -m bench.auth
 	$(PY) -m bench.artifacts
+	$(PY) -m bench.gateway
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.

@@ -14,10 +14,12 @@ from .settings import GatewaySettings, split_address
 TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
 API_PACKAGE = "/flnet.api.control.v1."
 
-# The UI's Content-Security-Policy: its own scripts and styles only, calls to its own origin,
-# previews of outputs from blob: URLs, never framed.
+# The UI's Content-Security-Policy: its own scripts only, calls to its own origin, previews of
+# outputs from blob: URLs, never framed. Inline styles are allowed: a preview of an HTML output
+# (a sandboxed frame without scripts) inherits this policy, and reports style themselves inline.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; "
     "connect-src 'self'{issuer}; frame-src 'self' blob:; child-src blob:; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from flnet.oidc.passwords import hash_secret
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
 OTHER_TENANT = "lab-b"
 OTHER_USER = "bob"
+AUDITOR = "carol"  # of the default tenant; may read, not submit
 
 
 @dataclass
@@ -80,9 +82,23 @@ class RunningStack:
                 self.process.wait()
 
 
+def wait_http_ok(url: str, within: float = 30.0) -> None:
+    """Until `GET url` answers 200 (fails the test after `within` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {within:g} s"
+        time.sleep(0.2)
+
+
 def write_issuer_config(data: Path) -> dict[str, str]:
-    """The default development configuration plus a second tenant with its own user; returns
-    the users' passwords."""
+    """The default development configuration plus a second tenant with its own user, and an
+    auditor of the default tenant; returns the users' passwords."""
     path = data / "oidc" / "issuer.yaml"
     credentials = write_default_config(path)
     config = yaml.safe_load(path.read_text())
@@ -94,8 +110,19 @@ def write_issuer_config(data: Path) -> dict[str, str]:
         "roles": ["data-scientist"],
         "name": "Bob of lab B",
     }
+    auditor_password = "carol-" + credentials.admin_password
+    config["users"][AUDITOR] = {
+        "password_hash": hash_secret(auditor_password),
+        "tenant": "default",
+        "roles": ["auditor"],
+        "name": "Carol the auditor",
+    }
     path.write_text(yaml.safe_dump(config))
-    return {"admin": credentials.admin_password, OTHER_USER: other_password}
+    return {
+        "admin": credentials.admin_password,
+        OTHER_USER: other_password,
+        AUDITOR: auditor_password,
+    }
 
 
 def start_stack(data: Path, *args: str, env: dict[str, str] | None = None) -> RunningStack:

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Screens, check_page, sign_in
-from tests.stack import FLNET, OTHER_USER, RunningStack
+from tests.stack import AUDITOR, FLNET, OTHER_USER, RunningStack
 
 BEHAVE = Path(__file__).parent.parent / "fixtures" / "tools" / "behave"
 LOGREG = EXAMPLES / "logreg"
@@ -50,6 +50,11 @@ def stored_run(stack: RunningStack, run: str) -> dict[str, object]:
     done = stack.flnet("-o", "json", "run", "get", f"tenants/default/runs/{run}")
     result: dict[str, object] = json.loads(done.stdout)
     return result
+
+
+def run_names(stack: RunningStack) -> set[str]:
+    listed = json.loads(stack.flnet("-o", "json", "run", "list", "--limit", "1000").stdout)
+    return {str(run["name"]) for run in listed}
 
 
 def choose_tool(page: Page, tool: str) -> None:
@@ -210,3 +215,16 @@ def test_a_development_session_is_configured_and_tested_from_the_browser(
     expect(page.get_by_role("heading", name=re.compile("^Test run "))).to_be_visible()
     expect(page.get_by_text("FINISHED", exact=True).first).to_be_visible(timeout=120_000)
     check_page(page, screens, "dev-test-run")
+
+
+def test_a_user_without_the_scope_is_told_so_and_nothing_is_submitted(
+    stack: RunningStack, page: Page, screens: Screens
+) -> None:
+    before = run_names(stack)
+    sign_in(page, stack, user=AUDITOR, path="/runs/new?tool=behave")
+    page.get_by_role("button", name="Submit run").click()
+    expect(
+        page.get_by_text(re.compile("You don't have permission to submit")).first
+    ).to_be_visible()
+    check_page(page, screens, "permission-denied")
+    assert run_names(stack) == before

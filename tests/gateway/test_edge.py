@@ -27,7 +27,7 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import insecure_channel
-from tests.stack import RunningStack, start_stack
+from tests.stack import RunningStack, start_stack, wait_http_ok
 
 BEHAVE = Path(__file__).parent.parent / "fixtures" / "tools" / "behave"
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -283,13 +283,4 @@ def test_the_gateway_is_restarted_when_it_dies(stack: RunningStack) -> None:
         check=True,
     ).stdout.split()[0]
     subprocess.run(["kill", "-9", pid], check=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{stack.ui}/config.json", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the gateway did not come back"
-        time.sleep(0.2)
+    wait_http_ok(f"{stack.ui}/config.json")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -18,7 +17,7 @@ from flnet import images
 from flnet.cli.stack import free_port
 from flnet.gateway.settings import SOURCE_UI_DIR
 from tests.docker_env import docker
-from tests.stack import FLNET, RunningStack, start_stack
+from tests.stack import FLNET, RunningStack, start_stack, wait_http_ok
 
 pytestmark = pytest.mark.timeout(600)
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -67,16 +66,7 @@ def test_the_gateway_image_serves_the_same_configuration_on_the_host_network(
         *mounts, image["reference"],
     ).stdout.strip()  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{admin}/ready", timeout=2) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, docker("logs", container, check=False).stderr
-            time.sleep(0.2)
+        wait_http_ok(f"http://{admin}/ready")
         listed = subprocess.run(
             [GRPCURL, "-plaintext", listen, "list"],
             capture_output=True,

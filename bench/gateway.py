@@ -1,0 +1,161 @@
+"""What the gateway costs: GetRun latency straight to the control plane (the baseline), through
+Envoy as gRPC over HTTP/2, and through Envoy as gRPC-web over HTTP/1.1 (what browsers send),
+in the same run, against the same control plane.
+
+    python -m bench.gateway [--calls 2000] [--rounds 5]
+
+Calls are sequential (latency, not throughput) on one kept-alive connection per arm; rounds
+alternate the order of the arms. Prints p50/p99 per arm and round and the median of the
+per-round p50 ratios against the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import struct
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from bench.local_platform import ISSUER, start_platform
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
+from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.channels import insecure_channel
+from flnet.cli.stack import free_port, wait_http_healthy
+from flnet.cli.toolspec import load_tool_spec
+from flnet.gateway import GatewaySettings
+from flnet.gateway.__main__ import envoy_argv
+from flnet.gateway.config import write_config
+
+TRIVIAL = Path(__file__).parent / "tools" / "trivial"
+ARMS = ("direct", "envoy grpc", "envoy grpc-web")
+Call = Callable[[], Awaitable[None]]
+
+
+async def timed(call: Call, calls: int) -> list[float]:
+    latencies = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def p(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
+
+
+def grpc_web_call(http: aiohttp.ClientSession, url: str, run: str, token: str) -> Call:
+    body = rs.GetRunRequest(name=run).SerializeToString()
+    frame = b"\x00" + struct.pack(">I", len(body)) + body
+    headers = {
+        "content-type": "application/grpc-web+proto",
+        "x-grpc-web": "1",
+        "authorization": f"Bearer {token}",
+    }
+
+    async def call() -> None:
+        async with http.post(url, data=frame, headers=headers) as response:
+            payload = await response.read()
+            if response.status != 200 or b"grpc-status:0" not in payload:
+                raise RuntimeError(f"gRPC-web call failed: {response.status} {payload[-80:]!r}")
+
+    return call
+
+
+async def main(calls: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        platform = await start_platform(Path(tmp))
+        token = ISSUER.token()
+        listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        settings = GatewaySettings(
+            listen=listen,
+            admin=admin,
+            control=(platform.address,),
+            data_dir=Path(tmp) / "gateway",
+            oidc_issuer=ISSUER.url,
+            access_log="/dev/null",
+        )
+        envoy = await asyncio.create_subprocess_exec(*envoy_argv(write_config(settings)))
+        try:
+            await wait_http_healthy(f"http://{admin}/ready")
+            async with insecure_channel(platform.address, token) as channel:
+                tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
+                version = (
+                    await tools.CreateToolVersion(
+                        ts.CreateToolVersionRequest(
+                            parent="tenants/default/tools/trivial",
+                            tool_version=load_tool_spec(TRIVIAL).version,
+                        )
+                    )
+                ).tool_version
+                runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
+                created = await runs.CreateRun(
+                    rs.CreateRunRequest(
+                        parent="tenants/default",
+                        run=rp.Run(tool_version=version.name, dev_session=True),
+                    )
+                )
+                run = created.run.name
+            direct = insecure_channel(platform.address, token)
+            through = insecure_channel(listen, token)
+            http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+            request = rs.GetRunRequest(name=run)
+            stubs = [rsg.RunServiceStub(direct), rsg.RunServiceStub(through)]
+
+            async def via_direct() -> None:
+                await stubs[0].GetRun(request)
+
+            async def via_envoy() -> None:
+                await stubs[1].GetRun(request)
+
+            arms: dict[str, Call] = {
+                "direct": via_direct,
+                "envoy grpc": via_envoy,
+                "envoy grpc-web": grpc_web_call(
+                    http, f"http://{listen}/flnet.api.control.v1.RunService/GetRun", run, token
+                ),
+            }
+            for call in arms.values():  # warm up every path
+                await timed(call, 200)
+            results: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+            for r in range(rounds):
+                for arm in ARMS if r % 2 == 0 else tuple(reversed(ARMS)):
+                    results[arm].append(await timed(arms[arm], calls))
+                    await platform.control.audit.flush()
+            await http.close()
+            await direct.close()
+            await through.close()
+        finally:
+            envoy.terminate()
+            await envoy.wait()
+            await platform.stop()
+    print(f"GetRun, {calls} sequential calls per arm and round, {rounds} rounds (ms)")
+    for r in range(rounds):
+        cells = "  ".join(
+            f"{arm} p50 {p(results[arm][r], 0.5):.3f} p99 {p(results[arm][r], 0.99):.3f}"
+            for arm in ARMS
+        )
+        print(f"round {r + 1}: {cells}")
+    for arm in ARMS[1:]:
+        ratios = [p(results[arm][r], 0.5) / p(results["direct"][r], 0.5) for r in range(rounds)]
+        print(
+            f"{arm:>14} / direct: p50 ratio median {statistics.median(ratios):.3f} "
+            f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.rounds))
