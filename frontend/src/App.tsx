@@ -75,17 +75,19 @@ function Header() {
         <Link to="/runs" className="brand">
           FLNet
         </Link>
-        <nav aria-label="Main" className="main-nav">
-          <ul>
-            {NAV.map(([to, label]) => (
-              <li key={to}>
-                <Link to={to} aria-current={active === to ? "page" : undefined}>
-                  {label}
-                </Link>
-              </li>
-            ))}
-          </ul>
-        </nav>
+        {user && (
+          <nav aria-label="Main" className="main-nav">
+            <ul>
+              {NAV.map(([to, label]) => (
+                <li key={to}>
+                  <Link to={to} aria-current={active === to ? "page" : undefined}>
+                    {label}
+                  </Link>
+                </li>
+              ))}
+            </ul>
+          </nav>
+        )}
         {user && (
           <div className="user" aria-label="Signed-in user" role="group">
             <span className="user-name">{user.name}</span>
@@ -129,11 +131,16 @@ function useFocusOnNavigate(): void {
       first.current = false;
       return;
     }
-    const t = setTimeout(() => {
+    // A page may swap its heading when its data arrives (loading → loaded): focus it again
+    // while focus has not gone anywhere else.
+    const focusHeading = (force: boolean) => {
+      const active = document.activeElement;
+      if (!force && active && active !== document.body && active.tagName !== "H1") return;
       const h = document.querySelector<HTMLElement>("main h1");
-      h?.focus({ preventScroll: true });
-    }, 0);
-    return () => clearTimeout(t);
+      if (h && h !== active) h.focus({ preventScroll: true });
+    };
+    const timers = [0, 250, 800, 2000].map((ms, i) => setTimeout(() => focusHeading(i === 0), ms));
+    return () => timers.forEach(clearTimeout);
   }, [pathname]);
 }
 

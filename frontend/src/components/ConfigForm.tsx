@@ -1,7 +1,7 @@
 // The configuration form generated from a tool version's JSON Schema: one labelled control
 // per property, its description as help text (aria-describedby), constraints summarised,
 // client-side and server-side errors next to the field (aria-invalid + aria-describedby).
-import type { ReactNode } from "react";
+import type { ChangeEvent, ReactNode } from "react";
 import {
   constraintSummary,
   typeLabel,
@@ -101,6 +101,15 @@ function Field({ field, value, errors, onChange, id, disabled }: FieldProps) {
     "aria-describedby": describedBy(field, errors, id),
     "aria-invalid": invalid || undefined,
   };
+  // What the select, the textarea and the text input have in common.
+  const text = {
+    id,
+    value: typeof value === "string" ? value : "",
+    onChange: (e: ChangeEvent<HTMLSelectElement | HTMLTextAreaElement | HTMLInputElement>) => onChange(e.target.value),
+    required: field.required,
+    disabled,
+    ...aria,
+  };
   let control: ReactNode;
   switch (field.kind) {
     case "boolean":
@@ -124,14 +133,7 @@ function Field({ field, value, errors, onChange, id, disabled }: FieldProps) {
       );
     case "enum":
       control = (
-        <select
-          id={id}
-          value={typeof value === "string" ? value : ""}
-          onChange={(e) => onChange(e.target.value)}
-          required={field.required}
-          disabled={disabled}
-          {...aria}
-        >
+        <select {...text}>
           {(!field.required || !field.hasDefault) && <option value="">{field.hasDefault ? "(default)" : "(not set)"}</option>}
           {(field.enumLabels ?? []).map((label, i) => (
             <option key={i} value={String(i)}>
@@ -144,34 +146,17 @@ function Field({ field, value, errors, onChange, id, disabled }: FieldProps) {
     case "array":
       return <ArrayField field={field} value={value} errors={errors} onChange={onChange} id={id} disabled={disabled} />;
     case "json":
-      control = (
-        <textarea
-          id={id}
-          value={typeof value === "string" ? value : ""}
-          onChange={(e) => onChange(e.target.value)}
-          rows={4}
-          spellCheck={false}
-          required={field.required}
-          disabled={disabled}
-          className="mono"
-          {...aria}
-        />
-      );
+      control = <textarea {...text} rows={4} spellCheck={false} className="mono" />;
       break;
     default:
       control = (
         <input
-          id={id}
+          {...text}
           type="text"
           inputMode={field.kind === "integer" ? "numeric" : field.kind === "number" ? "decimal" : undefined}
-          value={typeof value === "string" ? value : ""}
-          onChange={(e) => onChange(e.target.value)}
-          required={field.required}
-          disabled={disabled}
           autoComplete="off"
           spellCheck={false}
           placeholder={field.hasDefault && field.kind !== "string" ? `default ${String(field.default)}` : undefined}
-          {...aria}
         />
       );
   }

@@ -14,6 +14,12 @@ export type InputChoice =
   | { mode: "upload"; artifact?: UploadedArtifact; busy: boolean }
   | { mode: "existing"; artifact?: string };
 
+/** The two ways to give an input, as the radio buttons offer them. */
+const MODES: { mode: InputChoice["mode"]; label: string }[] = [
+  { mode: "upload", label: "Upload a file" },
+  { mode: "existing", label: "Use an existing artifact" },
+];
+
 const EXTENSIONS: Record<string, string> = {
   "text/csv": ".csv",
   "text/plain": ".txt",
@@ -113,6 +119,15 @@ export function InputPicker({ spec, choice, onChange, artifacts, error, idPrefix
     }
   };
 
+  // Back to uploading keeps a file already uploaded.
+  const chooseMode = (m: InputChoice["mode"]) =>
+    onChange(
+      m === "existing"
+        ? { mode: "existing" }
+        : status.kind === "done"
+          ? { mode: "upload", busy: false, artifact: status.artifact }
+          : { mode: "upload", busy: false },
+    );
   const candidates = (artifacts ?? []).filter((a) => a.direction === ArtifactDirection.INPUT);
   const describedBy = [`${id}-help`, error ? `${id}-error` : ""].filter(Boolean).join(" ");
   return (
@@ -129,26 +144,12 @@ export function InputPicker({ spec, choice, onChange, artifacts, error, idPrefix
         {spec.maxSizeBytes ? <span className="constraints">at most {formatBytes(spec.maxSizeBytes)}</span> : null}
       </p>
       <div className="radio-row" role="radiogroup" aria-label={`Source of ${spec.name}`}>
-        <div className="radio">
-          <input
-            type="radio"
-            id={`${id}-mode-upload`}
-            name={`${id}-mode`}
-            checked={mode === "upload"}
-            onChange={() => onChange(status.kind === "done" ? { mode: "upload", busy: false, artifact: status.artifact } : { mode: "upload", busy: false })}
-          />
-          <label htmlFor={`${id}-mode-upload`}>Upload a file</label>
-        </div>
-        <div className="radio">
-          <input
-            type="radio"
-            id={`${id}-mode-existing`}
-            name={`${id}-mode`}
-            checked={mode === "existing"}
-            onChange={() => onChange({ mode: "existing" })}
-          />
-          <label htmlFor={`${id}-mode-existing`}>Use an existing artifact</label>
-        </div>
+        {MODES.map((m) => (
+          <div className="radio" key={m.mode}>
+            <input type="radio" id={`${id}-mode-${m.mode}`} name={`${id}-mode`} checked={mode === m.mode} onChange={() => chooseMode(m.mode)} />
+            <label htmlFor={`${id}-mode-${m.mode}`}>{m.label}</label>
+          </div>
+        ))}
       </div>
       {mode === "upload" ? (
         <div className="field">

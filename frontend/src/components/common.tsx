@@ -1,4 +1,4 @@
-// Small shared views: loading, empty and error states, state badges, progress, dialogs.
+// Small shared views: loading, empty and error states, state badges, progress, dialogs, tables.
 import { Code } from "@connectrpc/connect";
 import { useEffect, useId, useRef, type ReactNode } from "react";
 import { session } from "../app-context";
@@ -188,5 +188,37 @@ export function TableWrap({ label, children }: { label: string; children: ReactN
     <div className="table-wrap" tabIndex={0} role="region" aria-label={`${label} table`}>
       {children}
     </div>
+  );
+}
+
+/** A data table in a labelled scroll region: a visually hidden caption (also the region's
+ * label), one `<th scope="col">` per column, and the body rows given as children. */
+export function DataTable({
+  caption,
+  columns,
+  className,
+  children,
+}: {
+  caption: string;
+  columns: readonly string[];
+  className?: string;
+  children: ReactNode;
+}) {
+  return (
+    <TableWrap label={caption}>
+      <table className={className}>
+        <caption className="visually-hidden">{caption}</caption>
+        <thead>
+          <tr>
+            {columns.map((c) => (
+              <th key={c} scope="col">
+                {c}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </TableWrap>
   );
 }

@@ -7,7 +7,7 @@ import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { api } from "../api/client";
 import { toProblem } from "../api/errors";
 import { ConfigForm } from "../components/ConfigForm";
-import { Digest, Empty, Loading, NotFoundView, PageTitle, ProblemView, StateBadge, TableWrap } from "../components/common";
+import { DataTable, Digest, Empty, Loading, NotFoundView, PageTitle, ProblemView, StateBadge } from "../components/common";
 import type { Run } from "../gen/flnet/api/control/v1/run_pb";
 import { getToolVersion } from "../lib/cache";
 import { ACTIVE_STATES, formatTime, isTerminal } from "../lib/format";
@@ -78,39 +78,25 @@ export function DevSessionsPage() {
       {list.error !== undefined && <ProblemView error={list.error} what="list development sessions" onRetry={list.reload} />}
       {list.data && sessions.length === 0 && <Empty>No development session is connected.</Empty>}
       {sessions.length > 0 && (
-        <TableWrap label="Connected development sessions">
-          <table>
-            <caption className="visually-hidden">Connected development sessions</caption>
-            <thead>
-              <tr>
-                <th scope="col">Session</th>
-                <th scope="col">Tool</th>
-                <th scope="col">State</th>
-                <th scope="col">Started</th>
-                <th scope="col">Developer</th>
-              </tr>
-            </thead>
-            <tbody>
-              {sessions.map((s) => (
-                <tr key={s.name}>
-                  <td>
-                    <Link to={`/dev-sessions/${encodeURIComponent(lastSegment(s.name))}`} className="mono">
-                      {lastSegment(s.name)}
-                    </Link>
-                  </td>
-                  <td>
-                    <Link to={toolPath(s.toolVersion)}>{toolVersionLabel(s.toolVersion)}</Link>
-                  </td>
-                  <td>
-                    <StateBadge state={s.state} />
-                  </td>
-                  <td>{formatTime(s.createTime)}</td>
-                  <td className="mono small">{s.creator}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <DataTable caption="Connected development sessions" columns={["Session", "Tool", "State", "Started", "Developer"]}>
+          {sessions.map((s) => (
+            <tr key={s.name}>
+              <td>
+                <Link to={`/dev-sessions/${encodeURIComponent(lastSegment(s.name))}`} className="mono">
+                  {lastSegment(s.name)}
+                </Link>
+              </td>
+              <td>
+                <Link to={toolPath(s.toolVersion)}>{toolVersionLabel(s.toolVersion)}</Link>
+              </td>
+              <td>
+                <StateBadge state={s.state} />
+              </td>
+              <td>{formatTime(s.createTime)}</td>
+              <td className="mono small">{s.creator}</td>
+            </tr>
+          ))}
+        </DataTable>
       )}
     </section>
   );

@@ -9,6 +9,7 @@ import { uuid4 } from "../auth/pkce";
 import { ConfigForm, fieldId } from "../components/ConfigForm";
 import { Empty, Loading, PageTitle, ProblemView } from "../components/common";
 import { InputPicker, chosenArtifact, type InputChoice } from "../components/InputPicker";
+import { ToolSelect } from "../components/ToolSelect";
 import type { ToolVersion } from "../gen/flnet/api/control/v1/tool_pb";
 import { listAllVersions } from "../lib/cache";
 import { parseToolId, runPath, toolName } from "../lib/names";
@@ -43,20 +44,13 @@ export function NewRunPage() {
         <span id="newrun-title">Submit a run</span>
       </PageTitle>
       <div className="filters" role="group" aria-label="Tool version">
-        <div className="tool">
-          <label htmlFor="newrun-tool">Tool</label>
-          <select id="newrun-tool" value={tool} onChange={(e) => setQuery({ tool: e.target.value, version: undefined })}>
-            <option value="">{tools.loading ? "Loading tools…" : "Choose a tool"}</option>
-            {(tools.data ?? []).map((t) => {
-              const id = parseToolId(t.name) ?? t.name;
-              return (
-                <option key={t.name} value={id}>
-                  {id}
-                </option>
-              );
-            })}
-          </select>
-        </div>
+        <ToolSelect
+          id="newrun-tool"
+          value={tool}
+          tools={tools.data}
+          noneLabel={tools.loading ? "Loading tools…" : "Choose a tool"}
+          onChange={(t) => setQuery({ tool: t, version: undefined })}
+        />
         <div className="tool">
           <label htmlFor="newrun-version">Version</label>
           <select

@@ -5,7 +5,7 @@ import { lazy, Suspense, useEffect, useMemo, useState, useSyncExternalStore, typ
 import { api } from "../api/client";
 import { toProblem } from "../api/errors";
 import { uuid4 } from "../auth/pkce";
-import { Dialog, Digest, Facts, Loading, NotFoundView, PageTitle, ProblemView, ProgressBar, StateBadge, TableWrap } from "../components/common";
+import { DataTable, Dialog, Digest, Facts, Loading, NotFoundView, PageTitle, ProblemView, ProgressBar, StateBadge } from "../components/common";
 import { LogView } from "../components/LogView";
 import { OutputsView } from "../components/Outputs";
 import { RunState } from "../gen/flnet/api/common/v1/lifecycle_pb";
@@ -452,63 +452,37 @@ function Provenance({ stream, run }: { stream: RunStream; run: Run }) {
       {run.inputs.length === 0 ? (
         <p className="empty">No inputs.</p>
       ) : (
-        <TableWrap label="Inputs">
-          <table>
-            <caption className="visually-hidden">Inputs</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Artifact</th>
-                <th scope="col">Size</th>
-                <th scope="col">sha256</th>
-              </tr>
-            </thead>
-            <tbody>
-              {run.inputs.map((i) => (
-                <tr key={i.name}>
-                  <td>{i.name}</td>
-                  <td className="mono small">{lastSegment(i.artifact)}</td>
-                  <td>{formatBytes(i.sizeBytes)}</td>
-                  <td>
-                    <Digest value={i.sha256} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <DataTable caption="Inputs" columns={["Name", "Artifact", "Size", "sha256"]}>
+          {run.inputs.map((i) => (
+            <tr key={i.name}>
+              <td>{i.name}</td>
+              <td className="mono small">{lastSegment(i.artifact)}</td>
+              <td>{formatBytes(i.sizeBytes)}</td>
+              <td>
+                <Digest value={i.sha256} />
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <h3>Outputs</h3>
       {outputs.length === 0 ? (
         <p className="empty">No outputs.</p>
       ) : (
-        <TableWrap label="Outputs with checksums">
-          <table>
-            <caption className="visually-hidden">Outputs with checksums</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Media type</th>
-                <th scope="col">Size</th>
-                <th scope="col">sha256</th>
-              </tr>
-            </thead>
-            <tbody>
-              {outputs.map((o) => (
-                <tr key={o.name}>
-                  <td>{o.outputName || o.filename}</td>
-                  <td>
-                    <code>{o.mediaType}</code>
-                  </td>
-                  <td>{formatBytes(o.sizeBytes)}</td>
-                  <td>
-                    <Digest value={o.sha256} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
+        <DataTable caption="Outputs with checksums" columns={["Name", "Media type", "Size", "sha256"]}>
+          {outputs.map((o) => (
+            <tr key={o.name}>
+              <td>{o.outputName || o.filename}</td>
+              <td>
+                <code>{o.mediaType}</code>
+              </td>
+              <td>{formatBytes(o.sizeBytes)}</td>
+              <td>
+                <Digest value={o.sha256} />
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <h3>Timeline</h3>
       <p>

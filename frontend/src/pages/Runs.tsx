@@ -5,12 +5,13 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { api } from "../api/client";
 import { isStreamRetryable } from "../api/errors";
-import { Empty, Loading, PageTitle, ProblemView, StateBadge, TableWrap } from "../components/common";
+import { DataTable, Empty, Loading, PageTitle, ProblemView, StateBadge } from "../components/common";
+import { ToolSelect } from "../components/ToolSelect";
 import { RunState } from "../gen/flnet/api/common/v1/lifecycle_pb";
 import type { Run } from "../gen/flnet/api/control/v1/run_pb";
 import { watchEvents } from "../lib/events";
 import { ACTIVE_STATES, ALL_STATES, formatTime, isoTime, isTerminal, stateName } from "../lib/format";
-import { lastSegment, parseToolId, runPath, toolName, toolPath, toolVersionLabel } from "../lib/names";
+import { lastSegment, runPath, toolName, toolPath, toolVersionLabel } from "../lib/names";
 import { useAsync, useDocumentTitle, useOnFocus } from "../lib/useAsync";
 import { Link, setQuery, useLocation } from "../router";
 
@@ -85,21 +86,7 @@ export function RunsPage() {
             ))}
           </select>
         </div>
-        <div className="tool">
-          <label htmlFor="runs-tool">Tool</label>
-          <select id="runs-tool" value={tool} onChange={(e) => onFilter({ state, tool: e.target.value })}>
-            <option value="">All tools</option>
-            {(tools.data ?? []).map((t) => {
-              const id = parseToolId(t.name) ?? t.name;
-              return (
-                <option key={t.name} value={id}>
-                  {id}
-                </option>
-              );
-            })}
-            {tool && !(tools.data ?? []).some((t) => parseToolId(t.name) === tool) && <option value={tool}>{tool}</option>}
-          </select>
-        </div>
+        <ToolSelect id="runs-tool" value={tool} tools={tools.data} noneLabel="All tools" onChange={(t) => onFilter({ state, tool: t })} keepUnlisted />
         <button type="button" className="secondary" onClick={list.reload}>
           Refresh
         </button>
@@ -147,56 +134,45 @@ export function RunsPage() {
 
 export function RunsTable({ runs, caption, showTool = true }: { runs: Run[]; caption: string; showTool?: boolean }) {
   return (
-    <TableWrap label={caption}>
-      <table className="runs">
-        <caption className="visually-hidden">{caption}</caption>
-        <thead>
-          <tr>
-            <th scope="col">Run</th>
-            {showTool && <th scope="col">Tool</th>}
-            <th scope="col">State</th>
-            <th scope="col">Progress</th>
-            <th scope="col">Created</th>
-            <th scope="col">Creator</th>
-          </tr>
-        </thead>
-        <tbody>
-          {runs.map((r) => (
-            <tr key={r.name}>
-              <td>
-                <Link to={runPath(r.name)} className="mono">
-                  {lastSegment(r.name)}
-                </Link>
-                {r.devSession && <span className="tag">dev session</span>}
-                {r.devSessionRun && <span className="tag">test</span>}
-                {r.reproduceOf && <span className="tag">reproduction</span>}
-              </td>
-              {showTool && (
-                <td>
-                  <Link to={toolPath(r.toolVersion)}>{toolVersionLabel(r.toolVersion)}</Link>
-                </td>
-              )}
-              <td>
-                <StateBadge state={r.state} />
-              </td>
-              <td>
-                {r.progress && !isTerminal(r.state) ? (
-                  <span title={r.progress.message}>{Math.round(r.progress.fraction * 100)}%</span>
-                ) : r.state === RunState.FINISHED ? (
-                  "100%"
-                ) : (
-                  "—"
-                )}
-              </td>
-              <td>
-                <time dateTime={isoTime(r.createTime)}>{formatTime(r.createTime)}</time>
-              </td>
-              <td className="mono small">{r.creator}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </TableWrap>
+    <DataTable
+      caption={caption}
+      className="runs"
+      columns={["Run", ...(showTool ? ["Tool"] : []), "State", "Progress", "Created", "Creator"]}
+    >
+      {runs.map((r) => (
+        <tr key={r.name}>
+          <td>
+            <Link to={runPath(r.name)} className="mono">
+              {lastSegment(r.name)}
+            </Link>
+            {r.devSession && <span className="tag">dev session</span>}
+            {r.devSessionRun && <span className="tag">test</span>}
+            {r.reproduceOf && <span className="tag">reproduction</span>}
+          </td>
+          {showTool && (
+            <td>
+              <Link to={toolPath(r.toolVersion)}>{toolVersionLabel(r.toolVersion)}</Link>
+            </td>
+          )}
+          <td>
+            <StateBadge state={r.state} />
+          </td>
+          <td>
+            {r.progress && !isTerminal(r.state) ? (
+              <span title={r.progress.message}>{Math.round(r.progress.fraction * 100)}%</span>
+            ) : r.state === RunState.FINISHED ? (
+              "100%"
+            ) : (
+              "—"
+            )}
+          </td>
+          <td>
+            <time dateTime={isoTime(r.createTime)}>{formatTime(r.createTime)}</time>
+          </td>
+          <td className="mono small">{r.creator}</td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 

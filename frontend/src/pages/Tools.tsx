@@ -4,7 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { useState, type ReactNode } from "react";
 import { api } from "../api/client";
 import { toProblem } from "../api/errors";
-import { Digest, Empty, Facts, Loading, NotFoundView, PageTitle, ProblemView, TableWrap } from "../components/common";
+import { DataTable, Digest, Empty, Facts, Loading, NotFoundView, PageTitle, ProblemView } from "../components/common";
 import type { IoSpec } from "../gen/flnet/api/common/v1/io_pb";
 import type { ToolVersion } from "../gen/flnet/api/control/v1/tool_pb";
 import { listAllVersions } from "../lib/cache";
@@ -34,38 +34,24 @@ export function ToolsPage() {
         </Empty>
       )}
       {tools.length > 0 && (
-        <TableWrap label="Tools">
-          <table>
-            <caption className="visually-hidden">Tools</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Kind</th>
-                <th scope="col">Versions</th>
-                <th scope="col">Description</th>
-                <th scope="col">Updated</th>
+        <DataTable caption="Tools" columns={["Name", "Kind", "Versions", "Description", "Updated"]}>
+          {tools.map((t) => {
+            const id = parseToolId(t.name) ?? t.name;
+            return (
+              <tr key={t.name}>
+                <td>
+                  <Link to={`/tools/${encodeURIComponent(id)}`}>{id}</Link>
+                </td>
+                <td>{t.kind || "—"}</td>
+                <td>{t.versions.join(", ") || "—"}</td>
+                <td className="desc">{t.description}</td>
+                <td>
+                  <time dateTime={isoTime(t.updateTime)}>{formatTime(t.updateTime)}</time>
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {tools.map((t) => {
-                const id = parseToolId(t.name) ?? t.name;
-                return (
-                  <tr key={t.name}>
-                    <td>
-                      <Link to={`/tools/${encodeURIComponent(id)}`}>{id}</Link>
-                    </td>
-                    <td>{t.kind || "—"}</td>
-                    <td>{t.versions.join(", ") || "—"}</td>
-                    <td className="desc">{t.description}</td>
-                    <td>
-                      <time dateTime={isoTime(t.updateTime)}>{formatTime(t.updateTime)}</time>
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </TableWrap>
+            );
+          })}
+        </DataTable>
       )}
       {(tokens.length > 1 || list.data?.nextPageToken) && (
         <nav className="pagination" aria-label="Pagination">
@@ -192,35 +178,20 @@ export function VersionDetails({ version: v }: { version: ToolVersion }) {
         {model.fields.length === 0 ? (
           <p className="empty">No configuration.</p>
         ) : (
-          <TableWrap label="Configuration settings">
-            <table>
-              <caption className="visually-hidden">Configuration settings</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Setting</th>
-                  <th scope="col">Type</th>
-                  <th scope="col">Required</th>
-                  <th scope="col">Default</th>
-                  <th scope="col">Constraints</th>
-                  <th scope="col">Description</th>
-                </tr>
-              </thead>
-              <tbody>
-                {model.fields.map((f) => (
-                  <tr key={f.key}>
-                    <td>
-                      <code>{f.key}</code>
-                    </td>
-                    <td>{typeLabel(f)}</td>
-                    <td>{f.required ? "yes" : "no"}</td>
-                    <td>{f.hasDefault ? <code>{displayValue(f.default)}</code> : "—"}</td>
-                    <td className="small">{constraintSummary({ ...f, hasDefault: false }) || "—"}</td>
-                    <td className="desc">{f.description ?? ""}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </TableWrap>
+          <DataTable caption="Configuration settings" columns={["Setting", "Type", "Required", "Default", "Constraints", "Description"]}>
+            {model.fields.map((f) => (
+              <tr key={f.key}>
+                <td>
+                  <code>{f.key}</code>
+                </td>
+                <td>{typeLabel(f)}</td>
+                <td>{f.required ? "yes" : "no"}</td>
+                <td>{f.hasDefault ? <code>{displayValue(f.default)}</code> : "—"}</td>
+                <td className="small">{constraintSummary({ ...f, hasDefault: false }) || "—"}</td>
+                <td className="desc">{f.description ?? ""}</td>
+              </tr>
+            ))}
+          </DataTable>
         )}
         {!model.additionalProperties && <p className="muted small">Settings not listed here are rejected.</p>}
         <details>
@@ -259,34 +230,20 @@ export function VersionDetails({ version: v }: { version: ToolVersion }) {
 function IoTable({ items, caption }: { items: IoSpec[]; caption: string }) {
   if (items.length === 0) return <p className="empty">None.</p>;
   return (
-    <TableWrap label={caption}>
-      <table>
-        <caption className="visually-hidden">{caption}</caption>
-        <thead>
-          <tr>
-            <th scope="col">Name</th>
-            <th scope="col">Media type</th>
-            <th scope="col">Required</th>
-            <th scope="col">Size limit</th>
-            <th scope="col">Description</th>
-          </tr>
-        </thead>
-        <tbody>
-          {items.map((i) => (
-            <tr key={i.name}>
-              <td>
-                <code>{i.name}</code>
-              </td>
-              <td>
-                <code>{i.mediaType}</code>
-              </td>
-              <td>{i.required ? "yes" : "no"}</td>
-              <td>{i.maxSizeBytes ? formatBytes(i.maxSizeBytes) : "platform default"}</td>
-              <td className="desc">{i.description}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </TableWrap>
+    <DataTable caption={caption} columns={["Name", "Media type", "Required", "Size limit", "Description"]}>
+      {items.map((i) => (
+        <tr key={i.name}>
+          <td>
+            <code>{i.name}</code>
+          </td>
+          <td>
+            <code>{i.mediaType}</code>
+          </td>
+          <td>{i.required ? "yes" : "no"}</td>
+          <td>{i.maxSizeBytes ? formatBytes(i.maxSizeBytes) : "platform default"}</td>
+          <td className="desc">{i.description}</td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
