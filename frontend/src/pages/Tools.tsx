@@ -213,7 +213,7 @@ export function VersionDetails({ version: v }: { version: ToolVersion }) {
         <h2 id="limits-title">Resources and timeouts</h2>
         <Facts
           items={[
-            ["CPU", v.resources?.cpuMillis ? `${Number(v.resources.cpuMillis) / 1000} cores` : "unlimited"],
+            ["CPU", v.resources?.cpuMillis ? cores(Number(v.resources.cpuMillis)) : "unlimited"],
             ["Memory", v.resources?.memoryBytes ? formatBytes(v.resources.memoryBytes) : "platform default"],
             ["Processes", v.resources?.pids ? String(v.resources.pids) : "platform default"],
             ["Deadline", formatDuration(v.timeouts?.deadline)],
@@ -246,4 +246,10 @@ function IoTable({ items, caption }: { items: IoSpec[]; caption: string }) {
       ))}
     </DataTable>
   );
+}
+
+/** A CPU limit in millicores, as people say it: "1 core", "2.5 cores". */
+function cores(millis: number): string {
+  const n = millis / 1000;
+  return `${n} ${n === 1 ? "core" : "cores"}`;
 }
