@@ -144,8 +144,14 @@ def test_a_running_run_is_cancelled_with_a_reason(
     run = str(json.loads(submitted.stdout)["name"]).rsplit("/", 1)[1]
     sign_in(page, stack, path=f"/runs/{run}")
     expect(page.get_by_text("RUNNING", exact=True).first).to_be_visible(timeout=30_000)
-    page.get_by_role("button", name="Cancel run").click()
+    # By keyboard: Enter opens the dialog, Escape closes it.
+    page.get_by_role("button", name="Cancel run").focus()
+    page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_label("Reason")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Cancel run").click()
     dialog.get_by_label("Reason").fill("wrong parameters")
     check_page(page, screens, "cancel-dialog")
     dialog.get_by_role("button", name="Confirm cancel").click()
