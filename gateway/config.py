@@ -116,6 +116,8 @@ def render_config(settings: GatewaySettings) -> str:
         not_built=NOT_BUILT,
         ui_config=json.dumps(ui_config),
         csp=CSP.format(issuer="" if own else f" {issuer_origin}"),
+        tls_cert=str(settings.tls_cert.resolve()) if settings.tls_cert else "",
+        tls_key=str(settings.tls_key.resolve()) if settings.tls_key else "",
     )
 
 

@@ -12,6 +12,8 @@ environment variables, falling back to defaults.
     --origins             FLNET_GATEWAY_ORIGINS            the listen address's own origins
     --max-request-bytes   FLNET_GATEWAY_MAX_REQUEST_BYTES  5 MiB (a 4 MiB upload chunk fits)
     --access-log          FLNET_GATEWAY_ACCESS_LOG         <data-dir>/logs/gateway-access.log
+    --tls-cert            FLNET_GATEWAY_TLS_CERT           none: plain HTTP. With --tls-key,
+    --tls-key             FLNET_GATEWAY_TLS_KEY            TLS (PEM files), HTTP/2 for browsers
     --data-dir            FLNET_DATA_DIR                   (required) where the rendered
                                                            configuration is written
     (identity)            FLNET_OIDC_ISSUER                required: the issuer the UI signs
@@ -61,6 +63,8 @@ class GatewaySettings:
     access_log: str = ""
     ui_client_id: str = UI_CLIENT_ID
     ui_scopes: str = UI_SCOPES
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         split_address(self.listen)
@@ -80,6 +84,15 @@ class GatewaySettings:
                 raise ValueError(f"an origin is scheme://host[:port], not {origin!r}")
         if self.max_request_bytes < 64 * 1024:
             raise ValueError("--max-request-bytes must be at least 65536")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def public_origins(self) -> tuple[str, ...]:
@@ -87,9 +100,10 @@ class GatewaySettings:
         if self.origins:
             return self.origins
         host, port = split_address(self.listen)
+        scheme = "https" if self.tls else "http"
         if host in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::"):
-            return (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
-        return (f"http://{host}:{port}",)
+            return (f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}")
+        return (f"{scheme}://{host}:{port}",)
 
     @property
     def issuer_prefix(self) -> str | None:
@@ -135,6 +149,8 @@ class GatewaySettings:
             default=int(env("FLNET_GATEWAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)),
         )
         parser.add_argument("--access-log", default=env("FLNET_GATEWAY_ACCESS_LOG", ""))
+        parser.add_argument("--tls-cert", type=Path, default=env("FLNET_GATEWAY_TLS_CERT"))
+        parser.add_argument("--tls-key", type=Path, default=env("FLNET_GATEWAY_TLS_KEY"))
         parser.add_argument("--data-dir", type=Path, default=env("FLNET_DATA_DIR"))
         args = parser.parse_args(list(argv))
         if args.data_dir is None:
@@ -152,6 +168,8 @@ class GatewaySettings:
                 max_request_bytes=args.max_request_bytes,
                 access_log=args.access_log,
                 ui_client_id=env("FLNET_UI_CLIENT_ID", UI_CLIENT_ID),
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
             )
         except ValueError as e:
             parser.error(str(e))

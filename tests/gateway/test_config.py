@@ -137,6 +137,8 @@ def test_an_external_issuer_is_not_routed_and_the_ui_may_call_it(tmp_path: Path)
         ({"oidc_issuer": "id.example"}, "FLNET_OIDC_ISSUER"),
         ({"origins": ("https://ui.example/app",)}, "scheme://host"),
         ({"max_request_bytes": 10}, "at least 65536"),
+        ({"tls_cert": Path("gateway.crt")}, "go together"),
+        ({"tls_cert": Path("/no/cert"), "tls_key": Path("/no/key")}, "does not exist"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_setting(

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import ipaddress
 import json
+import os
+import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -20,13 +25,17 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import insecure_channel
+from flnet.cli.stack import free_port
 from tests.stack import RunningStack, start_stack, wait_http_ok
 
 BEHAVE = Path(__file__).parent.parent / "fixtures" / "tools" / "behave"
@@ -284,3 +293,77 @@ def test_the_gateway_is_restarted_when_it_dies(stack: RunningStack) -> None:
     ).stdout.split()[0]
     subprocess.run(["kill", "-9", pid], check=True)
     wait_http_ok(f"{stack.ui}/config.json")
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "gateway.crt", directory / "gateway.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_with_tls_browsers_and_grpc_clients_get_http2(stack: RunningStack, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    gateway = subprocess.Popen(
+        [
+            sys.executable, "-m", "flnet.gateway", "--listen", listen, "--admin", admin,
+            "--control", stack.control, "--tls-cert", str(cert), "--tls-key", str(key),
+            "--data-dir", str(tmp_path), "--access-log", str(tmp_path / "access.log"),
+        ],
+        env={**os.environ, "FLNET_OIDC_ISSUER": stack.endpoints["oidc"]},
+    )  # fmt: skip
+    try:
+        wait_http_ok(f"http://{admin}/ready")
+        host, port = listen.split(":")
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        insecure.set_alpn_protocols(["h2", "http/1.1"])
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            insecure.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            assert tls.selected_alpn_protocol() == "h2"
+        insecure.set_alpn_protocols(["http/1.1"])
+        with urllib.request.urlopen(
+            f"https://{listen}/config.json", context=insecure, timeout=10
+        ) as response:
+            assert "max-age" in response.headers["strict-transport-security"]
+        listed = subprocess.run(
+            [GRPCURL, "-insecure", listen, "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "flnet.api.control.v1.RunService" in listed.stdout.split(), listed.stderr
+        plain = grpcurl(listen, "list")  # no TLS: refused
+        assert plain.returncode != 0
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
