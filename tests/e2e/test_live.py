@@ -1,6 +1,7 @@
 """The run page under load and under failure: 50,000 log lines streamed into an open page
 (measured: the longest main-thread task, the time to render the last line), and control-plane
-replicas killed while the page follows a run (its events must equal the stored history)."""
+replicas and the gateway killed while the page follows a run (its events must equal the stored
+history)."""
 
 from __future__ import annotations
 
@@ -135,12 +136,16 @@ def replicated(
         postgres.give_back(database)
 
 
-def kill_replica(stack: RunningStack, name: str) -> None:
-    """SIGKILL the replica `name` ("control", "control-2"); `flnet up` restarts it."""
+def kill_component(stack: RunningStack, name: str) -> None:
+    """SIGKILL the component `name` ("control", "control-2", "gateway"); `flnet up` restarts
+    it."""
     replicas = stack.endpoints["control"].removeprefix("ipv4:").split(",")
     address = replicas[0] if name == "control" else stack.endpoints[name]
+    pattern = f"flnet.control --listen {address}"
+    if name == "gateway":
+        pattern = f"envoy -c {stack.data}/gateway/envoy.yaml"
     found = subprocess.run(
-        ["pgrep", "-f", f"flnet.control --listen {address}"],
+        ["pgrep", "-f", pattern],
         capture_output=True,
         text=True,
         check=True,
@@ -149,7 +154,7 @@ def kill_replica(stack: RunningStack, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_run_page_follows_a_run_while_replicas_are_killed(
+def test_the_run_page_follows_a_run_while_replicas_and_the_gateway_are_killed(
     replicated: RunningStack, page: Page, screens: Screens
 ) -> None:
     replicated.flnet("tool", "register", str(BEHAVE))
@@ -158,10 +163,11 @@ def test_the_run_page_follows_a_run_while_replicas_are_killed(
     counter = page.get_by_test_id("events-count")
     expect(page.get_by_text("RUNNING", exact=True).first).to_be_visible(timeout=30_000)
     # Whichever replica serves the page's watch, one of the two kills breaks it; `flnet up`
-    # restarts each replica, so that the run and the page always have one to go to.
-    for replica in ("control", "control-2"):
+    # restarts each replica, so that the run and the page always have one to go to. Then the
+    # gateway itself dies and comes back.
+    for replica in ("control", "control-2", "gateway"):
         before = int(counter.inner_text().split()[0])
-        kill_replica(replicated, replica)
+        kill_component(replicated, replica)
         deadline = time.monotonic() + 30
         while int(counter.inner_text().split()[0]) <= before + 20:
             assert time.monotonic() < deadline, "the page stopped following the run"

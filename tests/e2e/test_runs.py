@@ -167,8 +167,17 @@ def test_the_runs_list_filters_by_state_and_another_tenant_sees_none(
 ) -> None:
     finished = json.loads(stack.flnet("-o", "json", "run", "submit", "behave").stdout)
     stack.flnet("run", "watch", str(finished["name"]))
+    running = json.loads(
+        stack.flnet(
+            "-o", "json", "run", "submit", "behave", "-c", "mode=sleep", "-c", "seconds=6"
+        ).stdout
+    )
     sign_in(page, stack, path="/runs")
     expect(page.get_by_role("table")).to_be_visible()
+    # The list follows its runs: the sleeping run's row turns FINISHED without a reload.
+    row = page.get_by_role("row").filter(has_text=str(running["name"]).rsplit("/", 1)[1])
+    expect(row).to_contain_text(re.compile("PENDING|INITIALIZED|STARTED|RUNNING"))
+    expect(row).to_contain_text("FINISHED", timeout=30_000)
     page.get_by_label("State").select_option(label="FINISHED")
     expect(page.get_by_role("row").nth(1)).to_contain_text("FINISHED")
     check_page(page, screens, "runs")
