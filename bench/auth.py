@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
+from bench.latency import report
 from bench.local_platform import ISSUER, start_platform
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
@@ -52,10 +52,6 @@ async def timed_calls(
         await stub.GetRun(request, metadata=tokens[n] if fresh_tokens else None)
         latencies.append(time.perf_counter() - start)
     return latencies
-
-
-def p(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
 
 
 async def main(calls: int, rounds: int) -> None:
@@ -116,19 +112,11 @@ async def main(calls: int, rounds: int) -> None:
             for server in servers:
                 await server.stop(0)
             await platform.stop()
-    print(f"GetRun, {calls} sequential calls per arm and round, {rounds} rounds (ms)")
-    for r in range(rounds):
-        cells = "  ".join(
-            f"{arm} p50 {p(results[arm][r], 0.5):.3f} p99 {p(results[arm][r], 0.99):.3f}"
-            for arm in ARMS
-        )
-        print(f"round {r + 1}: {cells}")
-    for arm in ARMS[1:]:
-        ratios = [p(results[arm][r], 0.5) / p(results["none"][r], 0.5) for r in range(rounds)]
-        print(
-            f"{arm:>11} / none: p50 ratio median {statistics.median(ratios):.3f} "
-            f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})"
-        )
+    report(
+        f"GetRun, {calls} sequential calls per arm and round, {rounds} rounds (ms)",
+        results,
+        "none",
+    )
 
 
 if __name__ == "__main__":

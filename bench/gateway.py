@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import struct
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.latency import report
 from bench.local_platform import ISSUER, start_platform
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
@@ -47,10 +47,6 @@ async def timed(call: Call, calls: int) -> list[float]:
         await call()
         latencies.append(time.perf_counter() - start)
     return latencies
-
-
-def p(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
 
 
 def grpc_web_call(http: aiohttp.ClientSession, url: str, run: str, token: str) -> Call:
@@ -138,19 +134,11 @@ async def main(calls: int, rounds: int) -> None:
             envoy.terminate()
             await envoy.wait()
             await platform.stop()
-    print(f"GetRun, {calls} sequential calls per arm and round, {rounds} rounds (ms)")
-    for r in range(rounds):
-        cells = "  ".join(
-            f"{arm} p50 {p(results[arm][r], 0.5):.3f} p99 {p(results[arm][r], 0.99):.3f}"
-            for arm in ARMS
-        )
-        print(f"round {r + 1}: {cells}")
-    for arm in ARMS[1:]:
-        ratios = [p(results[arm][r], 0.5) / p(results["direct"][r], 0.5) for r in range(rounds)]
-        print(
-            f"{arm:>14} / direct: p50 ratio median {statistics.median(ratios):.3f} "
-            f"(rounds {', '.join(f'{x:.3f}' for x in ratios)})"
-        )
+    report(
+        f"GetRun, {calls} sequential calls per arm and round, {rounds} rounds (ms)",
+        results,
+        "direct",
+    )
 
 
 if __name__ == "__main__":

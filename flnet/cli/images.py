@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def add_image_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds `image build-base` and `image build` to the `flnet` command line."""
+    """Adds `image build-base`, `image build` and `image build-gateway` to the `flnet`
+    command line."""
     image = subparsers.add_parser(
         "image", help="build the container images of tools (docker backend)"
     )
@@ -37,24 +38,27 @@ def add_image_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         help="build the image flnet/<tool>:<version> of the tool at TOOL_DIR (network off)",
     )
     s.add_argument("tool_dir", type=Path, metavar="TOOL_DIR", help="tool directory or tool.yaml")
-    s.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
-    s.add_argument("--base", help="base image (default flnet/base:bookworm)")
     s.add_argument(
         "--flnet-wheel",
         type=Path,
         help="flnet wheel to install (default: built from the repository flnet runs from)",
     )
-    _output_option(s)
+    _build_options(s)
     s.set_defaults(handler=build)
 
     s = actions.add_parser(
         "build-gateway",
         help="build the gateway image flnet/envoy:<envoy version> (the Envoy flnet up runs)",
     )
-    s.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
-    s.add_argument("--base", help="base image (default flnet/base:bookworm)")
-    _output_option(s)
+    _build_options(s)
     s.set_defaults(handler=build_gateway)
+
+
+def _build_options(parser: argparse.ArgumentParser) -> None:
+    """What every image built FROM the base image takes."""
+    parser.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
+    parser.add_argument("--base", help="base image (default flnet/base:bookworm)")
+    _output_option(parser)
 
 
 def _output_option(parser: argparse.ArgumentParser) -> None:
