@@ -145,9 +145,12 @@ def start_stack(data: Path, *args: str, env: dict[str, str] | None = None) -> Ru
             process.kill()
             raise AssertionError(f"flnet up did not start: {(data / 'up.log').read_text()}")
         time.sleep(0.1)
-    endpoints = json.loads(endpoints_file.read_text())
-    stack = RunningStack(data, endpoints, process, passwords)
-    stack.flnet("login", "--dev")
-    for user in passwords:  # now, outside any test's event loop
-        stack.token(user)
+    stack = RunningStack(data, json.loads(endpoints_file.read_text()), process, passwords)
+    try:
+        stack.flnet("login", "--dev")
+        for user in passwords:  # now, outside any test's event loop
+            stack.token(user)
+    except BaseException:
+        stack.stop()  # never a stack left behind by a fixture that failed
+        raise
     return stack
