@@ -78,7 +78,7 @@ class RunningStack:
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)  # its components with it
                 self.process.wait()
 
 
@@ -137,6 +137,7 @@ def start_stack(data: Path, *args: str, env: dict[str, str] | None = None) -> Ru
         stdin=subprocess.DEVNULL,
         text=True,
         env={**os.environ, **(env or {})},
+        start_new_session=True,  # a group of its own, which stop() can kill as a whole
     )
     endpoints_file = data / "endpoints.json"
     deadline = time.monotonic() + 90
