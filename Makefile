@@ -77,7 +77,7 @@ typecheck: venv
 	rm -rf .typecheck && mkdir -p .typecheck/flnet
 	for f in flnet/*; do ln -s "$(CURDIR)/$$f" .typecheck/flnet/; done
 	ln -s $(CURDIR)/generated/flnet/api .typecheck/flnet/api
-	for d in control orchestrator runtime gateway; do ln -s "$(CURDIR)/$$d" ".typecheck/flnet/$$d"; done
+	for d in control orchestrator runtime gateway issuer; do ln -s "$(CURDIR)/$$d" ".typecheck/flnet/$$d"; done
 	cd .typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file ../pyproject.toml flnet
 	MYPYPATH=.typecheck $(BIN)/mypy $$(ls -d examples bench tests 2>/dev/null)
 

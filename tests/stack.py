@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from flnet.cli.login import browser_login, scripted_browser
-from flnet.oidc.config import write_default_config
-from flnet.oidc.passwords import hash_secret
+from flnet.issuer.config import write_default_config
+from flnet.issuer.passwords import hash_secret
 
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
 OTHER_TENANT = "lab-b"

@@ -23,7 +23,7 @@ from flnet.channels import insecure_channel
 
 log = logging.getLogger("flnet.up")
 ENDPOINTS = "endpoints.json"
-# Written by the embedded issuer at its first start (flnet.oidc.config; not imported here,
+# Written by the embedded issuer at its first start (flnet.issuer.config; not imported here,
 # so that the CLI starts without the issuer's dependencies).
 DEV_CREDENTIALS = "dev-credentials.json"
 
@@ -131,7 +131,7 @@ class Stack:
     """The OIDC issuer, the orchestrator, the control plane and the gateway, wired to each
     other.
 
-    Identity: the embedded development issuer (`python -m flnet.oidc`, its configuration and
+    Identity: the embedded development issuer (`python -m flnet.issuer`, its configuration and
     generated secrets under <data-dir>/oidc), whose control-plane client the control plane
     uses towards the orchestrator. Its public URL is the gateway's `/oidc`, so that the UI,
     the API and sign-in share one origin; the servers fetch its keys directly. With
@@ -176,7 +176,7 @@ class Stack:
                 [
                     py,
                     "-m",
-                    "flnet.oidc",
+                    "flnet.issuer",
                     "--listen",
                     issuer_listen,
                     "--issuer",

@@ -16,7 +16,7 @@ from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.auth import AuthSettings
 from flnet.channels import insecure_channel
 from flnet.control.app import ControlApp
-from flnet.oidc import hash_secret
+from flnet.issuer import hash_secret
 from tests.access.issuers import CLIENTS, KINDS, Embedded, Jwks, Provider, TrustedIssuer
 from tests.conftest import control_settings
 from tests.interop.oidc_provider import require_node_modules

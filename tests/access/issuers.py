@@ -1,7 +1,7 @@
 """The issuers the platform's access tests run against, behind one interface:
 
 - "jwks": a minimal issuer (discovery + JWKS over HTTP; tests/auth/issuer.py), tokens minted;
-- "embedded": FLNet's own development issuer (flnet.oidc), tokens from its token endpoint;
+- "embedded": FLNet's own development issuer (flnet.issuer), tokens from its token endpoint;
 - "oidc-provider": panva's certified oidc-provider (npm), tokens from its token endpoint.
 
 Each has the same clients (CLIENTS) and hands out real tokens for them; `forge` signs any
@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from flnet.auth.local import USER_SCOPES
+from flnet.issuer import Issuer as EmbeddedIssuer
+from flnet.issuer import parse_config
 from flnet.oauth import http_session, token_request
-from flnet.oidc import Issuer as EmbeddedIssuer
-from flnet.oidc import parse_config
 from tests.auth.issuer import Issuer as JwksIssuer
 from tests.auth.issuer import IssuerKey, PrivateKey
 from tests.interop.oidc_provider import OidcProvider, ProviderClient
@@ -122,7 +122,7 @@ class Jwks:
 
 
 class Embedded:
-    """flnet.oidc.Issuer in this loop, configured with CLIENTS (client_credentials)."""
+    """flnet.issuer.Issuer in this loop, configured with CLIENTS (client_credentials)."""
 
     def __init__(self, data_dir: Path, hashes: Mapping[str, str]) -> None:
         config = {

@@ -217,7 +217,7 @@ def test_components_serve_alone(tmp_path: Path) -> None:
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     oidc = subprocess.Popen(
-        [sys.executable, "-m", "flnet.oidc", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "flnet.issuer", "--listen", f"127.0.0.1:{port}",
          "--data-dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

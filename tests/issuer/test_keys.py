@@ -11,9 +11,9 @@ from dataclasses import replace
 import aiohttp
 import jwt
 
-from flnet.oidc import Issuer, IssuerConfig
-from tests.oidc.conftest import SECRETS, Clock, StartIssuer
-from tests.oidc.helpers import client_credentials, jwks, verify
+from flnet.issuer import Issuer, IssuerConfig
+from tests.issuer.conftest import SECRETS, Clock, StartIssuer
+from tests.issuer.helpers import client_credentials, jwks, verify
 
 REPORTER = ("reporter", SECRETS["reporter"])
 
@@ -84,7 +84,7 @@ async def test_a_rotation_by_another_process_reaches_the_running_issuer(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "flnet.oidc",
+        "flnet.issuer",
         "--data-dir",
         str(data_dir),
         "--config",

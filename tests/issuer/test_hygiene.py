@@ -9,9 +9,9 @@ import sys
 import aiohttp
 import pytest
 
-from flnet.oidc import Issuer
-from tests.oidc.conftest import PASSWORDS, SECRETS
-from tests.oidc.helpers import (
+from flnet.issuer import Issuer
+from tests.issuer.conftest import PASSWORDS, SECRETS
+from tests.issuer.helpers import (
     authorize,
     client_credentials,
     exchange,
@@ -55,7 +55,7 @@ async def test_tokens_codes_and_secrets_are_never_logged(
 def test_the_runtime_does_not_import_the_issuer() -> None:
     code = (
         "import sys, flnet.runtime; "
-        "bad = [m for m in sys.modules if m.startswith(('flnet.oidc', 'aiohttp', 'joserfc'))]; "
+        "bad = [m for m in sys.modules if m.startswith(('flnet.issuer', 'aiohttp', 'joserfc'))]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from flnet.oidc import Issuer
-from tests.oidc.conftest import PASSWORDS, SECRETS, StartIssuer
-from tests.oidc.helpers import refresh, token_request, user_tokens, verify
+from flnet.issuer import Issuer
+from tests.issuer.conftest import PASSWORDS, SECRETS, StartIssuer
+from tests.issuer.helpers import refresh, token_request, user_tokens, verify
 
 
 async def test_a_refresh_returns_new_tokens_and_a_new_refresh_token(

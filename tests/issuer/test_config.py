@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import yaml
 
-from flnet.oidc import (
+from flnet.issuer import (
     ConfigError,
     hash_secret,
     load_config,
@@ -22,8 +22,8 @@ from flnet.oidc import (
     verify_secret,
     write_default_config,
 )
-from tests.oidc.conftest import StartIssuer, config_data
-from tests.oidc.helpers import client_credentials, user_tokens, verify
+from tests.issuer.conftest import StartIssuer, config_data
+from tests.issuer.helpers import client_credentials, user_tokens, verify
 
 
 def test_the_default_config_is_documented_valid_and_private(tmp_path: Path) -> None:

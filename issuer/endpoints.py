@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from aiohttp import web
 from multidict import MultiMapping
 
-from flnet.oidc.errors import InvalidClient, OAuthError, RedirectedError, UntrustedRequest
-from flnet.oidc.grants import Provider, with_query
-from flnet.oidc.keys import KeyStore
-from flnet.oidc.login_page import SECURITY_HEADERS, error_page, login_form
+from flnet.issuer.errors import InvalidClient, OAuthError, RedirectedError, UntrustedRequest
+from flnet.issuer.grants import Provider, with_query
+from flnet.issuer.keys import KeyStore
+from flnet.issuer.login_page import SECURITY_HEADERS, error_page, login_form
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import jwt
 
+from flnet.issuer import Issuer
 from flnet.oauth import basic_authorization
-from flnet.oidc import Issuer
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

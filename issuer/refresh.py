@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from flnet.oidc.errors import OAuthError
-from flnet.oidc.files import write_private
-from flnet.oidc.keys import Clock
+from flnet.issuer.errors import OAuthError
+from flnet.issuer.files import write_private
+from flnet.issuer.keys import Clock
 
 log = logging.getLogger(__name__)
 

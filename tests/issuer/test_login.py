@@ -24,10 +24,10 @@ from flnet.cli.login import (
     resolve_issuer,
     save_credentials,
 )
+from flnet.issuer import Issuer
 from flnet.oauth import LoginError
-from flnet.oidc import Issuer
-from tests.oidc.conftest import PASSWORDS, SECRETS
-from tests.oidc.helpers import csrf_token, refresh, verify
+from tests.issuer.conftest import PASSWORDS, SECRETS
+from tests.issuer.helpers import csrf_token, refresh, verify
 
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from flnet.oidc import Issuer
-from tests.oidc.conftest import PASSWORDS
-from tests.oidc.helpers import scopes, user_tokens, verify
+from flnet.issuer import Issuer
+from tests.issuer.conftest import PASSWORDS
+from tests.issuer.helpers import scopes, user_tokens, verify
 
 EVERYTHING = "runs:read runs:write tools:read tools:write artifacts:read admin"
 

@@ -7,11 +7,11 @@ FLNET_OIDC_ISSUER at a real provider instead; nothing else changes.
     port = await issuer.start("127.0.0.1:0")   # issuer.url, issuer.rotate_keys()
     await issuer.stop()
 
-`python -m flnet.oidc` runs it as a process (see __main__.py).
+`python -m flnet.issuer` runs it as a process (see __main__.py).
 """
 
-from flnet.oidc.app import Issuer, issuer_dir, load_or_create_config
-from flnet.oidc.config import (
+from flnet.issuer.app import Issuer, issuer_dir, load_or_create_config
+from flnet.issuer.config import (
     DEFAULT_ROLES,
     FLNET_SCOPES,
     ConfigError,
@@ -21,8 +21,8 @@ from flnet.oidc.config import (
     parse_config,
     write_default_config,
 )
-from flnet.oidc.keys import KeyStore
-from flnet.oidc.passwords import hash_secret, verify_secret
+from flnet.issuer.keys import KeyStore
+from flnet.issuer.passwords import hash_secret, verify_secret
 
 __all__ = [
     "DEFAULT_ROLES",

@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from flnet.oidc.config import IssuerConfig, load_config, write_default_config
-from flnet.oidc.endpoints import Endpoints
-from flnet.oidc.grants import Provider
-from flnet.oidc.keys import Clock, KeyStore
-from flnet.oidc.refresh import RefreshTokenStore
-from flnet.oidc.tokens import CLOCK_SKEW, TokenMinter
+from flnet.issuer.config import IssuerConfig, load_config, write_default_config
+from flnet.issuer.endpoints import Endpoints
+from flnet.issuer.grants import Provider
+from flnet.issuer.keys import Clock, KeyStore
+from flnet.issuer.refresh import RefreshTokenStore
+from flnet.issuer.tokens import CLOCK_SKEW, TokenMinter
 
-log = logging.getLogger("flnet.oidc")
+log = logging.getLogger("flnet.issuer")
 
 CONFIG_FILE = "issuer.yaml"
 _MAX_BODY = 64 * 1024
@@ -117,7 +117,7 @@ class Issuer:
         runner = web.AppRunner(
             app,
             access_log_class=_AccessLogger,
-            access_log=logging.getLogger("flnet.oidc.access"),
+            access_log=logging.getLogger("flnet.issuer.access"),
             shutdown_timeout=5.0,
         )
         await runner.setup()

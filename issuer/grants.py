@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from flnet.oidc.config import (
+from flnet.issuer.config import (
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
     GRANT_TYPES,
@@ -34,12 +34,12 @@ from flnet.oidc.config import (
     IssuerConfig,
     User,
 )
-from flnet.oidc.errors import InvalidClient, OAuthError, RedirectedError, UntrustedRequest
-from flnet.oidc.keys import Clock
-from flnet.oidc.passwords import dummy_hash, verify_secret
-from flnet.oidc.refresh import RefreshTokenStore
-from flnet.oidc.sessions import AuthorizationCode, ExpiringStore, PendingLogin
-from flnet.oidc.tokens import Grant, TokenMinter, ordered_scopes
+from flnet.issuer.errors import InvalidClient, OAuthError, RedirectedError, UntrustedRequest
+from flnet.issuer.keys import Clock
+from flnet.issuer.passwords import dummy_hash, verify_secret
+from flnet.issuer.refresh import RefreshTokenStore
+from flnet.issuer.sessions import AuthorizationCode, ExpiringStore, PendingLogin
+from flnet.issuer.tokens import Grant, TokenMinter, ordered_scopes
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from flnet.oidc import Issuer, IssuerConfig, hash_secret, parse_config
+from flnet.issuer import Issuer, IssuerConfig, hash_secret, parse_config
 
 PASSWORDS = {
     "admin": "admin-password",

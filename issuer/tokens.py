@@ -17,8 +17,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
 
-from flnet.oidc.config import SUPPORTED_SCOPES, IssuerConfig, User
-from flnet.oidc.keys import Clock, KeyStore
+from flnet.issuer.config import SUPPORTED_SCOPES, IssuerConfig, User
+from flnet.issuer.keys import Clock, KeyStore
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 CLOCK_SKEW = 30

@@ -4,7 +4,7 @@ Layout: `<kid>.pem` (private key, 0600) per key and `keys.json`, the manifest: w
 (`active`) and, for each retired key, until when it stays published in the JWKS
 (`publish_until`: its retirement plus the longest token lifetime, so that every token it
 signed can still be verified). `rotate()` generates a new signing key, retires the previous
-one and deletes keys no longer published. Another process may rotate (`python -m flnet.oidc
+one and deletes keys no longer published. Another process may rotate (`python -m flnet.issuer
 --rotate-keys`): a running issuer notices the changed manifest on its next use (`refresh()`).
 The key id is the key's RFC 7638 thumbprint.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from joserfc.jwk import ECKey, KeyParameters, KeySet, RSAKey
 
-from flnet.oidc.files import private_dir, write_private
+from flnet.issuer.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 

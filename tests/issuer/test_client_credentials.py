@@ -8,10 +8,10 @@ from dataclasses import replace
 import aiohttp
 import jwt
 
+from flnet.issuer import Issuer, IssuerConfig
 from flnet.oauth import basic_authorization
-from flnet.oidc import Issuer, IssuerConfig
-from tests.oidc.conftest import SECRETS, StartIssuer
-from tests.oidc.helpers import client_credentials, token_request, verify
+from tests.issuer.conftest import SECRETS, StartIssuer
+from tests.issuer.helpers import client_credentials, token_request, verify
 
 REPORTER = ("reporter", SECRETS["reporter"])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import jwt
 
-from flnet.oidc import Issuer
-from tests.oidc.conftest import SECRETS, StartIssuer
-from tests.oidc.helpers import client_credentials, jwks, verify
+from flnet.issuer import Issuer
+from tests.issuer.conftest import SECRETS, StartIssuer
+from tests.issuer.helpers import client_credentials, jwks, verify
 
 
 async def test_discovery_document_names_every_endpoint_and_capability(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import aiohttp
 import jwt
 
-from flnet.oidc import Issuer
-from tests.oidc.conftest import PASSWORDS, SECRETS, WEB_REDIRECT, Clock
-from tests.oidc.helpers import (
+from flnet.issuer import Issuer
+from tests.issuer.conftest import PASSWORDS, SECRETS, WEB_REDIRECT, Clock
+from tests.issuer.helpers import (
     authorize,
     csrf_token,
     exchange,

@@ -1,10 +1,10 @@
-"""`python -m flnet.oidc`: run the development OIDC issuer until SIGTERM/SIGINT.
+"""`python -m flnet.issuer`: run the development OIDC issuer until SIGTERM/SIGINT.
 
 Usage:
-    python -m flnet.oidc --listen 127.0.0.1:0 --data-dir DIR [--config FILE] [--port-file F]
-    python -m flnet.oidc --data-dir DIR --rotate-keys   # new signing key; a running issuer
+    python -m flnet.issuer --listen 127.0.0.1:0 --data-dir DIR [--config FILE] [--port-file F]
+    python -m flnet.issuer --data-dir DIR --rotate-keys   # new signing key; a running issuer
                                                         # picks it up on its next request
-    python -m flnet.oidc --hash-secret < secret         # a password_hash / secret_hash
+    python -m flnet.issuer --hash-secret < secret         # a password_hash / secret_hash
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import sys
 from pathlib import Path
 
 from flnet.datadir import default_data_dir
-from flnet.oidc.app import Issuer, issuer_dir, load_or_create_config
-from flnet.oidc.config import ConfigError
-from flnet.oidc.files import write_private
-from flnet.oidc.keys import KeyStore
-from flnet.oidc.passwords import hash_secret
-from flnet.oidc.tokens import CLOCK_SKEW
+from flnet.issuer.app import Issuer, issuer_dir, load_or_create_config
+from flnet.issuer.config import ConfigError
+from flnet.issuer.files import write_private
+from flnet.issuer.keys import KeyStore
+from flnet.issuer.passwords import hash_secret
+from flnet.issuer.tokens import CLOCK_SKEW
 from flnet.serving import run_until_signalled
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m flnet.oidc", description=(__doc__ or "").splitlines()[0]
+        prog="python -m flnet.issuer", description=(__doc__ or "").splitlines()[0]
     )
     p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free)")
     p.add_argument("--data-dir", type=Path, help="default $FLNET_DATA_DIR")

@@ -1,4 +1,4 @@
-"""`python -m flnet.oidc` as a process: serves on a free port, stops cleanly on SIGTERM,
+"""`python -m flnet.issuer` as a process: serves on a free port, stops cleanly on SIGTERM,
 keeps its keys across restarts, logs no secrets."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import jwt
 
-from flnet.oidc import verify_secret
+from flnet.issuer import verify_secret
 
 
 async def start(data: Path, port_file: Path) -> asyncio.subprocess.Process:
@@ -21,7 +21,7 @@ async def start(data: Path, port_file: Path) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "flnet.oidc",
+        "flnet.issuer",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -80,7 +80,7 @@ async def test_hash_secret_reads_stdin(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "flnet.oidc",
+        "flnet.issuer",
         "--hash-secret",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

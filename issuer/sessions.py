@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from flnet.oidc.keys import Clock
+from flnet.issuer.keys import Clock
 
 
 @dataclass

@@ -20,7 +20,7 @@ The format, as `write_default_config` writes it (durations in seconds):
       auditor: [runs:read, tools:read, artifacts:read, audit:read]
     users:
       admin:
-        password_hash: "scrypt$..."   # python -m flnet.oidc --hash-secret < password
+        password_hash: "scrypt$..."   # python -m flnet.issuer --hash-secret < password
         tenant: default
         roles: [admin]
         name: Administrator           # optional; also `email`, `subject` (default: user name)
@@ -53,8 +53,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from flnet.oidc.files import write_private
-from flnet.oidc.passwords import hash_secret, is_secret_hash, random_secret
+from flnet.issuer.files import write_private
+from flnet.issuer.passwords import hash_secret, is_secret_hash, random_secret
 
 # The scopes FLNet's services understand (DESIGN §5; `audit:read` lists the audit log), and
 # the OpenID Connect ones.
@@ -276,7 +276,9 @@ def _user(
     _no_unknown_keys(fields, _USER_KEYS, where)
     password_hash = _string(fields.get("password_hash"), f"{where}.password_hash")
     if not is_secret_hash(password_hash):
-        raise ConfigError(f"{where}.password_hash: not a hash (python -m flnet.oidc --hash-secret)")
+        raise ConfigError(
+            f"{where}.password_hash: not a hash (python -m flnet.issuer --hash-secret)"
+        )
     tenant = _tenant(fields.get("tenant"), tenants, f"{where}.tenant")
     user_roles = _roles(fields.get("roles", []), roles, f"{where}.roles")
     optional = {
@@ -300,7 +302,7 @@ def _client(
         secret_hash = _string(fields["secret_hash"], f"{where}.secret_hash")
         if not is_secret_hash(secret_hash):
             raise ConfigError(
-                f"{where}.secret_hash: not a hash (python -m flnet.oidc --hash-secret)"
+                f"{where}.secret_hash: not a hash (python -m flnet.issuer --hash-secret)"
             )
     grant_types = frozenset(_strings(fields.get("grant_types"), f"{where}.grant_types"))
     if not grant_types or not grant_types <= set(GRANT_TYPES):
@@ -419,8 +421,8 @@ class DevCredentials:
 DEV_CREDENTIALS_FILE = "dev-credentials.json"
 
 _DEFAULT_CONFIG = """\
-# FLNet development OIDC issuer (python -m flnet.oidc). Durations in seconds.
-# Hashes come from `python -m flnet.oidc --hash-secret` (reads the secret on stdin).
+# FLNet development OIDC issuer (python -m flnet.issuer). Durations in seconds.
+# Hashes come from `python -m flnet.issuer --hash-secret` (reads the secret on stdin).
 # The plain secrets of this generated file are in {credentials_file} (mode 0600).
 
 issuer: ""                 # public URL; empty: http://<listen address>
