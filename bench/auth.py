@@ -30,10 +30,10 @@ from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
-from flnet.cli.toolspec import load_tool_spec
 from flnet.control.services.run_service import RunService
 from flnet.interceptors import ErrorMapper
 from flnet.serving import Server
+from flnet.toolspec import load_tool_spec
 
 TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 RUN_SERVICE = rs.DESCRIPTOR.services_by_name["RunService"].full_name

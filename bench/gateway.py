@@ -30,10 +30,10 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
 from flnet.cli.stack import free_port, wait_http_healthy
-from flnet.cli.toolspec import load_tool_spec
 from flnet.gateway import GatewaySettings
 from flnet.gateway.__main__ import envoy_argv
 from flnet.gateway.config import write_config
+from flnet.toolspec import load_tool_spec
 
 TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 ARMS = ("direct", "envoy grpc", "envoy grpc-web")

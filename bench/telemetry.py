@@ -42,7 +42,7 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.channels import CLIENT_OPTIONS, SERVER_OPTIONS, insecure_channel
-from flnet.cli.toolspec import load_tool_spec
+from flnet.toolspec import load_tool_spec
 
 # bench.local_platform (all of the control plane) is imported where the platform starts, not
 # here: the baseline client and the watcher run this module in processes of their own, started

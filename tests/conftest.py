@@ -23,9 +23,9 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.channels import insecure_channel
-from flnet.cli.toolspec import load_tool_spec
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
+from flnet.toolspec import load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.identity import IDENTITY, served_issuer
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
-from flnet.cli.client import FlnetClient
 from flnet.cli.login import access_token, dev_login, save_credentials
 from flnet.cli.stack import Stack, run_stack
+from flnet.client import FlnetClient
 
 
 async def run_demo(args: argparse.Namespace) -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from flnet.cli import render
-from flnet.cli.client import FlnetClient
-from flnet.cli.toolspec import load_tool_spec
+from flnet.client import FlnetClient
 from flnet.runtime import EngineConfig, run_engine
+from flnet.toolspec import load_tool_spec
 
 
 async def connect(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flnet.cli import render
-from flnet.cli.toolspec import load_tool_spec
+from flnet.toolspec import load_tool_spec
 
 if TYPE_CHECKING:
     from flnet.images import BuiltImage

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from flnet.cli import render
 from flnet.cli.stack import DEV_CREDENTIALS, StackNotRunning, read_endpoints
+from flnet.client.tokens import unverified_claims
 from flnet.oauth import LoginError, TokenError, discover, http_session, token_request
 
 if TYPE_CHECKING:
@@ -83,17 +84,6 @@ class Credentials:
     def claims(self) -> dict[str, Any]:
         """The access token's claims, unverified (for display only; {} if it is opaque)."""
         return unverified_claims(self.access_token)
-
-
-def unverified_claims(token: str) -> dict[str, Any]:
-    """A JWT's claims read without verification ({} if it is not a JWT): for display and for
-    naming resources only; the servers verify."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
 
 
 def credentials_path(data_dir: Path) -> Path:

@@ -18,13 +18,13 @@ import grpc
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
-from flnet.cli.client import FlnetClient, compare_outputs
 from flnet.cli.images import add_image_commands
 from flnet.cli.login import access_token, add_login_command
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
-from flnet.cli.toolspec import ToolSpecError
+from flnet.client import FlnetClient, compare_outputs
 from flnet.datadir import default_data_dir
 from flnet.oauth import LoginError
+from flnet.toolspec import ToolSpecError
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 

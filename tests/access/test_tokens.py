@@ -17,7 +17,7 @@ import pytest
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.cli.toolspec import load_tool_spec
+from flnet.toolspec import load_tool_spec
 from tests.access.conftest import REFRESH_INTERVAL, Guarded
 from tests.access.issuers import TrustedIssuer, forge, other_key, public_pem
 from tests.auth.issuer import b64, bearer

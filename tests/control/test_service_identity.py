@@ -11,7 +11,7 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
-from flnet.cli.client import compare_outputs, tenant_of
+from flnet.client import compare_outputs, tenant_of
 from flnet.control.app import ControlApp
 from flnet.control.orchestration import CREDENTIAL_FAILED
 from flnet.control.settings import ControlSettings

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.cli.toolspec import load_tool_spec
+from flnet.toolspec import load_tool_spec
 from tests.conftest import FIXTURES, TENANT, Clients
 from tests.status import reason, violations
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from flnet import images
-from flnet.cli.toolspec import load_tool_spec
+from flnet.toolspec import load_tool_spec
 from tests.conftest import EXAMPLES
 from tests.docker_env import docker, require_base_image, require_docker
 

@@ -12,9 +12,9 @@ import grpc
 import pytest
 
 from flnet import images
-from flnet.cli.client import FlnetClient
-from flnet.cli.toolspec import ToolSpecError
+from flnet.client import FlnetClient
 from flnet.control.app import ControlApp
+from flnet.toolspec import ToolSpecError
 from tests.conftest import FIXTURES
 from tests.docker_env import docker
 from tests.identity import IDENTITY

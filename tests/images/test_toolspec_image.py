@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from flnet.api.control.v1 import tool_pb2 as tp
-from flnet.cli.toolspec import ToolSpecError, load_tool_spec
 from flnet.control.tools import prepare_tool_version
+from flnet.toolspec import ToolSpecError, load_tool_spec
 from tests.conftest import EXAMPLES
 
 DIGEST = "sha256:" + "ab" * 32

@@ -21,9 +21,9 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.cli.toolspec import load_tool_spec
 from flnet.control.app import ControlApp
 from flnet.orchestrator.app import OrchestratorApp
+from flnet.toolspec import load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.conftest import (
     FIXTURES,

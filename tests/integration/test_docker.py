@@ -23,8 +23,8 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.cli.stack import free_port, wait_healthy
-from flnet.cli.toolspec import load_tool_spec
 from flnet.orchestrator.app import OrchestratorApp
+from flnet.toolspec import load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.conftest import TENANT, clients_for, control_app, control_settings
 from tests.docker_env import require_base_image

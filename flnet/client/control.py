@@ -25,9 +25,10 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import CHUNK_BYTES, TokenSource, insecure_channel
-from flnet.cli.login import unverified_claims
-from flnet.cli.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 from flnet.structs import dict_to_struct
+from flnet.toolspec import ToolSpec, ToolSpecError, load_tool_spec
+
+from .tokens import unverified_claims
 
 
 class FlnetClient:
@@ -85,7 +86,8 @@ class FlnetClient:
                 f'tool {spec.name} names no image build context: add `image: {{build: "."}}` '
                 "to its tool.yaml"
             )
-        from flnet.images import ImageError, build_tool_image
+        # Image builds need the platform's Docker client (aiodocker): loaded only for them.
+        from flnet.images import ImageError, build_tool_image  # noqa: PLC0415
 
         try:
             built = await build_tool_image(
