@@ -111,6 +111,11 @@ async def run_demo(args: argparse.Namespace) -> int:
             render.console.print("the stack keeps running; Ctrl-C stops it")
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
+        elif text:
+            render.console.print(
+                f"the stack stops now: `flnet --data-dir {data_dir} up` serves this run again "
+                "(at the address it prints)"
+            )
         return 0
     finally:
         runner.cancel()
