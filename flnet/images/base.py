@@ -21,33 +21,31 @@ from typing import Any
 import aiodocker
 
 from .engine import (
-    _BUILD_TIMEOUT,
-    _DEBIAN_ARCH,
-    _PATH,
+    BUILD_TIMEOUT,
     CONTEXT_EPOCH,
+    DEBIAN_ARCH,
+    IMAGE_PATH,
     LABEL,
     BuiltImage,
     ImageError,
     Progress,
-    _inspect,
-    _locked,
-    _quiet,
-    _remove_tree,
-    _run,
-    _sha256_file,
-    _source_date_epoch,
-    _unmount_all,
-    _write_atomic,
     cache_dir,
     docker_client,
+    inspect_image,
+    locked,
+    quiet,
+    remove_tree,
+    run_command,
+    sha256_file,
+    source_date_epoch,
+    unmount_all,
+    write_atomic,
 )
 
 BASE_IMAGE = "flnet/base:bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
-
-# ------------------------------------------------------------------------------ base image
 
 
 async def build_base(
@@ -63,17 +61,17 @@ async def build_base(
     (unless `force`); loads it from the cached rootfs tarball when there is one (seconds);
     else runs debootstrap first (about a minute; root and network needed) and caches the
     result. Concurrent calls wait for each other through a lock file in the cache."""
-    say = progress or _quiet
+    say = progress or quiet
     async with docker_client() as docker:
-        if not force and (info := await _inspect(docker, reference)) is not None:
+        if not force and (info := await inspect_image(docker, reference)) is not None:
             return BuiltImage(reference, info["Id"], int(info.get("Size", 0)), built=False)
         root = cache or cache_dir()
-        async with _locked(root / "base.lock"):
-            if not force and (info := await _inspect(docker, reference)) is not None:
+        async with locked(root / "base.lock"):
+            if not force and (info := await inspect_image(docker, reference)) is not None:
                 return BuiltImage(reference, info["Id"], int(info.get("Size", 0)), built=False)
             layer, meta = await _base_layer(root / "base", suite, mirror, say)
             digest = await _load_base(docker, reference, layer, meta, say)
-            info = await _inspect(docker, digest)
+            info = await inspect_image(docker, digest)
             if info is None:
                 raise ImageError(f"{reference} vanished right after it was loaded")
             return BuiltImage(reference, digest, int(info.get("Size", 0)))
@@ -81,7 +79,7 @@ async def build_base(
 
 def base_layer_path(suite: str = DEBIAN_SUITE, cache: Path | None = None) -> Path:
     """Where the rootfs tarball of the base image is cached (it may not exist)."""
-    arch = _DEBIAN_ARCH.get(os.uname().machine)
+    arch = DEBIAN_ARCH.get(os.uname().machine)
     if arch is None:
         raise ImageError(f"no Debian architecture known for machine {os.uname().machine}")
     return (cache or cache_dir()) / "base" / f"debian-{suite}-{arch}.tar"
@@ -92,7 +90,7 @@ async def _base_layer(
 ) -> tuple[Path, dict[str, Any]]:
     """The cached rootfs tarball and its metadata, made by debootstrap when missing."""
     layer = base_layer_path(suite, where.parent)
-    arch = _DEBIAN_ARCH[os.uname().machine]
+    arch = DEBIAN_ARCH[os.uname().machine]
     meta_path = layer.with_suffix(".json")
     if layer.is_file() and meta_path.is_file():
         meta: dict[str, Any] = json.loads(meta_path.read_text())
@@ -109,7 +107,7 @@ async def _base_layer(
     if debootstrap is None:
         raise ImageError("debootstrap is not installed (apt-get install debootstrap)")
     await asyncio.to_thread(where.mkdir, parents=True, exist_ok=True)
-    epoch = _source_date_epoch(default=int(time.time()))
+    epoch = source_date_epoch(default=int(time.time()))
     work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rootfs-", dir=where))
     command = [
         debootstrap,
@@ -122,14 +120,14 @@ async def _base_layer(
     ]
     try:
         say(f"debootstrap {suite} ({arch}) from {mirror} - about a minute")
-        await _run(command, log=where / "debootstrap.log")
+        await run_command(command, log=where / "debootstrap.log")
         python = _python_version(work)
-        await asyncio.to_thread(_unmount_all, work)
+        await asyncio.to_thread(unmount_all, work)
         await asyncio.to_thread(_prune_rootfs, work)
         say(f"packing the rootfs into {layer}")
         partial = layer.with_name(layer.name + ".partial")
-        await _run(_tar_command(work, partial, epoch))
-        diff_id = "sha256:" + await asyncio.to_thread(_sha256_file, partial)
+        await run_command(_tar_command(work, partial, epoch))
+        diff_id = "sha256:" + await asyncio.to_thread(sha256_file, partial)
         meta = {
             "diff_id": diff_id,
             "size": partial.stat().st_size,
@@ -143,10 +141,10 @@ async def _base_layer(
             ),
         }
         partial.replace(layer)
-        _write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+        write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
         return layer, meta
     finally:
-        await asyncio.to_thread(_remove_tree, work)
+        await asyncio.to_thread(remove_tree, work)
 
 
 def _python_version(rootfs: Path) -> str:
@@ -229,7 +227,7 @@ def _base_config(meta: dict[str, Any]) -> bytes:
         "os": "linux",
         "created": created,
         "config": {
-            "Env": [f"PATH={_PATH}", "LANG=C.UTF-8"],
+            "Env": [f"PATH={IMAGE_PATH}", "LANG=C.UTF-8"],
             "Cmd": ["bash"],
             "Labels": labels,
         },
@@ -269,9 +267,9 @@ async def _load_base(
                 (f"{layer_dir}/layer.tar", layer),
             ]
         ),
-        timeout=_BUILD_TIMEOUT,
+        timeout=BUILD_TIMEOUT,
     )
-    info = await _inspect(docker, reference)
+    info = await inspect_image(docker, reference)
     if info is None or info["Id"] != f"sha256:{config_hex}":
         got = None if info is None else info["Id"]
         raise ImageError(f"docker load gave {reference} the id {got}, not sha256:{config_hex}")

@@ -32,10 +32,10 @@ LABEL = "org.flnet"
 #: mtime of every file put into a build context (1980-01-01, the zip epoch), unless
 #: SOURCE_DATE_EPOCH says otherwise.
 CONTEXT_EPOCH = 315532800
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
-_MACHINE = {v: k for k, v in _DEBIAN_ARCH.items()}
-_BUILD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+MACHINE = {v: k for k, v in DEBIAN_ARCH.items()}
+BUILD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
 
 Progress = Callable[[str], None]
 #: dockerd processes started by ensure_dockerd (kept so that they are never reaped early).
@@ -182,10 +182,10 @@ def _dockerd_running() -> bool:
 async def image_info(reference: str) -> dict[str, Any] | None:
     """`docker image inspect` of a tag or id, or None when there is no such image."""
     async with docker_client() as docker:
-        return await _inspect(docker, reference)
+        return await inspect_image(docker, reference)
 
 
-async def _inspect(docker: aiodocker.Docker, reference: str) -> dict[str, Any] | None:
+async def inspect_image(docker: aiodocker.Docker, reference: str) -> dict[str, Any] | None:
     try:
         return await docker.images.inspect(reference)
     except aiodocker.DockerError as e:
@@ -194,10 +194,18 @@ async def _inspect(docker: aiodocker.Docker, reference: str) -> dict[str, Any] |
         raise
 
 
-def _write_context(out: Path, members: Sequence[tuple[str, bytes | Path]]) -> None:
+# --------------------------------------------------------------------------------- builds
+
+
+def dockerfile_quote(value: str) -> str:
+    """A Dockerfile string (JSON: what LABEL, ENV and exec forms read)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_context(out: Path, members: Sequence[tuple[str, bytes | Path]]) -> None:
     """A build context with fixed metadata: root-owned, mtime CONTEXT_EPOCH (or
     SOURCE_DATE_EPOCH), directories 0755, files 0644 or 0755 when executable."""
-    epoch = _source_date_epoch(default=CONTEXT_EPOCH)
+    epoch = source_date_epoch(default=CONTEXT_EPOCH)
     seen: set[str] = set()
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
 
@@ -237,14 +245,16 @@ async def build_context(
     with tempfile.TemporaryDirectory(prefix="flnet-image-") as tmp:
         tar = Path(tmp) / "context.tar"
         files = tool_files(context)
-        await asyncio.to_thread(_write_context, tar, [(str(f), context / f) for f in files])
+        await asyncio.to_thread(write_context, tar, [(str(f), context / f) for f in files])
         async with docker_client() as docker:
-            digest = await _build(docker, tar, reference, nocache=nocache, say=progress or _quiet)
-            info = await _inspect(docker, digest)
+            digest = await build_image(
+                docker, tar, reference, nocache=nocache, say=progress or quiet
+            )
+            info = await inspect_image(docker, digest)
     return BuiltImage(reference, digest, int((info or {}).get("Size", 0)))
 
 
-async def _build(
+async def build_image(
     docker: aiodocker.Docker, context: Path, reference: str, *, nocache: bool, say: Progress
 ) -> str:
     """POST /build with the network off (legacy builder); returns the image id."""
@@ -273,7 +283,7 @@ async def _build(
             params=params,
             headers={"Content-Type": "application/x-tar"},
             data=body(),
-            timeout=_BUILD_TIMEOUT,
+            timeout=BUILD_TIMEOUT,
         ) as response:
             async for message in _json_stream(response):
                 if "error" in message:
@@ -317,16 +327,16 @@ async def _json_stream(response: aiohttp.ClientResponse) -> AsyncIterator[dict[s
 # --------------------------------------------------------------------------------- helpers
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
-def _source_date_epoch(default: int) -> int:
+def source_date_epoch(default: int) -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     return int(value) if value.isdigit() else default
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -334,7 +344,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     partial.replace(path)
@@ -347,7 +357,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-async def _run(
+async def run_command(
     argv: Sequence[str], *, log: Path | None = None, env: dict[str, str] | None = None
 ) -> str:
     """Runs a command to its end; ImageError with the end of its output when it fails. A
@@ -376,7 +386,7 @@ async def _run(
 
 
 @contextlib.asynccontextmanager
-async def _locked(path: Path) -> AsyncIterator[None]:
+async def locked(path: Path) -> AsyncIterator[None]:
     """An exclusive lock file between processes (flock), awaited without blocking."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -406,16 +416,16 @@ def _mounts_under(path: Path) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def _unmount_all(path: Path) -> None:
+def unmount_all(path: Path) -> None:
     for point in _mounts_under(path):
         subprocess.run(["umount", "--lazy", str(point)], check=False, capture_output=True)
     if _mounts_under(path):
         raise ImageError(f"{path} still has mounts in it")
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Removes a debootstrap tree, unmounting what is mounted in it first; never removes
     through a mount point."""
     if path.exists():
-        _unmount_all(path)
+        unmount_all(path)
         shutil.rmtree(path)

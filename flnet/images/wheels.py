@@ -15,9 +15,7 @@ from pathlib import Path
 
 from flnet.sources import source_sha256, tool_files
 
-from .engine import CONTEXT_EPOCH, ImageError, _locked, _run, _source_date_epoch
-
-# ---------------------------------------------------------------------------------- wheels
+from .engine import CONTEXT_EPOCH, ImageError, locked, run_command, source_date_epoch
 
 
 def source_root() -> Path | None:
@@ -67,7 +65,7 @@ async def flnet_wheel_path(cache: Path, source: Path | None = None) -> Path:
     target = where / digest
     if found := await asyncio.to_thread(_wheels_in, target):
         return found[0]
-    async with _locked(cache / "wheels.lock"):
+    async with locked(cache / "wheels.lock"):
         if found := await asyncio.to_thread(_wheels_in, target):
             return found[0]
         work = Path(await asyncio.to_thread(_fresh_dir, where))
@@ -75,13 +73,13 @@ async def flnet_wheel_path(cache: Path, source: Path | None = None) -> Path:
             copy = work / "src"
             await asyncio.to_thread(_copy_files, root, files, copy)
             out = work / "out"
-            env = dict(os.environ, SOURCE_DATE_EPOCH=str(_source_date_epoch(CONTEXT_EPOCH)))
+            env = dict(os.environ, SOURCE_DATE_EPOCH=str(source_date_epoch(CONTEXT_EPOCH)))
             pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
             wheel = [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out)]
             try:
-                await _run([*wheel, "--no-build-isolation", str(copy)], env=env)
+                await run_command([*wheel, "--no-build-isolation", str(copy)], env=env)
             except ImageError:  # no setuptools here: let pip fetch the build backend
-                await _run([*wheel, str(copy)], env=env)
+                await run_command([*wheel, str(copy)], env=env)
             built = await asyncio.to_thread(_wheels_in, out)
             if len(built) != 1:
                 raise ImageError(f"pip wheel made {[p.name for p in built]}, not one flnet wheel")
@@ -148,10 +146,10 @@ async def vendor_wheels(
     offline = [*pip, "--isolated", "--no-index", f"--find-links={store}", f"--dest={out}"]
     if requirements:
         try:
-            await _run([*offline, *target])
+            await run_command([*offline, *target])
             return
         except ImageError:
             pass
-        async with _locked(cache / "wheels.lock"):
-            await _run([*pip, f"--dest={store}", *target])
-        await _run([*offline, *target])
+        async with locked(cache / "wheels.lock"):
+            await run_command([*pip, f"--dest={store}", *target])
+        await run_command([*offline, *target])
