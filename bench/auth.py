@@ -31,8 +31,8 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
 from flnet.control.services.run_service import RunService
-from flnet.interceptors import ErrorMapper
-from flnet.serving import Server
+from flnet.server.interceptors import ErrorMapper
+from flnet.server.serving import Server
 from flnet.toolspec import load_tool_spec
 
 TRIVIAL = Path(__file__).parent / "tools" / "trivial"

@@ -1,5 +1,5 @@
 """The platform in one process, for benchmarks: an orchestrator and a control plane on
-loopback, both trusting an in-process issuer key (flnet.auth.local.LocalIssuer) exactly as
+loopback, both trusting an in-process issuer key (flnet.server.auth.local.LocalIssuer) exactly as
 they would trust an OIDC issuer's JWKS; every call carries a token of it.
 
 The control plane's database is SQLite in the data directory (the embedded default) or any
@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from flnet.auth.local import LocalIssuer
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.service import SERVICE_NAME
+from flnet.server.auth.local import LocalIssuer
 from tests import pg_cluster
 
 ISSUER = LocalIssuer("https://issuer.bench.invalid")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
-from flnet.serving import run_until_signalled
+from flnet.server.serving import run_until_signalled
 
 
 def main(argv: list[str] | None = None) -> None:

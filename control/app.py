@@ -1,7 +1,7 @@
 """The control-plane process: wires store, artifact store, orchestrator client, run logic
 and the services into one grpc.aio server, plus its supervision loops.
 
-Every RPC but health and reflection is authenticated and authorized (flnet.auth): user
+Every RPC but health and reflection is authenticated and authorized (flnet.server.auth): user
 tokens of the configured OIDC issuer (its JWKS, or `keys` given to the app), run
 credentials with the control plane's own key. Towards the orchestrator the control plane
 presents its own client_credentials token (or `orchestrator_token` given to the app)."""
@@ -26,7 +26,6 @@ from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.auth import RUNTIME, KeySource
 from flnet.channels import TokenSource
 from flnet.control.blobs import open_blob_store
 from flnet.control.database import create_engine, migrate
@@ -43,9 +42,10 @@ from flnet.control.sessions import SessionRegistry
 from flnet.control.settings import ControlSettings
 from flnet.control.store import Store
 from flnet.control.store.audit import AuditLog
-from flnet.interceptors import ErrorMapper
 from flnet.oauth import ClientCredentials
-from flnet.serving import Server
+from flnet.server.auth import RUNTIME, KeySource
+from flnet.server.interceptors import ErrorMapper
+from flnet.server.serving import Server
 
 log = logging.getLogger(__name__)
 

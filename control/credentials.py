@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from flnet.auth.jwks import StaticKeys
-from flnet.auth.tokens import TokenValidator
+from flnet.server.auth.jwks import StaticKeys
+from flnet.server.auth.tokens import TokenValidator
 
 ISSUER = "flnet-control"
 AUDIENCE = "flnet-runtime"

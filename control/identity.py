@@ -1,7 +1,7 @@
 """Who is calling, and what they may see.
 
 Every RPC runs with the Principal the authorization interceptor authenticated
-(flnet.auth). A user sees its own tenant only: a resource of another tenant does not exist
+(flnet.server.auth). A user sees its own tenant only: a resource of another tenant does not exist
 for it (NOT_FOUND, the same answer as for a resource that does not exist at all, so that
 names of other tenants leak nothing). The check sits where every resource name of a request
 is parsed (control.names), so no handler can forget it.
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flnet.auth import USER, current_principal, require_principal
 from flnet.errors import NotFound
+from flnet.server.auth import USER, current_principal, require_principal
 
 
 @dataclass(frozen=True)

@@ -187,12 +187,12 @@ uploads = Table(
     Column("expire_us", BigInteger, nullable=False),
 )
 
-# The audit log (flnet.auth.audit.AuditRecord, one row per guarded call), written in batches by
-# control.store.audit.AuditLog. `id` is the monotonic sequence the API pages by (BIGINT on
-# PostgreSQL; SQLite autoincrements only an INTEGER primary key, and AUTOINCREMENT never reuses
-# an id). A call whose credential was refused has no trusted tenant: it is stored with tenant ""
-# and listed for no tenant, only kept for operators. Free-form columns are Text: their values
-# come from callers (bounded in length by the audit log, not by the schema).
+# The audit log (flnet.server.auth.audit.AuditRecord, one row per guarded call), written in
+# batches by control.store.audit.AuditLog. `id` is the monotonic sequence the API pages by
+# (BIGINT on PostgreSQL; SQLite autoincrements only an INTEGER primary key, and AUTOINCREMENT
+# never reuses an id). A call whose credential was refused has no trusted tenant: it is stored
+# with tenant "" and listed for no tenant, only kept for operators. Free-form columns are Text:
+# their values come from callers (bounded in length by the audit log, not by the schema).
 audit_events = Table(
     "audit_events",
     metadata,

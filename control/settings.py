@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flnet.auth import AuthSettings
 from flnet.datadir import default_data_dir
+from flnet.server.auth import AuthSettings
 
 
 def default_database_url(data_dir: Path) -> str:

@@ -1,5 +1,5 @@
 """Domain errors shared by every FLNet server. Code raises these; one interceptor
-(flnet.interceptors.ErrorMapper) turns them into gRPC statuses with google.rpc details:
+(flnet.server.interceptors.ErrorMapper) turns them into gRPC statuses with google.rpc details:
 ErrorInfo (reason, the server's domain, metadata), BadRequest field violations and, for
 errors worth retrying, RetryInfo. Nothing that raises them needs to know about gRPC."""
 

@@ -23,7 +23,7 @@ from flnet.issuer.files import write_private
 from flnet.issuer.keys import KeyStore
 from flnet.issuer.passwords import hash_secret
 from flnet.issuer.tokens import CLOCK_SKEW
-from flnet.serving import run_until_signalled
+from flnet.server.serving import run_until_signalled
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flnet.serving import run_until_signalled
+from flnet.server.serving import run_until_signalled
 
 from .app import OrchestratorApp
 from .service import SERVICE_NAME

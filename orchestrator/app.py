@@ -23,9 +23,9 @@ import logging
 import os
 from collections.abc import Sequence
 
-from flnet.auth import AuthInterceptor
-from flnet.interceptors import ErrorMapper
-from flnet.serving import Server
+from flnet.server.auth import AuthInterceptor
+from flnet.server.interceptors import ErrorMapper
+from flnet.server.serving import Server
 
 from .backend import Backend
 from .docker_backend import DEFAULT_DOCKER_URL, DockerBackend, docker_socket
@@ -57,7 +57,7 @@ class OrchestratorApp:
     - `docker_url`: the Docker engine's unix socket (docker backend).
     - `detach_on_stop`: docker backend: `stop()` leaves running containers running; the
       next start re-attaches them.
-    - `auth`: the authorization interceptor (flnet.auth); closed at `stop()`.
+    - `auth`: the authorization interceptor (flnet.server.auth); closed at `stop()`.
     - `stop_grace`: seconds in-flight calls get at `stop()`.
     - `event_capacity`: events the WatchContainers log retains.
     """

@@ -1,5 +1,5 @@
 """Domain errors of the orchestrator: the platform's shared errors (flnet.errors), with the
-orchestrator's reasons. flnet.interceptors.ErrorMapper turns them into statuses."""
+orchestrator's reasons. flnet.server.interceptors.ErrorMapper turns them into statuses."""
 
 from __future__ import annotations
 

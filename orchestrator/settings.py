@@ -14,7 +14,7 @@ environment variables, falling back to defaults.
                          DOCKER_HOST
     --detach-on-stop     FLNET_DETACH_ON_STOP=1    off (docker: containers outlive a stop)
     --log-level          FLNET_LOG_LEVEL           INFO
-    (identity)           FLNET_OIDC_ISSUER, ...    required: see flnet.auth.settings
+    (identity)           FLNET_OIDC_ISSUER, ...    required: see flnet.server.auth.settings
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flnet.auth import AuthSettings
+from flnet.server.auth import AuthSettings
 
 from .app import BACKENDS, DEFAULT_LISTEN, DEFAULT_STOP_GRACE
 from .docker_backend import DEFAULT_DOCKER_URL, docker_socket

@@ -1,5 +1,5 @@
 """Identity for tests of FLNet servers: one in-process signing key standing in for the OIDC
-issuer (flnet.auth.local.LocalIssuer; servers get its public half as a static key set),
+issuer (flnet.server.auth.local.LocalIssuer; servers get its public half as a static key set),
 and tokens minted with it.
 
 Tests that are about the issuer itself (discovery, JWKS over HTTP, rotation, external
@@ -7,8 +7,8 @@ providers) use tests/auth/issuer.py, the embedded issuer or oidc-provider instea
 
 from __future__ import annotations
 
-from flnet.auth import AuthInterceptor
-from flnet.auth.local import USER_SCOPES, LocalIssuer
+from flnet.server.auth import AuthInterceptor
+from flnet.server.auth.local import USER_SCOPES, LocalIssuer
 from tests.auth.issuer import Issuer, IssuerKey
 
 ISSUER = "https://issuer.flnet.test"

@@ -13,7 +13,6 @@ from typing import Any
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
-from flnet.auth.audit import note_resource
 from flnet.control import names, pagination
 from flnet.control.blobs import Blob, BlobMissing, BlobStore, BlobWriter
 from flnet.control.clock import now_us, timestamp
@@ -27,6 +26,7 @@ from flnet.errors import (
     OutOfRange,
     ResourceExhausted,
 )
+from flnet.server.auth.audit import note_resource
 
 log = logging.getLogger(__name__)
 Context = Any

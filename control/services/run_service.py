@@ -10,7 +10,6 @@ from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
-from flnet.auth.audit import note_resource
 from flnet.channels import CHUNK_BYTES
 from flnet.control import names, pagination
 from flnet.control.blobs import BlobStore
@@ -21,6 +20,7 @@ from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import stream_blob
 from flnet.control.validation import struct_to_dict
 from flnet.errors import InvalidArgument
+from flnet.server.auth.audit import note_resource
 
 Context = Any
 WATCH_BATCH = 1000

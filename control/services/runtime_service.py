@@ -17,8 +17,6 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.auth import Reason, require_principal
-from flnet.auth.audit import note_resource
 from flnet.control import names
 from flnet.control.blobs import BlobStore
 from flnet.control.clock import now_us
@@ -40,6 +38,8 @@ from flnet.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from flnet.server.auth import Reason, require_principal
+from flnet.server.auth.audit import note_resource
 
 log = logging.getLogger(__name__)
 Context = Any

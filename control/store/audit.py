@@ -1,5 +1,5 @@
 """The persisted audit log: every call the authorization interceptor guarded (who, what, when,
-result; flnet.auth.audit.AuditRecord), written to `audit_events` and listed by tenant.
+result; flnet.server.auth.audit.AuditRecord), written to `audit_events` and listed by tenant.
 
 Recording never waits for the database: `record` (the interceptor's sink) appends to a bounded
 in-memory buffer, and a background writer stores the buffer in batches, one transaction each.
@@ -32,10 +32,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flnet.api.control.v1 import audit_pb2 as ap
-from flnet.auth.audit import AuditRecord
 from flnet.control.clock import timestamp
 from flnet.control.database import write_lock
 from flnet.control.schema import audit_events
+from flnet.server.auth.audit import AuditRecord
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import pytest
 
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
-from flnet.auth import AuthSettings
 from flnet.channels import insecure_channel
 from flnet.control.app import ControlApp
 from flnet.issuer import hash_secret
+from flnet.server.auth import AuthSettings
 from tests.access.issuers import CLIENTS, KINDS, Embedded, Jwks, Provider, TrustedIssuer
 from tests.conftest import control_settings
 from tests.interop.oidc_provider import require_node_modules

@@ -23,10 +23,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from flnet.auth.local import USER_SCOPES
 from flnet.issuer import Issuer as EmbeddedIssuer
 from flnet.issuer import parse_config
 from flnet.oauth import http_session, token_request
+from flnet.server.auth.local import USER_SCOPES
 from tests.auth.issuer import Issuer as JwksIssuer
 from tests.auth.issuer import IssuerKey, PrivateKey
 from tests.interop.oidc_provider import OidcProvider, ProviderClient

@@ -11,11 +11,11 @@ import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
-from flnet.auth import AuthSettings
 from flnet.channels import TokenSource, insecure_channel
 from flnet.oauth import ClientCredentials, TokenError
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.service import SERVICE_NAME
+from flnet.server.auth import AuthSettings
 from tests.access.issuers import CLIENTS, TrustedIssuer
 
 

@@ -1,5 +1,5 @@
 """Fixtures of the identity tests: a real OIDC issuer over HTTP on loopback, and a real
-grpc.aio server (flnet.serving.Server: health, reflection) with the production interceptor
+grpc.aio server (flnet.server.serving.Server: health, reflection) with the production interceptor
 chain, ErrorMapper then AuthInterceptor, in front of minimal servicers of real FLNet
 services, so the authorization declarations are the contracts' own."""
 
@@ -22,11 +22,11 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.auth import AuthInterceptor, AuthSettings, JwksClient, require_principal
-from flnet.auth.audit import AuditRecord, note_resource
 from flnet.channels import insecure_channel
-from flnet.interceptors import ErrorMapper
-from flnet.serving import Server
+from flnet.server.auth import AuthInterceptor, AuthSettings, JwksClient, require_principal
+from flnet.server.auth.audit import AuditRecord, note_resource
+from flnet.server.interceptors import ErrorMapper
+from flnet.server.serving import Server
 from tests.auth.issuer import Issuer, ManualClock
 
 DOMAIN = "flnet.test"

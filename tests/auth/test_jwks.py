@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from flnet.auth import JwksClient, KeySet, Reason
-from flnet.auth.jwks import check_url, discovery_url, parse_jwk
 from flnet.errors import Unavailable
+from flnet.server.auth import JwksClient, KeySet, Reason
+from flnet.server.auth.jwks import check_url, discovery_url, parse_jwk
 from tests.auth.issuer import Issuer, IssuerKey, ManualClock
 
 

@@ -10,7 +10,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 import flnet.api
-from flnet.auth import (
+from flnet.errors import PermissionDenied, Unauthenticated
+from flnet.server.auth import (
     PUBLIC_SERVICES,
     AuthInterceptor,
     AuthSettings,
@@ -24,8 +25,7 @@ from flnet.auth import (
     require_principal,
     use_principal,
 )
-from flnet.auth.settings import parse_role_scopes
-from flnet.errors import PermissionDenied, Unauthenticated
+from flnet.server.auth.settings import parse_role_scopes
 
 
 def all_flnet_services() -> list[str]:

@@ -11,7 +11,8 @@ from typing import Any
 import jwt
 import pytest
 
-from flnet.auth import (
+from flnet.errors import FlnetError, PermissionDenied, Unauthenticated
+from flnet.server.auth import (
     JwksClient,
     Reason,
     StaticKeys,
@@ -20,8 +21,7 @@ from flnet.auth import (
     token_roles,
     token_scopes,
 )
-from flnet.auth.tokens import MAX_TOKEN_BYTES, claim_at
-from flnet.errors import FlnetError, PermissionDenied, Unauthenticated
+from flnet.server.auth.tokens import MAX_TOKEN_BYTES, claim_at
 from tests.auth.issuer import Issuer, IssuerKey, b64
 
 ROLE_SCOPES = {"viewer": ["runs:read", "tools:read"], "operator": ["runs:write"]}

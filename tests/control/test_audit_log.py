@@ -18,8 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flnet.api.control.v1 import audit_service_pb2 as aus
 from flnet.api.control.v1 import tool_pb2 as tp
-from flnet.auth import MethodPolicy, Principal, use_principal
-from flnet.auth.audit import AuditRecord
 from flnet.control.database import create_engine, migrate, write_lock
 from flnet.control.news import RunFeed
 from flnet.control.schema import audit_events
@@ -27,6 +25,8 @@ from flnet.control.services.audit_service import SERVICE_NAME, AuditService
 from flnet.control.store import Store
 from flnet.control.store.audit import MAX_FIELD_CHARS, AuditLog
 from flnet.errors import InvalidArgument
+from flnet.server.auth import MethodPolicy, Principal, use_principal
+from flnet.server.auth.audit import AuditRecord
 from tests.postgres import SQLITE, backend, database_url
 
 T0 = 1_700_000_000_000_000

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from flnet.auth import AuthSettings
 from flnet.errors import Unauthenticated
+from flnet.server.auth import AuthSettings
 
 from .oidc_provider import OidcProvider, OidcProviderError, ProviderClient, require_node_modules
 

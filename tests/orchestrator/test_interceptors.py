@@ -12,7 +12,6 @@ import pytest
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
-from flnet.interceptors import ErrorMapper
 from flnet.orchestrator.backend import (
     Container,
     ContainerEvent,
@@ -22,7 +21,8 @@ from flnet.orchestrator.backend import (
 )
 from flnet.orchestrator.errors import DOMAIN, NotFound, Reason
 from flnet.orchestrator.service import SERVICE_NAME, OrchestratorService
-from flnet.serving import Server
+from flnet.server.interceptors import ErrorMapper
+from flnet.server.serving import Server
 
 RUN = RunName("t", "r")
 CONTAINER = Container(run=RUN, container_id="c1", backend="fake", state=ContainerState.RUNNING)

@@ -10,12 +10,12 @@ For each call, before the handler runs (and before it reads any request of a str
 4. the validator of the declared audience validates it: UNAUTHENTICATED (`TOKEN_*`),
    PERMISSION_DENIED `TENANT_MISSING`, or UNAVAILABLE `ISSUER_UNAVAILABLE`;
 5. the declared scopes: PERMISSION_DENIED `SCOPE_MISSING`;
-6. the handler runs with the Principal current (`flnet.auth.current_principal()`).
+6. the handler runs with the Principal current (`flnet.server.auth.current_principal()`).
 
 Rejections are flnet.errors domain errors raised inside the wrapped handler, whose
 cardinality is the method's own (unary or streaming requests and responses alike), so the
 client always sees a proper status. **Order**: they become statuses in
-flnet.interceptors.ErrorMapper, which must therefore come *before* (outside) this
+flnet.server.interceptors.ErrorMapper, which must therefore come *before* (outside) this
 interceptor in the server's list: `interceptors=[ErrorMapper(domain), auth, ...]`.
 (Placed after it, a rejection would reach grpc as an unexpected exception: UNKNOWN.)
 """

@@ -3,7 +3,7 @@
 The errors themselves are the shared ones of flnet.errors: `Unauthenticated` (no credential,
 or one that is not valid: the caller should obtain a new token), `PermissionDenied` (a valid
 credential that may not call this method) and `Unavailable` (the identity provider cannot be
-reached: retry later). flnet.interceptors.ErrorMapper turns them into statuses. Their
+reached: retry later). flnet.server.interceptors.ErrorMapper turns them into statuses. Their
 messages are fixed texts: never the token, never a library's exception text.
 """
 
