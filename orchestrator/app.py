@@ -28,16 +28,15 @@ from flnet.server.interceptors import ErrorMapper
 from flnet.server.serving import Server
 
 from .backend import Backend
-from .docker_backend import DEFAULT_DOCKER_URL, DockerBackend, docker_socket
+from .backends import BACKENDS, DEFAULT_BACKEND, BackendOptions, make_backend
+from .docker_backend import DEFAULT_DOCKER_URL, docker_socket
 from .errors import DOMAIN
 from .events import DEFAULT_CAPACITY, EventLog
-from .process_backend import ProcessBackend
 from .service import SERVICE_NAME, OrchestratorService
 from .supervisor import DEFAULT_KILL_GRACE
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("process", "docker")
 DEFAULT_LISTEN = "127.0.0.1:50052"
 DEFAULT_STOP_GRACE = 5.0
 
@@ -47,7 +46,8 @@ class OrchestratorApp:
     inside the event loop that serves.
 
     - `data_dir`: root of the platform's data; work dirs go under `orchestrator/runs/`.
-    - `backend`: "process" (local subprocesses, development) or "docker" (containers).
+    - `backend`: a name of backends.BACKENDS: "process" (local subprocesses, development)
+      or "docker" (containers).
     - `engine_command`: the engine's argv (process default ``[sys.executable, "-m",
       "flnet.runtime"]``; docker default: the image's CMD, which it replaces).
     - `kill_grace`: seconds between SIGTERM and SIGKILL at a deadline, at shutdown, and for
@@ -66,7 +66,7 @@ class OrchestratorApp:
         self,
         data_dir: str | os.PathLike[str],
         *,
-        backend: str = "process",
+        backend: str = DEFAULT_BACKEND,
         engine_command: Sequence[str] | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
         keep_workdirs: bool = False,
@@ -114,22 +114,14 @@ class OrchestratorApp:
         return self._events
 
     def _make_backend(self, events: EventLog) -> Backend:
-        if self._backend_name == "docker":
-            return DockerBackend(
-                self._data_dir,
-                events,
-                docker_url=self._docker_url,
-                engine_command=self._engine_command,
-                kill_grace=self._kill_grace,
-                keep_workdirs=self._keep_workdirs,
-            )
-        return ProcessBackend(
-            self._data_dir,
-            events,
+        options = BackendOptions(
+            data_dir=self._data_dir,
             engine_command=self._engine_command,
             kill_grace=self._kill_grace,
             keep_workdirs=self._keep_workdirs,
+            docker_url=self._docker_url,
         )
+        return make_backend(self._backend_name, events, options)
 
     async def start(self, listen: str = DEFAULT_LISTEN) -> int:
         """Starts serving on `listen` ("host:port"; port 0 picks one) and returns the port."""

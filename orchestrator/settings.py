@@ -27,7 +27,8 @@ from pathlib import Path
 
 from flnet.server.auth import AuthSettings
 
-from .app import BACKENDS, DEFAULT_LISTEN, DEFAULT_STOP_GRACE
+from .app import DEFAULT_LISTEN, DEFAULT_STOP_GRACE
+from .backends import BACKENDS, DEFAULT_BACKEND
 from .docker_backend import DEFAULT_DOCKER_URL, docker_socket
 from .supervisor import DEFAULT_KILL_GRACE
 
@@ -72,8 +73,8 @@ class Settings:
         )
         parser.add_argument(
             "--backend",
-            choices=BACKENDS,
-            default=environ.get("FLNET_ORCHESTRATOR_BACKEND", "process"),
+            choices=list(BACKENDS),
+            default=environ.get("FLNET_ORCHESTRATOR_BACKEND", DEFAULT_BACKEND),
         )
         parser.add_argument(
             "--engine-command",

@@ -24,6 +24,7 @@ from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
 from flnet.client import FlnetClient, compare_outputs
 from flnet.datadir import default_data_dir
 from flnet.oauth import LoginError
+from flnet.orchestrator.backends import BACKENDS, DEFAULT_BACKEND
 from flnet.toolspec import ToolSpecError
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
@@ -404,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--backend",
-        choices=["process", "docker"],
-        default=os.environ.get("FLNET_BACKEND", "process"),
+        choices=list(BACKENDS),
+        default=os.environ.get("FLNET_BACKEND", DEFAULT_BACKEND),
         help="where runs execute: local processes (development) or containers ($FLNET_BACKEND)",
     )
     s = cmd(sub, "demo", demo, "start the stack, run an example tool, show its provenance")
