@@ -26,26 +26,33 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	touch $@
 
-# Regenerate the Python stubs (and .pyi types) of every contract in proto/.
+# The one definition of the Python code generation: stubs and .pyi types of every contract in
+# proto/, into the folder $(1), each package a typed Python package.
+define generate_python
+	$(PY) -m grpc_tools.protoc -I proto -I $(GRPC_TOOLS_INCLUDE) \
+		--python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+	find $(1)/flnet/api -type d -exec sh -c 'touch "$$0/__init__.py" "$$0/py.typed"' {} \;
+endef
+
+# Regenerate generated/ from proto/.
 proto: venv
 	rm -rf generated/flnet
 	mkdir -p generated
-	$(PY) -m grpc_tools.protoc -I proto -I $(GRPC_TOOLS_INCLUDE) \
-		--python_out=generated --grpc_python_out=generated \
-		--mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
-	find generated/flnet/api -type d -exec sh -c 'touch "$$0/__init__.py" "$$0/py.typed"' {} \;
+	$(call generate_python,generated)
 
 # Fails when generated/ is not what `make proto` produces from proto/.
 proto-check: venv
 	rm -rf .proto-check && mkdir -p .proto-check
-	$(PY) -m grpc_tools.protoc -I proto -I $(GRPC_TOOLS_INCLUDE) \
-		--python_out=.proto-check --grpc_python_out=.proto-check \
-		--mypy_out=.proto-check --mypy_grpc_out=.proto-check $(PROTOS)
-	find .proto-check/flnet/api -type d -exec sh -c 'touch "$$0/__init__.py" "$$0/py.typed"' {} \;
+	$(call generate_python,.proto-check)
 	diff -r -x __pycache__ .proto-check/flnet generated/flnet && rm -rf .proto-check
 
+# The contracts: buf's STANDARD lint, its formatting, and no breaking change against the
+# previous commit (when there is one: a shallow clone has none to compare with).
 buf-lint: node_modules/.installed
 	npx buf lint
+	npx buf format --diff --exit-code
+	if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+		npx buf breaking --against '.git#ref=HEAD~1'; fi
 
 # The gateway's template, rendered with two replicas and the embedded issuer, checked by Envoy.
 gateway-check: venv
