@@ -8,6 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import ServiceDescriptor
+
+from flnet.api.control.v1 import (
+    artifact_service_pb2,
+    audit_service_pb2,
+    run_service_pb2,
+    tool_service_pb2,
+)
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2
+from flnet.api.runtime.v1 import runtime_service_pb2
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Chunk size for streamed artifact bytes: far below the message limit.
@@ -28,26 +39,38 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.max_ping_strikes", 0),
 ]
 
-# Calls that are safe to repeat, by service (no methods: all of them): reads, and writes that
-# recognise a repetition (CreateRun and ReproduceRun by their request_id, which FLNet's
-# clients always set; uploads by offset or content, a repeated StartUpload leaving an unused
-# upload that expires; a cancel or a tool version recorded once).
-# Not FinishUpload, UpdateDevConfig, StartDevTest, nor the engine's Connect (its session
-# reconnects by itself).
-RETRY_SAFE: dict[str, tuple[str, ...]] = {
-    "flnet.api.control.v1.ToolService": (),
-    "flnet.api.control.v1.AuditService": (),
-    "flnet.api.orchestrator.v1.OrchestratorService": (),
-    "flnet.api.control.v1.RunService": (
-        *("CreateRun", "ReproduceRun", "CancelRun"),
-        *("GetRun", "ListRuns", "WatchRun", "ListRunEvents", "ExportRun"),
-    ),
-    "flnet.api.control.v1.ArtifactService": (
-        *("UploadInput", "StartUpload", "UploadChunk"),
-        *("GetUpload", "ListArtifacts", "DownloadArtifact"),
-    ),
-    "flnet.api.runtime.v1.RuntimeService": ("UploadOutput", "FetchInput"),
-}
+# The services whose contracts every FLNet process knows (their modules register them in the
+# descriptor pool).
+SERVICES = (
+    artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"],
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    run_service_pb2.DESCRIPTOR.services_by_name["RunService"],
+    tool_service_pb2.DESCRIPTOR.services_by_name["ToolService"],
+    orchestrator_service_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
+    runtime_service_pb2.DESCRIPTOR.services_by_name["RuntimeService"],
+)
+_SAFE_LEVELS = (
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+)
+
+
+def retry_safe(services: tuple[ServiceDescriptor, ...] = SERVICES) -> dict[str, tuple[str, ...]]:
+    """The calls that are safe to repeat, by service, as the contracts declare them
+    (`idempotency_level`): reads (NO_SIDE_EFFECTS), and writes that recognise a repetition
+    (IDEMPOTENT: CreateRun and ReproduceRun by their request_id, which FLNet's clients always
+    set; uploads by offset or content; a cancel or a tool version recorded once). Not, for
+    instance, StartUpload (a second upload), FinishUpload, UpdateDevConfig, StartDevTest, nor
+    the engine's Connect (its session reconnects by itself)."""
+    return {
+        service.full_name: tuple(
+            m.name for m in service.methods if m.GetOptions().idempotency_level in _SAFE_LEVELS
+        )
+        for service in services
+    }
+
+
+RETRY_SAFE = retry_safe()
 
 # A call that found no server (UNAVAILABLE: refused, or the connection broke before it was
 # answered) is tried again, on the next address when the target lists several control-plane
@@ -60,9 +83,9 @@ RETRY_SERVICE_CONFIG = json.dumps(
         "methodConfig": [
             {
                 "name": [
-                    {"service": service, "method": method} if method else {"service": service}
+                    {"service": service, "method": method}
                     for service, methods in RETRY_SAFE.items()
-                    for method in methods or ("",)
+                    for method in methods
                 ],
                 "retryPolicy": {
                     "maxAttempts": 5,

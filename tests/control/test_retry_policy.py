@@ -1,21 +1,15 @@
-"""Which calls clients repeat after UNAVAILABLE (flnet.channels.RETRY_SAFE): only methods
-that exist, and none whose repetition would do a thing twice."""
+"""Which calls clients repeat after UNAVAILABLE (flnet.channels.RETRY_SAFE, derived from the
+contracts' idempotency levels): every RPC is either declared safe to repeat or listed here
+with the reason it is not, so a new RPC cannot slip in without that decision."""
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pool
+import json
 
-from flnet.api.control.v1 import (  # noqa: F401 - their services register in the pool
-    artifact_service_pb2,
-    audit_service_pb2,
-    run_service_pb2,
-    tool_service_pb2,
-)
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2  # noqa: F401
-from flnet.api.runtime.v1 import runtime_service_pb2  # noqa: F401
-from flnet.channels import RETRY_SAFE
+from flnet.channels import CLIENT_OPTIONS, RETRY_SAFE, SERVICES
 
 NOT_SAFE = {
+    ("flnet.api.control.v1.ArtifactService", "StartUpload"),  # a second upload
     ("flnet.api.control.v1.ArtifactService", "FinishUpload"),  # a repeat: "already finished"
     ("flnet.api.control.v1.RunService", "StartDevTest"),  # a second test run
     ("flnet.api.control.v1.RunService", "UpdateDevConfig"),  # a second config change
@@ -23,12 +17,16 @@ NOT_SAFE = {
 }
 
 
-def test_retried_methods_exist_and_exclude_those_not_safe_to_repeat() -> None:
-    pool = descriptor_pool.Default()
-    retried = set()
-    for service, methods in RETRY_SAFE.items():
-        found = {m.name for m in pool.FindServiceByName(service).methods}
-        assert set(methods) <= found, service
-        retried |= {(service, m) for m in methods or found}
+def test_every_rpc_is_retried_or_listed_as_not_safe_to_repeat() -> None:
+    every = {(s.full_name, m.name) for s in SERVICES for m in s.methods}
+    retried = {(service, m) for service, methods in RETRY_SAFE.items() for m in methods}
+    assert retried | NOT_SAFE == every
     assert not retried & NOT_SAFE
-    assert {s for s, _ in NOT_SAFE} <= set(RETRY_SAFE)  # their services are listed at all
+
+
+def test_clients_retry_exactly_the_safe_calls() -> None:
+    config = json.loads(dict(CLIENT_OPTIONS)["grpc.service_config"])  # type: ignore[arg-type]
+    (policy,) = config["methodConfig"]
+    named = {(n["service"], n["method"]) for n in policy["name"]}
+    assert named == {(s, m) for s, methods in RETRY_SAFE.items() for m in methods}
+    assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
