@@ -14,28 +14,21 @@ median of the per-round p50 ratios against the baseline (target: auth+audit <= 1
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
-from bench.latency import report
+from bench.latency import report, run_main, trivial_run
 from bench.local_platform import ISSUER, start_platform
-from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
-from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
 from flnet.control.services.run_service import RunService
 from flnet.server.interceptors import ErrorMapper
 from flnet.server.serving import Server
-from flnet.toolspec import load_tool_spec
 
-TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 RUN_SERVICE = rs.DESCRIPTOR.services_by_name["RunService"].full_name
 ARMS = ("none", "auth", "auth+audit", "new token")
 
@@ -61,25 +54,7 @@ async def main(calls: int, rounds: int) -> None:
         token = ISSUER.token()
         servers: list[Server] = []
         try:
-            async with insecure_channel(platform.address, token) as channel:
-                tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
-                runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
-                version = (
-                    await tools.CreateToolVersion(
-                        ts.CreateToolVersionRequest(
-                            parent="tenants/default/tools/trivial",
-                            tool_version=load_tool_spec(TRIVIAL).version,
-                        )
-                    )
-                ).tool_version
-                run = (
-                    await runs.CreateRun(
-                        rs.CreateRunRequest(
-                            parent="tenants/default",
-                            run=rp.Run(tool_version=version.name, dev_session=True),
-                        )
-                    )
-                ).run.name
+            run = await trivial_run(platform.address, token)
             service = RunService(app.runs, app.blobs)
 
             def register(server: grpc.aio.Server) -> None:
@@ -120,8 +95,4 @@ async def main(calls: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    asyncio.run(main(args.calls, args.rounds))
+    run_main(__doc__, main)

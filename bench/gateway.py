@@ -11,7 +11,6 @@ per-round p50 ratios against the baseline.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import struct
 import tempfile
@@ -21,21 +20,16 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.latency import report
+from bench.latency import report, run_main, trivial_run
 from bench.local_platform import ISSUER, start_platform
-from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
-from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
 from flnet.cli.stack import free_port, wait_http_healthy
 from flnet.gateway import GatewaySettings
 from flnet.gateway.__main__ import envoy_argv
 from flnet.gateway.config import write_config
-from flnet.toolspec import load_tool_spec
 
-TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 ARMS = ("direct", "envoy grpc", "envoy grpc-web")
 Call = Callable[[], Awaitable[None]]
 
@@ -83,24 +77,7 @@ async def main(calls: int, rounds: int) -> None:
         envoy = await asyncio.create_subprocess_exec(*envoy_argv(write_config(settings)))
         try:
             await wait_http_healthy(f"http://{admin}/ready")
-            async with insecure_channel(platform.address, token) as channel:
-                tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
-                version = (
-                    await tools.CreateToolVersion(
-                        ts.CreateToolVersionRequest(
-                            parent="tenants/default/tools/trivial",
-                            tool_version=load_tool_spec(TRIVIAL).version,
-                        )
-                    )
-                ).tool_version
-                runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
-                created = await runs.CreateRun(
-                    rs.CreateRunRequest(
-                        parent="tenants/default",
-                        run=rp.Run(tool_version=version.name, dev_session=True),
-                    )
-                )
-                run = created.run.name
+            run = await trivial_run(platform.address, token)
             direct = insecure_channel(platform.address, token)
             through = insecure_channel(listen, token)
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
@@ -142,8 +119,4 @@ async def main(calls: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    asyncio.run(main(args.calls, args.rounds))
+    run_main(__doc__, main)

@@ -1,9 +1,37 @@
-"""Latency arms measured in alternating rounds: percentiles and the per-round report that
-bench.auth and bench.gateway print."""
+"""Latency arms measured in alternating rounds, as bench.auth and bench.gateway measure them:
+the run every arm reads, percentiles, the per-round report, and the command line."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import statistics
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from flnet.client import FlnetClient
+
+TRIVIAL = Path(__file__).parent / "tools" / "trivial"
+
+
+async def trivial_run(address: str, token: str) -> str:
+    """A development-session run of the trivial tool (it stays PENDING: nothing connects), for
+    the arms to read; returns its name."""
+    async with FlnetClient(address, token) as client:
+        version = (await client.register_tool(TRIVIAL)).tool_version
+        return (await client.submit(version.name, {}, {}, dev_session=True)).run.name
+
+
+def run_main(
+    doc: str | None, main: Callable[[int, int], Coroutine[Any, Any, None]], calls: int = 2000
+) -> None:
+    """`python -m bench.X [--calls N] [--rounds R]`."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--calls", type=int, default=calls)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.rounds))
 
 
 def p(values: list[float], q: float) -> float:
