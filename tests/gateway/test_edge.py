@@ -36,10 +36,9 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import insecure_channel
 from flnet.cli.stack import free_port
-from tests.stack import RunningStack, start_stack, wait_http_ok
+from tests.stack import GRPCURL, RunningStack, grpcurl_services, start_stack, wait_http_ok
 
 BEHAVE = Path(__file__).parent.parent / "fixtures" / "tools" / "behave"
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 FOREIGN_ORIGIN = "http://attacker.example"
 
 
@@ -111,9 +110,7 @@ def test_grpcurl_lists_and_calls_through_the_gateway_and_directly(stack: Running
     run = submit(stack, "mode=finish")
     bearer = f"authorization: Bearer {stack.token()}"
     for address in (stack.gateway, stack.control):
-        listed = grpcurl(address, "list")
-        assert listed.returncode == 0, listed.stderr
-        assert "flnet.api.control.v1.RunService" in listed.stdout.split()
+        assert "flnet.api.control.v1.RunService" in grpcurl_services(address)
         got = grpcurl(
             "-H", bearer, "-d", json.dumps({"name": run}), address,
             "flnet.api.control.v1.RunService/GetRun",
@@ -354,14 +351,7 @@ def test_with_tls_browsers_and_grpc_clients_get_http2(stack: RunningStack, tmp_p
             f"https://{listen}/config.json", context=insecure, timeout=10
         ) as response:
             assert "max-age" in response.headers["strict-transport-security"]
-        listed = subprocess.run(
-            [GRPCURL, "-insecure", listen, "list"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert "flnet.api.control.v1.RunService" in listed.stdout.split(), listed.stderr
+        assert "flnet.api.control.v1.RunService" in grpcurl_services(listen, "-insecure")
         plain = grpcurl(listen, "list")  # no TLS: refused
         assert plain.returncode != 0
     finally:

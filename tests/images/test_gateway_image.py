@@ -17,10 +17,9 @@ from flnet import images
 from flnet.cli.stack import free_port
 from flnet.gateway.settings import SOURCE_UI_DIR
 from tests.docker_env import docker
-from tests.stack import FLNET, RunningStack, start_stack, wait_http_ok
+from tests.stack import FLNET, RunningStack, grpcurl_services, start_stack, wait_http_ok
 
 pytestmark = pytest.mark.timeout(600)
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +66,22 @@ def test_the_gateway_image_serves_the_same_configuration_on_the_host_network(
     ).stdout.strip()  # fmt: skip
     try:
         wait_http_ok(f"http://{admin}/ready")
-        listed = subprocess.run(
-            [GRPCURL, "-plaintext", listen, "list"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert "flnet.api.control.v1.RunService" in listed.stdout.split(), listed.stderr
+        assert "flnet.api.control.v1.RunService" in grpcurl_services(listen)
         with urllib.request.urlopen(f"http://{listen}/config.json", timeout=10) as response:
             assert json.loads(response.read())["issuer"] == stack.endpoints["oidc"]
     finally:
         docker("rm", "-f", container, check=False)
+
+
+def test_a_gateway_image_needs_its_base_image(docker_engine: None) -> None:
+    done = subprocess.run(
+        [*FLNET, "image", "build-gateway", "--base", "flnet-test/no-such-base:0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    said = " ".join(done.stdout.split())
+    assert "the base image flnet-test/no-such-base:0 is missing" in said
+    assert "flnet image build-base" in said
