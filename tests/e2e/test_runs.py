@@ -96,6 +96,8 @@ def test_a_run_from_the_generated_form_to_its_verified_outputs(
     expect(page.get_by_text(re.compile(r"Uploaded sample\.csv .*sha256 verified"))).to_be_visible(
         timeout=30_000
     )
+    # Each problem fixed in its field leaves the summary too.
+    expect(page.get_by_text(re.compile("to fix before the run can start"))).to_have_count(0)
     check_page(page, screens, "submit")
     page.get_by_role("button", name="Submit run").click()
     expect(page).to_have_url(re.compile(r"/runs/(?!new)[^/?#]+$"), timeout=15_000)

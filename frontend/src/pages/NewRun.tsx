@@ -88,7 +88,8 @@ function RunForm({ version }: { version: ToolVersion }) {
   const [values, setValues] = useState<FormValues>(() => initialValues(model));
   const [errors, setErrors] = useState<FieldErrors>({});
   const [inputErrors, setInputErrors] = useState<Record<string, string>>({});
-  const [summary, setSummary] = useState<string[]>([]);
+  // Problems the server named that belong to no field or input.
+  const [other, setOther] = useState<string[]>([]);
   const [choices, setChoices] = useState<Record<string, InputChoice>>({});
   const [busy, setBusy] = useState(false);
   const [failure, setFailure] = useState<unknown>(undefined);
@@ -108,6 +109,16 @@ function RunForm({ version }: { version: ToolVersion }) {
     });
   };
 
+  // The summary follows the fields: a problem fixed in its field leaves the summary too.
+  const summary = useMemo(
+    () => [
+      ...Object.entries(errors).flatMap(([k, ms]) => ms.map((m) => (k ? `${k}: ${m}` : m))),
+      ...Object.entries(inputErrors).map(([k, m]) => `${k}: ${m}`),
+      ...other,
+    ],
+    [errors, inputErrors, other],
+  );
+
   const focusSummary = () => setTimeout(() => summaryRef.current?.focus(), 0);
 
   const submit = async (e: FormEvent) => {
@@ -122,12 +133,8 @@ function RunForm({ version }: { version: ToolVersion }) {
     }
     setErrors(result.errors);
     setInputErrors(inErr);
-    const messages = [
-      ...Object.entries(result.errors).flatMap(([k, ms]) => ms.map((m) => (k ? `${k}: ${m}` : m))),
-      ...Object.entries(inErr).map(([k, m]) => `${k}: ${m}`),
-    ];
-    setSummary(messages);
-    if (messages.length) {
+    setOther([]);
+    if (Object.keys(result.errors).length || Object.keys(inErr).length) {
       focusSummary();
       return;
     }
@@ -171,12 +178,7 @@ function RunForm({ version }: { version: ToolVersion }) {
     const { "": unplaced, ...placed } = fieldErrors;
     setErrors(placed);
     setInputErrors(inErr);
-    setSummary([
-      ...Object.entries(placed).flatMap(([k, ms]) => ms.map((m) => `${k}: ${m}`)),
-      ...(unplaced ?? []),
-      ...Object.entries(inErr).map(([k, m]) => `${k}: ${m}`),
-      ...other,
-    ]);
+    setOther([...(unplaced ?? []), ...other]);
   };
 
   useEffect(() => {
