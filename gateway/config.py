@@ -9,7 +9,9 @@ from pathlib import Path
 
 import jinja2
 
-from .settings import GatewaySettings, split_address
+from flnet.addresses import split_address
+
+from .settings import GatewaySettings
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
 API_PACKAGE = "/flnet.api.control.v1."

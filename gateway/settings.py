@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flnet.addresses import split_address
+
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN = "127.0.0.1:9901"
 DEFAULT_MAX_REQUEST_BYTES = 5 * 1024 * 1024
@@ -39,14 +41,6 @@ UI_SCOPES = (
 )
 # The frontend as `npm run build` leaves it in a source checkout.
 SOURCE_UI_DIR = Path(__file__).resolve().parent.parent / "frontend" / "dist"
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """`host:port` → (host, port); raises ValueError naming the address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"an address must be host:port, not {address!r}")
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from flnet.addresses import split_address
 from flnet.issuer.config import IssuerConfig, load_config, write_default_config
 from flnet.issuer.endpoints import Endpoints
 from flnet.issuer.grants import Provider
@@ -46,14 +47,6 @@ def load_or_create_config(data_dir: Path, config_path: Path | None = None) -> Is
         write_default_config(path)
         log.info("wrote the default configuration %s (secrets in %s)", path, path.parent)
     return load_config(path)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` → (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"listen address must be host:port, not {listen!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class _AccessLogger(AbstractAccessLogger):
@@ -92,7 +85,7 @@ class Issuer:
 
     async def start(self, listen: str = "127.0.0.1:0") -> int:
         """Binds `listen` (port 0: any free port), serves, and returns the port."""
-        host, port = parse_listen(listen)
+        host, port = split_address(listen, any_port=True)
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
