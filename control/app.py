@@ -133,7 +133,7 @@ class ControlApp:
             closing.push_async_callback(notifications.close)
         tools, runs = ToolService(self.store), RunService(self.runs, self.blobs)
         artifacts = ArtifactService(self.store, self.blobs, s)
-        runtime = RuntimeService(self.runs, self.blobs)
+        runtime = RuntimeService(self.runs.engines, self.blobs)
         audit = AuditService(self.audit)
 
         def register(server: grpc.aio.Server) -> None:
@@ -181,7 +181,6 @@ class ControlApp:
                 await task
         self._tasks.clear()
         if self._server is not None:
-            for session in self.runs.sessions.all():
-                session.close()
+            self.runs.close_sessions()
             await self._server.stop(grace)
         await self._resources.aclose()

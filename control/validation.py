@@ -12,6 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from flnet.control.reasons import Reason
 from flnet.errors import InvalidArgument
 from flnet.structs import dict_to_struct, normalize, struct_to_dict
 
@@ -100,7 +101,7 @@ def validate_config(
         summary = "; ".join(f"{f}: {d}" for f, d in violations[:5])
         raise InvalidArgument(
             f"configuration does not match the tool's schema: {summary}",
-            reason="CONFIG_INVALID",
+            reason=Reason.CONFIG_INVALID,
             violations=violations,
         )
     return effective  # type: ignore[no-any-return]

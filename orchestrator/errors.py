@@ -3,35 +3,17 @@ orchestrator's reasons. flnet.server.interceptors.ErrorMapper turns them into st
 
 from __future__ import annotations
 
-from enum import StrEnum
-
+from flnet.api.orchestrator.v1 import errors_pb2
 from flnet.errors import FieldViolation, Internal, InvalidArgument, NotFound, Unavailable
 from flnet.errors import FlnetError as OrchestratorError
+from flnet.reasons import Reasons
 
 #: `ErrorInfo.domain` of every orchestrator error.
 DOMAIN = "flnet.orchestrator"
 
 
-class Reason(StrEnum):
-    """`ErrorInfo.reason` values: why a request failed, machine-readable."""
-
-    RUN_NAME_INVALID = "RUN_NAME_INVALID"
-    TENANT_MISMATCH = "TENANT_MISMATCH"
-    ARTIFACT_MISSING = "ARTIFACT_MISSING"
-    IMAGE_NOT_SUPPORTED = "IMAGE_NOT_SUPPORTED"
-    SOURCE_NOT_SUPPORTED = "SOURCE_NOT_SUPPORTED"
-    IMAGE_DIGEST_INVALID = "IMAGE_DIGEST_INVALID"
-    CONTROL_ADDRESS_INVALID = "CONTROL_ADDRESS_INVALID"
-    LIMITS_INVALID = "LIMITS_INVALID"
-    DEADLINE_INVALID = "DEADLINE_INVALID"
-    ENVIRONMENT_INVALID = "ENVIRONMENT_INVALID"
-    GRACE_PERIOD_INVALID = "GRACE_PERIOD_INVALID"
-    SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
-    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
-    RUN_NOT_FOUND = "RUN_NOT_FOUND"
-    SHUTTING_DOWN = "SHUTTING_DOWN"
-    LAUNCH_FAILED = "LAUNCH_FAILED"
-    DOCKER_UNAVAILABLE = "DOCKER_UNAVAILABLE"
+#: `ErrorInfo.reason` values: why a request failed (documented in the contract).
+Reason = Reasons(errors_pb2.OrchestratorErrorReason.DESCRIPTOR)
 
 
 class LaunchFailed(Internal):

@@ -40,30 +40,44 @@ class OrchestratorService(pb_grpc.OrchestratorServiceServicer):
         pb_grpc.add_OrchestratorServiceServicer_to_server(self, server)
 
     async def LaunchRun(
-        self, request: pb.LaunchRunRequest, context: Context
+        self,
+        request: pb.LaunchRunRequest,
+        context: grpc.aio.ServicerContext[pb.LaunchRunRequest, pb.LaunchRunResponse],
     ) -> pb.LaunchRunResponse:
         container = await self._backend.launch(launch_spec_from_proto(request))
         return pb.LaunchRunResponse(container=container_to_proto(container))
 
-    async def StopRun(self, request: pb.StopRunRequest, context: Context) -> pb.StopRunResponse:
+    async def StopRun(
+        self,
+        request: pb.StopRunRequest,
+        context: grpc.aio.ServicerContext[pb.StopRunRequest, pb.StopRunResponse],
+    ) -> pb.StopRunResponse:
         run = RunName.parse(request.run)
         container = await self._backend.stop(run, grace_from_proto(request))
         return pb.StopRunResponse(container=container_to_proto(container))
 
     async def GetRunContainer(
-        self, request: pb.GetRunContainerRequest, context: Context
+        self,
+        request: pb.GetRunContainerRequest,
+        context: grpc.aio.ServicerContext[pb.GetRunContainerRequest, pb.GetRunContainerResponse],
     ) -> pb.GetRunContainerResponse:
         container = await self._backend.get(RunName.parse(request.run))
         return pb.GetRunContainerResponse(container=container_to_proto(container))
 
     async def ListRunContainers(
-        self, request: pb.ListRunContainersRequest, context: Context
+        self,
+        request: pb.ListRunContainersRequest,
+        context: grpc.aio.ServicerContext[
+            pb.ListRunContainersRequest, pb.ListRunContainersResponse
+        ],
     ) -> pb.ListRunContainersResponse:
         containers = await self._backend.list(include_exited=request.include_exited)
         return pb.ListRunContainersResponse(containers=[container_to_proto(c) for c in containers])
 
     async def WatchContainers(
-        self, request: pb.WatchContainersRequest, context: Context
+        self,
+        request: pb.WatchContainersRequest,
+        context: grpc.aio.ServicerContext[pb.WatchContainersRequest, pb.WatchContainersResponse],
     ) -> AsyncIterator[pb.WatchContainersResponse]:
         log.debug("watcher joined after sequence %d", request.after_sequence)
         try:

@@ -8,7 +8,8 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Any
+
+import grpc
 
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import artifact_service_pb2 as asv
@@ -16,6 +17,7 @@ from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.control import names, pagination
 from flnet.control.blobs import Blob, BlobMissing, BlobStore, BlobWriter
 from flnet.control.clock import now_us, timestamp
+from flnet.control.reasons import Reason
 from flnet.control.settings import ControlSettings
 from flnet.control.store import Store, Upload
 from flnet.errors import (
@@ -29,7 +31,6 @@ from flnet.errors import (
 from flnet.server.auth.audit import note_resource
 
 log = logging.getLogger(__name__)
-Context = Any
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CHUNK = 4 * 1024 * 1024
 
@@ -56,7 +57,7 @@ async def receive_blob(
         async for data in chunks:
             if writer.size + len(data) > limit:
                 raise ResourceExhausted(
-                    f"larger than the limit of {limit} bytes", reason="TOO_LARGE"
+                    f"larger than the limit of {limit} bytes", reason=Reason.TOO_LARGE
                 )
             await writer.write(data)
         if expected_size >= 0 and writer.size != expected_size:
@@ -67,7 +68,7 @@ async def receive_blob(
         if expected_sha256 and writer.sha256 != expected_sha256:
             raise InvalidArgument(
                 f"sha256 mismatch: received {writer.sha256}, expected {expected_sha256}",
-                reason="CHECKSUM_MISMATCH",
+                reason=Reason.CHECKSUM_MISMATCH,
                 violations=[("metadata.sha256", "does not match")],
             )
         blob = await writer.commit()
@@ -117,7 +118,9 @@ class ArtifactService(asg.ArtifactServiceServicer):
         )
 
     async def UploadInput(
-        self, request_iterator: AsyncIterator[asv.UploadInputRequest], context: Context
+        self,
+        request_iterator: AsyncIterator[asv.UploadInputRequest],
+        context: grpc.aio.ServicerContext[asv.UploadInputRequest, asv.UploadInputResponse],
     ) -> asv.UploadInputResponse:
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("metadata"):
@@ -145,7 +148,9 @@ class ArtifactService(asg.ArtifactServiceServicer):
         return asv.UploadInputResponse(artifact=artifact)
 
     async def StartUpload(
-        self, request: asv.StartUploadRequest, context: Context
+        self,
+        request: asv.StartUploadRequest,
+        context: grpc.aio.ServicerContext[asv.StartUploadRequest, asv.StartUploadResponse],
     ) -> asv.StartUploadResponse:
         tenant = names.parse_tenant(request.parent)
         check_sha256(request.sha256, "sha256")
@@ -157,7 +162,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         if request.total_size > self.settings.max_upload_bytes:
             raise ResourceExhausted(
                 f"total_size exceeds the upload limit of {self.settings.max_upload_bytes} bytes",
-                reason="TOO_LARGE",
+                reason=Reason.TOO_LARGE,
             )
         upload = Upload(
             id=uuid.uuid4().hex[:20],
@@ -175,7 +180,9 @@ class ArtifactService(asg.ArtifactServiceServicer):
         return asv.StartUploadResponse(upload=_upload_proto(upload))
 
     async def UploadChunk(
-        self, request: asv.UploadChunkRequest, context: Context
+        self,
+        request: asv.UploadChunkRequest,
+        context: grpc.aio.ServicerContext[asv.UploadChunkRequest, asv.UploadChunkResponse],
     ) -> asv.UploadChunkResponse:
         upload = await self.store.get_upload(*names.parse_upload(request.name))
         if upload.finished:
@@ -194,7 +201,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         if end > upload.total_size:
             raise ResourceExhausted(
                 f"chunk ends at {end}, past the announced total size {upload.total_size}",
-                reason="TOO_LARGE",
+                reason=Reason.TOO_LARGE,
             )
         if end > upload.committed_size:  # a chunk fully committed already is a harmless retry
             tail = request.data[upload.committed_size - request.offset :]
@@ -204,13 +211,17 @@ class ArtifactService(asg.ArtifactServiceServicer):
         return asv.UploadChunkResponse(upload=_upload_proto(upload))
 
     async def GetUpload(
-        self, request: asv.GetUploadRequest, context: Context
+        self,
+        request: asv.GetUploadRequest,
+        context: grpc.aio.ServicerContext[asv.GetUploadRequest, asv.GetUploadResponse],
     ) -> asv.GetUploadResponse:
         upload = await self.store.get_upload(*names.parse_upload(request.name))
         return asv.GetUploadResponse(upload=_upload_proto(upload))
 
     async def FinishUpload(
-        self, request: asv.FinishUploadRequest, context: Context
+        self,
+        request: asv.FinishUploadRequest,
+        context: grpc.aio.ServicerContext[asv.FinishUploadRequest, asv.FinishUploadResponse],
     ) -> asv.FinishUploadResponse:
         tenant, upload_id = names.parse_upload(request.name)
         upload = await self.store.get_upload(tenant, upload_id)
@@ -234,14 +245,16 @@ class ArtifactService(asg.ArtifactServiceServicer):
             await self.blobs.discard(blob)
             raise InvalidArgument(
                 f"sha256 mismatch: received {blob.sha256}, expected {upload.sha256}",
-                reason="CHECKSUM_MISMATCH",
+                reason=Reason.CHECKSUM_MISMATCH,
                 violations=[("sha256", "does not match the bytes")],
             )
         artifact = await self._record_input(tenant, blob, upload.media_type, upload.filename)
         return asv.FinishUploadResponse(artifact=artifact)
 
     async def ListArtifacts(
-        self, request: asv.ListArtifactsRequest, context: Context
+        self,
+        request: asv.ListArtifactsRequest,
+        context: grpc.aio.ServicerContext[asv.ListArtifactsRequest, asv.ListArtifactsResponse],
     ) -> asv.ListArtifactsResponse:
         run_id: str | None = None
         if names.RUN_RE.match(request.parent):
@@ -268,7 +281,11 @@ class ArtifactService(asg.ArtifactServiceServicer):
         return asv.ListArtifactsResponse(artifacts=items, next_page_token=token)
 
     async def DownloadArtifact(
-        self, request: asv.DownloadArtifactRequest, context: Context
+        self,
+        request: asv.DownloadArtifactRequest,
+        context: grpc.aio.ServicerContext[
+            asv.DownloadArtifactRequest, asv.DownloadArtifactResponse
+        ],
     ) -> AsyncIterator[asv.DownloadArtifactResponse]:
         artifact = await self.store.get_artifact(*names.parse_artifact(request.name))
         async for message in stream_blob(self.blobs, artifact, request.offset):

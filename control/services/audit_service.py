@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import grpc
 
@@ -13,8 +12,6 @@ from flnet.control import names, pagination
 from flnet.control.clock import from_timestamp
 from flnet.control.store.audit import AuditLog
 from flnet.errors import InvalidArgument
-
-Context = Any
 
 SERVICE_NAME = aus.DESCRIPTOR.services_by_name["AuditService"].full_name
 CODE_NAMES = frozenset(code.name for code in grpc.StatusCode)
@@ -26,7 +23,9 @@ class AuditService(aug.AuditServiceServicer):
         self.audit = audit
 
     async def ListAuditEvents(
-        self, request: aus.ListAuditEventsRequest, context: Context
+        self,
+        request: aus.ListAuditEventsRequest,
+        context: grpc.aio.ServicerContext[aus.ListAuditEventsRequest, aus.ListAuditEventsResponse],
     ) -> aus.ListAuditEventsResponse:
         tenant = names.parse_tenant(request.parent)
         size = pagination.page_size(request.page_size)

@@ -1,13 +1,12 @@
-"""RunService: proto <-> domain. The logic lives in control.runs and control.store."""
+"""RunService: proto <-> domain. The logic lives behind control.runs.RunController."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-from flnet import lifecycle
+import grpc
+
 from flnet.api.control.v1 import artifact_pb2 as ap
-from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import CHUNK_BYTES
@@ -18,23 +17,23 @@ from flnet.control.export import export_run
 from flnet.control.identity import caller
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import stream_blob
+from flnet.control.store import RunFilter
 from flnet.control.validation import struct_to_dict
 from flnet.errors import InvalidArgument
 from flnet.server.auth.audit import note_resource
 
-Context = Any
-WATCH_BATCH = 1000
 MAX_EVENTS_PAGE = 10_000
 
 
 class RunService(rsg.RunServiceServicer):
     def __init__(self, runs: RunController, blobs: BlobStore) -> None:
         self.runs = runs
-        self.store = runs.store
         self.blobs = blobs
 
     async def CreateRun(
-        self, request: rs.CreateRunRequest, context: Context
+        self,
+        request: rs.CreateRunRequest,
+        context: grpc.aio.ServicerContext[rs.CreateRunRequest, rs.CreateRunResponse],
     ) -> rs.CreateRunResponse:
         tenant = names.parse_tenant(request.parent)
         if len(request.request_id) > 255:
@@ -48,11 +47,19 @@ class RunService(rsg.RunServiceServicer):
         note_resource(row.name)  # the audit log names the run created, not just its parent
         return rs.CreateRunResponse(run=await self.runs.run_proto(row), dev_credential=credential)
 
-    async def GetRun(self, request: rs.GetRunRequest, context: Context) -> rs.GetRunResponse:
-        row = await self.store.get_run(*names.parse_run(request.name))
+    async def GetRun(
+        self,
+        request: rs.GetRunRequest,
+        context: grpc.aio.ServicerContext[rs.GetRunRequest, rs.GetRunResponse],
+    ) -> rs.GetRunResponse:
+        row = await self.runs.get(*names.parse_run(request.name))
         return rs.GetRunResponse(run=await self.runs.run_proto(row))
 
-    async def ListRuns(self, request: rs.ListRunsRequest, context: Context) -> rs.ListRunsResponse:
+    async def ListRuns(
+        self,
+        request: rs.ListRunsRequest,
+        context: grpc.aio.ServicerContext[rs.ListRunsRequest, rs.ListRunsResponse],
+    ) -> rs.ListRunsResponse:
         tenant = names.parse_tenant(request.parent)
         size = pagination.page_size(request.page_size)
         tool = tool_version = ""
@@ -77,13 +84,9 @@ class RunService(rsg.RunServiceServicer):
             "to": created_to,
         }
         after = pagination.decode(request.page_token, query)
-        rows = await self.store.list_runs(
+        rows = await self.runs.list_runs(
             tenant,
-            tool=tool,
-            tool_version=tool_version,
-            states=list(request.states),
-            created_from_us=created_from,
-            created_to_us=created_to,
+            RunFilter(tool, tool_version, list(request.states), created_from, created_to),
             after=(int(after[0]), str(after[1])) if after else None,
             limit=size + 1,
         )
@@ -94,110 +97,74 @@ class RunService(rsg.RunServiceServicer):
         return rs.ListRunsResponse(runs=await self.runs.run_protos(rows), next_page_token=token)
 
     async def CancelRun(
-        self, request: rs.CancelRunRequest, context: Context
+        self,
+        request: rs.CancelRunRequest,
+        context: grpc.aio.ServicerContext[rs.CancelRunRequest, rs.CancelRunResponse],
     ) -> rs.CancelRunResponse:
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.cancel(tenant, run_id, request.reason, caller().subject)
         return rs.CancelRunResponse(run=await self.runs.run_proto(row))
 
     async def WatchRun(
-        self, request: rs.WatchRunRequest, context: Context
+        self,
+        request: rs.WatchRunRequest,
+        context: grpc.aio.ServicerContext[rs.WatchRunRequest, rs.WatchRunResponse],
     ) -> AsyncIterator[rs.WatchRunResponse]:
-        """History from the store, then live events: the store is the only source, so the
-        stream has no gap and no duplicate however events and reads interleave."""
-        row = await self.store.get_run(*names.parse_run(request.name))
+        """History, then live events (control.runs.watching)."""
+        row = await self.runs.get(*names.parse_run(request.name))
         if request.after_sequence < 0:
             raise InvalidArgument(
                 "after_sequence must not be negative",
                 violations=[("after_sequence", "must not be negative")],
             )
-        cursor = request.after_sequence
-        # The run's end was streamed, or it had ended before the watch began: from here on,
-        # every read that leaves the stream caught up checks whether all has been streamed.
-        saw_end = row.terminal
-        ended = False  # the run had ended before the latest read
-        while True:
-            news = self.store.feed.next(row.id)
-            response = rs.WatchRunResponse()
-            count, full = await self.store.read_events(
-                row, response, after=cursor, limit=WATCH_BATCH
-            )
-            if count:
-                cursor = response.events[-1].sequence
-                saw_end = saw_end or any(
-                    e.HasField("state_change") and lifecycle.is_terminal(e.state_change.to_state)
-                    for e in response.events
-                )
-                yield response
-                if full:
-                    continue
-                if not saw_end:
-                    # Caught up with a live run: what commits after the read sets `news`.
-                    await news.wait()
-                    continue
-            # Caught up with what was stored at the read: has the run's stream ended? Events
-            # may follow the terminal change (telemetry the engine flushed as it ended), and
-            # gc may have dropped telemetry up to the run's last sequence: an ended run whose
-            # read after its end found nothing more has been streamed whole.
-            fresh = await self.store.get_run_by_id(row.id)
-            if fresh is None or (fresh.terminal and (ended or cursor >= fresh.last_sequence)):
-                return
-            ended = fresh.terminal
-            if cursor < fresh.last_sequence:
-                continue
-            await news.wait()
+        async for response in self.runs.watch(row, request.after_sequence):
+            yield response
 
     async def ListRunEvents(
-        self, request: rs.ListRunEventsRequest, context: Context
+        self,
+        request: rs.ListRunEventsRequest,
+        context: grpc.aio.ServicerContext[rs.ListRunEventsRequest, rs.ListRunEventsResponse],
     ) -> rs.ListRunEventsResponse:
-        row = await self.store.get_run(*names.parse_run(request.parent, "parent"))
+        row = await self.runs.get(*names.parse_run(request.parent, "parent"))
         size = pagination.page_size(request.page_size, default=1000, maximum=MAX_EVENTS_PAGE)
         query = {"parent": request.parent, "after": request.after_sequence}
         position = pagination.decode(request.page_token, query)
         after = int(position) if position is not None else request.after_sequence
         response = rs.ListRunEventsResponse()
-        _, full = await self.store.read_events(row, response, after=after, limit=size)
-        if full:
+        if await self.runs.events(row, response, after=after, limit=size):
             response.next_page_token = pagination.encode(response.events[-1].sequence, query)
         return response
 
     async def ReproduceRun(
-        self, request: rs.ReproduceRunRequest, context: Context
+        self,
+        request: rs.ReproduceRunRequest,
+        context: grpc.aio.ServicerContext[rs.ReproduceRunRequest, rs.ReproduceRunResponse],
     ) -> rs.ReproduceRunResponse:
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.reproduce(tenant, run_id, request.request_id, caller().subject)
         return rs.ReproduceRunResponse(run=await self.runs.run_proto(row))
 
     async def ExportRun(
-        self, request: rs.ExportRunRequest, context: Context
+        self,
+        request: rs.ExportRunRequest,
+        context: grpc.aio.ServicerContext[rs.ExportRunRequest, rs.ExportRunResponse],
     ) -> AsyncIterator[rs.ExportRunResponse]:
         tenant, run_id = names.parse_run(request.name)
-        row = await self.store.get_run(tenant, run_id)
-        run = await self.runs.run_proto(row)
-        tv = names.parse_tool_version(run.tool_version, "run.tool_version")
-        tool = await self.store.get_tool_version(tv.tenant, tv.tool, tv.version)
-        inputs = [
-            await self.store.get_artifact(tenant, names.parse_artifact(i.artifact)[1])
-            for i in run.inputs
-        ]
-
-        async def events() -> AsyncIterator[rp.RunEvent]:
-            after = 0
-            while True:
-                page = rs.ListRunEventsResponse()
-                _, full = await self.store.read_events(row, page, after=after, limit=WATCH_BATCH)
-                for event in page.events:
-                    yield event
-                if not full or not page.events:
-                    return
-                after = page.events[-1].sequence
+        sources = await self.runs.export_sources(tenant, run_id)
 
         async def read(artifact: ap.Artifact) -> AsyncIterator[bytes]:
             async for msg in stream_blob(self.blobs, artifact, 0):
                 yield msg.data
 
         filename = f"{run_id}.crate.zip"
-        crate = export_run(run, tool, events(), inputs, read, exported_by=caller().subject)
+        crate = export_run(
+            sources.run,
+            sources.tool,
+            sources.events,
+            sources.inputs,
+            read,
+            exported_by=caller().subject,
+        )
         async for data in crate:
             for start in range(0, len(data), CHUNK_BYTES):
                 yield rs.ExportRunResponse(
@@ -206,7 +173,9 @@ class RunService(rsg.RunServiceServicer):
                 filename = ""
 
     async def UpdateDevConfig(
-        self, request: rs.UpdateDevConfigRequest, context: Context
+        self,
+        request: rs.UpdateDevConfigRequest,
+        context: grpc.aio.ServicerContext[rs.UpdateDevConfigRequest, rs.UpdateDevConfigResponse],
     ) -> rs.UpdateDevConfigResponse:
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.update_dev_config(
@@ -215,7 +184,9 @@ class RunService(rsg.RunServiceServicer):
         return rs.UpdateDevConfigResponse(run=await self.runs.run_proto(row))
 
     async def StartDevTest(
-        self, request: rs.StartDevTestRequest, context: Context
+        self,
+        request: rs.StartDevTestRequest,
+        context: grpc.aio.ServicerContext[rs.StartDevTestRequest, rs.StartDevTestResponse],
     ) -> rs.StartDevTestResponse:
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.start_dev_test(tenant, run_id, caller().subject)

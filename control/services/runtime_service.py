@@ -9,18 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+
+import grpc
 
 from flnet import lifecycle
-from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.control import names
 from flnet.control.blobs import BlobStore
 from flnet.control.clock import now_us
-from flnet.control.runs import RunController
+from flnet.control.runs import EngineSessions
+from flnet.control.runs.engine_sessions import closing
 from flnet.control.services.artifact_service import (
     check_sha256,
     receive_blob,
@@ -29,20 +28,16 @@ from flnet.control.services.artifact_service import (
 )
 from flnet.control.sessions import Session
 from flnet.control.store import RunRow
-from flnet.control.tools import IO_NAME
 from flnet.errors import (
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
 )
 from flnet.server.auth import Reason, require_principal
 from flnet.server.auth.audit import note_resource
 
 log = logging.getLogger(__name__)
-Context = Any
 HELLO_TIMEOUT = 30.0
 # Most batches stored in one transaction.
 MAX_GROUP_COMMIT = 16
@@ -51,10 +46,8 @@ ENDED_GRACE_SECONDS = 300.0
 
 
 class RuntimeService(rtg.RuntimeServiceServicer):
-    def __init__(self, runs: RunController, blobs: BlobStore) -> None:
-        self.runs = runs
-        self.store = runs.store
-        self.sessions = runs.sessions
+    def __init__(self, engines: EngineSessions, blobs: BlobStore) -> None:
+        self.engines = engines
         self.blobs = blobs
 
     async def _authorize(self, run_name: str, *, ended_grace: float = 0.0) -> RunRow:
@@ -63,10 +56,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         note_resource(run_name)
         if require_principal().claim("run_id") != run_name:
             raise PermissionDenied("the run credential does not belong to this run")
-        tenant, run_id = names.parse_run(run_name, "run")
-        row = await self.store.get_run_by_id(run_id)
-        if row is None or row.tenant != tenant:
-            raise NotFound(f"run {run_name} does not exist")
+        row = await self.engines.run_of(run_name)
         if row.end_us is not None and now_us() - row.end_us > ended_grace * 1e6:
             raise Unauthenticated(
                 "the run credential expired: its run has ended", Reason.TOKEN_EXPIRED
@@ -74,7 +64,9 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         return row
 
     async def Connect(
-        self, request_iterator: AsyncIterator[rt.ConnectRequest], context: Context
+        self,
+        request_iterator: AsyncIterator[rt.ConnectRequest],
+        context: grpc.aio.ServicerContext[rt.ConnectRequest, rt.ConnectResponse],
     ) -> AsyncIterator[rt.ConnectResponse]:
         requests = aiter(request_iterator)
         try:
@@ -84,15 +76,8 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         if not first.HasField("hello"):
             raise FailedPrecondition("the stream must open with Hello")
         row = await self._authorize(first.hello.run, ended_grace=ENDED_GRACE_SECONDS)
-        welcome = await self.runs.welcome(row)
-        # No await from here to the Welcome's queueing: nothing may reach the engine first.
-        session = self.sessions.open(row.id)
+        session = await self.engines.connect(row)
         log.info("the engine of %s connected (batches stored: %d)", row.name, row.last_batch)
-        session.send(rt.ConnectResponse(welcome=welcome))
-        if row.terminal:
-            session.close(_close(row.state, "the run has ended"))
-        else:
-            self.runs.after_connect(row, session)
         reader = asyncio.create_task(self._read(requests, row, session))
         try:
             while (message := await session.outbox.get()) is not None:
@@ -101,9 +86,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            self.sessions.discard(session)
-            # The engine may reconnect to another replica: our kept events may go stale.
-            self.store.feed.forget(row.id)
+            self.engines.disconnect(session)
 
     async def _read(
         self, requests: AsyncIterator[rt.ConnectRequest], row: RunRow, session: Session
@@ -120,7 +103,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
                     if not await _offer(batches, msg.batch, ingester):
                         break
                 elif which == "heartbeat":
-                    self.sessions.touch(row.id)
+                    self.engines.heard(row.id)
                 elif which == "command_result":
                     session.resolve(msg.command_result)
             await _offer(batches, None, ingester)
@@ -144,14 +127,16 @@ class RuntimeService(rtg.RuntimeServiceServicer):
                     batches.put_nowait(None)  # seen again by the outer loop
                     break
                 group.append(nxt)
-            ack = await self.runs.ingest(row, session, group)
+            ack = await self.engines.ingest(row, session, group)
             session.send(rt.ConnectResponse(ack=ack))
             if lifecycle.is_terminal(ack.state):
-                session.close(_close(ack.state, "the run has ended"))
+                session.close(closing(ack.state, "the run has ended"))
                 return
 
     async def UploadOutput(
-        self, request_iterator: AsyncIterator[rt.UploadOutputRequest], context: Context
+        self,
+        request_iterator: AsyncIterator[rt.UploadOutputRequest],
+        context: grpc.aio.ServicerContext[rt.UploadOutputRequest, rt.UploadOutputResponse],
     ) -> rt.UploadOutputResponse:
         requests = aiter(request_iterator)
         first = await anext(requests, None)
@@ -162,32 +147,8 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             )
         meta = first.metadata
         row = await self._authorize(meta.run)
-        if not IO_NAME.match(meta.name):
-            raise InvalidArgument(
-                f"{meta.name!r} is not a valid output name (no path separators or '..')",
-                reason="OUTPUT_NAME_INVALID",
-                violations=[("metadata.name", "invalid name")],
-            )
-        version = await self.runs.tool_version(row.spec.tool_version)
-        spec = next((o for o in version.outputs if o.name == meta.name), None)
-        if spec is None:
-            raise InvalidArgument(
-                f"output {meta.name!r} is not declared by {version.name}",
-                reason="OUTPUT_UNDECLARED",
-                violations=[("metadata.name", "not declared")],
-            )
-        if row.state != lc.RUN_STATE_RUNNING:
-            raise FailedPrecondition(
-                f"outputs are accepted while the run is RUNNING, not "
-                f"{lifecycle.state_name(row.state)}"
-            )
+        media_type, limit = await self.engines.output_accepted(row, meta)
         check_sha256(meta.sha256, "metadata.sha256")
-        limit = spec.max_size_bytes or self.runs.settings.max_output_bytes
-        if meta.size_bytes > limit:
-            raise ResourceExhausted(
-                f"output {meta.name!r} of {meta.size_bytes} bytes exceeds its limit of {limit}",
-                reason="TOO_LARGE",
-            )
 
         async def chunks() -> AsyncIterator[bytes]:
             async for msg in requests:
@@ -203,35 +164,23 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         artifact = await record_blob(
             self.blobs,
             blob,
-            self.store.add_output_artifact(
-                artifact_id=uuid.uuid4().hex[:20],
-                run=row,
-                output_name=meta.name,
-                sha256=blob.sha256,
-                size=blob.size,
-                media_type=spec.media_type or "application/octet-stream",
-                uri=blob.uri,
+            self.engines.record_output(
+                row, meta.name, media_type, blob.sha256, blob.size, blob.uri
             ),
         )
-        self.sessions.touch(row.id, activity=True)
         return rt.UploadOutputResponse(
             artifact=artifact.name, sha256=blob.sha256, size_bytes=blob.size
         )
 
     async def FetchInput(
-        self, request: rt.FetchInputRequest, context: Context
+        self,
+        request: rt.FetchInputRequest,
+        context: grpc.aio.ServicerContext[rt.FetchInputRequest, rt.FetchInputResponse],
     ) -> AsyncIterator[rt.FetchInputResponse]:
         row = await self._authorize(request.run)
-        found = next((i for i in row.spec.inputs if i.name == request.name), None)
-        if found is None:
-            raise NotFound(f"the run has no input {request.name!r}")
-        artifact = await self.store.get_artifact(row.tenant, found.artifact.rsplit("/", 1)[1])
+        artifact = await self.engines.input_of(row, request.name)
         async for msg in stream_blob(self.blobs, artifact, request.offset):
             yield rt.FetchInputResponse(offset=msg.offset, data=msg.data)
-
-
-def _close(state: int, reason: str) -> rt.ConnectResponse:
-    return rt.ConnectResponse(close=rt.Close(reason=reason, state=lc.RunState.ValueType(state)))
 
 
 async def _offer(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+import grpc
 
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
@@ -10,27 +10,35 @@ from flnet.control import names, pagination
 from flnet.control.store import Store
 from flnet.control.tools import prepare_tool_version
 
-Context = Any
-
 
 class ToolService(tsg.ToolServiceServicer):
     def __init__(self, store: Store) -> None:
         self.store = store
 
     async def CreateToolVersion(
-        self, request: ts.CreateToolVersionRequest, context: Context
+        self,
+        request: ts.CreateToolVersionRequest,
+        context: grpc.aio.ServicerContext[
+            ts.CreateToolVersionRequest, ts.CreateToolVersionResponse
+        ],
     ) -> ts.CreateToolVersionResponse:
         tenant, tool = names.parse_tool(request.parent)
         version = prepare_tool_version(tenant, tool, request.tool_version)
         stored, created = await self.store.put_tool_version(tenant, tool, version)
         return ts.CreateToolVersionResponse(tool_version=stored, created=created)
 
-    async def GetTool(self, request: ts.GetToolRequest, context: Context) -> ts.GetToolResponse:
+    async def GetTool(
+        self,
+        request: ts.GetToolRequest,
+        context: grpc.aio.ServicerContext[ts.GetToolRequest, ts.GetToolResponse],
+    ) -> ts.GetToolResponse:
         tenant, tool = names.parse_tool(request.name, "name")
         return ts.GetToolResponse(tool=await self.store.get_tool(tenant, tool))
 
     async def ListTools(
-        self, request: ts.ListToolsRequest, context: Context
+        self,
+        request: ts.ListToolsRequest,
+        context: grpc.aio.ServicerContext[ts.ListToolsRequest, ts.ListToolsResponse],
     ) -> ts.ListToolsResponse:
         tenant = names.parse_tenant(request.parent)
         size = pagination.page_size(request.page_size)
@@ -44,13 +52,17 @@ class ToolService(tsg.ToolServiceServicer):
         return ts.ListToolsResponse(tools=tools, next_page_token=token)
 
     async def GetToolVersion(
-        self, request: ts.GetToolVersionRequest, context: Context
+        self,
+        request: ts.GetToolVersionRequest,
+        context: grpc.aio.ServicerContext[ts.GetToolVersionRequest, ts.GetToolVersionResponse],
     ) -> ts.GetToolVersionResponse:
         tv = names.parse_tool_version(request.name)
         return ts.GetToolVersionResponse(tool_version=await self.store.get_tool_version(*tv))
 
     async def ListToolVersions(
-        self, request: ts.ListToolVersionsRequest, context: Context
+        self,
+        request: ts.ListToolVersionsRequest,
+        context: grpc.aio.ServicerContext[ts.ListToolVersionsRequest, ts.ListToolVersionsResponse],
     ) -> ts.ListToolVersionsResponse:
         tenant, tool = names.parse_tool(request.parent)
         await self.store.get_tool(tenant, tool)

@@ -12,11 +12,11 @@ from flnet.control.store.artifacts import ArtifactStore, Upload
 from flnet.control.store.base import RunRow
 from flnet.control.store.history import EventList
 from flnet.control.store.retention import RetentionStore
-from flnet.control.store.runs import BatchOutcome, RunStore
+from flnet.control.store.runs import BatchOutcome, RunFilter, RunStore
 
 
 class Store(RunStore, ArtifactStore, RetentionStore):
     """Every read and write of the provenance database."""
 
 
-__all__ = ["BatchOutcome", "EventList", "RunRow", "Store", "Upload"]
+__all__ = ["BatchOutcome", "EventList", "RunFilter", "RunRow", "Store", "Upload"]

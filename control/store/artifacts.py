@@ -18,6 +18,7 @@ from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
+from flnet.control.reasons import Reason
 from flnet.control.schema import artifacts, runs, uploads
 from flnet.control.store.base import Pending, RunRow, StoreBase, _Obj, older_than, storable
 from flnet.control.store.history import _append
@@ -174,7 +175,7 @@ class ArtifactStore(StoreBase):
                     raise FailedPrecondition(
                         f"output '{output_name}' is already an input of another run: it cannot "
                         "be replaced",
-                        reason="OUTPUT_IN_USE",
+                        reason=Reason.OUTPUT_IN_USE,
                     ) from None
             values = dict(
                 id=artifact_id,

@@ -14,7 +14,7 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
-from flnet.control import names
+from flnet.control import names, verdicts
 from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import artifacts, run_inputs, runs
 from flnet.control.store.base import Pending, RunRow, _run_row, older_than, storable
@@ -23,7 +23,6 @@ from flnet.control.store.tools import ToolStore
 from flnet.errors import NotFound
 
 S = lc.RunState
-R = lc.ErrorReason
 
 
 @dataclass
@@ -34,6 +33,17 @@ class BatchOutcome:
     state: int  # the run's recorded state afterwards
     rejections: list[rt.Rejection] = field(default_factory=list)
     transitions: list[tuple[int, int]] = field(default_factory=list)  # (from, to) applied
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs of a tenant a listing shows (every field optional)."""
+
+    tool: str = ""
+    tool_version: str = ""
+    states: Sequence[int] = ()
+    created_from_us: int | None = None  # inclusive
+    created_to_us: int | None = None  # exclusive
 
 
 class RunStore(HistoryStore, ToolStore):
@@ -143,12 +153,8 @@ class RunStore(HistoryStore, ToolStore):
     async def list_runs(
         self,
         tenant: str,
+        where: RunFilter = RunFilter(),
         *,
-        tool: str = "",
-        tool_version: str = "",
-        states: Sequence[int] = (),
-        created_from_us: int | None = None,
-        created_to_us: int | None = None,
         after: tuple[int, str] | None = None,
         limit: int = 50,
     ) -> list[RunRow]:
@@ -156,16 +162,16 @@ class RunStore(HistoryStore, ToolStore):
         Indexes by tenant, by tenant and tool, tool version or state hold the runs in this
         order (migration 0003)."""
         q = select(runs).where(runs.c.tenant == tenant)
-        if tool:
-            q = q.where(runs.c.tool == tool)
-        if tool_version:
-            q = q.where(runs.c.tool_version == tool_version)
-        if states:
-            q = q.where(runs.c.state.in_(list(states)))
-        if created_from_us is not None:
-            q = q.where(runs.c.create_us >= created_from_us)
-        if created_to_us is not None:
-            q = q.where(runs.c.create_us < created_to_us)
+        if where.tool:
+            q = q.where(runs.c.tool == where.tool)
+        if where.tool_version:
+            q = q.where(runs.c.tool_version == where.tool_version)
+        if where.states:
+            q = q.where(runs.c.state.in_(list(where.states)))
+        if where.created_from_us is not None:
+            q = q.where(runs.c.create_us >= where.created_from_us)
+        if where.created_to_us is not None:
+            q = q.where(runs.c.create_us < where.created_to_us)
         if after is not None:
             q = q.where(older_than(runs.c.create_us, runs.c.id, after))
         q = q.order_by(runs.c.create_us.desc(), runs.c.id.desc()).limit(limit)
@@ -254,6 +260,7 @@ class RunStore(HistoryStore, ToolStore):
                 _append_segment(pending, row.id, now, seq + 1, seq + count, segment)
             return seq + count
         events: list[rp.RunEvent] = []
+        facts: verdicts.Outputs | None = None  # read once, at the batch's first transition
         for index, entry in enumerate(batch.entries):
             which = entry.WhichOneof("entry")
             if which == "log":
@@ -263,20 +270,26 @@ class RunStore(HistoryStore, ToolStore):
             elif which == "progress":
                 ev = rp.RunEvent(progress=entry.progress)
             elif which == "transition":
-                t = entry.transition
-                refusal = _refusal(outcome.state, t)
-                if refusal:
+                if facts is None:
+                    facts = await self._outputs_of(conn, row)
+                verdict = verdicts.judge_engine(outcome.state, entry.transition, facts)
+                if verdict.refusal:
                     outcome.rejections.append(
-                        rt.Rejection(sequence=batch.sequence, index=index, reason=refusal)
+                        rt.Rejection(sequence=batch.sequence, index=index, reason=verdict.refusal)
                     )
                     continue
-                to_state, error, message = await self._finalize(conn, row, t)
                 change, changes = _state_change(
-                    outcome.state, to_state, error, message, "engine", now, row.cancellation
+                    outcome.state,
+                    verdict.to_state,
+                    verdict.error,
+                    entry.transition.message,
+                    "engine",
+                    now,
+                    row.cancellation,
                 )
                 values.update(changes)
-                outcome.transitions.append((outcome.state, to_state))
-                outcome.state = to_state
+                outcome.transitions.append((outcome.state, verdict.to_state))
+                outcome.state = verdict.to_state
                 ev = rp.RunEvent(state_change=change)
             else:
                 continue
@@ -287,50 +300,15 @@ class RunStore(HistoryStore, ToolStore):
             _append(pending, row.id, now, events)
         return seq
 
-    async def _finalize(
-        self, conn: AsyncConnection, row: Any, t: rt.Transition
-    ) -> tuple[int, lc.RunError | None, str]:
-        """A proposed FINISHED becomes ERROR(OUTPUT_MISSING) while a required output is
-        missing; an ERROR without a cause gets one."""
-        if t.to_state == S.RUN_STATE_FINISHED:
-            required = await self._required_outputs_of(conn, row.tool_version)
-            present = set(
-                (
-                    await conn.execute(
-                        select(artifacts.c.output_name).where(artifacts.c.run_id == row.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            missing = sorted(required - present)
-            if missing:
-                return (
-                    S.RUN_STATE_ERROR,
-                    lifecycle.make_error(
-                        R.ERROR_REASON_OUTPUT_MISSING,
-                        f"required outputs not uploaded: {', '.join(missing)}",
-                        phase=S.RUN_STATE_RUNNING,
-                    ),
-                    t.message,
-                )
-        if t.to_state == S.RUN_STATE_ERROR and t.error.reason in lifecycle.FAULTS:
-            # Who is at fault and whether a retry is safe follow from the reason; the
-            # engine (tool code runs in its process) does not get to choose them.
-            fault = lifecycle.FAULTS[t.error.reason]
-            t.error.kind = lc.ErrorKind.ValueType(fault.kind)
-            t.error.retry_safe = fault.retry_safe
-        if t.to_state == S.RUN_STATE_ERROR:
-            error = (
-                t.error
-                if t.HasField("error") and t.error.reason
-                else lifecycle.make_error(
-                    R.ERROR_REASON_INTERNAL,
-                    t.error.message or t.message or "engine reported an error",
-                )
-            )
-            return S.RUN_STATE_ERROR, error, t.message
-        return t.to_state, None, t.message
+    async def _outputs_of(self, conn: AsyncConnection, row: Any) -> verdicts.Outputs:
+        """The facts a verdict on the run's proposed transitions reads."""
+        present = (
+            await conn.execute(select(artifacts.c.output_name).where(artifacts.c.run_id == row.id))
+        ).scalars()
+        return verdicts.Outputs(
+            required=await self._required_outputs_of(conn, row.tool_version),
+            present=frozenset(present),
+        )
 
     async def transition(
         self,
@@ -346,12 +324,13 @@ class RunStore(HistoryStore, ToolStore):
         pending = Pending()
         async with self._write(pending) as conn:
             row = await self._lock_run(conn, run_id)
-            if not lifecycle.is_legal(row.state, to_state):
+            verdict = verdicts.judge_control(row.state, to_state, error)
+            if verdict.refusal:
                 return False, row.state
             now = now_us()
             seq = row.last_sequence + 1
             change, values = _state_change(
-                row.state, to_state, error, message, actor, now, row.cancellation
+                row.state, verdict.to_state, verdict.error, message, actor, now, row.cancellation
             )
             ev = rp.RunEvent(sequence=seq, state_change=change)
             _append(pending, run_id, now, [ev])
@@ -455,14 +434,3 @@ def _state_change(
             c.teardown.FromMicroseconds(now - c.request_time.ToMicroseconds())
             values["cancellation"] = c.SerializeToString()
     return change, values
-
-
-def _refusal(state: int, t: rt.Transition) -> str:
-    if lifecycle.is_terminal(state):
-        return f"run is already {lifecycle.state_name(state)}"
-    if not lifecycle.is_legal(state, t.to_state):
-        return (
-            f"illegal transition {lifecycle.state_name(state)} -> "
-            f"{lifecycle.state_name(t.to_state)}"
-        )
-    return ""

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import timestamp_pb2
@@ -289,13 +290,17 @@ def auditor() -> Iterator[Principal]:
         yield principal
 
 
+# The service reads nothing of its context: these tests call it directly.
+NO_CONTEXT: Any = None
+
+
 def ts(us: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
 
 
 async def list_events(service: AuditService, **fields: object) -> aus.ListAuditEventsResponse:
     request = aus.ListAuditEventsRequest(parent="tenants/acme", **fields)  # type: ignore[arg-type]
-    return await service.ListAuditEvents(request, None)
+    return await service.ListAuditEvents(request, NO_CONTEXT)
 
 
 async def bad_fields(service: AuditService, **fields: object) -> list[str]:
@@ -368,5 +373,5 @@ async def test_list_audit_events_refuses_bad_filters(audit: AuditLog, auditor: P
     assert await bad_fields(service, page_size=-1) == ["page_size"]
     assert await bad_fields(service, page_token="garbage") == ["page_token"]
     with pytest.raises(InvalidArgument) as e:
-        await service.ListAuditEvents(aus.ListAuditEventsRequest(parent="acme"), None)
+        await service.ListAuditEvents(aus.ListAuditEventsRequest(parent="acme"), NO_CONTEXT)
     assert [v.field for v in e.value.violations] == ["parent"]

@@ -241,7 +241,7 @@ async def test_a_cancel_recorded_while_the_engine_connects_reaches_it(
     await engine.close()
     tenant, run_id = names.parse_run(engine.run)
     async with asyncio.timeout(5):
-        while control.runs.sessions.get(run_id) is not None:  # noqa: ASYNC110 - it ends
+        while control.runs.context.sessions.get(run_id) is not None:  # noqa: ASYNC110 - it ends
             await asyncio.sleep(0.01)
     authorize = RuntimeService._authorize
 

@@ -1,0 +1,80 @@
+"""What the run jobs share: the store, the engines connected here, the orchestrator, the
+settings, run credentials, cached tool versions, and the few effects more than one job has on
+an engine or its container (pass on a cancel, close a session, stop a container)."""
+
+from __future__ import annotations
+
+from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.api.runtime.v1 import runtime_service_pb2 as rt
+from flnet.control import credentials, names
+from flnet.control.clock import duration, now_us
+from flnet.control.orchestration import OrchestratorClient, grace_of
+from flnet.control.sessions import Session, SessionRegistry
+from flnet.control.settings import ControlSettings
+from flnet.control.store import RunRow, Store
+
+S = lc.RunState
+# The grace of a cancel whose tool version is not cached yet (see send_cancel).
+DEFAULT_GRACE = 10.0
+
+
+class RunContext:
+    def __init__(
+        self,
+        store: Store,
+        sessions: SessionRegistry,
+        orchestrator: OrchestratorClient,
+        settings: ControlSettings,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.orchestrator = orchestrator
+        self.settings = settings
+        # Where launched engines connect; the app sets it to its socket when not configured.
+        self.engine_address = settings.engine_address
+        self.credentials = credentials.RunCredentials(settings.resolved_runtime_key_file)
+        self.started_us = now_us()
+        self._versions: dict[str, tp.ToolVersion] = {}
+        self._stopping: set[str] = set()
+
+    async def tool_version(self, name: str) -> tp.ToolVersion:
+        """Tool versions are immutable: cache them by name."""
+        found = self._versions.get(name)
+        if found is None:
+            tv = names.parse_tool_version(name)
+            found = self._versions[name] = await self.store.get_tool_version(*tv)
+        return found
+
+    def send_cancel(self, row: RunRow, session: Session) -> None:
+        """The run's recorded cancel, to its engine, once per session. The grace counts from
+        the request, not from when the engine hears of it. Callers cache the run's tool
+        version first (its grace period)."""
+        assert row.cancellation is not None
+        if session.cancel_sent:
+            return
+        session.cancel_sent = True
+        version = self._versions.get(row.spec.tool_version)
+        grace = grace_of(version) if version is not None else DEFAULT_GRACE
+        waited = (now_us() - row.cancellation.request_time.ToMicroseconds()) / 1e6
+        cancel = rt.Cancel(
+            reason=row.cancellation.reason, grace_period=duration(max(0.0, grace - waited))
+        )
+        session.command(rt.Command(cancel=cancel))
+
+    def close_session(self, run_id: str, reason: str, state: int) -> None:
+        """Tells the run's engine, if connected here, how its run ended, and ends its stream."""
+        session = self.sessions.get(run_id)
+        if session is not None:
+            close = rt.Close(reason=reason, state=S.ValueType(state))
+            session.close(rt.ConnectResponse(close=close))
+
+    async def stop(self, row: RunRow, grace: float) -> None:
+        """Stops the run's container (a development session's engine is not ours to stop)."""
+        if row.spec.dev_session or row.spec.dev_session_run or row.id in self._stopping:
+            return
+        self._stopping.add(row.id)
+        try:
+            await self.orchestrator.stop(row.name, grace)
+        finally:
+            self._stopping.discard(row.id)

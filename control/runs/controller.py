@@ -1,0 +1,161 @@
+"""RunController: the one door of the run logic. The user-facing services call it; the jobs
+behind it are modules of their own (admission, cancellation, dev_sessions, engine_sessions,
+relay, supervision, watching), sharing a RunContext."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_pb2 as rp
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.control import credentials, names
+from flnet.control.orchestration import OrchestratorClient
+from flnet.control.runs import cancellation, watching
+from flnet.control.runs.admission import Admission
+from flnet.control.runs.context import RunContext
+from flnet.control.runs.dev_sessions import DevSessions
+from flnet.control.runs.engine_sessions import EngineSessions
+from flnet.control.runs.relay import Relay
+from flnet.control.runs.supervision import Supervisor
+from flnet.control.sessions import SessionRegistry
+from flnet.control.settings import ControlSettings
+from flnet.control.store import EventList, RunFilter, RunRow, Store
+
+
+@dataclass
+class ExportSources:
+    """What an RO-Crate of a run is made of (see control.export)."""
+
+    run: rp.Run
+    tool: tp.ToolVersion
+    inputs: list[ap.Artifact]
+    events: AsyncIterator[rp.RunEvent]
+
+
+class RunController:
+    def __init__(
+        self,
+        store: Store,
+        sessions: SessionRegistry,
+        orchestrator: OrchestratorClient,
+        settings: ControlSettings,
+    ) -> None:
+        self.context = context = RunContext(store, sessions, orchestrator, settings)
+        self.admission = Admission(context)
+        self.dev_sessions = DevSessions(context, self.admission)
+        self.relay = Relay(context)
+        self.engines = EngineSessions(context, self.relay)
+        self.supervisor = Supervisor(context)
+        self._store = store
+
+    @property
+    def credentials(self) -> credentials.RunCredentials:
+        return self.context.credentials
+
+    @property
+    def engine_address(self) -> str:
+        return self.context.engine_address
+
+    @engine_address.setter
+    def engine_address(self, address: str) -> None:
+        self.context.engine_address = address
+
+    # --------------------------------------------------------------------------- commands
+
+    async def create(
+        self, tenant: str, run: rp.Run, request_id: str, creator: str
+    ) -> tuple[RunRow, str]:
+        """See Admission.create."""
+        return await self.admission.create(tenant, run, request_id, creator)
+
+    async def cancel(self, tenant: str, run_id: str, reason: str, actor: str) -> RunRow:
+        return await cancellation.cancel(self.context, tenant, run_id, reason, actor)
+
+    async def reproduce(self, tenant: str, run_id: str, request_id: str, creator: str) -> RunRow:
+        return await self.admission.reproduce(tenant, run_id, request_id, creator)
+
+    async def update_dev_config(
+        self, tenant: str, run_id: str, patch: dict[str, Any], actor: str
+    ) -> RunRow:
+        return await self.dev_sessions.update_config(tenant, run_id, patch, actor)
+
+    async def start_dev_test(self, tenant: str, run_id: str, creator: str) -> RunRow:
+        return await self.dev_sessions.start_test(tenant, run_id, creator)
+
+    # ------------------------------------------------------------------------------ reads
+
+    async def get(self, tenant: str, run_id: str) -> RunRow:
+        return await self._store.get_run(tenant, run_id)
+
+    async def list_runs(
+        self, tenant: str, where: RunFilter, *, after: tuple[int, str] | None, limit: int
+    ) -> list[RunRow]:
+        """Newest first, after the (create_us, id) of the previous page's last run."""
+        return await self._store.list_runs(tenant, where, after=after, limit=limit)
+
+    async def run_proto(self, row: RunRow) -> rp.Run:
+        outputs = await self._store.run_outputs([row.id])
+        return row.to_proto(outputs[row.id])
+
+    async def run_protos(self, rows: Sequence[RunRow]) -> list[rp.Run]:
+        outputs = await self._store.run_outputs([r.id for r in rows])
+        return [r.to_proto(outputs[r.id]) for r in rows]
+
+    async def events(self, row: RunRow, into: EventList, *, after: int, limit: int) -> bool:
+        """Appends to `into.events` the run's events after `after`, at most `limit`;
+        whether there may be more."""
+        _, full = await self._store.read_events(row, into, after=after, limit=limit)
+        return full
+
+    def watch(self, row: RunRow, after_sequence: int) -> AsyncIterator[rs.WatchRunResponse]:
+        return watching.watch(self._store, row, after_sequence)
+
+    async def export_sources(self, tenant: str, run_id: str) -> ExportSources:
+        row = await self._store.get_run(tenant, run_id)
+        run = await self.run_proto(row)
+        tv = names.parse_tool_version(run.tool_version, "run.tool_version")
+        tool = await self._store.get_tool_version(tv.tenant, tv.tool, tv.version)
+        inputs = [
+            await self._store.get_artifact(tenant, names.parse_artifact(i.artifact)[1])
+            for i in run.inputs
+        ]
+        return ExportSources(run, tool, inputs, self._all_events(row))
+
+    async def _all_events(self, row: RunRow) -> AsyncIterator[rp.RunEvent]:
+        after = 0
+        while True:
+            page = rs.ListRunEventsResponse()
+            full = await self.events(row, page, after=after, limit=watching.WATCH_BATCH)
+            for event in page.events:
+                yield event
+            if not full or not page.events:
+                return
+            after = page.events[-1].sequence
+
+    # ----------------------------------------------------------------- news from elsewhere
+
+    def on_remote_change(self, run_id: str) -> None:
+        self.relay.on_remote_change(run_id)
+
+    def on_missed_changes(self) -> None:
+        self.relay.on_missed_changes()
+
+    async def on_container(self, container: op.RunContainer) -> None:
+        await self.supervisor.on_container(container)
+
+    async def supervise_once(self) -> None:
+        await self.supervisor.supervise_once()
+
+    def close_sessions(self) -> None:
+        """Ends every engine session held here (the server is stopping)."""
+        for session in self.context.sessions.all():
+            session.close()
+
+    async def close(self) -> None:
+        """Ends the background work (passing on other replicas' changes)."""
+        await self.relay.close()
