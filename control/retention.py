@@ -163,12 +163,14 @@ class _Collector:
         """Whether an artifact records the blob's bytes (by URI, or by content where the
         store keeps one copy per content)."""
         shas = [blob.sha256] if self.blobs.shares_content else []
-        found = await self.store.recorded([blob.uri], shas, ignore_stale_before=ignore_stale_before)
+        found = await self.store.retention.recorded(
+            [blob.uri], shas, ignore_stale_before=ignore_stale_before
+        )
         return bool(found)
 
     async def expired_uploads(self) -> None:
         after = ""
-        while page := await self.store.expired_uploads(self.cutoff, after=after):
+        while page := await self.store.retention.expired_uploads(self.cutoff, after=after):
             after = page[-1].id
             for upload in page:
                 if self.dry_run:
@@ -177,19 +179,19 @@ class _Collector:
                 dropping = self.blobs.drop_partial(upload.id)
                 if not await self._attempt(f"upload {upload.id}", dropping):
                     continue  # its record stays: the next gc tries again
-                if await self.store.delete_upload(upload.id, self.cutoff):
+                if await self.store.retention.delete_upload(upload.id, self.cutoff):
                     self.report.uploads.add(upload.size)
 
     async def stale_inputs(self) -> None:
         counted: set[str] = set()  # a dry run's: the bytes of the inputs it counted already
         after: StaleInput | None = None
-        while page := await self.store.stale_inputs(self.cutoff, after=after):
+        while page := await self.store.retention.stale_inputs(self.cutoff, after=after):
             after = page[-1]
             for candidate in page:
                 if self.dry_run:
                     self.report.inputs.add(await self._would_free(candidate.blob, counted))
                     continue
-                deleted = await self.store.delete_stale_input(candidate.id, self.cutoff)
+                deleted = await self.store.retention.delete_stale_input(candidate.id, self.cutoff)
                 if deleted is None:
                     continue  # referenced or uploaded again meanwhile
                 freed = 0
@@ -214,10 +216,12 @@ class _Collector:
 
     async def telemetry(self, ended_before_us: int) -> None:
         after: EndedRun | None = None
-        while page := await self.store.runs_keeping_telemetry(ended_before_us, after=after):
+        while page := await self.store.retention.runs_keeping_telemetry(
+            ended_before_us, after=after
+        ):
             after = page[-1]
             for run in page:
-                dropped = await self.store.drop_telemetry(
+                dropped = await self.store.retention.drop_telemetry(
                     run.id, ended_before_us, dry_run=self.dry_run
                 )
                 if dropped is not None and dropped.events:
@@ -253,7 +257,7 @@ class _Collector:
             await handle(page)
 
     async def orphan_blobs(self, page: list[Stored]) -> None:
-        recorded = await self.store.recorded(
+        recorded = await self.store.retention.recorded(
             [s.key for s in page], [s.sha256 for s in page if s.sha256]
         )
         for s in page:
@@ -265,7 +269,7 @@ class _Collector:
 
     async def stray_partials(self, page: list[Stored]) -> None:
         """Pieces of resumable uploads that have no record (any more)."""
-        present = await self.store.uploads_present([s.key for s in page])
+        present = await self.store.retention.uploads_present([s.key for s in page])
         for s in page:
             if s.key in present:
                 continue

@@ -1,7 +1,7 @@
 """ErrorInfo reasons read from the contracts: each server's reasons are a proto enum
 (ControlErrorReason, OrchestratorErrorReason, AuthErrorReason), documented there once.
-`Reasons(enum descriptor).TOO_LARGE` is the string "TOO_LARGE" the wire carries; a name the enum does
-not declare is an AttributeError, so a reason cannot be made up in Python."""
+`Reasons(descriptor).TOO_LARGE` is the string "TOO_LARGE" the wire carries; a name the enum
+does not declare is an AttributeError, so a reason cannot be made up in Python."""
 
 from __future__ import annotations
 

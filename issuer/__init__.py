@@ -8,6 +8,9 @@ FLNET_OIDC_ISSUER at a real provider instead; nothing else changes.
     await issuer.stop()
 
 `python -m flnet.issuer` runs it as a process (see __main__.py).
+
+May import: the shared core only. No component imports it: servers reach it over HTTP (its
+discovery document and JWKS), like any other OpenID provider.
 """
 
 from flnet.issuer.app import Issuer, issuer_dir, load_or_create_config

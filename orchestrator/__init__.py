@@ -9,6 +9,8 @@ shares: run table, deadlines, termination, exit events), `workdir` (a run's host
 `convert` and `service` (the gRPC servicer), `app` (OrchestratorApp), `settings` and
 `__main__` (``python -m flnet.orchestrator``).
 
-This package's import is kept free of gRPC: ``python -m flnet.orchestrator.limits`` runs it
-before every engine start. The server: ``from flnet.orchestrator.app import OrchestratorApp``.
+May import: the shared core (`flnet.*`, `flnet.server`), never another component (control,
+runtime, gateway, issuer). This package's import is kept free of gRPC:
+``python -m flnet.orchestrator.limits`` runs it before every engine start. The server:
+``from flnet.orchestrator.app import OrchestratorApp``.
 """

@@ -67,7 +67,7 @@ class Admission:
             }
         )
         if request_id:
-            existing = await self.store.find_run_by_request(tenant, request_id)
+            existing = await self.store.runs.find_run_by_request(tenant, request_id)
             if existing is not None:
                 return await self._retried(existing, fingerprint, version, creator)
         spec = rp.Run(
@@ -92,7 +92,7 @@ class Admission:
             deadline_us = now_us() + int(lifetime * 1e6)
         token = self.context.credentials.mint(names.run_name(tenant, run_id), lifetime)
         token_sha = credentials.digest(token)
-        row, created = await self.store.create_run(
+        row, created = await self.store.runs.create_run(
             run_id=run_id,
             tenant=tenant,
             tool=tv.tool,
@@ -106,7 +106,7 @@ class Admission:
         if run.dev_session or dev_session_run:
             return row, token
         await self.launch(row, version, token)
-        return await self.store.get_run(tenant, row.id), ""
+        return await self.store.runs.get_run(tenant, row.id), ""
 
     async def _retried(
         self, existing: RunRow, fingerprint: str, version: tp.ToolVersion, creator: str
@@ -117,7 +117,7 @@ class Admission:
         still PENDING is launched again (the orchestrator keeps a container it has already),
         and a development session's creator gets a fresh credential (nobody else: the
         request is visible to the whole tenant)."""
-        if await self.store.request_sha256_of(existing.id) != fingerprint:
+        if await self.store.runs.request_sha256_of(existing.id) != fingerprint:
             raise AlreadyExists(
                 f"request_id was already used for {existing.name} with a different request",
                 violations=[("request_id", "already used")],
@@ -135,7 +135,7 @@ class Admission:
         except LaunchFailed as e:
             # The first attempt may have launched it after all: the connect timeout decides.
             log.warning("launching %s again failed: %s", existing.name, e)
-        return await self.store.get_run(existing.tenant, existing.id), ""
+        return await self.store.runs.get_run(existing.tenant, existing.id), ""
 
     async def _resolve_inputs(
         self, tenant: str, version: tp.ToolVersion, given: Sequence[rp.RunInput]
@@ -163,7 +163,7 @@ class Admission:
             a_tenant, a_id = names.parse_artifact(inp.artifact, f"{field}.artifact")
             if a_tenant != tenant:
                 raise NotFound(f"artifact {inp.artifact} does not exist")
-            artifact = await self.store.get_artifact(tenant, a_id)
+            artifact = await self.store.artifacts.get_artifact(tenant, a_id)
             limit = spec.max_size_bytes or DEFAULT_INPUT_LIMIT
             if artifact.size_bytes > limit:
                 violations.append(
@@ -205,7 +205,7 @@ class Admission:
                 if e.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
                 else R.ERROR_REASON_INTERNAL
             )
-            await self.store.transition(
+            await self.store.runs.transition(
                 row.id,
                 S.RUN_STATE_ERROR,
                 actor="orchestrator",
@@ -217,7 +217,7 @@ class Admission:
 
     async def reproduce(self, tenant: str, run_id: str, request_id: str, creator: str) -> RunRow:
         """A new run of the same tool version, configuration and inputs as `run_id`."""
-        original = await self.store.get_run(tenant, run_id)
+        original = await self.store.runs.get_run(tenant, run_id)
         run = rp.Run(
             tool_version=original.spec.tool_version,
             config=original.spec.config,

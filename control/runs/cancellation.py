@@ -12,10 +12,10 @@ S = lc.RunState
 
 async def cancel(context: RunContext, tenant: str, run_id: str, reason: str, actor: str) -> RunRow:
     store = context.store
-    row = await store.get_run(tenant, run_id)
+    row = await store.runs.get_run(tenant, run_id)
     if row.terminal:
         return row
-    row = await store.request_cancel(row.id, actor, reason or "cancelled by user")
+    row = await store.runs.request_cancel(row.id, actor, reason or "cancelled by user")
     if row.terminal:
         return row
     await context.tool_version(row.spec.tool_version)  # cached for the grace period
@@ -30,10 +30,10 @@ async def cancel(context: RunContext, tenant: str, run_id: str, reason: str, act
     else:
         # No engine yet: stop whatever was launched and record the outcome now.
         await context.stop(row, 0.0)
-        await store.transition(
+        await store.runs.transition(
             row.id,
             S.RUN_STATE_CANCELLED,
             actor=actor,
             message=reason or "cancelled before the engine connected",
         )
-    return await store.get_run(tenant, run_id)
+    return await store.runs.get_run(tenant, run_id)

@@ -43,7 +43,7 @@ class RunContext:
         found = self._versions.get(name)
         if found is None:
             tv = names.parse_tool_version(name)
-            found = self._versions[name] = await self.store.get_tool_version(*tv)
+            found = self._versions[name] = await self.store.tools.get_tool_version(*tv)
         return found
 
     def send_cancel(self, row: RunRow, session: Session) -> None:

@@ -90,38 +90,38 @@ class RunController:
     # ------------------------------------------------------------------------------ reads
 
     async def get(self, tenant: str, run_id: str) -> RunRow:
-        return await self._store.get_run(tenant, run_id)
+        return await self._store.runs.get_run(tenant, run_id)
 
     async def list_runs(
         self, tenant: str, where: RunFilter, *, after: tuple[int, str] | None, limit: int
     ) -> list[RunRow]:
         """Newest first, after the (create_us, id) of the previous page's last run."""
-        return await self._store.list_runs(tenant, where, after=after, limit=limit)
+        return await self._store.runs.list_runs(tenant, where, after=after, limit=limit)
 
     async def run_proto(self, row: RunRow) -> rp.Run:
-        outputs = await self._store.run_outputs([row.id])
+        outputs = await self._store.artifacts.run_outputs([row.id])
         return row.to_proto(outputs[row.id])
 
     async def run_protos(self, rows: Sequence[RunRow]) -> list[rp.Run]:
-        outputs = await self._store.run_outputs([r.id for r in rows])
+        outputs = await self._store.artifacts.run_outputs([r.id for r in rows])
         return [r.to_proto(outputs[r.id]) for r in rows]
 
     async def events(self, row: RunRow, into: EventList, *, after: int, limit: int) -> bool:
         """Appends to `into.events` the run's events after `after`, at most `limit`;
         whether there may be more."""
-        _, full = await self._store.read_events(row, into, after=after, limit=limit)
+        _, full = await self._store.history.read_events(row, into, after=after, limit=limit)
         return full
 
     def watch(self, row: RunRow, after_sequence: int) -> AsyncIterator[rs.WatchRunResponse]:
         return watching.watch(self._store, row, after_sequence)
 
     async def export_sources(self, tenant: str, run_id: str) -> ExportSources:
-        row = await self._store.get_run(tenant, run_id)
+        row = await self._store.runs.get_run(tenant, run_id)
         run = await self.run_proto(row)
         tv = names.parse_tool_version(run.tool_version, "run.tool_version")
-        tool = await self._store.get_tool_version(tv.tenant, tv.tool, tv.version)
+        tool = await self._store.tools.get_tool_version(tv.tenant, tv.tool, tv.version)
         inputs = [
-            await self._store.get_artifact(tenant, names.parse_artifact(i.artifact)[1])
+            await self._store.artifacts.get_artifact(tenant, names.parse_artifact(i.artifact)[1])
             for i in run.inputs
         ]
         return ExportSources(run, tool, inputs, self._all_events(row))

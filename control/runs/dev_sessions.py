@@ -31,7 +31,7 @@ class DevSessions:
         self.admission = admission
 
     async def _connected(self, tenant: str, run_id: str) -> tuple[RunRow, Session]:
-        row = await self.context.store.get_run(tenant, run_id)
+        row = await self.context.store.runs.get_run(tenant, run_id)
         if not row.spec.dev_session:
             raise FailedPrecondition(f"{row.name} is not a development session")
         session = self.context.sessions.get(row.id)
@@ -55,13 +55,13 @@ class DevSessions:
         )
         if not result.ok:
             raise FailedPrecondition(f"the engine refused the configuration: {result.message}")
-        await self.context.store.update_dev_config(
+        await self.context.store.runs.update_dev_config(
             row.id,
             rp.ConfigChange(
                 config=dict_to_struct(config), config_sha256=canonical_sha256(config), actor=actor
             ),
         )
-        return await self.context.store.get_run(tenant, run_id)
+        return await self.context.store.runs.get_run(tenant, run_id)
 
     async def start_test(self, tenant: str, run_id: str, creator: str) -> RunRow:
         """A test run of the session's current configuration, executed by its engine."""

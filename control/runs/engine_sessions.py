@@ -36,7 +36,7 @@ class EngineSessions:
     async def run_of(self, run_name: str) -> RunRow:
         """The run an engine's call names (NotFound when it does not exist)."""
         tenant, run_id = names.parse_run(run_name, "run")
-        row = await self.context.store.get_run_by_id(run_id)
+        row = await self.context.store.runs.get_run_by_id(run_id)
         if row is None or row.tenant != tenant:
             raise NotFound(f"run {run_name} does not exist")
         return row
@@ -106,11 +106,11 @@ class EngineSessions:
         store = self.context.store
         # Shielded: a session that ends mid-commit must not cancel the transaction between
         # its commit and the publish that wakes the run's watchers.
-        outcome: BatchOutcome = await asyncio.shield(store.apply_batches(row.id, batches))
+        outcome: BatchOutcome = await asyncio.shield(store.runs.apply_batches(row.id, batches))
         self.context.sessions.touch(row.id, activity=True)
         for _, to_state in outcome.transitions:
             if to_state == S.RUN_STATE_INITIALIZED and not row.spec.dev_session:
-                fresh = await store.get_run_by_id(row.id)
+                fresh = await store.runs.get_run_by_id(row.id)
                 assert fresh is not None
                 # To the engine's current session: it may have reconnected meanwhile (its
                 # Welcome then said PENDING); a repeated Start is ignored by the engine.
@@ -153,7 +153,7 @@ class EngineSessions:
         self, row: RunRow, name: str, media_type: str, sha256: str, size: int, uri: str
     ) -> ap.Artifact:
         """Records an uploaded output (its blob already stored at `uri`)."""
-        artifact = await self.context.store.add_output_artifact(
+        artifact = await self.context.store.artifacts.add_output_artifact(
             artifact_id=uuid.uuid4().hex[:20],
             run=row,
             output_name=name,
@@ -170,7 +170,7 @@ class EngineSessions:
         found = next((i for i in row.spec.inputs if i.name == name), None)
         if found is None:
             raise NotFound(f"the run has no input {name!r}")
-        return await self.context.store.get_artifact(
+        return await self.context.store.artifacts.get_artifact(
             row.tenant, names.parse_artifact(found.artifact)[1]
         )
 

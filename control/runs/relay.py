@@ -61,7 +61,7 @@ class Relay:
 
     async def _pass_on(self, run_id: str) -> None:
         context = self.context
-        row = await context.store.get_run_by_id(run_id)
+        row = await context.store.runs.get_run_by_id(run_id)
         session = context.sessions.get(run_id)
         if row is None or session is None:
             return

@@ -38,15 +38,15 @@ class Supervisor:
             _, run_id = names.parse_run(container.run)
         except FlnetError:
             return
-        row = await self.store.get_run_by_id(run_id)
+        row = await self.store.runs.get_run_by_id(run_id)
         if row is None or row.terminal:
             return
         if row.cancellation is not None:
-            await self.store.transition(
+            await self.store.runs.transition(
                 row.id, S.RUN_STATE_CANCELLED, actor="orchestrator", message="stopped after cancel"
             )
             return
-        await self.store.transition(
+        await self.store.runs.transition(
             row.id,
             S.RUN_STATE_ERROR,
             actor="orchestrator",
@@ -66,9 +66,9 @@ class Supervisor:
                 for s in self.sessions.all()
                 if self.sessions.silent_for(s.run_id) < 2 * self.settings.heartbeat_interval
             ]
-            await self.store.mark_engines_seen(heard, now)
+            await self.store.runs.mark_engines_seen(heard, now)
             self._marked_us = now
-        active = await self.store.nonterminal_runs()
+        active = await self.store.runs.nonterminal_runs()
         self.sessions.forget_ended({row.id for row in active}, 2 * self.settings.heartbeat_lease)
         for row in active:
             try:
@@ -84,7 +84,7 @@ class Supervisor:
             if waited > grace_of(version) + 2 * self.settings.supervision_interval + 1:
                 await self.context.stop(row, 1.0)
                 message = "grace period expired; stopped"
-                applied, _ = await self.store.transition(
+                applied, _ = await self.store.runs.transition(
                     row.id, S.RUN_STATE_CANCELLED, actor="control", message=message
                 )
                 if applied:
@@ -129,7 +129,7 @@ class Supervisor:
         return min(here, (now - row.engine_seen_us) / 1e6)
 
     async def _fail(self, row: RunRow, reason: int, message: str) -> None:
-        applied, _ = await self.store.transition(
+        applied, _ = await self.store.runs.transition(
             row.id,
             S.RUN_STATE_ERROR,
             actor="control",

@@ -26,7 +26,9 @@ async def watch(
     while True:
         news = store.feed.next(row.id)
         response = rs.WatchRunResponse()
-        count, full = await store.read_events(row, response, after=cursor, limit=WATCH_BATCH)
+        count, full = await store.history.read_events(
+            row, response, after=cursor, limit=WATCH_BATCH
+        )
         if count:
             cursor = response.events[-1].sequence
             saw_end = saw_end or any(
@@ -44,7 +46,7 @@ async def watch(
         # may follow the terminal change (telemetry the engine flushed as it ended), and
         # gc may have dropped telemetry up to the run's last sequence: an ended run whose
         # read after its end found nothing more has been streamed whole.
-        fresh = await store.get_run_by_id(row.id)
+        fresh = await store.runs.get_run_by_id(row.id)
         if fresh is None or (fresh.terminal and (ended or cursor >= fresh.last_sequence)):
             return
         ended = fresh.terminal

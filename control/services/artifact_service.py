@@ -106,7 +106,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         return await record_blob(
             self.blobs,
             blob,
-            self.store.add_input_artifact(
+            self.store.artifacts.add_input_artifact(
                 artifact_id=uuid.uuid4().hex[:20],
                 tenant=tenant,
                 sha256=blob.sha256,
@@ -176,7 +176,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
             expire_us=now_us() + int(self.settings.upload_ttl * 1e6),
         )
         await self.blobs.start_partial(upload.id)
-        await self.store.create_upload(upload)
+        await self.store.artifacts.create_upload(upload)
         return asv.StartUploadResponse(upload=_upload_proto(upload))
 
     async def UploadChunk(
@@ -184,7 +184,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         request: asv.UploadChunkRequest,
         context: grpc.aio.ServicerContext[asv.UploadChunkRequest, asv.UploadChunkResponse],
     ) -> asv.UploadChunkResponse:
-        upload = await self.store.get_upload(*names.parse_upload(request.name))
+        upload = await self.store.artifacts.get_upload(*names.parse_upload(request.name))
         if upload.finished:
             raise FailedPrecondition("the upload is already finished")
         if len(request.data) > MAX_CHUNK:
@@ -207,7 +207,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
             tail = request.data[upload.committed_size - request.offset :]
             await self.blobs.append_partial(upload.id, upload.committed_size, tail)
             upload.committed_size = end
-            await self.store.set_upload_progress(upload.id, end)
+            await self.store.artifacts.set_upload_progress(upload.id, end)
         return asv.UploadChunkResponse(upload=_upload_proto(upload))
 
     async def GetUpload(
@@ -215,7 +215,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         request: asv.GetUploadRequest,
         context: grpc.aio.ServicerContext[asv.GetUploadRequest, asv.GetUploadResponse],
     ) -> asv.GetUploadResponse:
-        upload = await self.store.get_upload(*names.parse_upload(request.name))
+        upload = await self.store.artifacts.get_upload(*names.parse_upload(request.name))
         return asv.GetUploadResponse(upload=_upload_proto(upload))
 
     async def FinishUpload(
@@ -224,7 +224,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         context: grpc.aio.ServicerContext[asv.FinishUploadRequest, asv.FinishUploadResponse],
     ) -> asv.FinishUploadResponse:
         tenant, upload_id = names.parse_upload(request.name)
-        upload = await self.store.get_upload(tenant, upload_id)
+        upload = await self.store.artifacts.get_upload(tenant, upload_id)
         if upload.finished:
             raise FailedPrecondition("the upload is already finished")
         if upload.committed_size != upload.total_size:
@@ -236,7 +236,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
             blob = await self.blobs.commit_partial(upload.id, upload.committed_size)
         except BlobMissing as e:
             raise DataLoss(f"the received bytes of {request.name} are missing: {e}") from None
-        await self.store.set_upload_progress(upload.id, blob.size, finished=True)
+        await self.store.artifacts.set_upload_progress(upload.id, blob.size, finished=True)
         try:
             await self.blobs.drop_partial(upload.id)
         except Exception:  # leftovers only cost space
@@ -259,13 +259,13 @@ class ArtifactService(asg.ArtifactServiceServicer):
         run_id: str | None = None
         if names.RUN_RE.match(request.parent):
             tenant, run_id = names.parse_run(request.parent, "parent")
-            await self.store.get_run(tenant, run_id)
+            await self.store.runs.get_run(tenant, run_id)
         else:
             tenant = names.parse_tenant(request.parent)
         size = pagination.page_size(request.page_size)
         query = {"parent": request.parent}
         after = pagination.decode(request.page_token, query)
-        items = await self.store.list_artifacts(
+        items = await self.store.artifacts.list_artifacts(
             tenant,
             run_id=run_id,
             after=(int(after[0]), str(after[1])) if after else None,
@@ -287,7 +287,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
             asv.DownloadArtifactRequest, asv.DownloadArtifactResponse
         ],
     ) -> AsyncIterator[asv.DownloadArtifactResponse]:
-        artifact = await self.store.get_artifact(*names.parse_artifact(request.name))
+        artifact = await self.store.artifacts.get_artifact(*names.parse_artifact(request.name))
         async for message in stream_blob(self.blobs, artifact, request.offset):
             yield message
 

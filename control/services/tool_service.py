@@ -24,7 +24,7 @@ class ToolService(tsg.ToolServiceServicer):
     ) -> ts.CreateToolVersionResponse:
         tenant, tool = names.parse_tool(request.parent)
         version = prepare_tool_version(tenant, tool, request.tool_version)
-        stored, created = await self.store.put_tool_version(tenant, tool, version)
+        stored, created = await self.store.tools.put_tool_version(tenant, tool, version)
         return ts.CreateToolVersionResponse(tool_version=stored, created=created)
 
     async def GetTool(
@@ -33,7 +33,7 @@ class ToolService(tsg.ToolServiceServicer):
         context: grpc.aio.ServicerContext[ts.GetToolRequest, ts.GetToolResponse],
     ) -> ts.GetToolResponse:
         tenant, tool = names.parse_tool(request.name, "name")
-        return ts.GetToolResponse(tool=await self.store.get_tool(tenant, tool))
+        return ts.GetToolResponse(tool=await self.store.tools.get_tool(tenant, tool))
 
     async def ListTools(
         self,
@@ -44,7 +44,7 @@ class ToolService(tsg.ToolServiceServicer):
         size = pagination.page_size(request.page_size)
         query = {"parent": request.parent}
         after = pagination.decode(request.page_token, query) or ""
-        tools = await self.store.list_tools(tenant, after=str(after), limit=size + 1)
+        tools = await self.store.tools.list_tools(tenant, after=str(after), limit=size + 1)
         token = ""
         if len(tools) > size:
             tools = tools[:size]
@@ -57,7 +57,7 @@ class ToolService(tsg.ToolServiceServicer):
         context: grpc.aio.ServicerContext[ts.GetToolVersionRequest, ts.GetToolVersionResponse],
     ) -> ts.GetToolVersionResponse:
         tv = names.parse_tool_version(request.name)
-        return ts.GetToolVersionResponse(tool_version=await self.store.get_tool_version(*tv))
+        return ts.GetToolVersionResponse(tool_version=await self.store.tools.get_tool_version(*tv))
 
     async def ListToolVersions(
         self,
@@ -65,11 +65,11 @@ class ToolService(tsg.ToolServiceServicer):
         context: grpc.aio.ServicerContext[ts.ListToolVersionsRequest, ts.ListToolVersionsResponse],
     ) -> ts.ListToolVersionsResponse:
         tenant, tool = names.parse_tool(request.parent)
-        await self.store.get_tool(tenant, tool)
+        await self.store.tools.get_tool(tenant, tool)
         size = pagination.page_size(request.page_size)
         query = {"parent": request.parent}
         before = pagination.decode(request.page_token, query)
-        rows = await self.store.list_tool_versions(
+        rows = await self.store.tools.list_tool_versions(
             tenant, tool, before_id=int(before) if before is not None else None, limit=size + 1
         )
         token = ""

@@ -20,8 +20,8 @@ from flnet.control import names
 from flnet.control.clock import now_us, timestamp
 from flnet.control.reasons import Reason
 from flnet.control.schema import artifacts, runs, uploads
-from flnet.control.store.base import Pending, RunRow, StoreBase, _Obj, older_than, storable
-from flnet.control.store.history import _append
+from flnet.control.store.base import Database, Obj, Pending, RunRow, older_than, storable
+from flnet.control.store.history import append_events
 from flnet.errors import FailedPrecondition, NotFound
 
 
@@ -82,7 +82,10 @@ class Upload:
     expire_us: int
 
 
-class ArtifactStore(StoreBase):
+class ArtifactStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     async def add_input_artifact(
         self,
         *,
@@ -99,7 +102,7 @@ class ArtifactStore(StoreBase):
         its uploaded_us, unless gc deleted it meanwhile: then this upload records it anew."""
         storable(filename, artifacts.c.filename, "filename")
         storable(media_type, artifacts.c.media_type, "media_type")
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             now = now_us()
             existing = await _input_of(conn, tenant, sha256)
             if existing is not None and await _uploaded_again(conn, existing.id, now):
@@ -134,7 +137,7 @@ class ArtifactStore(StoreBase):
                 existing = await _input_of(conn, tenant, sha256)
                 assert existing is not None
                 return _artifact(existing)
-        return _artifact(_Obj(values | {"run_id": None, "output_name": None}))
+        return _artifact(Obj(values | {"run_id": None, "output_name": None}))
 
     async def add_output_artifact(
         self,
@@ -151,8 +154,8 @@ class ArtifactStore(StoreBase):
         engine retrying after a reconnect) replaces it."""
         storable(media_type, artifacts.c.media_type, "media_type")
         pending = Pending()
-        async with self._write(pending) as conn:
-            row = await self._lock_run(conn, run.id)
+        async with self.db.write(pending) as conn:
+            row = await self.db.lock_run(conn, run.id)
             if row.state != S.RUN_STATE_RUNNING:
                 raise FailedPrecondition(
                     f"outputs are accepted while the run is RUNNING, not "
@@ -192,17 +195,17 @@ class ArtifactStore(StoreBase):
                 uploaded_us=now,
             )
             await conn.execute(insert(artifacts).values(**values))
-            artifact = _artifact(_Obj(values))
+            artifact = _artifact(Obj(values))
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, output=artifact)
-            _append(pending, run.id, now, [ev])
+            append_events(pending, run.id, now, [ev])
             await conn.execute(
                 update(runs).where(runs.c.id == run.id).values(last_sequence=seq, update_us=now)
             )
         return artifact
 
     async def get_artifact(self, tenant: str, artifact_id: str) -> ap.Artifact:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             r = (
                 await conn.execute(
                     select(artifacts).where(
@@ -217,7 +220,7 @@ class ArtifactStore(StoreBase):
     async def run_outputs(self, run_ids: Sequence[str]) -> dict[str, list[ap.Artifact]]:
         if not run_ids:
             return {}
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = (
                 await conn.execute(
                     select(artifacts)
@@ -239,7 +242,7 @@ class ArtifactStore(StoreBase):
         if after is not None:
             q = q.where(older_than(artifacts.c.create_us, artifacts.c.id, after))
         q = q.order_by(artifacts.c.create_us.desc(), artifacts.c.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [_artifact(r) for r in (await conn.execute(q)).all()]
 
     # --------------------------------------------------------------------------- uploads
@@ -247,7 +250,7 @@ class ArtifactStore(StoreBase):
     async def create_upload(self, upload: Upload) -> None:
         storable(upload.filename, uploads.c.filename, "filename")
         storable(upload.media_type, uploads.c.media_type, "media_type")
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             await conn.execute(
                 insert(uploads).values(
                     id=upload.id,
@@ -264,7 +267,7 @@ class ArtifactStore(StoreBase):
             )
 
     async def get_upload(self, tenant: str, upload_id: str) -> Upload:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             r = (
                 await conn.execute(
                     select(uploads).where(uploads.c.tenant == tenant, uploads.c.id == upload_id)
@@ -289,7 +292,7 @@ class ArtifactStore(StoreBase):
     async def set_upload_progress(
         self, upload_id: str, committed: int, finished: bool = False
     ) -> None:
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             await conn.execute(
                 update(uploads)
                 .where(uploads.c.id == upload_id)

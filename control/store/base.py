@@ -134,7 +134,7 @@ class RunRow:
         return run
 
 
-def _run_row(r: Any) -> RunRow:
+def run_row(r: Any) -> RunRow:
     return RunRow(
         id=r.id,
         tenant=r.tenant,
@@ -156,23 +156,28 @@ def _run_row(r: Any) -> RunRow:
     )
 
 
-class _Obj:
+class Obj:
     """Attribute access over a dict, so freshly inserted rows convert like fetched ones."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
 
 
-class StoreBase:
+class Database:
+    """The connection the store's parts share: reads, write transactions, run-row locks."""
+
     def __init__(self, engine: AsyncEngine, feed: RunFeed) -> None:
         self.engine = engine
         self.feed = feed
         # SQLite only (control.database.write_lock); PostgreSQL locks rows instead.
         self._write_lock = write_lock(engine)
-        self._required_outputs: dict[str, frozenset[str]] = {}
+
+    def read(self) -> Any:
+        """A connection for reads (an async context manager)."""
+        return self.engine.connect()
 
     @contextlib.asynccontextmanager
-    async def _write(self, pending: Pending | None = None) -> AsyncIterator[AsyncConnection]:
+    async def write(self, pending: Pending | None = None) -> AsyncIterator[AsyncConnection]:
         """One write transaction. The history segments it appends to `pending` are inserted
         just before it commits and published right after, before anything else awaits: the
         transactions of one run follow each other (its row is locked, or on SQLite every
@@ -195,7 +200,8 @@ class StoreBase:
         for run_id, segments in by_run.items():
             self.feed.publish(run_id, segments)
 
-    async def _lock_run(self, conn: AsyncConnection, run_id: str) -> Any:
+    async def lock_run(self, conn: AsyncConnection, run_id: str) -> Any:
+        """The run's row, locked until the transaction ends."""
         return (
             await conn.execute(
                 select(

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control.news import Segment
 from flnet.control.schema import run_events
-from flnet.control.store.base import Pending, RunRow, StoreBase
+from flnet.control.store.base import Database, Pending, RunRow
 
 # Segments fetched per query while listing events: a few, since one holds up to a batch.
 SEGMENTS_PER_READ = 4
@@ -64,7 +64,10 @@ class _EventReader:
         return self.full
 
 
-class HistoryStore(StoreBase):
+class HistoryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     async def read_events(
         self, run: RunRow, into: EventList, *, after: int, limit: int
     ) -> tuple[int, bool]:
@@ -74,13 +77,13 @@ class HistoryStore(StoreBase):
         `repeated RunEvent events` (WatchRunResponse, ListRunEventsResponse): segments merge
         into it as bytes, without copying event by event. Recent segments come from memory."""
         reader = _EventReader(into, run.name, after, limit)
-        for segment in self.feed.recent(run.id, after) or ():
+        for segment in self.db.feed.recent(run.id, after) or ():
             if reader.take(segment.first, segment.payload):
                 return reader.added, reader.full
         if reader.added:
             return reader.added, reader.full
         # Nothing in memory (never published, or published out of order): the database.
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             while not reader.full:
                 rows = (
                     await conn.execute(
@@ -98,7 +101,7 @@ class HistoryStore(StoreBase):
         return reader.added, reader.full
 
     async def count_events(self, run_id: str) -> int:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             total = (
                 await conn.execute(
                     select(func.sum(run_events.c.last_seq - run_events.c.first_seq + 1)).where(
@@ -109,13 +112,13 @@ class HistoryStore(StoreBase):
         return int(total or 0)
 
 
-def _append(pending: Pending, run_id: str, now: int, events: list[rp.RunEvent]) -> None:
+def append_events(pending: Pending, run_id: str, now: int, events: list[rp.RunEvent]) -> None:
     """Appends consecutive events as one segment of the run's history."""
     segment = rp.RunEventSegment(events=events)
-    _append_segment(pending, run_id, now, events[0].sequence, events[-1].sequence, segment)
+    append_segment(pending, run_id, now, events[0].sequence, events[-1].sequence, segment)
 
 
-def _append_segment(
+def append_segment(
     pending: Pending,
     run_id: str,
     now: int,
@@ -126,5 +129,5 @@ def _append_segment(
     """A run's history is a sequence of segments, one per engine batch or transaction: a batch
     of 1000 log lines costs one row. Events are stored without `run` and `sequence`; a
     segment's events are numbered first_seq, first_seq + 1, ... (read_events fills both in).
-    The row is inserted with the transaction's others just before it commits (StoreBase._write)."""
+    The row is inserted with the transaction's others just before it commits (Database._write)."""
     pending.add(run_id, now, Segment(first_seq, last_seq, segment.SerializeToString()))

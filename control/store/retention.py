@@ -37,7 +37,7 @@ from flnet.control.blobs.protocol import Blob
 from flnet.control.clock import now_us
 from flnet.control.news import Segment
 from flnet.control.schema import artifacts, run_events, run_inputs, runs, uploads
-from flnet.control.store.base import StoreBase
+from flnet.control.store.base import Database
 
 # RunEvent kinds that are telemetry; every other kind (state changes, outputs, cancellation,
 # configuration changes, and kinds this version does not know) is provenance and is kept.
@@ -128,12 +128,15 @@ def _segment(first: int, events: list[rp.RunEvent]) -> Segment:
     return Segment(first, first + len(events) - 1, payload)
 
 
-class RetentionStore(StoreBase):
+class RetentionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     @contextlib.asynccontextmanager
-    async def _gc_write(self) -> AsyncIterator[AsyncConnection]:
+    async def gc_write(self) -> AsyncIterator[AsyncConnection]:
         """One of gc's write transactions; on SQLite it holds the database's write lock from
         its start (see the module's docstring)."""
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             if conn.dialect.name == "sqlite":
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
@@ -151,14 +154,14 @@ class RetentionStore(StoreBase):
             key = tuple_(artifacts.c.uploaded_us, artifacts.c.id)
             q = q.where(key > tuple_(after.uploaded_us, after.id))
         q = q.order_by(artifacts.c.uploaded_us, artifacts.c.id).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [_stale_input(r) for r in (await conn.execute(q)).all()]
 
     async def delete_stale_input(self, artifact_id: str, cutoff_us: int) -> StaleInput | None:
         """Deletes the input if it is still stale (no run references it, not uploaded again
         since `cutoff_us`); None when it is not (any more), or no longer exists."""
         try:
-            async with self._gc_write() as conn:
+            async with self.gc_write() as conn:
                 return await delete_stale_input(conn, artifact_id, cutoff_us)
         except IntegrityError:
             # A run referencing it committed while this delete waited for its row.
@@ -177,7 +180,7 @@ class RetentionStore(StoreBase):
         )
         if ignore_stale_before:
             q = q.where(~_stale(ignore_stale_before))
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = (await conn.execute(q)).all()
         found = {r.storage_uri for r in rows} | {r.sha256 for r in rows}
         return found & (set(uris) | set(shas))
@@ -196,7 +199,7 @@ class RetentionStore(StoreBase):
         if after is not None:
             q = q.where(tuple_(runs.c.end_us, runs.c.id) > tuple_(after.end_us, after.id))
         q = q.order_by(runs.c.end_us, runs.c.id).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [EndedRun(r.id, r.end_us) for r in (await conn.execute(q)).all()]
 
     async def drop_telemetry(
@@ -214,13 +217,13 @@ class RetentionStore(StoreBase):
         interrupted before leaves it unmarked, and the next one reads it again, finding no
         telemetry in the segments done."""
         if dry_run:
-            async with self.engine.connect() as conn:
+            async with self.db.read() as conn:
                 dropped, _ = await _compact(conn, run_id, after=0, limit=None, apply=False)
             return dropped
         total: Dropped | None = None
         after: int | None = 0
         while after is not None:
-            async with self._gc_write() as conn:
+            async with self.gc_write() as conn:
                 locked = (
                     await conn.execute(
                         select(runs.c.id)
@@ -257,11 +260,11 @@ class RetentionStore(StoreBase):
             .order_by(uploads.c.id)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [ExpiredUpload(r.id, r.committed_size) for r in (await conn.execute(q)).all()]
 
     async def delete_upload(self, upload_id: str, expired_before_us: int) -> bool:
-        async with self._gc_write() as conn:
+        async with self.gc_write() as conn:
             deleted = await conn.execute(
                 delete(uploads).where(
                     uploads.c.id == upload_id, uploads.c.expire_us < expired_before_us
@@ -273,7 +276,7 @@ class RetentionStore(StoreBase):
         if not upload_ids:
             return set()
         q = select(uploads.c.id).where(uploads.c.id.in_(list(upload_ids)))
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return set((await conn.execute(q)).scalars().all())
 
 

@@ -17,8 +17,8 @@ from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names, verdicts
 from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import artifacts, run_inputs, runs
-from flnet.control.store.base import Pending, RunRow, _run_row, older_than, storable
-from flnet.control.store.history import HistoryStore, _append, _append_segment
+from flnet.control.store.base import Database, Pending, RunRow, older_than, run_row, storable
+from flnet.control.store.history import append_events, append_segment
 from flnet.control.store.tools import ToolStore
 from flnet.errors import NotFound
 
@@ -46,7 +46,11 @@ class RunFilter:
     created_to_us: int | None = None  # exclusive
 
 
-class RunStore(HistoryStore, ToolStore):
+class RunStore:
+    def __init__(self, db: Database, tools: ToolStore) -> None:
+        self.db = db
+        self.tools = tools
+
     async def create_run(
         self,
         *,
@@ -72,7 +76,7 @@ class RunStore(HistoryStore, ToolStore):
         event = rp.RunEvent(sequence=1, state_change=change)
         try:
             pending = Pending()
-            async with self._write(pending) as conn:
+            async with self.db.write(pending) as conn:
                 await conn.execute(
                     insert(runs).values(
                         id=run_id,
@@ -95,7 +99,7 @@ class RunStore(HistoryStore, ToolStore):
                     )
                 )
                 await _bind_inputs(conn, run_id, spec)
-                _append(pending, run_id, now, [event])
+                append_events(pending, run_id, now, [event])
         except IntegrityError:
             if spec.request_id:
                 existing = await self.find_run_by_request(tenant, spec.request_id)
@@ -110,7 +114,7 @@ class RunStore(HistoryStore, ToolStore):
     async def _missing_input(self, spec: rp.Run) -> str:
         """The first input of `spec` whose artifact does not exist ("": none)."""
         bound = {_artifact_id(i.artifact): i.artifact for i in spec.inputs}
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             found = set(
                 (await conn.execute(select(artifacts.c.id).where(artifacts.c.id.in_(bound))))
                 .scalars()
@@ -120,16 +124,16 @@ class RunStore(HistoryStore, ToolStore):
 
     async def find_run_by_request(self, tenant: str, request_id: str) -> RunRow | None:
         storable(request_id, runs.c.request_id, "request_id")
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             r = (
                 await conn.execute(
                     select(runs).where(runs.c.tenant == tenant, runs.c.request_id == request_id)
                 )
             ).first()
-        return _run_row(r) if r else None
+        return run_row(r) if r else None
 
     async def request_sha256_of(self, run_id: str) -> str:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             return str(
                 (
                     await conn.execute(select(runs.c.request_sha256).where(runs.c.id == run_id))
@@ -137,18 +141,18 @@ class RunStore(HistoryStore, ToolStore):
             )
 
     async def get_run(self, tenant: str, run_id: str) -> RunRow:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             r = (
                 await conn.execute(select(runs).where(runs.c.tenant == tenant, runs.c.id == run_id))
             ).first()
         if r is None:
             raise NotFound(f"run {names.run_name(tenant, run_id)} does not exist")
-        return _run_row(r)
+        return run_row(r)
 
     async def get_run_by_id(self, run_id: str) -> RunRow | None:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             r = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
-        return _run_row(r) if r else None
+        return run_row(r) if r else None
 
     async def list_runs(
         self,
@@ -175,14 +179,14 @@ class RunStore(HistoryStore, ToolStore):
         if after is not None:
             q = q.where(older_than(runs.c.create_us, runs.c.id, after))
         q = q.order_by(runs.c.create_us.desc(), runs.c.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            return [_run_row(r) for r in (await conn.execute(q)).all()]
+        async with self.db.read() as conn:
+            return [run_row(r) for r in (await conn.execute(q)).all()]
 
     async def mark_engines_seen(self, run_ids: list[str], when_us: int) -> None:
         """Records that the engines of `run_ids` were heard at `when_us` (never backwards)."""
         if not run_ids:
             return
-        async with self._write() as conn:
+        async with self.db.write() as conn:
             await conn.execute(
                 update(runs)
                 .where(
@@ -203,8 +207,8 @@ class RunStore(HistoryStore, ToolStore):
                 ]
             )
         )
-        async with self.engine.connect() as conn:
-            return [_run_row(r) for r in (await conn.execute(q)).all()]
+        async with self.db.read() as conn:
+            return [run_row(r) for r in (await conn.execute(q)).all()]
 
     async def apply_batches(self, run_id: str, batches: Sequence[rt.Batch]) -> BatchOutcome:
         """Stores engine batches exactly once (see RuntimeService.Connect), all in one
@@ -212,8 +216,8 @@ class RunStore(HistoryStore, ToolStore):
         one. A duplicate (already stored) or a gap (the engine resends in order) is only
         acknowledged."""
         pending = Pending()
-        async with self._write(pending) as conn:
-            row = await self._lock_run(conn, run_id)
+        async with self.db.write(pending) as conn:
+            row = await self.db.lock_run(conn, run_id)
             now = now_us()
             outcome = BatchOutcome(acked=row.last_batch, state=row.state)
             seq = row.last_sequence
@@ -257,7 +261,7 @@ class RunStore(HistoryStore, ToolStore):
             segment.DiscardUnknownFields()  # Batch.sequence
             count = len(segment.events)
             if count:
-                _append_segment(pending, row.id, now, seq + 1, seq + count, segment)
+                append_segment(pending, row.id, now, seq + 1, seq + count, segment)
             return seq + count
         events: list[rp.RunEvent] = []
         facts: verdicts.Outputs | None = None  # read once, at the batch's first transition
@@ -297,7 +301,7 @@ class RunStore(HistoryStore, ToolStore):
             ev.sequence = seq
             events.append(ev)
         if events:
-            _append(pending, row.id, now, events)
+            append_events(pending, row.id, now, events)
         return seq
 
     async def _outputs_of(self, conn: AsyncConnection, row: Any) -> verdicts.Outputs:
@@ -306,7 +310,7 @@ class RunStore(HistoryStore, ToolStore):
             await conn.execute(select(artifacts.c.output_name).where(artifacts.c.run_id == row.id))
         ).scalars()
         return verdicts.Outputs(
-            required=await self._required_outputs_of(conn, row.tool_version),
+            required=await self.tools.required_outputs_of(conn, row.tool_version),
             present=frozenset(present),
         )
 
@@ -322,8 +326,8 @@ class RunStore(HistoryStore, ToolStore):
         """A transition decided by the control plane (cancel, timeout, container exit).
         Returns (applied, state); a terminal run is left as it is."""
         pending = Pending()
-        async with self._write(pending) as conn:
-            row = await self._lock_run(conn, run_id)
+        async with self.db.write(pending) as conn:
+            row = await self.db.lock_run(conn, run_id)
             verdict = verdicts.judge_control(row.state, to_state, error)
             if verdict.refusal:
                 return False, row.state
@@ -333,7 +337,7 @@ class RunStore(HistoryStore, ToolStore):
                 row.state, verdict.to_state, verdict.error, message, actor, now, row.cancellation
             )
             ev = rp.RunEvent(sequence=seq, state_change=change)
-            _append(pending, run_id, now, [ev])
+            append_events(pending, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -344,8 +348,8 @@ class RunStore(HistoryStore, ToolStore):
     async def request_cancel(self, run_id: str, requested_by: str, reason: str) -> RunRow:
         """Phase one of a cancel: records who asked, why and when (once)."""
         pending = Pending()
-        async with self._write(pending) as conn:
-            row = await self._lock_run(conn, run_id)
+        async with self.db.write(pending) as conn:
+            row = await self.db.lock_run(conn, run_id)
             if not lifecycle.is_terminal(row.state) and row.cancellation is None:
                 now = now_us()
                 c = rp.Cancellation(
@@ -353,7 +357,7 @@ class RunStore(HistoryStore, ToolStore):
                 )
                 seq = row.last_sequence + 1
                 ev = rp.RunEvent(sequence=seq, cancellation=c)
-                _append(pending, run_id, now, [ev])
+                append_events(pending, run_id, now, [ev])
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id)
@@ -366,8 +370,8 @@ class RunStore(HistoryStore, ToolStore):
     async def update_dev_config(self, run_id: str, config: rp.ConfigChange) -> None:
         """Replaces a development session's configuration and records the change."""
         pending = Pending()
-        async with self._write(pending) as conn:
-            row = await self._lock_run(conn, run_id)
+        async with self.db.write(pending) as conn:
+            row = await self.db.lock_run(conn, run_id)
             spec_row = (await conn.execute(select(runs.c.spec).where(runs.c.id == run_id))).one()
             spec = rp.Run.FromString(spec_row.spec)
             spec.config.CopyFrom(config.config)
@@ -375,7 +379,7 @@ class RunStore(HistoryStore, ToolStore):
             now = now_us()
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, config_change=config)
-            _append(pending, run_id, now, [ev])
+            append_events(pending, run_id, now, [ev])
             await conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)

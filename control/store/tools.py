@@ -12,11 +12,15 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control import names
 from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import tool_versions, tools
-from flnet.control.store.base import StoreBase
+from flnet.control.store.base import Database
 from flnet.errors import AlreadyExists, NotFound
 
 
-class ToolStore(StoreBase):
+class ToolStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._required_outputs: dict[str, frozenset[str]] = {}
+
     async def put_tool_version(
         self, tenant: str, tool: str, version: tp.ToolVersion
     ) -> tuple[tp.ToolVersion, bool]:
@@ -33,7 +37,7 @@ class ToolStore(StoreBase):
         now = now_us()
         version.create_time.CopyFrom(timestamp(now))
         try:
-            async with self._write() as conn:
+            async with self.db.write() as conn:
                 row = (
                     await conn.execute(
                         select(tools.c.name).where(tools.c.tenant == tenant, tools.c.name == tool)
@@ -73,7 +77,7 @@ class ToolStore(StoreBase):
     async def _find_tool_version(
         self, tenant: str, tool: str, version: str
     ) -> tp.ToolVersion | None:
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             row = (
                 await conn.execute(
                     select(tool_versions.c.spec).where(
@@ -110,7 +114,7 @@ class ToolStore(StoreBase):
         q = select(tools).where(tools.c.tenant == tenant, tools.c.name > after)
         if names_in is not None:
             q = q.where(tools.c.name.in_(names_in))
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = (await conn.execute(q.order_by(tools.c.name).limit(limit))).all()
             result = []
             for r in rows:
@@ -144,13 +148,11 @@ class ToolStore(StoreBase):
         )
         if before_id is not None:
             q = q.where(tool_versions.c.id < before_id)
-        async with self.engine.connect() as conn:
+        async with self.db.read() as conn:
             rows = (await conn.execute(q.order_by(tool_versions.c.id.desc()).limit(limit))).all()
         return [(r.id, tp.ToolVersion.FromString(r.spec)) for r in rows]
 
-    async def _required_outputs_of(
-        self, conn: AsyncConnection, tool_version: str
-    ) -> frozenset[str]:
+    async def required_outputs_of(self, conn: AsyncConnection, tool_version: str) -> frozenset[str]:
         cached = self._required_outputs.get(tool_version)
         if cached is None:
             tv = names.parse_tool_version(tool_version)

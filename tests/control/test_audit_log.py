@@ -257,9 +257,9 @@ async def test_the_log_and_the_store_write_at_once(engine: AsyncEngine) -> None:
     audit = AuditLog(engine, batch_size=20)
     if backend() == SQLITE:
         # They share one write lock, which serializes their transactions.
-        assert store._write_lock is write_lock(engine) is audit._write_lock
+        assert store.db._write_lock is write_lock(engine) is audit._write_lock
     else:
-        assert store._write_lock is None and audit._write_lock is None
+        assert store.db._write_lock is None and audit._write_lock is None
     # Audit batches commit between the store's read-then-write transactions: none of them
     # fails (on SQLite, with "database is locked").
     for i in range(2000):
@@ -267,11 +267,11 @@ async def test_the_log_and_the_store_write_at_once(engine: AsyncEngine) -> None:
 
     async def register(i: int) -> None:
         version = tp.ToolVersion(version="1.0.0", kind="python", contract_sha256=f"{i:064x}")
-        await store.put_tool_version("acme", f"tool-{i}", version)
+        await store.tools.put_tool_version("acme", f"tool-{i}", version)
 
     await asyncio.gather(audit.flush(), *(register(i) for i in range(50)))
     assert await stored(engine) == 2000
-    assert len(await store.list_tools("acme", limit=100)) == 50
+    assert len(await store.tools.list_tools("acme", limit=100)) == 50
 
 
 # --- the service -------------------------------------------------------------------------

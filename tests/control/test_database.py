@@ -60,7 +60,7 @@ def store(engine: AsyncEngine) -> Store:
 
 async def new_run(store: Store, run_id: str | None = None) -> str:
     run_id = run_id or uuid.uuid4().hex[:20]
-    await store.create_run(
+    await store.runs.create_run(
         run_id=run_id,
         tenant="acme",
         tool="noop",
@@ -83,7 +83,7 @@ async def add_input(store: Store, sha256: str, **fields: Any) -> ap.Artifact:
         "uri": f"file:///blobs/{sha256}",
     }
     values.update(fields)
-    return await store.add_input_artifact(**values)
+    return await store.artifacts.add_input_artifact(**values)
 
 
 # --- migrations ----------------------------------------------------------------------------
@@ -144,9 +144,9 @@ async def test_control_planes_starting_at_once_migrate_one_after_the_other(
 async def test_only_sqlite_writers_take_turns(engine: AsyncEngine, store: Store) -> None:
     lock = write_lock(engine)
     if backend() == SQLITE:
-        assert isinstance(lock, asyncio.Lock) and store._write_lock is lock
+        assert isinstance(lock, asyncio.Lock) and store.db._write_lock is lock
     else:
-        assert lock is None and store._write_lock is None
+        assert lock is None and store.db._write_lock is None
 
 
 async def test_uploads_of_the_same_content_at_once_are_one_artifact(
@@ -184,13 +184,15 @@ async def test_batches_of_one_run_at_once_leave_no_gaps(store: Store) -> None:
         )
 
     await asyncio.gather(
-        *(store.apply_batches(run_id, [batch(n)]) for n in (1, 1, 1)),
-        store.request_cancel(run_id, "bob", "enough"),
+        *(store.runs.apply_batches(run_id, [batch(n)]) for n in (1, 1, 1)),
+        store.runs.request_cancel(run_id, "bob", "enough"),
     )
-    await asyncio.gather(*(store.apply_batches(run_id, [batch(2), batch(3)]) for _ in range(3)))
-    run = await store.get_run("acme", run_id)
+    await asyncio.gather(
+        *(store.runs.apply_batches(run_id, [batch(2), batch(3)]) for _ in range(3))
+    )
+    run = await store.runs.get_run("acme", run_id)
     response = rs.ListRunEventsResponse()
-    added, _ = await store.read_events(run, response, after=0, limit=1000)
+    added, _ = await store.history.read_events(run, response, after=0, limit=1000)
     assert [e.sequence for e in response.events] == list(range(1, added + 1))
     logs = [e.log.message for e in response.events if e.HasField("log")]
     assert logs == [f"{n}.{i}" for n in (1, 2, 3) for i in range(5)]
@@ -218,13 +220,13 @@ async def test_a_transaction_inserts_its_history_segments_in_one_statement(
             rt.Batch(sequence=n, entries=[rt.Entry(log=tm.LogRecord(message=str(n)))] * 100)
             for n in range(1, 9)
         ]
-        outcome = await store.apply_batches(run_id, batches)
+        outcome = await store.runs.apply_batches(run_id, batches)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert outcome.acked == 8
     # Eight segments, one statement with eight parameter sets (the driver batches them).
     assert inserts == [(True, 8)]
-    assert await store.count_events(run_id) == 1 + 800
+    assert await store.history.count_events(run_id) == 1 + 800
 
 
 # --- what either database stores -------------------------------------------------------------
@@ -244,7 +246,7 @@ async def test_text_postgresql_refuses_is_refused_on_either(store: Store) -> Non
     big = await add_input(store, "ef" * 32, size=2**62)
     assert big.size_bytes == 2**62
     with pytest.raises(InvalidArgument):
-        await store.find_run_by_request("acme", "r\x00")
+        await store.runs.find_run_by_request("acme", "r\x00")
 
 
 async def test_the_api_refuses_nul_and_overlong_text_alike(api: Clients) -> None:
@@ -310,7 +312,7 @@ async def test_pages_split_runs_created_in_the_same_microsecond(
         await conn.execute(update(runs).values(create_us=1_700_000_000_000_000))
     seen: list[str] = []
     after: tuple[int, str] | None = None
-    while page := await store.list_runs("acme", after=after, limit=3):
+    while page := await store.runs.list_runs("acme", after=after, limit=3):
         seen += [r.id for r in page]
         after = (page[-1].create_us, page[-1].id)
     assert seen == ids

@@ -52,7 +52,7 @@ class Gc:
 
     async def set(self, table: Table, key: str, **values: Any) -> None:
         """Rewrites columns of one row (time travel for a row's timestamps)."""
-        async with self.store.engine.begin() as conn:
+        async with self.store.db.engine.begin() as conn:
             await conn.execute(update(table).where(table.c.id == key).values(**values))
 
     async def listed(self) -> dict[str, list[Stored]]:

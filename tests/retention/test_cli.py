@@ -57,7 +57,7 @@ async def add_unused_input(env: dict[str, str], data: bytes) -> None:
         writer = blobs.writer()
         await writer.write(data)
         blob = await writer.commit()
-        await Store(engine, RunFeed()).add_input_artifact(
+        await Store(engine, RunFeed()).artifacts.add_input_artifact(
             artifact_id=uuid.uuid4().hex[:20],
             tenant="default",
             sha256=hashlib.sha256(data).hexdigest(),

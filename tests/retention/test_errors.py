@@ -135,10 +135,10 @@ async def test_an_expired_upload_whose_bytes_stay_keeps_its_record(api: Clients,
     report = await failing(gc, "drop_partial").collect(days_later=3)
 
     assert report.uploads.count == 0 and report.errors[0].startswith(f"upload {upload_id}:")
-    assert [u.id for u in await gc.store.expired_uploads(2**62)] == [upload_id]
+    assert [u.id for u in await gc.store.retention.expired_uploads(2**62)] == [upload_id]
     report = await gc.collect(days_later=3)
     assert (report.uploads.count, report.uploads.bytes) == (1, 2)
-    assert await gc.store.expired_uploads(2**62) == []
+    assert await gc.store.retention.expired_uploads(2**62) == []
 
 
 async def test_stores_refuse_what_they_did_not_list(gc: Gc) -> None:

@@ -215,7 +215,7 @@ async def test_old_runs_lose_telemetry_and_keep_provenance_with_their_numbers(
 
 async def history_rows(gc: Gc, run_id: str) -> list[tuple[int, int, int]]:
     """(first, last, events held) of each stored segment of the run's history, in order."""
-    async with gc.store.engine.connect() as conn:
+    async with gc.store.db.engine.connect() as conn:
         rows = await conn.execute(
             select(run_events.c.first_seq, run_events.c.last_seq, run_events.c.payload)
             .where(run_events.c.run_id == run_id)
@@ -248,7 +248,7 @@ async def test_a_long_history_is_compacted_in_several_transactions_each_leaving_
     await gc.set(runs, id_of(run), end_us=now_us() - 40 * DAY_US)
     monkeypatch.setattr(retention_store, "SEGMENTS_PER_TRANSACTION", 2)
     seen: list[tuple[list[rp.RunEvent], int | None]] = []
-    gc_write = gc.store._gc_write
+    gc_write = gc.store.retention.gc_write
 
     @asynccontextmanager
     async def observed() -> AsyncIterator[AsyncConnection]:
@@ -257,13 +257,13 @@ async def test_a_long_history_is_compacted_in_several_transactions_each_leaving_
         rows = await history_rows(gc, id_of(run))
         assert all(last - first + 1 == held for first, last, held in rows)
         assert all(a[1] < b[0] for a, b in pairwise(rows))
-        async with gc.store.engine.connect() as conn:
+        async with gc.store.db.engine.connect() as conn:
             marked = await conn.execute(
                 select(runs.c.telemetry_dropped_us).where(runs.c.id == id_of(run))
             )
             seen.append((await events_of(api, run), marked.scalar_one()))
 
-    monkeypatch.setattr(gc.store, "_gc_write", observed)
+    monkeypatch.setattr(gc.store.retention, "gc_write", observed)
 
     report = await gc.collect(telemetry_age=30 * DAY)
 
@@ -283,7 +283,7 @@ async def test_an_interrupted_compaction_is_finished_by_the_next_gc(
     before = await events_of(api, run)
     await gc.set(runs, id_of(run), end_us=now_us() - 40 * DAY_US)
     monkeypatch.setattr(retention_store, "SEGMENTS_PER_TRANSACTION", 2)
-    gc_write = gc.store._gc_write
+    gc_write = gc.store.retention.gc_write
     began = 0
 
     @asynccontextmanager
@@ -296,7 +296,7 @@ async def test_an_interrupted_compaction_is_finished_by_the_next_gc(
             yield conn
 
     with monkeypatch.context() as patched:
-        patched.setattr(gc.store, "_gc_write", crashing)
+        patched.setattr(gc.store.retention, "gc_write", crashing)
         with pytest.raises(RuntimeError, match="gc killed"):
             await gc.collect(telemetry_age=30 * DAY)
     halfway = await events_of(api, run)

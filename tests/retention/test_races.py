@@ -53,7 +53,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
 
 async def add_input(store: Store, content: bytes) -> ap.Artifact:
     sha = hashlib.sha256(content).hexdigest()
-    return await store.add_input_artifact(
+    return await store.artifacts.add_input_artifact(
         artifact_id=uuid.uuid4().hex[:20],
         tenant="acme",
         sha256=sha,
@@ -67,7 +67,7 @@ async def add_input(store: Store, content: bytes) -> ap.Artifact:
 async def old_input(store: Store, content: bytes) -> ap.Artifact:
     """An input last uploaded a week ago."""
     artifact = await add_input(store, content)
-    async with store.engine.begin() as conn:
+    async with store.db.engine.begin() as conn:
         await conn.execute(
             artifacts.update()
             .where(artifacts.c.id == artifact.name.rsplit("/", 1)[1])
@@ -79,7 +79,7 @@ async def old_input(store: Store, content: bytes) -> ap.Artifact:
 async def new_run(store: Store, inputs: dict[str, ap.Artifact]) -> str:
     run_id = uuid.uuid4().hex[:20]
     bound = [rp.RunInput(name=n, artifact=a.name) for n, a in inputs.items()]
-    await store.create_run(
+    await store.runs.create_run(
         run_id=run_id,
         tenant="acme",
         tool="noop",
@@ -113,15 +113,15 @@ async def test_an_upload_again_waiting_for_gc_records_its_content_anew(
 ) -> None:
     control, gc = stores
     old = await old_input(control, b"content")
-    async with gc._gc_write() as conn:
+    async with gc.retention.gc_write() as conn:
         assert await delete_stale_input(conn, id_of(old), cutoff()) is not None
         again = await waits(add_input(control, b"content"))
     fresh = await again
     # Not the deleted artifact's name: the upload's caller holds one that exists.
     assert fresh.name != old.name
-    assert (await control.get_artifact("acme", id_of(fresh))).sha256 == old.sha256
+    assert (await control.artifacts.get_artifact("acme", id_of(fresh))).sha256 == old.sha256
     with pytest.raises(NotFound):
-        await control.get_artifact("acme", id_of(old))
+        await control.artifacts.get_artifact("acme", id_of(old))
 
 
 async def test_gc_waiting_for_an_upload_again_spares_the_input(
@@ -129,11 +129,11 @@ async def test_gc_waiting_for_an_upload_again_spares_the_input(
 ) -> None:
     control, gc = stores
     old = await old_input(control, b"content")
-    async with control._write() as conn:
+    async with control.db.write() as conn:
         assert await _uploaded_again(conn, id_of(old), now_us())
-        deleting = await waits(gc.delete_stale_input(id_of(old), cutoff()))
+        deleting = await waits(gc.retention.delete_stale_input(id_of(old), cutoff()))
     assert await deleting is None
-    assert await control.get_artifact("acme", id_of(old)) == old
+    assert await control.artifacts.get_artifact("acme", id_of(old)) == old
 
 
 async def test_gc_waiting_for_a_run_that_references_the_input_spares_it(
@@ -144,13 +144,13 @@ async def test_gc_waiting_for_a_run_that_references_the_input_spares_it(
     control, gc = stores
     data, extra = await old_input(control, b"data"), await old_input(control, b"extra")
     run_id = await new_run(control, {"data": data})
-    async with control._write() as conn:
+    async with control.db.write() as conn:
         await conn.execute(
             insert(run_inputs).values(run_id=run_id, name="extra", artifact_id=id_of(extra))
         )
-        deleting = await waits(gc.delete_stale_input(id_of(extra), cutoff()))
+        deleting = await waits(gc.retention.delete_stale_input(id_of(extra), cutoff()))
     assert await deleting is None
-    assert await control.get_artifact("acme", id_of(extra)) == extra
+    assert await control.artifacts.get_artifact("acme", id_of(extra)) == extra
 
 
 async def test_a_run_waiting_for_gc_to_delete_its_input_is_refused(
@@ -158,7 +158,7 @@ async def test_a_run_waiting_for_gc_to_delete_its_input_is_refused(
 ) -> None:
     control, gc = stores
     data = await old_input(control, b"data")
-    async with gc._gc_write() as conn:
+    async with gc.retention.gc_write() as conn:
         assert await delete_stale_input(conn, id_of(data), cutoff()) is not None
         creating = await waits(new_run(control, {"data": data}))
     with pytest.raises(NotFound, match=f"artifact {data.name} does not exist"):
@@ -171,10 +171,10 @@ async def test_the_database_refuses_to_delete_a_referenced_artifact(
     control, gc = stores
     data = await old_input(control, b"data")
     await new_run(control, {"data": data})
-    assert await gc.stale_inputs(cutoff()) == []
-    assert await gc.delete_stale_input(id_of(data), cutoff()) is None
+    assert await gc.retention.stale_inputs(cutoff()) == []
+    assert await gc.retention.delete_stale_input(id_of(data), cutoff()) is None
     with pytest.raises(IntegrityError):
-        async with gc.engine.begin() as conn:
+        async with gc.db.engine.begin() as conn:
             await conn.execute(delete(artifacts).where(artifacts.c.id == id_of(data)))
 
 
@@ -193,7 +193,7 @@ async def test_create_run_after_gc_deleted_its_input_is_not_found(api: Clients, 
             dev_session=True,
         ),
     )
-    async with gc.store._gc_write() as conn:
+    async with gc.store.retention.gc_write() as conn:
         assert await delete_stale_input(conn, id_of(data), later) is not None
         creating = await waits(api.runs.CreateRun(request))
     with pytest.raises(grpc.aio.AioRpcError) as e:
