@@ -1,25 +1,28 @@
-"""Resource names (AIP-122): parse and format, with errors that name the offending field."""
+"""Resource names (AIP-122): parse and format, with errors that name the offending field.
+
+The grammar is the contracts' (flnet.resource_names, derived from the resource descriptors
+in proto/); this module adds what the control plane does with a name: the field an invalid
+one came in, and the tenant check of control.identity."""
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
 
+from flnet import resource_names
 from flnet.control.identity import check_visible
 from flnet.errors import InvalidArgument
+from flnet.resource_names import ResourceType
 
-_ID = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_VERSION = r"[a-z0-9][a-z0-9.+-]{0,62}"
-TENANT_RE = re.compile(rf"^tenants/(?P<tenant>{_ID})$")
-TOOL_RE = re.compile(rf"^tenants/(?P<tenant>{_ID})/tools/(?P<tool>{_ID})$")
-TOOL_VERSION_RE = re.compile(
-    rf"^tenants/(?P<tenant>{_ID})/tools/(?P<tool>{_ID})/versions/(?P<version>{_VERSION})$"
-)
-RUN_RE = re.compile(rf"^tenants/(?P<tenant>{_ID})/runs/(?P<run>{_ID})$")
-ARTIFACT_RE = re.compile(rf"^tenants/(?P<tenant>{_ID})/artifacts/(?P<artifact>{_ID})$")
-UPLOAD_RE = re.compile(rf"^tenants/(?P<tenant>{_ID})/uploads/(?P<upload>{_ID})$")
-ID_RE = re.compile(rf"^{_ID}$")
-VERSION_RE = re.compile(rf"^{_VERSION}$")
+# Whole names (anchored at both ends, so `.match` is a full match), one group per variable.
+TENANT_RE = resource_names.TENANT.regex
+TOOL_RE = resource_names.TOOL.regex
+TOOL_VERSION_RE = resource_names.TOOL_VERSION.regex
+RUN_RE = resource_names.RUN.regex
+ARTIFACT_RE = resource_names.ARTIFACT.regex
+UPLOAD_RE = resource_names.UPLOAD.regex
+# A whole tool version id, e.g. "1.0.0".
+VERSION_RE = resource_names.TOOL_VERSION.id_rule
 
 
 class ToolVersionName(NamedTuple):
@@ -28,72 +31,62 @@ class ToolVersionName(NamedTuple):
     version: str
 
     def __str__(self) -> str:
-        return f"tenants/{self.tenant}/tools/{self.tool}/versions/{self.version}"
+        return resource_names.TOOL_VERSION.format(*self)
 
 
-# What each name pattern names, for "{kind} {name} does not exist".
-_KINDS = {
-    TENANT_RE: "tenant",
-    TOOL_RE: "tool",
-    TOOL_VERSION_RE: "tool version",
-    RUN_RE: "run",
-    ARTIFACT_RE: "artifact",
-    UPLOAD_RE: "upload",
-}
-
-
-def _match(pattern: re.Pattern[str], value: str, field: str, form: str) -> re.Match[str]:
+def _match(resource: ResourceType, value: str, field: str) -> re.Match[str]:
     """The parts of a valid name of a tenant the caller may see (control.identity)."""
-    m = pattern.match(value)
+    m = resource.regex.fullmatch(value)
     if m is None:
+        form = resource.pattern
         raise InvalidArgument(
             f"{field}: {value!r} is not a valid name; expected {form}",
             violations=[(field, f"expected {form}")],
         )
-    check_visible(m["tenant"], _KINDS[pattern], value)
+    check_visible(m["tenant"], resource.kind, value)
     return m
 
 
 def parse_tenant(value: str, field: str = "parent") -> str:
-    return _match(TENANT_RE, value, field, "tenants/{tenant}")["tenant"]
+    return _match(resource_names.TENANT, value, field)["tenant"]
 
 
 def parse_tool(value: str, field: str = "parent") -> tuple[str, str]:
-    m = _match(TOOL_RE, value, field, "tenants/{tenant}/tools/{tool}")
+    m = _match(resource_names.TOOL, value, field)
     return m["tenant"], m["tool"]
 
 
 def parse_tool_version(value: str, field: str = "name") -> ToolVersionName:
-    m = _match(TOOL_VERSION_RE, value, field, "tenants/{tenant}/tools/{tool}/versions/{version}")
+    m = _match(resource_names.TOOL_VERSION, value, field)
     return ToolVersionName(m["tenant"], m["tool"], m["version"])
 
 
 def parse_run(value: str, field: str = "name") -> tuple[str, str]:
-    m = _match(RUN_RE, value, field, "tenants/{tenant}/runs/{run}")
+    m = _match(resource_names.RUN, value, field)
     return m["tenant"], m["run"]
 
 
 def parse_artifact(value: str, field: str = "name") -> tuple[str, str]:
-    m = _match(ARTIFACT_RE, value, field, "tenants/{tenant}/artifacts/{artifact}")
+    m = _match(resource_names.ARTIFACT, value, field)
     return m["tenant"], m["artifact"]
 
 
 def parse_upload(value: str, field: str = "name") -> tuple[str, str]:
-    m = _match(UPLOAD_RE, value, field, "tenants/{tenant}/uploads/{upload}")
+    m = _match(resource_names.UPLOAD, value, field)
     return m["tenant"], m["upload"]
 
 
 def tool_name(tenant: str, tool: str) -> str:
-    return f"tenants/{tenant}/tools/{tool}"
+    return resource_names.TOOL.format(tenant, tool)
 
 
 def run_name(tenant: str, run: str) -> str:
-    return f"tenants/{tenant}/runs/{run}"
+    return resource_names.RUN.format(tenant, run)
 
 
 def artifact_name(tenant: str, artifact: str) -> str:
-    return f"tenants/{tenant}/artifacts/{artifact}"
+    return resource_names.ARTIFACT.format(tenant, artifact)
 
 
 def upload_name(tenant: str, upload: str) -> str:
-    return f"tenants/{tenant}/uploads/{upload}"
+    return resource_names.UPLOAD.format(tenant, upload)

@@ -4,7 +4,6 @@ touches it."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,21 +11,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
+from flnet import resource_names
+
 from .engine_env import validate_extra_environment
 from .errors import FieldViolation, InvalidArgument, Reason
-
-# Tenant ids have no "_" so that the work dir "<tenant>_<run>" names one run only.
-_RUN_NAME = re.compile(
-    r"tenants/(?P<tenant>[A-Za-z0-9][A-Za-z0-9.-]{0,62})"
-    r"/runs/(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,127})"
-)
 
 
 @dataclass(frozen=True, order=True)
 class RunName:
-    """A run's resource name "tenants/{tenant}/runs/{run}". Both ids are safe as path parts:
-    tenant `[A-Za-z0-9][A-Za-z0-9.-]*` (at most 63), run `[A-Za-z0-9][A-Za-z0-9._-]*` (at
-    most 128)."""
+    """A run's resource name "tenants/{tenant}/runs/{run}", in the grammar of the contracts
+    (flnet.resource_names). Both ids are safe as path parts (no "/", no dot names), and the
+    tenant's has no "_", so that the work dir "<tenant>_<run>" names one run only."""
 
     tenant: str
     run_id: str
@@ -34,17 +29,18 @@ class RunName:
     @classmethod
     def parse(cls, name: str, field_path: str = "run") -> RunName:
         """Parses a run name; InvalidArgument names `field_path` when it is malformed."""
-        match = _RUN_NAME.fullmatch(name)
-        if match is None:
+        ids = resource_names.RUN.parse(name)
+        if ids is None:
             raise InvalidArgument.field(
                 field_path,
-                f"{name!r} is not a run name 'tenants/{{tenant}}/runs/{{run}}'",
+                f"{name!r} is not a run name '{resource_names.RUN.pattern}'",
                 Reason.RUN_NAME_INVALID,
             )
-        return cls(match["tenant"], match["run"])
+        tenant, run_id = ids
+        return cls(tenant, run_id)
 
     def __str__(self) -> str:
-        return f"tenants/{self.tenant}/runs/{self.run_id}"
+        return resource_names.RUN.format(self.tenant, self.run_id)
 
 
 class ContainerState(Enum):

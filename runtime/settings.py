@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RUN_NAME = re.compile(r"tenants/[^/\s]+/runs/[^/\s]+")
+from flnet import resource_names
+
+# A whole run name, in the grammar of the contracts (the engine checks the run of each
+# Execute command with it too).
+RUN_NAME = resource_names.RUN.regex
 
 # name -> what it must hold (for the error message)
 REQUIRED_ENV: dict[str, str] = {
-    "FLNET_RUN": "the run's resource name, 'tenants/{tenant}/runs/{run}'",
+    "FLNET_RUN": f"the run's resource name, '{resource_names.RUN.pattern}'",
     "FLNET_CONTROL_ADDRESS": "the control plane's gRPC target, e.g. '127.0.0.1:50051' or "
     "'unix:///path/to/socket'",
     "FLNET_CREDENTIAL_FILE": "the path of the file holding the run credential",
@@ -63,7 +66,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if not RUN_NAME.fullmatch(self.run):
-            raise EngineConfigError(f"run {self.run!r} is not 'tenants/{{tenant}}/runs/{{run}}'")
+            raise EngineConfigError(f"run {self.run!r} is not '{resource_names.RUN.pattern}'")
         if not self.control_address:
             raise EngineConfigError("control_address is empty")
         if (self.credential_file is None) == (self.credential is None):

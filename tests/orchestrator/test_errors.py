@@ -36,6 +36,9 @@ async def test_image_digest_is_invalid_on_the_process_backend(orch: Orchestrator
         ({"run": "runs/x"}, "RUN_NAME_INVALID", ["run"]),
         ({"run": "tenants/a_b/runs/x"}, "RUN_NAME_INVALID", ["run"]),
         ({"run": "tenants/a/runs/../../etc"}, "RUN_NAME_INVALID", ["run"]),
+        # Ids the control plane never mints (the contracts' grammar, flnet.resource_names).
+        ({"run": "tenants/Acme/runs/x"}, "RUN_NAME_INVALID", ["run"]),
+        ({"run": "tenants/a/runs/r_1.x"}, "RUN_NAME_INVALID", ["run"]),
         ({"tenant": "other"}, "TENANT_MISMATCH", ["tenant"]),
         ({"source_path": ""}, "ARTIFACT_MISSING", ["source_path"]),
         (

@@ -71,6 +71,9 @@ def test_all_missing_variables_are_named_at_once() -> None:
     ("name", "value", "message"),
     [
         ("FLNET_RUN", "runs/r1", "is not 'tenants/{tenant}/runs/{run}'"),
+        # Ids the control plane never mints (the contracts' grammar, flnet.resource_names).
+        ("FLNET_RUN", "tenants/acme/runs/R_1", "is not 'tenants/{tenant}/runs/{run}'"),
+        ("FLNET_RUN", "tenants/a_b/runs/r1", "is not 'tenants/{tenant}/runs/{run}'"),
         ("FLNET_CREDENTIAL_FILE", "/nonexistent/credential", "not a readable file"),
         ("FLNET_TOOL_DIR", "/nonexistent/tool", "not a directory"),
         ("FLNET_RECONNECT_TIMEOUT", "soon", "not a number"),

@@ -22,20 +22,25 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from flnet.api.common.v1 import resource_pb2 as flnet_dot_api_dot_common_dot_v1_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#flnet/api/control/v1/artifact.proto\x12\x14\x66lnet.api.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x02\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12:\n\tdirection\x18\x02 \x01(\x0e\x32\'.flnet.api.control.v1.ArtifactDirection\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\nmedia_type\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x13\n\x0boutput_name\x18\x08 \x01(\t\x12\x13\n\x0bstorage_uri\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\x06Upload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x12\n\nmedia_type\x18\x05 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*t\n\x11\x41rtifactDirection\x12\"\n\x1e\x41RTIFACT_DIRECTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41RTIFACT_DIRECTION_INPUT\x10\x01\x12\x1d\n\x19\x41RTIFACT_DIRECTION_OUTPUT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#flnet/api/control/v1/artifact.proto\x12\x14\x66lnet.api.control.v1\x1a\"flnet/api/common/v1/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12:\n\tdirection\x18\x02 \x01(\x0e\x32\'.flnet.api.control.v1.ArtifactDirection\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\nmedia_type\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x13\n\x0boutput_name\x18\x08 \x01(\t\x12\x13\n\x0bstorage_uri\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp:x\x92\xe7\x18t\n\x11\x66lnet.io/Artifact\x12%tenants/{tenant}/artifacts/{artifact}*\tartifacts2\x08\x61rtifact\xa2\x01\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\"\x89\x02\n\x06Upload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x12\n\nmedia_type\x18\x05 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:n\x92\xe7\x18j\n\x0f\x66lnet.io/Upload\x12!tenants/{tenant}/uploads/{upload}*\x07uploads2\x06upload\xa2\x01\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?*t\n\x11\x41rtifactDirection\x12\"\n\x1e\x41RTIFACT_DIRECTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41RTIFACT_DIRECTION_INPUT\x10\x01\x12\x1d\n\x19\x41RTIFACT_DIRECTION_OUTPUT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flnet.api.control.v1.artifact_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTIFACTDIRECTION']._serialized_start=515
-  _globals['_ARTIFACTDIRECTION']._serialized_end=631
-  _globals['_ARTIFACT']._serialized_start=95
-  _globals['_ARTIFACT']._serialized_end=357
-  _globals['_UPLOAD']._serialized_start=360
-  _globals['_UPLOAD']._serialized_end=513
+  _globals['_ARTIFACT']._loaded_options = None
+  _globals['_ARTIFACT']._serialized_options = b'\222\347\030t\n\021flnet.io/Artifact\022%tenants/{tenant}/artifacts/{artifact}*\tartifacts2\010artifact\242\001\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+  _globals['_UPLOAD']._loaded_options = None
+  _globals['_UPLOAD']._serialized_options = b'\222\347\030j\n\017flnet.io/Upload\022!tenants/{tenant}/uploads/{upload}*\007uploads2\006upload\242\001\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+  _globals['_ARTIFACTDIRECTION']._serialized_start=785
+  _globals['_ARTIFACTDIRECTION']._serialized_end=901
+  _globals['_ARTIFACT']._serialized_start=131
+  _globals['_ARTIFACT']._serialized_end=515
+  _globals['_UPLOAD']._serialized_start=518
+  _globals['_UPLOAD']._serialized_end=783
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from flnet.api.common.v1 import lifecycle_pb2 as flnet_dot_api_dot_common_dot_v1_dot_lifecycle__pb2
+from flnet.api.common.v1 import resource_pb2 as flnet_dot_api_dot_common_dot_v1_dot_resource__pb2
 from flnet.api.common.v1 import telemetry_pb2 as flnet_dot_api_dot_common_dot_v1_dot_telemetry__pb2
 from flnet.api.control.v1 import artifact_pb2 as flnet_dot_api_dot_control_dot_v1_dot_artifact__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
@@ -30,23 +31,25 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66lnet/api/control/v1/run.proto\x12\x14\x66lnet.api.control.v1\x1a#flnet/api/common/v1/lifecycle.proto\x1a#flnet/api/common/v1/telemetry.proto\x1a#flnet/api/control/v1/artifact.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x06\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0ctool_version\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rconfig_sha256\x18\x04 \x01(\t\x12.\n\x06inputs\x18\x05 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunInput\x12,\n\x05state\x18\x06 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12,\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1d.flnet.api.common.v1.RunError\x12/\n\x07outputs\x18\x08 \x03(\x0b\x32\x1e.flnet.api.control.v1.Artifact\x12\x0f\n\x07\x63reator\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x14\n\x0creproduce_of\x18\x0b \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x0c \x01(\t\x12\x38\n\x0c\x63\x61ncellation\x18\r \x01(\x0b\x32\".flnet.api.control.v1.Cancellation\x12\x15\n\rlast_sequence\x18\x0e \x01(\x03\x12/\n\x08progress\x18\x0f \x01(\x0b\x32\x1d.flnet.api.common.v1.Progress\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65v_session\x18\x15 \x01(\x08\x12\x17\n\x0f\x64\x65v_session_run\x18\x16 \x01(\t\x12\x37\n\x13telemetry_drop_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x08RunInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xc6\x01\n\x0c\x43\x61ncellation\x12\x14\n\x0crequested_by\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x30\n\x0crequest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08teardown\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xad\x03\n\x08RunEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x38\n\x0cstate_change\x18\x03 \x01(\x0b\x32 .flnet.api.common.v1.StateChangeH\x00\x12-\n\x03log\x18\x04 \x01(\x0b\x32\x1e.flnet.api.common.v1.LogRecordH\x00\x12\x32\n\x06metric\x18\x05 \x01(\x0b\x32 .flnet.api.common.v1.MetricPointH\x00\x12\x31\n\x08progress\x18\x06 \x01(\x0b\x32\x1d.flnet.api.common.v1.ProgressH\x00\x12\x30\n\x06output\x18\x07 \x01(\x0b\x32\x1e.flnet.api.control.v1.ArtifactH\x00\x12;\n\rconfig_change\x18\x08 \x01(\x0b\x32\".flnet.api.control.v1.ConfigChangeH\x00\x12:\n\x0c\x63\x61ncellation\x18\t \x01(\x0b\x32\".flnet.api.control.v1.CancellationH\x00\x42\x07\n\x05\x65vent\"A\n\x0fRunEventSegment\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunEvent\"]\n\x0c\x43onfigChange\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rconfig_sha256\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66lnet/api/control/v1/run.proto\x12\x14\x66lnet.api.control.v1\x1a#flnet/api/common/v1/lifecycle.proto\x1a\"flnet/api/common/v1/resource.proto\x1a#flnet/api/common/v1/telemetry.proto\x1a#flnet/api/control/v1/artifact.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x07\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0ctool_version\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rconfig_sha256\x18\x04 \x01(\t\x12.\n\x06inputs\x18\x05 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunInput\x12,\n\x05state\x18\x06 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12,\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1d.flnet.api.common.v1.RunError\x12/\n\x07outputs\x18\x08 \x03(\x0b\x32\x1e.flnet.api.control.v1.Artifact\x12\x0f\n\x07\x63reator\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x14\n\x0creproduce_of\x18\x0b \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x0c \x01(\t\x12\x38\n\x0c\x63\x61ncellation\x18\r \x01(\x0b\x32\".flnet.api.control.v1.Cancellation\x12\x15\n\rlast_sequence\x18\x0e \x01(\x03\x12/\n\x08progress\x18\x0f \x01(\x0b\x32\x1d.flnet.api.common.v1.Progress\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65v_session\x18\x15 \x01(\x08\x12\x17\n\x0f\x64\x65v_session_run\x18\x16 \x01(\t\x12\x37\n\x13telemetry_drop_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:_\x92\xe7\x18[\n\x0c\x66lnet.io/Run\x12\x1btenants/{tenant}/runs/{run}*\x04runs2\x03run\xa2\x01\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\"N\n\x08RunInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xc6\x01\n\x0c\x43\x61ncellation\x12\x14\n\x0crequested_by\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x30\n\x0crequest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08teardown\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xad\x03\n\x08RunEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x38\n\x0cstate_change\x18\x03 \x01(\x0b\x32 .flnet.api.common.v1.StateChangeH\x00\x12-\n\x03log\x18\x04 \x01(\x0b\x32\x1e.flnet.api.common.v1.LogRecordH\x00\x12\x32\n\x06metric\x18\x05 \x01(\x0b\x32 .flnet.api.common.v1.MetricPointH\x00\x12\x31\n\x08progress\x18\x06 \x01(\x0b\x32\x1d.flnet.api.common.v1.ProgressH\x00\x12\x30\n\x06output\x18\x07 \x01(\x0b\x32\x1e.flnet.api.control.v1.ArtifactH\x00\x12;\n\rconfig_change\x18\x08 \x01(\x0b\x32\".flnet.api.control.v1.ConfigChangeH\x00\x12:\n\x0c\x63\x61ncellation\x18\t \x01(\x0b\x32\".flnet.api.control.v1.CancellationH\x00\x42\x07\n\x05\x65vent\"A\n\x0fRunEventSegment\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.flnet.api.control.v1.RunEvent\"]\n\x0c\x43onfigChange\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rconfig_sha256\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flnet.api.control.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUN']._serialized_start=263
-  _globals['_RUN']._serialized_end=1117
-  _globals['_RUNINPUT']._serialized_start=1119
-  _globals['_RUNINPUT']._serialized_end=1197
-  _globals['_CANCELLATION']._serialized_start=1200
-  _globals['_CANCELLATION']._serialized_end=1398
-  _globals['_RUNEVENT']._serialized_start=1401
-  _globals['_RUNEVENT']._serialized_end=1830
-  _globals['_RUNEVENTSEGMENT']._serialized_start=1832
-  _globals['_RUNEVENTSEGMENT']._serialized_end=1897
-  _globals['_CONFIGCHANGE']._serialized_start=1899
-  _globals['_CONFIGCHANGE']._serialized_end=1992
+  _globals['_RUN']._loaded_options = None
+  _globals['_RUN']._serialized_options = b'\222\347\030[\n\014flnet.io/Run\022\033tenants/{tenant}/runs/{run}*\004runs2\003run\242\001\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+  _globals['_RUN']._serialized_start=299
+  _globals['_RUN']._serialized_end=1250
+  _globals['_RUNINPUT']._serialized_start=1252
+  _globals['_RUNINPUT']._serialized_end=1330
+  _globals['_CANCELLATION']._serialized_start=1333
+  _globals['_CANCELLATION']._serialized_end=1531
+  _globals['_RUNEVENT']._serialized_start=1534
+  _globals['_RUNEVENT']._serialized_end=1963
+  _globals['_RUNEVENTSEGMENT']._serialized_start=1965
+  _globals['_RUNEVENTSEGMENT']._serialized_end=2030
+  _globals['_CONFIGCHANGE']._serialized_start=2032
+  _globals['_CONFIGCHANGE']._serialized_end=2125
 # @@protoc_insertion_point(module_scope)
