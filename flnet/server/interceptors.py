@@ -6,8 +6,8 @@ aborts and cancellations pass through untouched."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -16,9 +16,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 from flnet.errors import FlnetError
 
+from .intercepting import CallInterceptor
+
 if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Context = grpc.aio.ServicerContext[Any, Any]
+    from .intercepting import Context
 
 log = logging.getLogger(__name__)
 
@@ -56,76 +57,23 @@ def status_details(error: FlnetError, domain: str) -> bytes:
     return data
 
 
-class ErrorMapper(grpc.aio.ServerInterceptor):
+class ErrorMapper(CallInterceptor):
     """Maps FlnetErrors of every handler (any cardinality) to statuses of `domain`."""
 
     def __init__(self, domain: str) -> None:
         self.domain = domain
 
-    async def _abort(self, context: Context, error: FlnetError) -> None:
-        await context.abort(
-            error.code,
-            error.message,
-            trailing_metadata=(("grpc-status-details-bin", status_details(error, self.domain)),),
-        )
-
-    async def _abort_unexpected(self, context: Context, method: str) -> None:
-        log.exception("unexpected error in %s", method)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-    def _unary(self, inner: Any, method: str) -> Any:
-        async def behaviour(request: Any, context: Context) -> Any:
-            try:
-                return await inner(request, context)
-            except FlnetError as e:
-                await self._abort(context, e)
-            except (grpc.aio.AbortError, grpc.aio.UsageError):
-                raise
-            except Exception:
-                await self._abort_unexpected(context, method)
-
-        return behaviour
-
-    def _stream(self, inner: Any, method: str) -> Any:
-        async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-            try:
-                async with aclosing(inner(request, context)) as responses:
-                    async for item in responses:
-                        yield item
-            except FlnetError as e:
-                await self._abort(context, e)
-            except (grpc.aio.AbortError, grpc.aio.UsageError):
-                raise
-            except Exception:
-                await self._abort_unexpected(context, method)
-
-        return behaviour
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = getattr(handler_call_details, "method", "")
-        kw = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method), **kw
+    @asynccontextmanager
+    async def around(self, method: str, request: Any, context: Context) -> AsyncIterator[None]:
+        try:
+            yield
+        except FlnetError as e:
+            details = status_details(e, self.domain)
+            await context.abort(
+                e.code, e.message, trailing_metadata=(("grpc-status-details-bin", details),)
             )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method), **kw
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method), **kw
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._stream(handler.stream_stream, method), **kw
-        )
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")

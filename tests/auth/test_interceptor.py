@@ -5,6 +5,7 @@ ErrorInfo reasons and never echo the token."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,10 +18,17 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_service_pb2 as asv
+from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
-from tests.auth.conftest import DOMAIN, Stack
+from flnet.channels import insecure_channel
+from flnet.server.auth.audit import AuditRecord
+from flnet.server.interceptors import ErrorMapper
+from flnet.server.serving import Server
+from tests.auth.conftest import DOMAIN, SERVICE_NAMES, Stack
 from tests.auth.issuer import Issuer, IssuerKey, bearer
 
 RUN = "tenants/acme/runs/r1"
@@ -362,14 +370,11 @@ async def test_a_stream_closed_from_another_context_is_audited_as_cancelled(stac
         while True:
             yield rs.WatchRunResponse()
 
-    async def continuation(details: Any) -> Any:
-        return grpc.unary_stream_rpc_method_handler(events)
-
-    details = SimpleNamespace(
-        method="/flnet.api.control.v1.RunService/WatchRun", invocation_metadata=bearer(token)
-    )
-    handler: Any = await stack.auth.intercept_service(continuation, details)
-    responses = handler.unary_stream(rs.WatchRunRequest(name=RUN), SimpleNamespace())
+    # The interceptor's own generator (grpc_interceptor's wrapper around it closes nothing:
+    # test_a_cancelled_stream_runs_the_servicers_finally_promptly covers the whole chain).
+    context: Any = SimpleNamespace(invocation_metadata=lambda: bearer(token))
+    method = "/flnet.api.control.v1.RunService/WatchRun"
+    responses = await stack.auth.intercept(events, rs.WatchRunRequest(name=RUN), context, method)
 
     async def first() -> Any:
         return await anext(responses)
@@ -379,3 +384,74 @@ async def test_a_stream_closed_from_another_context_is_audited_as_cancelled(stac
     assert [(r.method.rsplit("/", 1)[1], r.code) for r in stack.records] == [
         ("WatchRun", "CANCELLED")
     ]
+
+
+class Endless(rsg.RunServiceServicer):
+    """WatchRun sends 1 MB events until its client goes away; `closed` is set by its finally,
+    which notes how many calls the audit sink had seen then. The run "tenants/acme/runs/idle"
+    sends one event, then waits in the servicer."""
+
+    def __init__(self, records: list[AuditRecord]) -> None:
+        self.sent = 0
+        self.closed = asyncio.Event()
+        self.records = records
+        self.audited_at_close = -1
+
+    async def WatchRun(
+        self, request: rs.WatchRunRequest, context: Any
+    ) -> AsyncIterator[rs.WatchRunResponse]:
+        try:
+            while True:
+                self.sent += 1
+                yield rs.WatchRunResponse(
+                    events=[rp.RunEvent(run=request.name, log=tm.LogRecord(message=BULK))]
+                )
+                if request.name.endswith("/idle"):
+                    await asyncio.Event().wait()
+        finally:
+            self.audited_at_close = len(self.records)
+            self.closed.set()
+
+
+BULK = "x" * 1_000_000
+
+
+@pytest.mark.parametrize("run", [RUN, "tenants/acme/runs/idle"], ids=["in a write", "idle"])
+async def test_a_cancelled_stream_runs_the_servicers_finally_promptly(
+    stack: Stack, run: str
+) -> None:
+    """A client that cancels a server stream ends the servicer's generator (its finally
+    runs) at once, without the garbage collector, whether the call was waiting in the
+    servicer or blocked writing to a client that stopped reading (grpc.aio abandons the
+    generator then: asyncio's async-generator finaliser closes it, layer by layer)."""
+    servicer = Endless(stack.records)  # type: ignore[abstract]
+
+    def register(server: grpc.aio.Server) -> None:
+        rsg.add_RunServiceServicer_to_server(servicer, server)
+
+    server = Server(SERVICE_NAMES, register, interceptors=[ErrorMapper(DOMAIN), stack.auth])
+    port = await server.start("127.0.0.1:0")
+    gc.disable()  # refcounts alone must do it
+    try:
+        async with insecure_channel(f"127.0.0.1:{port}") as channel:
+            runs = rsg.RunServiceStub(channel)
+            token = stack.issuer.token(scope="runs:read", tenant="acme", sub="ann")
+            call = runs.WatchRun(rs.WatchRunRequest(name=run), metadata=bearer(token))
+            await anext(aiter(call))
+            sent = -1
+            while sent != servicer.sent:  # until the server stops sending (or waits)
+                sent = servicer.sent
+                await asyncio.sleep(0.2)
+            assert not servicer.closed.is_set()
+            call.cancel()
+            async with asyncio.timeout(1):
+                await servicer.closed.wait()
+                while not stack.records:  # noqa: ASYNC110 - written as the stream ends
+                    await asyncio.sleep(0.01)
+    finally:
+        gc.enable()
+        await server.stop(0)
+    assert [(r.method.rsplit("/", 1)[1], r.subject, r.resource, r.code) for r in stack.records] == [
+        ("WatchRun", "ann", run, "CANCELLED")
+    ]
+    assert servicer.audited_at_close == 0  # the handler ended inside its call, then the audit

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ def note_resource(name: str) -> None:
 
 
 def resource_of(request: Any) -> str:
-    """The resource a request message names: its `name`, else its `parent` field."""
+    """The resource a request message names: its `name`, else its `parent` field. A stream
+    of requests names none (its handler may call note_resource)."""
+    if not isinstance(request, Message):
+        return ""
     for field in ("name", "parent"):
         value = getattr(request, field, None)
         if isinstance(value, str) and value:

@@ -3,7 +3,7 @@ bearer token of the audience its contract declares, carrying the declared scopes
 
 For each call, before the handler runs (and before it reads any request of a stream):
 
-1. public method (health, reflection)? pass through untouched, token or not;
+1. public method (health, reflection)? the handler runs as it is, token or not;
 2. the method's declaration (MethodPolicy); none: PERMISSION_DENIED `METHOD_UNDECLARED`;
 3. the `authorization: Bearer <token>` metadata: UNAUTHENTICATED `TOKEN_MISSING` /
    `TOKEN_MALFORMED`;
@@ -12,9 +12,9 @@ For each call, before the handler runs (and before it reads any request of a str
 5. the declared scopes: PERMISSION_DENIED `SCOPE_MISSING`;
 6. the handler runs with the Principal current (`flnet.server.auth.current_principal()`).
 
-Rejections are flnet.errors domain errors raised inside the wrapped handler, whose
-cardinality is the method's own (unary or streaming requests and responses alike), so the
-client always sees a proper status. **Order**: they become statuses in
+Rejections are flnet.errors domain errors raised inside the call, in a handler of the
+method's own cardinality (flnet.server.intercepting), so the client always sees a proper
+status, streams and unary calls alike. **Order**: they become statuses in
 flnet.server.interceptors.ErrorMapper, which must therefore come *before* (outside) this
 interceptor in the server's list: `interceptors=[ErrorMapper(domain), auth, ...]`.
 (Placed after it, a rejection would reach grpc as an unexpected exception: UNKNOWN.)
@@ -26,14 +26,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from flnet.errors import FlnetError, Unauthenticated
 
+from ..intercepting import CallInterceptor
 from .audit import AuditRecord, AuditSink, CallNote, _note, resource_of
 from .errors import Reason
 from .policy import MethodPolicy
@@ -41,8 +42,7 @@ from .principal import Principal, reset, use_principal
 from .tokens import Validator
 
 if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Context = grpc.aio.ServicerContext[Any, Any]
+    from ..intercepting import Context
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def bearer_token(metadata: Metadata | None) -> str:
     return token
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(CallInterceptor):
     """Authenticates and authorizes every call (see the module docstring).
 
     - `policy`: the server's methods and what each requires.
@@ -114,12 +114,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise
         return call.principal
 
-    @contextlib.contextmanager
-    def _guard(self, call: _Call, context: Context) -> Iterator[None]:
-        """Records how the call ended (audit), whatever ends it."""
-        token = _note.set(call.note)
-        try:
+    @asynccontextmanager
+    async def around(self, method: str, request: Any, context: Context) -> AsyncIterator[None]:
+        """Authenticates the call, then records how it ended (audit), whatever ends it."""
+        if self.policy.is_public(method):
             yield
+            return
+        call = _Call(method, resource_of(request))
+        note = _note.set(call.note)
+        try:
+            principal = await self._authenticate(method, context.invocation_metadata(), call)
+            with use_principal(principal):
+                yield
         except FlnetError as e:
             call.code, call.reason = e.code, e.reason
             raise
@@ -130,63 +136,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             call.code = _code_of(context) or grpc.StatusCode.INTERNAL  # as ErrorMapper
             raise
         finally:
-            reset(_note, token)
+            reset(_note, note)
             if self.audit is not None:
                 self.audit(call.record())
-
-    def _unary(self, inner: Any, method: str, metadata: Metadata | None, unary: bool) -> Any:
-        async def behaviour(request: Any, context: Context) -> Any:
-            call = _Call(method, resource_of(request) if unary else "")
-            with self._guard(call, context):
-                principal = await self._authenticate(method, metadata, call)
-                with use_principal(principal):
-                    return await inner(request, context)
-
-        return behaviour
-
-    def _stream(self, inner: Any, method: str, metadata: Metadata | None, unary: bool) -> Any:
-        async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(method, resource_of(request) if unary else "")
-            with self._guard(call, context):
-                principal = await self._authenticate(method, metadata, call)
-                with use_principal(principal):
-                    async with aclosing(inner(request, context)) as responses:
-                        async for item in responses:
-                            yield item
-
-        return behaviour
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method: str = getattr(handler_call_details, "method", "")
-        if self.policy.is_public(method):
-            return await continuation(handler_call_details)
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # no such method: UNIMPLEMENTED, as without this interceptor
-        metadata: Metadata | None = getattr(handler_call_details, "invocation_metadata", None)
-        kw = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, metadata, True), **kw
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, metadata, False), **kw
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, metadata, True), **kw
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._stream(handler.stream_stream, method, metadata, False), **kw
-        )
 
     async def close(self) -> None:
         """Closes the validators (their HTTP sessions). Call after the server stopped."""
