@@ -32,7 +32,7 @@ from flnet.control.database import create_engine, migrate
 from flnet.control.news import RunFeed
 from flnet.control.notifications import EventNotifications
 from flnet.control.orchestration import OrchestratorClient
-from flnet.control.runs import RunController
+from flnet.control.runs import RunContext, RunController
 from flnet.control.services.artifact_service import ArtifactService
 from flnet.control.services.audit_service import AuditService
 from flnet.control.services.run_service import RunService
@@ -119,7 +119,7 @@ class ControlApp:
         closing.push_async_callback(self.audit.close)
         self.orchestrator = OrchestratorClient(s.orchestrator_address, self._service_token())
         closing.push_async_callback(self.orchestrator.close)
-        self.runs = RunController(self.store, SessionRegistry(), self.orchestrator, s)
+        self.runs = RunController(RunContext(self.store, SessionRegistry(), self.orchestrator, s))
         closing.push_async_callback(self.runs.close)
         self.notifications: EventNotifications | None = None
         if self.engine.dialect.name == "postgresql":  # replicas: follow what the others write

@@ -4,7 +4,8 @@ decisions passed on to engines connected here), supervision (timeouts and contai
 and watching, over a shared RunContext. Services reach it through RunController (users) and
 EngineSessions (engines); the rules of the lifecycle are control.verdicts."""
 
+from flnet.control.runs.context import RunContext
 from flnet.control.runs.controller import ExportSources, RunController
 from flnet.control.runs.engine_sessions import EngineSessions
 
-__all__ = ["EngineSessions", "ExportSources", "RunController"]
+__all__ = ["EngineSessions", "ExportSources", "RunContext", "RunController"]

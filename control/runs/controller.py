@@ -14,7 +14,6 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.control import credentials, names
-from flnet.control.orchestration import OrchestratorClient
 from flnet.control.runs import cancellation, watching
 from flnet.control.runs.admission import Admission
 from flnet.control.runs.context import RunContext
@@ -22,9 +21,7 @@ from flnet.control.runs.dev_sessions import DevSessions
 from flnet.control.runs.engine_sessions import EngineSessions
 from flnet.control.runs.relay import Relay
 from flnet.control.runs.supervision import Supervisor
-from flnet.control.sessions import SessionRegistry
-from flnet.control.settings import ControlSettings
-from flnet.control.store import EventList, RunFilter, RunRow, Store
+from flnet.control.store import EventList, RunFilter, RunRow
 
 
 @dataclass
@@ -38,20 +35,14 @@ class ExportSources:
 
 
 class RunController:
-    def __init__(
-        self,
-        store: Store,
-        sessions: SessionRegistry,
-        orchestrator: OrchestratorClient,
-        settings: ControlSettings,
-    ) -> None:
-        self.context = context = RunContext(store, sessions, orchestrator, settings)
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
         self.admission = Admission(context)
         self.dev_sessions = DevSessions(context, self.admission)
         self.relay = Relay(context)
         self.engines = EngineSessions(context, self.relay)
         self.supervisor = Supervisor(context)
-        self._store = store
+        self._store = context.store
 
     @property
     def credentials(self) -> credentials.RunCredentials:
