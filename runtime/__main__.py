@@ -9,9 +9,10 @@ import logging
 import os
 import sys
 
-from .engine import live_tool_threads, run_engine
+from .engine import run_engine
 from .settings import OPTIONAL_ENV, REQUIRED_ENV, EngineConfig, EngineConfigError
 from .telemetry import NotFromToolThreads
+from .tool_thread import live_tool_threads
 
 
 def _configure_logging() -> None:

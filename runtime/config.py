@@ -60,6 +60,15 @@ def build_config(cls: type[T], data: Mapping[str, Any]) -> T:
     return typing.cast(T, _dataclass(cls, data, ""))
 
 
+def typed_config(tool: Callable[..., object], raw: Mapping[str, Any]) -> Any:
+    """The configuration `tool` takes: its Config dataclass built from `raw`, or `raw` itself
+    when the tool takes a plain dict."""
+    config_type = config_type_of(tool)
+    if config_type is None:
+        return raw
+    return build_config(config_type, raw)
+
+
 def _dataclass(cls: type[Any], data: Mapping[str, Any], path: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
