@@ -54,8 +54,15 @@ class OrchestratorClient:
             await self._channel.close()
 
     async def launch(
-        self, run: str, tenant: str, version: tp.ToolVersion, credential: str, control_address: str
+        self,
+        run: str,
+        tenant: str,
+        version: tp.ToolVersion,
+        credential: str,
+        control_address: str,
+        deadline: float | None = None,
     ) -> op.RunContainer:
+        """`deadline`: seconds the run has left (None: no deadline)."""
         req = op.LaunchRunRequest(
             run=run, tenant=tenant, credential=credential, control_address=control_address
         )
@@ -69,8 +76,8 @@ class OrchestratorClient:
         req.limits.CopyFrom(
             op.Limits(cpu_millis=res.cpu_millis, memory_bytes=res.memory_bytes, pids=res.pids)
         )
-        if version.timeouts.HasField("deadline"):
-            req.deadline.CopyFrom(version.timeouts.deadline)
+        if deadline is not None:
+            req.deadline.CopyFrom(duration(deadline))
         try:
             response = await self.stub.LaunchRun(req, timeout=60)
         except grpc.aio.AioRpcError as e:

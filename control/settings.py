@@ -58,6 +58,9 @@ class ControlSettings:
     heartbeat_lease: float = 15.0
     # How often timeouts (connect, lease, inactivity, cancel grace) are checked.
     supervision_interval: float = 0.5
+    # How long a run waits for an orchestrator that cannot be reached (at most until its
+    # deadline).
+    launch_patience: float = 600.0
     max_upload_bytes: int = 8 * 1024**3
     max_output_bytes: int = 8 * 1024**3
     upload_ttl: float = 24 * 3600.0

@@ -7,9 +7,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-import grpc
-
-from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
@@ -18,6 +15,7 @@ from flnet.control.clock import now_us, seconds
 from flnet.control.orchestration import LaunchFailed
 from flnet.control.reasons import Reason
 from flnet.control.runs.context import RunContext
+from flnet.control.runs.launching import Launcher
 from flnet.control.store import RunRow
 from flnet.control.validation import (
     canonical_sha256,
@@ -35,8 +33,9 @@ DEFAULT_INPUT_LIMIT = 1024**3
 
 
 class Admission:
-    def __init__(self, context: RunContext) -> None:
+    def __init__(self, context: RunContext, launcher: Launcher) -> None:
         self.context = context
+        self.launcher = launcher
         self.store = context.store
 
     async def create(
@@ -105,7 +104,7 @@ class Admission:
             return await self._retried(row, fingerprint, version, creator)
         if run.dev_session or dev_session_run:
             return row, token
-        await self.launch(row, version, token)
+        await self.launcher.launch(row, version, token)
         return await self.store.runs.get_run(tenant, row.id), ""
 
     async def _retried(
@@ -130,7 +129,12 @@ class Admission:
             return existing, token if existing.spec.creator == creator else ""
         try:
             await self.context.orchestrator.launch(
-                existing.name, existing.tenant, version, token, self.context.engine_address
+                existing.name,
+                existing.tenant,
+                version,
+                token,
+                self.context.engine_address,
+                self.launcher.seconds_left(existing),
             )
         except LaunchFailed as e:
             # The first attempt may have launched it after all: the connect timeout decides.
@@ -192,28 +196,6 @@ class Admission:
                 violations=violations,
             )
         return resolved
-
-    async def launch(self, row: RunRow, version: tp.ToolVersion, credential: str) -> None:
-        """Asks the orchestrator for the run's container; a refusal ends the run."""
-        try:
-            await self.context.orchestrator.launch(
-                row.name, row.tenant, version, credential, self.context.engine_address
-            )
-        except LaunchFailed as e:
-            reason = (
-                R.ERROR_REASON_IMAGE_MISSING
-                if e.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
-                else R.ERROR_REASON_INTERNAL
-            )
-            await self.store.runs.transition(
-                row.id,
-                S.RUN_STATE_ERROR,
-                actor="orchestrator",
-                message="launch failed",
-                error=lifecycle.make_error(
-                    reason, f"could not launch the run: {e}", phase=S.RUN_STATE_PENDING
-                ),
-            )
 
     async def reproduce(self, tenant: str, run_id: str, request_id: str, creator: str) -> RunRow:
         """A new run of the same tool version, configuration and inputs as `run_id`."""

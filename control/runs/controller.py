@@ -1,6 +1,6 @@
 """RunController: the one door of the run logic. The user-facing services call it; the jobs
-behind it are modules of their own (admission, cancellation, dev_sessions, engine_sessions,
-relay, supervision, watching), sharing a RunContext."""
+behind it are modules of their own (admission, launching, cancellation, dev_sessions,
+engine_sessions, relay, supervision, watching), sharing a RunContext."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from flnet.control.runs.admission import Admission
 from flnet.control.runs.context import RunContext
 from flnet.control.runs.dev_sessions import DevSessions
 from flnet.control.runs.engine_sessions import EngineSessions
+from flnet.control.runs.launching import Launcher
 from flnet.control.runs.relay import Relay
 from flnet.control.runs.supervision import Supervisor
 from flnet.control.store import EventList, RunFilter, RunRow
@@ -37,11 +38,12 @@ class ExportSources:
 class RunController:
     def __init__(self, context: RunContext) -> None:
         self.context = context
-        self.admission = Admission(context)
+        self.launcher = Launcher(context)
+        self.admission = Admission(context, self.launcher)
         self.dev_sessions = DevSessions(context, self.admission)
         self.relay = Relay(context)
         self.engines = EngineSessions(context, self.relay)
-        self.supervisor = Supervisor(context)
+        self.supervisor = Supervisor(context, self.launcher)
         self._store = context.store
 
     @property

@@ -12,6 +12,7 @@ from flnet.control import names
 from flnet.control.clock import now_us, seconds
 from flnet.control.orchestration import grace_of
 from flnet.control.runs.context import RunContext
+from flnet.control.runs.launching import Launcher
 from flnet.control.store import RunRow
 from flnet.errors import FlnetError
 
@@ -23,8 +24,9 @@ DEFAULT_CONNECT_TIMEOUT = 60.0
 
 
 class Supervisor:
-    def __init__(self, context: RunContext) -> None:
+    def __init__(self, context: RunContext, launcher: Launcher) -> None:
         self.context = context
+        self.launcher = launcher
         self.store = context.store
         self.sessions = context.sessions
         self.settings = context.settings
@@ -70,6 +72,7 @@ class Supervisor:
             self._marked_us = now
         active = await self.store.runs.nonterminal_runs()
         self.sessions.forget_ended({row.id for row in active}, 2 * self.settings.heartbeat_lease)
+        self.launcher.forget({row.id for row in active})
         for row in active:
             try:
                 await self._supervise(row, now)
@@ -92,8 +95,11 @@ class Supervisor:
                 return
         session = self.sessions.get(row.id)
         if row.state == S.RUN_STATE_PENDING and session is None and row.engine_seen_us is None:
+            if self.launcher.waiting(row.id):
+                await self.launcher.retry(row, now)
+                return
             limit = seconds(t.connect) if t.HasField("connect") else DEFAULT_CONNECT_TIMEOUT
-            since = (now - max(row.create_us, self.context.started_us)) / 1e6
+            since = (now - self.launcher.connect_clock(row)) / 1e6
             if since > limit:
                 await self._fail(
                     row,

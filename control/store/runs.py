@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names, verdicts
@@ -366,6 +367,19 @@ class RunStore:
         found = await self.get_run_by_id(run_id)
         assert found is not None
         return found
+
+    async def note(self, run_id: str, record: tm.LogRecord) -> None:
+        """Adds a log line of the platform's own to the run's history (what the control
+        plane is doing about it, e.g. waiting for an orchestrator)."""
+        pending = Pending()
+        async with self.db.write(pending) as conn:
+            row = await self.db.lock_run(conn, run_id)
+            now = now_us()
+            seq = row.last_sequence + 1
+            append_events(pending, run_id, now, [rp.RunEvent(sequence=seq, log=record)])
+            await conn.execute(
+                update(runs).where(runs.c.id == run_id).values(last_sequence=seq, update_us=now)
+            )
 
     async def update_dev_config(self, run_id: str, config: rp.ConfigChange) -> None:
         """Replaces a development session's configuration and records the change."""

@@ -353,7 +353,7 @@ async def test_a_retry_whose_launch_fails_leaves_the_run_to_its_connect_timeout(
     async def killed_before_launching(*args: Any) -> None:
         pass
 
-    monkeypatch.setattr(control.runs.admission, "launch", killed_before_launching)
+    monkeypatch.setattr(control.runs.launcher, "launch", killed_before_launching)
     request = create(version.name, artifact, request_id())
     first = (await api.runs.CreateRun(request)).run
     monkeypatch.undo()

@@ -46,10 +46,13 @@ async def test_an_orchestrator_without_client_credentials_is_refused_at_start(
 
 
 async def test_a_run_whose_launch_credential_fails_ends_in_error(tmp_path: Path) -> None:
+    """The issuer being down is a launch that cannot reach an orchestrator: the run waits
+    (control.runs.launching), and ends, naming why, once it cannot wait any longer."""
+
     async def unavailable() -> str:
         raise LoginError("the issuer is down")
 
-    settings = control_settings(tmp_path, orchestrator_address="127.0.0.1:9")
+    settings = control_settings(tmp_path, orchestrator_address="127.0.0.1:9", launch_patience=1.0)
     app = ControlApp(settings, keys=IDENTITY.keys(), orchestrator_token=unavailable)
     await app.start("127.0.0.1:0")
     api = clients_for(f"127.0.0.1:{app.port}")
@@ -76,6 +79,7 @@ async def test_a_run_whose_launch_credential_fails_ends_in_error(tmp_path: Path)
                 break
         run = (await api.runs.GetRun(rs.GetRunRequest(name=run.name))).run
         assert run.state == lc.RUN_STATE_ERROR
+        assert "could launch" in run.error.message  # at its deadline, or its patience's end
         assert CREDENTIAL_FAILED in run.error.message
         assert "the issuer is down" in run.error.message
     finally:

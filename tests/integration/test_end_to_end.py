@@ -154,13 +154,13 @@ async def test_a_retried_create_launches_a_run_its_first_attempt_only_recorded(
     """The first attempt stopped between recording the run and launching it (its control
     plane killed, say); the client's retry under the same request_id launches it, once."""
     version = await stack.register()
-    launch = stack.control.runs.admission.launch
+    launch = stack.control.runs.launcher.launch
     recorded_only: list[str] = []
 
     async def killed_before_launching(row: Any, *args: Any) -> None:
         recorded_only.append(row.name)
 
-    monkeypatch.setattr(stack.control.runs.admission, "launch", killed_before_launching)
+    monkeypatch.setattr(stack.control.runs.launcher, "launch", killed_before_launching)
     request = rs.CreateRunRequest(
         parent=TENANT,
         request_id=request_id(),
@@ -168,7 +168,7 @@ async def test_a_retried_create_launches_a_run_its_first_attempt_only_recorded(
     )
     first = (await stack.api.runs.CreateRun(request)).run
     assert recorded_only == [first.name]
-    monkeypatch.setattr(stack.control.runs.admission, "launch", launch)
+    monkeypatch.setattr(stack.control.runs.launcher, "launch", launch)
     retried = (await stack.api.runs.CreateRun(request)).run
     assert (retried.name, retried.state) == (first.name, S.RUN_STATE_PENDING)
     done = await stack.wait_state(first.name)
