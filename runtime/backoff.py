@@ -1,5 +1,6 @@
 """Retry timing for the engine's calls to the control plane: 100 ms doubling to 2 s, with
-jitter, within a total budget; and which gRPC status codes are worth retrying."""
+jitter, within a total budget; and which failures are worth retrying: only what the status
+and its RetryInfo say may succeed later."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import time
 
 import grpc
 
-# Codes that say "the control plane is (temporarily) not there"; anything else is an answer.
+from .status_details import status_details
+
+# Codes of a failure the control plane did not answer with an error of its own (no ErrorInfo):
+# it is (temporarily) not there, or the stream broke on the way.
 RETRYABLE: frozenset[grpc.StatusCode] = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -17,13 +21,21 @@ RETRYABLE: frozenset[grpc.StatusCode] = frozenset(
         grpc.StatusCode.UNKNOWN,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.ABORTED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
 
 
-def is_retryable(code: grpc.StatusCode | None) -> bool:
-    return code is None or code in RETRYABLE
+def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+    """Seconds to wait at least before repeating the failed call (0: as the backoff says),
+    or None when repeating it cannot help. An error the control plane answered (ErrorInfo)
+    is final unless it carries a RetryInfo: a RESOURCE_EXHAUSTED for an output over its
+    limit is final, one for a tenant over its rate is not."""
+    details = status_details(exc)
+    if details.retry_delay is not None:
+        return details.retry_delay
+    if details.error_info:
+        return None
+    return 0.0 if exc.code() in RETRYABLE else None
 
 
 class Backoff:

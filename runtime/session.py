@@ -30,7 +30,7 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rt_grpc
 
-from .backoff import Backoff, is_retryable
+from .backoff import Backoff, retry_after
 from .telemetry import Outbox
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Session:
                 problem = f"{getattr(code, 'name', code)}: {exc.details() or ''}".rstrip(": ")
                 if code == grpc.StatusCode.UNAUTHENTICATED and self._credential_rotated():
                     log.info("credential was refused but has changed since; retrying")
-                elif not is_retryable(code):
+                elif retry_after(exc) is None:
                     log.error("control plane refused the session of %s: %s", self.run_name, problem)
                     return self._end(SessionOutcome.FAILED, problem)
             except (_StreamBroken, TimeoutError) as exc:

@@ -26,7 +26,7 @@ import grpc
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.channels import CHUNK_BYTES
 
-from .backoff import Backoff, is_retryable
+from .backoff import Backoff, retry_after
 from .context import check_io_name
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,6 @@ async def blocking(executor: Executor | None, function: Callable[..., T], *args:
 
 async def file_digest(path: Path, executor: Executor | None = None) -> tuple[str, int]:
     return await blocking(executor, file_digest_sync, path)
-
-
-def _code(exc: grpc.aio.AioRpcError) -> Any:
-    return exc.code()
 
 
 async def stage_input(
@@ -116,7 +112,8 @@ async def stage_input(
                     await blocking(executor, out.write, data)
                 break
             except grpc.aio.AioRpcError as exc:
-                if not is_retryable(_code(exc)):
+                wait = retry_after(exc)
+                if wait is None:
                     _unlink(part)
                     raise TransferError(f"input {name}: {_describe(exc)}") from exc
                 delay = backoff.next_delay()
@@ -132,7 +129,7 @@ async def stage_input(
                     offset,
                     _describe(exc),
                 )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(max(delay, wait))
             except BaseException:
                 _unlink(part)
                 raise
@@ -171,7 +168,8 @@ async def upload_output(
             )
             return response
         except grpc.aio.AioRpcError as exc:
-            if not is_retryable(_code(exc)):
+            wait = retry_after(exc)
+            if wait is None:
                 raise TransferError(f"output {name} refused: {_describe(exc)}") from exc
             delay = backoff.next_delay()
             if delay is None:
@@ -180,7 +178,7 @@ async def upload_output(
                     retryable=True,
                 ) from exc
             log.warning("uploading output %s failed (%s); retrying", name, _describe(exc))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(delay, wait))
 
 
 async def _upload_requests(

@@ -1,0 +1,1 @@
+"""Chaos tests: components killed -9 at random moments."""
