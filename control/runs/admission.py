@@ -20,8 +20,6 @@ from flnet.control.store import RunRow
 from flnet.control.validation import (
     canonical_sha256,
     dict_to_struct,
-    struct_to_dict,
-    validate_config,
 )
 from flnet.errors import AlreadyExists, InvalidArgument, NotFound
 
@@ -54,7 +52,7 @@ class Admission:
         if tv.tenant != tenant:
             raise NotFound(f"tool version {run.tool_version} does not exist")
         version = await self.context.tool_version(run.tool_version)
-        config = validate_config(struct_to_dict(version.config_schema), struct_to_dict(run.config))
+        config = await self.context.validated_config(version, run.config, "run.config")
         inputs = await self._resolve_inputs(tenant, version, run.inputs)
         fingerprint = canonical_sha256(
             {

@@ -4,19 +4,30 @@ an engine or its container (pass on a cancel, close a session, stop a container)
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from google.protobuf import struct_pb2
+
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import credentials, names
 from flnet.control.clock import duration, now_us
 from flnet.control.orchestration import OrchestratorClient, grace_of
+from flnet.control.reasons import Reason
 from flnet.control.sessions import Session, SessionRegistry
 from flnet.control.settings import ControlSettings
 from flnet.control.store import RunRow, Store
+from flnet.control.validation import struct_to_dict, validate_config
+from flnet.errors import InvalidArgument
 
 S = lc.RunState
 # The grace of a cancel whose tool version is not cached yet (see send_cancel).
 DEFAULT_GRACE = 10.0
+# The largest configuration a run may have (serialized): a configuration is read by every
+# listing of its run, and validating it must not stall the other tenants' calls.
+MAX_CONFIG_BYTES = 64 * 1024
 
 
 class RunContext:
@@ -45,6 +56,21 @@ class RunContext:
             tv = names.parse_tool_version(name)
             found = self._versions[name] = await self.store.tools.get_tool_version(*tv)
         return found
+
+    async def validated_config(
+        self, version: tp.ToolVersion, config: struct_pb2.Struct, field: str
+    ) -> dict[str, Any]:
+        """`config` checked against the tool version's schema, with its defaults applied. The
+        schema is evaluated in a worker thread: a slow schema delays only its own caller."""
+        size = config.ByteSize()
+        if size > MAX_CONFIG_BYTES:
+            raise InvalidArgument(
+                f"{field} is {size} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+                reason=Reason.CONFIG_INVALID,
+                violations=[(field, f"at most {MAX_CONFIG_BYTES} bytes")],
+            )
+        schema = struct_to_dict(version.config_schema)
+        return await asyncio.to_thread(validate_config, schema, struct_to_dict(config), field)
 
     def send_cancel(self, row: RunRow, session: Session) -> None:
         """The run's recorded cancel, to its engine, once per session. The grace counts from

@@ -17,7 +17,6 @@ from flnet.control.validation import (
     canonical_sha256,
     dict_to_struct,
     struct_to_dict,
-    validate_config,
 )
 from flnet.errors import FailedPrecondition
 
@@ -45,8 +44,8 @@ class DevSessions:
         """Merges `patch` into the session's configuration once its engine accepts it."""
         row, session = await self._connected(tenant, run_id)
         version = await self.context.tool_version(row.spec.tool_version)
-        merged = struct_to_dict(row.spec.config) | patch
-        config = validate_config(struct_to_dict(version.config_schema), merged, "config")
+        merged = dict_to_struct(struct_to_dict(row.spec.config) | patch)
+        config = await self.context.validated_config(version, merged, "config")
         result = await asyncio.wait_for(
             session.command(
                 rt.Command(update_config=rt.UpdateConfig(config=dict_to_struct(config)))

@@ -14,6 +14,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control.app import ControlApp
+from flnet.control.runs.context import MAX_CONFIG_BYTES
 from flnet.control.validation import canonical_sha256
 from flnet.structs import dict_to_struct
 from tests.conftest import FIXTURES, TENANT, Clients, clients_for, request_id
@@ -61,6 +62,22 @@ async def test_invalid_config_names_the_failing_fields(api: Clients) -> None:
     assert violations(e.value) == ["run.config.unknown"]
     listed = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT))
     assert not listed.runs  # nothing was recorded for rejected requests
+
+
+async def test_a_config_over_its_size_limit_is_refused_before_validation(api: Clients) -> None:
+    """A large configuration is refused by its size, before its schema is evaluated (the
+    schema here would refuse `nested` too: only the size is named)."""
+    version, artifact = await setup(api)
+    huge = {"depth": 1, "filler": "x" * (MAX_CONFIG_BYTES + 1)}
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.runs.CreateRun(create(version.name, artifact, rate=0.5, nested=huge))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(e.value) == "CONFIG_INVALID"
+    assert violations(e.value) == ["run.config"]
+    assert f"at most {MAX_CONFIG_BYTES}" in (e.value.details() or "")
+    fits = {"depth": 1, "filler": "x" * (MAX_CONFIG_BYTES // 2)}
+    run = (await api.runs.CreateRun(create(version.name, artifact, rate=0.5, nested=fits))).run
+    assert run.config["nested"]["filler"] == fits["filler"]
 
 
 async def test_defaults_are_recorded_and_hashed(api: Clients) -> None:
