@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote, urlsplit
 
 import aioboto3
 
@@ -39,6 +38,7 @@ from bench.local_platform import LocalPlatform, start_platform
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.channels import CHUNK_BYTES, insecure_channel
+from flnet.control.blobs import LocalBlobStore
 from tests.rss import peak_rss_growth
 from tests.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, start_seaweedfs, stop_seaweedfs
 
@@ -81,7 +81,7 @@ async def platform_client(address: str, source: BinaryIO, target: BinaryIO) -> N
         download = time.perf_counter() - start
         if received != artifact.size_bytes:
             raise RuntimeError("the platform returned fewer bytes than were stored")
-    print(f"{upload} {download} {artifact.storage_uri}")
+    print(f"{upload} {download} {artifact.sha256}")
 
 
 async def aioboto3_client(endpoint: str, bucket: str, source: BinaryIO, target: BinaryIO) -> None:
@@ -220,10 +220,11 @@ async def main(size: int, repeat: int) -> None:
         try:
             for _ in range(repeat):
                 with peak_rss_growth() as growth:
-                    up, down, uri = await platform_round(platform, source, target)
+                    up, down, sha256 = await platform_round(platform, source, target)
                 files.add(float(up), float(down))
                 file_rss = max(file_rss, growth[0])
-                cp.add(*await cp_round(source, target, Path(unquote(urlsplit(uri).path))))
+                assert isinstance(platform.control.blobs, LocalBlobStore)
+                cp.add(*await cp_round(source, target, platform.control.blobs.path_of(sha256)))
         finally:
             await platform.stop()
         shutil.rmtree(root / "file-platform", ignore_errors=True)

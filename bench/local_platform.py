@@ -17,6 +17,7 @@ from pathlib import Path
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.orchestrator.app import OrchestratorApp
+from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.orchestrator.service import SERVICE_NAME
 from flnet.server.auth.local import LocalIssuer
 from tests import pg_cluster
@@ -63,6 +64,8 @@ async def start_platform(
             artifact_url=artifact_url,
             s3_endpoint=s3_endpoint,
             orchestrator_address=f"127.0.0.1:{orch}",
+            # Containers' engines connect as the docker backend's group (as `flnet up` sets).
+            engine_gid=ENGINE_GID if backend == "docker" else None,
         ),
         keys=ISSUER.keys(),
         orchestrator_token=service_token,

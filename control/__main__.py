@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
+from flnet.datadir import private_umask
 from flnet.server.serving import run_until_signalled
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--orchestrator", help="orchestrator address ($FLNET_ORCHESTRATOR_ADDRESS)")
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     args = p.parse_args(argv)
+    private_umask()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s control %(levelname)s %(message)s")
     try:
         settings = ControlSettings.from_env(

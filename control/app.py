@@ -27,8 +27,9 @@ from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.channels import TokenSource
+from flnet.control import engine_socket
 from flnet.control.blobs import open_blob_store
-from flnet.control.database import create_engine, migrate
+from flnet.control.database import create_engine, make_private, migrate
 from flnet.control.news import RunFeed
 from flnet.control.notifications import EventNotifications
 from flnet.control.orchestration import OrchestratorClient
@@ -40,8 +41,11 @@ from flnet.control.services.runtime_service import RuntimeService
 from flnet.control.services.tool_service import ToolService
 from flnet.control.sessions import SessionRegistry
 from flnet.control.settings import ControlSettings
+from flnet.control.storage_uris import HideStorageUris
 from flnet.control.store import Store
 from flnet.control.store.audit import AuditLog
+from flnet.control.tenant_limits import TenantLimits
+from flnet.datadir import own_private_dir
 from flnet.oauth import ClientCredentials
 from flnet.server.auth import RUNTIME, KeySource
 from flnet.server.interceptors import ErrorMapper
@@ -104,11 +108,12 @@ class ControlApp:
         s = self.settings
         # Closed at stop in reverse order of opening (the last opened first).
         closing = self._resources
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        own_private_dir(s.data_dir)
         self.blobs = await open_blob_store(
             s.resolved_artifact_url, s3_endpoint=s.s3_endpoint, s3_region=s.s3_region
         )
         closing.push_async_callback(self.blobs.close)
+        make_private(s.resolved_database_url)
         self.engine = create_engine(s.resolved_database_url)
         closing.push_async_callback(self.engine.dispose)
         await migrate(self.engine)
@@ -151,15 +156,21 @@ class ControlApp:
         )
         closing.push_async_callback(self._auth.close)
         self._server = Server(
-            SERVICE_NAMES, register, interceptors=[ErrorMapper("flnet.control"), self._auth]
+            SERVICE_NAMES,
+            register,
+            interceptors=[
+                ErrorMapper("flnet.control"),
+                self._auth,
+                TenantLimits(s.tenant_share),
+                HideStorageUris(),
+            ],
         )
         socket = s.socket_path
-        socket.parent.mkdir(parents=True, exist_ok=True)
+        engine_socket.prepare_folder(socket, s.engine_gid)
         socket.unlink(missing_ok=True)  # left behind by a control plane that was killed
         self.port = await self._server.start(listen, f"unix://{socket}")
-        # Any local uid may connect (a container's engine runs as a non-root user): the run
-        # credential, not the socket's mode, says who speaks for which run.
-        socket.chmod(0o666)
+        # This user and the engine group only: a run credential is presented after connecting.
+        engine_socket.restrict_socket(socket, s.engine_gid)
         if not self.runs.engine_address:
             self.runs.engine_address = f"unix://{socket}"
         self._tasks.append(asyncio.create_task(self._supervise()))

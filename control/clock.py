@@ -1,4 +1,6 @@
-"""Time as integer microseconds, and its protobuf forms."""
+"""Time as integer microseconds, and its protobuf forms. Times a request carries are
+checked and converted at the edge by flnet.server.ranges (any 64-bit seconds decode; SQLite
+and datetime hold far less)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,6 @@ def now_us() -> int:
 
 def timestamp(us: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
-
-
-def from_timestamp(ts: timestamp_pb2.Timestamp) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -14,6 +14,8 @@ input's content).
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import weakref
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from flnet.datadir import PRIVATE_FILE, open_private, private_dir
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The key of the PostgreSQL advisory lock that control planes starting at once take around
 # their migration: one migrates, the others wait and find the schema current.
 MIGRATION_LOCK_KEY = int.from_bytes(b"flnet-db", "big")
+# What SQLite keeps next to a database: its write-ahead log, shared memory, rollback journal.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -131,6 +137,25 @@ def _sqlite_file(url: URL) -> Path | None:
     return None
 
 
+def make_private(url: str) -> None:
+    """Makes the SQLite database `url` names its user's only, before an engine opens it:
+    created 0600 when missing (its folder, 0700, too), made 0600 when it is more open (made by
+    an earlier version). SQLite gives its -wal and -shm files the database's mode; leftovers of
+    those are tightened as well. Nothing to do for other databases."""
+    path = _sqlite_file(make_url(url))
+    if path is None:
+        return
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDONLY))
+    for each in (path, *(path.with_name(path.name + end) for end in SQLITE_COMPANIONS)):
+        try:
+            st = each.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & ~PRIVATE_FILE:
+            each.chmod(PRIVATE_FILE)
+
+
 async def open_current(url: str) -> AsyncEngine:
     """An engine on the existing database at `url`, whose schema is this version's: what
     tools that work on a deployment's database directly (`flnet gc`) need. ValueError when
@@ -165,9 +190,8 @@ async def upgrade(url: str, revision: str = "head") -> str:
     when the URL names no usable database (the password never appears in it)."""
     engine, parsed = _engine_for(url)
     shown = parsed.render_as_string(hide_password=True)
-    if (path := _sqlite_file(parsed)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        make_private(url)
         await migrate(engine, revision)
         current = await current_revision(engine)
     except (OperationalError, OSError) as e:

@@ -39,6 +39,7 @@ from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.channels import CHUNK_BYTES
+from flnet.control.storage_uris import hide_storage_uris
 from flnet.control.validation import canonical_json
 from flnet.structs import struct_to_dict
 
@@ -161,7 +162,10 @@ async def _write(
         description="The run's configuration in canonical form; its sha256 is config_sha256.",
     )
     crate.add_bytes("tool.json", _json(tool), "application/json")
-    crate.add_bytes("run.json", _json(run), "application/json")
+    shown = rp.Run()
+    shown.CopyFrom(run)
+    hide_storage_uris(shown)  # as the API shows it: where the bytes are stays with us
+    crate.add_bytes("run.json", _json(shown), "application/json")
     yield crate.sink.drain()
 
     # One pass over the events: logs go straight into the zip, metrics (a zip takes one

@@ -61,8 +61,10 @@ class OrchestratorClient:
         credential: str,
         control_address: str,
         deadline: float | None = None,
+        disk_bytes: int = 0,
     ) -> op.RunContainer:
-        """`deadline`: seconds the run has left (None: no deadline)."""
+        """`deadline`: seconds the run has left (None: no deadline); `disk_bytes`: what the
+        run may write (0: the backend's default)."""
         req = op.LaunchRunRequest(
             run=run, tenant=tenant, credential=credential, control_address=control_address
         )
@@ -74,7 +76,12 @@ class OrchestratorClient:
             req.entrypoint = version.local_source.entrypoint
         res = version.resources
         req.limits.CopyFrom(
-            op.Limits(cpu_millis=res.cpu_millis, memory_bytes=res.memory_bytes, pids=res.pids)
+            op.Limits(
+                cpu_millis=res.cpu_millis,
+                memory_bytes=res.memory_bytes,
+                pids=res.pids,
+                disk_bytes=disk_bytes,
+            )
         )
         if deadline is not None:
             req.deadline.CopyFrom(duration(deadline))

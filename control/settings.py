@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flnet.control.tenant_limits import TenantShare
 from flnet.datadir import default_data_dir
 from flnet.server.auth import AuthSettings
 
@@ -53,6 +54,9 @@ class ControlSettings:
     orchestrator_address: str = ""
     # The address engines dial to reach this control plane; default: our unix socket.
     engine_address: str = ""
+    # The group engine containers run with (FLNET_ENGINE_GID; the docker backend's is 10001):
+    # besides this user, the only one that may connect to the socket (engine_socket.py).
+    engine_gid: int | None = None
     heartbeat_interval: float = 2.0
     # A run whose engine is silent this long ends in ERROR(LOST).
     heartbeat_lease: float = 15.0
@@ -61,6 +65,8 @@ class ControlSettings:
     # How long a run waits for an orchestrator that cannot be reached (at most until its
     # deadline).
     launch_patience: float = 600.0
+    # Each tenant's share of calls (control.tenant_limits).
+    tenant_share: TenantShare = field(default_factory=TenantShare)
     max_upload_bytes: int = 8 * 1024**3
     max_output_bytes: int = 8 * 1024**3
     upload_ttl: float = 24 * 3600.0
@@ -115,6 +121,15 @@ class ControlSettings:
             "s3_region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", ""),
             "orchestrator_address": env.get("FLNET_ORCHESTRATOR_ADDRESS", ""),
             "engine_address": env.get("FLNET_ENGINE_ADDRESS", ""),
+            "engine_gid": _group_id(env.get("FLNET_ENGINE_GID", "")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _group_id(text: str) -> int | None:
+    if not text:
+        return None
+    if not (text.isascii() and text.isdecimal()):
+        raise ValueError(f"FLNET_ENGINE_GID: {text!r} is not a group id (a number)")
+    return int(text)

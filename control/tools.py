@@ -8,16 +8,18 @@ from pathlib import Path
 
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control import names
+from flnet.control.media_types import media_type_problem
 from flnet.control.validation import check_schema, struct_to_dict
 from flnet.errors import InvalidArgument
+from flnet.server.ranges import duration_violation
 from flnet.sources import source_sha256
 
-IO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-ENTRYPOINT = re.compile(r"^[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-# The lengths of the columns a version's kind and its artifacts' media types are stored in.
+# \Z, not $: "$" would accept a value ending in a newline.
+IO_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")
+ENTRYPOINT = re.compile(r"[A-Za-z0-9_./-]+\.py:[A-Za-z_][A-Za-z0-9_]*\Z")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
+# The length of the column a version's kind is stored in.
 KIND_MAX_CHARS = 63
-MEDIA_TYPE_MAX_CHARS = 255
 
 
 def contract_sha256(version: tp.ToolVersion) -> str:
@@ -44,7 +46,8 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     if "\x00" in v.description:
         violations.append((f"{f}.description", "must not contain NUL"))
     if v.HasField("config_schema"):
-        check_schema(struct_to_dict(v.config_schema), f"{f}.config_schema")
+        schema_field = f"{f}.config_schema"
+        check_schema(struct_to_dict(v.config_schema, schema_field), schema_field)
     else:
         violations.append((f"{f}.config_schema", "a JSON Schema is required"))
     for kind, specs in (("inputs", v.inputs), ("outputs", v.outputs)):
@@ -57,13 +60,8 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
             seen.add(spec.name)
             if spec.max_size_bytes < 0:
                 violations.append((f"{f}.{kind}[{i}].max_size_bytes", "must not be negative"))
-            if len(spec.media_type) > MEDIA_TYPE_MAX_CHARS or "\x00" in spec.media_type:
-                violations.append(
-                    (
-                        f"{f}.{kind}[{i}].media_type",
-                        f"at most {MEDIA_TYPE_MAX_CHARS} characters, without NUL",
-                    )
-                )
+            if problem := media_type_problem(spec.media_type):
+                violations.append((f"{f}.{kind}[{i}].media_type", problem))
     which = v.WhichOneof("artifact")
     if which == "image":
         if not DIGEST.match(v.image.digest):
@@ -82,9 +80,12 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
             v.local_source.source_sha256 = source_sha256(path)
     else:
         violations.append((f"{f}.artifact", "an image or a local_source is required"))
-    for field in ("memory_bytes", "cpu_millis", "pids"):
+    for field in ("memory_bytes", "cpu_millis", "pids", "scratch_bytes"):
         if getattr(v.resources, field) < 0:
             violations.append((f"{f}.resources.{field}", "must not be negative"))
+    for timeout, value in v.timeouts.ListFields():  # durations, all of them
+        if violation := duration_violation(value, f"{f}.timeouts.{timeout.name}"):
+            violations.append(violation)
     if violations:
         raise InvalidArgument(
             "invalid tool version: " + "; ".join(f"{a}: {b}" for a, b in violations[:5]),

@@ -1,5 +1,10 @@
 """Run configuration: JSON Schema validation (draft 2020-12) with defaults filled in, field
-paths for violations, and the canonical form whose sha256 provenance records."""
+paths for violations, and the canonical form whose sha256 provenance records.
+
+A schema can be valid JSON Schema and still impossible to evaluate: a `$ref` that resolves
+nowhere (no schema is ever fetched) or a cycle of references (`{"$ref": "#"}`) raise inside
+jsonschema. `check_schema` refuses what shows on an empty configuration; `validate_config`
+turns the rest into FAILED_PRECONDITION (the tool version's fault, not the request's)."""
 
 from __future__ import annotations
 
@@ -11,14 +16,17 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
+from referencing.exceptions import Unresolvable
 
+from flnet.control.patterns import check_patterns, linear_time
 from flnet.control.reasons import Reason
-from flnet.errors import InvalidArgument
-from flnet.structs import dict_to_struct, normalize, struct_to_dict
+from flnet.errors import FailedPrecondition, InvalidArgument
+from flnet.structs import check_finite, dict_to_struct, normalize, struct_to_dict
 
 __all__ = [
     "canonical_json",
     "canonical_sha256",
+    "check_finite",
     "check_schema",
     "dict_to_struct",
     "struct_to_dict",
@@ -41,7 +49,7 @@ def _with_defaults(cls: Any) -> Any:
     return validators.extend(cls, {"properties": set_defaults})  # type: ignore[no-untyped-call]
 
 
-_DefaultingValidator = _with_defaults(Draft202012Validator)
+_DefaultingValidator = _with_defaults(linear_time(Draft202012Validator))
 
 
 def canonical_json(value: Any) -> str:
@@ -55,7 +63,9 @@ def canonical_sha256(value: Any) -> str:
 
 
 def check_schema(schema: Mapping[str, Any], field: str) -> None:
-    """Raises InvalidArgument when `schema` is not a valid draft 2020-12 JSON Schema."""
+    """Raises InvalidArgument when `schema` is not a valid draft 2020-12 JSON Schema, holds
+    a regular expression RE2 cannot evaluate (control.patterns), or cannot evaluate an empty
+    configuration."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:
@@ -64,6 +74,22 @@ def check_schema(schema: Mapping[str, Any], field: str) -> None:
             f"{field}{path}: not a valid JSON Schema: {e.message}",
             violations=[(f"{field}{path}", e.message)],
         ) from None
+    check_patterns(schema, field)
+    problem = _unevaluable(schema, {})
+    if problem:
+        raise InvalidArgument.field(field, f"cannot be evaluated: {problem}")
+
+
+def _unevaluable(schema: Mapping[str, Any], instance: Any) -> str | None:
+    """Why `schema` cannot evaluate `instance`, if it cannot."""
+    try:
+        for _ in _DefaultingValidator(schema).iter_errors(copy.deepcopy(instance)):
+            pass
+    except Unresolvable as e:
+        return f"unresolvable $ref {e.ref!r}"
+    except RecursionError:
+        return "its references recurse without end"
+    return None
 
 
 def _path_part(p: str | int) -> str:
@@ -90,10 +116,17 @@ def validate_config(
     """Returns the configuration with schema defaults filled in, or raises InvalidArgument
     listing every violation with its field path (e.g. `run.config.epochs`)."""
     effective = normalize(copy.deepcopy(dict(config)))
-    errors = sorted(
-        _DefaultingValidator(schema).iter_errors(effective),
-        key=lambda e: list(map(str, e.absolute_path)),
-    )
+    try:
+        errors = sorted(
+            _DefaultingValidator(schema).iter_errors(effective),
+            key=lambda e: list(map(str, e.absolute_path)),
+        )
+    except (Unresolvable, RecursionError):
+        problem = _unevaluable(schema, effective) or "it failed to evaluate"
+        raise FailedPrecondition(
+            f"the tool version's config schema cannot be evaluated: {problem}",
+            Reason.CONFIG_INVALID,
+        ) from None
     if errors:
         violations: list[tuple[str, str]] = []
         for err in errors:

@@ -129,6 +129,7 @@ def load_tool_spec(path: Path) -> ToolSpec:
             cpu_millis=int(res.get("cpu_millis", 0)),
             memory_bytes=int(res.get("memory_bytes", 0)),
             pids=int(res.get("pids", 0)),
+            scratch_bytes=int(res.get("scratch_bytes", 0)),
         )
     )
     for key, field in _TIMEOUTS.items():

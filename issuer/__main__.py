@@ -16,10 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-from flnet.datadir import default_data_dir
+from flnet.datadir import default_data_dir, private_umask, write_private
 from flnet.issuer.app import Issuer, issuer_dir, load_or_create_config
 from flnet.issuer.config import ConfigError
-from flnet.issuer.files import write_private
 from flnet.issuer.keys import KeyStore
 from flnet.issuer.passwords import hash_secret
 from flnet.issuer.tokens import CLOCK_SKEW
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--rotate-keys", action="store_true", help="rotate the signing key, exit")
     action.add_argument("--hash-secret", action="store_true", help="hash a secret read on stdin")
     args = p.parse_args(argv)
+    private_umask()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s oidc %(levelname)s %(message)s")
 
     if args.hash_secret:

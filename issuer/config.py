@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from flnet.issuer.files import write_private
+from flnet.datadir import write_private
 from flnet.issuer.passwords import hash_secret, is_secret_hash, random_secret
 
 # The scopes FLNet's services understand (DESIGN §5; `audit:read` lists the audit log), and

@@ -24,7 +24,7 @@ from typing import Any
 
 from joserfc.jwk import ECKey, KeyParameters, KeySet, RSAKey
 
-from flnet.issuer.files import private_dir, write_private
+from flnet.datadir import private_dir, write_private
 
 log = logging.getLogger(__name__)
 

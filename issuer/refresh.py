@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from flnet.datadir import write_private
 from flnet.issuer.errors import OAuthError
-from flnet.issuer.files import write_private
 from flnet.issuer.keys import Clock
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from flnet.datadir import private_umask
 from flnet.server.serving import run_until_signalled
 
 from .app import OrchestratorApp
@@ -19,6 +20,7 @@ from .settings import Settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.load(sys.argv[1:] if argv is None else argv, os.environ)
+    private_umask()
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -33,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_workdirs=settings.keep_workdirs,
         docker_url=settings.docker_url,
         detach_on_stop=settings.detach_on_stop,
+        cgroups=settings.cgroups,
         auth=settings.auth.interceptor([SERVICE_NAME]),
     )
 

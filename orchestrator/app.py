@@ -57,6 +57,8 @@ class OrchestratorApp:
     - `docker_url`: the Docker engine's unix socket (docker backend).
     - `detach_on_stop`: docker backend: `stop()` leaves running containers running; the
       next start re-attaches them.
+    - `cgroups`: process backend: give each run a cgroup (resident memory and pids limits)
+      where the machine allows it; False: rlimits only.
     - `auth`: the authorization interceptor (flnet.server.auth); closed at `stop()`.
     - `stop_grace`: seconds in-flight calls get at `stop()`.
     - `event_capacity`: events the WatchContainers log retains.
@@ -72,6 +74,7 @@ class OrchestratorApp:
         keep_workdirs: bool = False,
         docker_url: str = DEFAULT_DOCKER_URL,
         detach_on_stop: bool = False,
+        cgroups: bool = True,
         auth: AuthInterceptor,
         stop_grace: float = DEFAULT_STOP_GRACE,
         event_capacity: int = DEFAULT_CAPACITY,
@@ -89,6 +92,7 @@ class OrchestratorApp:
         self._keep_workdirs = keep_workdirs
         self._docker_url = docker_url
         self._detach_on_stop = detach_on_stop
+        self._cgroups = cgroups
         self._auth = auth
         self._stop_grace = stop_grace
         self._event_capacity = event_capacity
@@ -120,6 +124,7 @@ class OrchestratorApp:
             kill_grace=self._kill_grace,
             keep_workdirs=self._keep_workdirs,
             docker_url=self._docker_url,
+            cgroups=self._cgroups,
         )
         return make_backend(self._backend_name, events, options)
 

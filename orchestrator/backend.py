@@ -62,21 +62,26 @@ class ExitCause(Enum):
     DEADLINE_EXCEEDED = 4
     STOPPED = 5
     VANISHED = 6
+    PIDS_LIMIT_EXCEEDED = 7
+    DISK_LIMIT_EXCEEDED = 8
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits; 0 means unlimited (open files: the backend default)."""
+    """Resource limits; 0 means unlimited (open files, pids, disk: the backend default).
+    Memory is what the run keeps resident, disk what it may write (input, output and
+    scratch together); see the contract's `Limits` for how each backend enforces them."""
 
     cpu_millis: int = 0
     memory_bytes: int = 0
     pids: int = 0
     open_files: int = 0
+    disk_bytes: int = 0
 
     def __post_init__(self) -> None:
         bad = [
             FieldViolation(f"limits.{name}", "must not be negative")
-            for name in ("cpu_millis", "memory_bytes", "pids", "open_files")
+            for name in ("cpu_millis", "memory_bytes", "pids", "open_files", "disk_bytes")
             if getattr(self, name) < 0
         ]
         if bad:

@@ -25,6 +25,8 @@ class BackendOptions:
     kill_grace: float
     keep_workdirs: bool
     docker_url: str
+    # Process backend: a cgroup per run where the machine allows it.
+    cgroups: bool = True
 
 
 def _process(events: EventLog, options: BackendOptions) -> Backend:
@@ -36,6 +38,7 @@ def _process(events: EventLog, options: BackendOptions) -> Backend:
         engine_command=options.engine_command,
         kill_grace=options.kill_grace,
         keep_workdirs=options.keep_workdirs,
+        cgroups=options.cgroups,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.server.ranges import duration_seconds
 
 from .backend import (
     Container,
@@ -70,10 +71,7 @@ def launch_spec_from_proto(request: pb.LaunchRunRequest) -> LaunchSpec:
         )
     deadline: float | None = None
     if request.HasField("deadline"):
-        seconds = request.deadline.ToTimedelta().total_seconds()
-        if seconds < 0:
-            raise InvalidArgument.field("deadline", "must not be negative", Reason.DEADLINE_INVALID)
-        deadline = seconds or None
+        deadline = duration_seconds(request.deadline, "deadline", Reason.DEADLINE_INVALID) or None
     limits = request.limits
     return LaunchSpec(
         run=run,
@@ -86,6 +84,7 @@ def launch_spec_from_proto(request: pb.LaunchRunRequest) -> LaunchSpec:
             memory_bytes=limits.memory_bytes,
             pids=limits.pids,
             open_files=limits.open_files,
+            disk_bytes=limits.disk_bytes,
         ),
         deadline=deadline,
         environment=dict(request.environment),
@@ -96,9 +95,4 @@ def grace_from_proto(request: pb.StopRunRequest) -> float | None:
     """The grace period in seconds; None (the backend default) when unset."""
     if not request.HasField("grace_period"):
         return None
-    seconds = request.grace_period.ToTimedelta().total_seconds()
-    if seconds < 0:
-        raise InvalidArgument.field(
-            "grace_period", "must not be negative", Reason.GRACE_PERIOD_INVALID
-        )
-    return seconds
+    return duration_seconds(request.grace_period, "grace_period", Reason.GRACE_PERIOD_INVALID)

@@ -13,6 +13,12 @@ with `VANISHED_LINE` as its last output line.
 StopRun and the deadline send SIGTERM, then SIGKILL after the grace (``docker stop -t``,
 with sub-second graces), through the engine API's kill.
 
+Each run writes to a file system of its own, of its Limits.disk_bytes (DEFAULT_DISK_BYTES
+when 0; docker_disk.py): a tool cannot fill the host's disk. While a container runs, its
+pids cgroup and its disk usage are watched (limit_watch.py), so that one that ended
+abnormally after reaching either limit is reported as PIDS_ or DISK_LIMIT_EXCEEDED, and a
+fork bomb is ended at once (no grace) as PIDS_LIMIT_EXCEEDED.
+
 Restart safety. Containers belong to dockerd, not to the orchestrator process: a killed
 orchestrator leaves them running. `start()` lists the containers labelled
 flnet.managed=true and takes over those whose flnet.workdir is one of its own work dirs:
@@ -34,7 +40,8 @@ its work dir is removed (one already reported is only removed, or kept with keep
 At `close()` the running containers are stopped like StopRun (STOPPED), unless it is told
 not to end them: then they keep running and the next `start()` re-attaches them.
 
-The orchestrator must be root (or hold CAP_CHOWN) to give the work dir to the engine's user.
+The orchestrator must be root (to give the work dir to the engine's user, and to mount
+the runs' file systems), in the Docker engine's mount namespace, with mkfs.ext4 and mount.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import json
 import logging
 import os
 import signal
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +62,7 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 
 from .backend import Container, ContainerState, LaunchSpec, RunName
+from .cgroups import pids_dir_of
 from .docker_container import (
     ENGINE_GID,
     ENGINE_UID,
@@ -63,8 +72,10 @@ from .docker_container import (
     container_name,
     control_socket,
     image_of,
+    socket_access_problem,
     validate_limits,
 )
+from .docker_disk import DEFAULT_DISK_BYTES, RunDisk, missing_tools
 from .docker_state import (
     VANISHED_LINE,
     deadline_of,
@@ -84,6 +95,7 @@ from .errors import (
     Unavailable,
 )
 from .events import EventLog
+from .limit_watch import LimitWatch, stop_watching
 from .output_tail import LAST_LINES, last_lines
 from .supervisor import DEFAULT_KILL_GRACE, DEFAULT_MAX_EXITED, Supervisor, Tracked
 from .workdir import WorkDir, runs_dir
@@ -157,6 +169,12 @@ class DockerBackend(Supervisor[Tracked]):
     async def start(self) -> None:
         """Connects to the Docker engine (OSError when it is unreachable), then takes over
         the containers and work dirs an earlier orchestrator process left (module doc)."""
+        missing = await asyncio.to_thread(missing_tools)
+        if missing:
+            raise OSError(
+                f"the docker backend needs {' and '.join(missing)} on PATH: each run's writable "
+                "space is a file system of its own (e2fsprogs, util-linux)"
+            )
         # No connection limit: every running container holds one for its wait.
         self._connector = aiohttp.UnixConnector(path=self._socket, limit=0)
         # With its own connector aiodocker needs the host name it gives unix sockets.
@@ -200,12 +218,10 @@ class DockerBackend(Supervisor[Tracked]):
     # -- launch ----------------------------------------------------------------------------
 
     async def _check_launchable(self, image: str, socket: Path) -> None:
-        if not await asyncio.to_thread(socket.parent.is_dir):
-            raise InvalidArgument.field(
-                "control_address",
-                f"the socket's directory {str(socket.parent)!r} does not exist",
-                Reason.CONTROL_ADDRESS_INVALID,
-            )
+        # A socket the engine may not use would end the run in CONNECT_TIMEOUT, much later.
+        problem = await asyncio.to_thread(_socket_problem, socket)
+        if problem is not None:
+            raise InvalidArgument.field("control_address", problem, Reason.CONTROL_ADDRESS_INVALID)
         try:
             await self._docker.images.inspect(image)
         except aiodocker.DockerError as exc:
@@ -223,6 +239,7 @@ class DockerBackend(Supervisor[Tracked]):
         self, spec: LaunchSpec, image: str, socket: Path, workdir: WorkDir, name: str
     ) -> Container:
         deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
+        disk = RunDisk(workdir)
         config = container_config(
             spec,
             image=image,
@@ -230,11 +247,16 @@ class DockerBackend(Supervisor[Tracked]):
             socket=socket,
             deadline=deadline,
             host_cpus=self._host_cpus,
+            scratch=disk.scratch,
             command=self._engine_command,
         )
         container: DockerContainer | None = None
+        owner = (ENGINE_UID, ENGINE_GID)
         try:
-            await asyncio.to_thread(workdir.prepare, spec.credential, (ENGINE_UID, ENGINE_GID))
+            await asyncio.to_thread(workdir.remove)  # a leftover, with its mounts, first
+            await asyncio.to_thread(workdir.prepare, spec.credential, owner)
+            size = spec.limits.disk_bytes or DEFAULT_DISK_BYTES
+            await asyncio.to_thread(disk.create, size, owner)
             container = await self._docker.containers.create(config, name=name)
             # Before the start: a short engine may be gone (FinishedAt) by the time it returns.
             started = datetime.now(UTC)
@@ -395,9 +417,20 @@ class DockerBackend(Supervisor[Tracked]):
 
     async def _watch(self, tracked: Tracked) -> None:
         container_id = tracked.container.container_id
-        state = await self._wait_for_end(container_id) if container_id else None
+        limits = LimitWatch(disk=RunDisk(tracked.workdir))
+        watching = asyncio.create_task(self._watch_limits(tracked, limits))
+        try:
+            state = await self._wait_for_end(container_id) if container_id else None
+        finally:
+            await stop_watching(watching)
         self._ended(tracked)
-        cause, code = exit_of(state, tracked.stop_cause)
+        await asyncio.to_thread(limits.check)  # the disk once more: the tool may have cleaned up
+        cause, code = exit_of(
+            state,
+            tracked.stop_cause,
+            pids_limit_hit=limits.pids_limit_hit,
+            disk_limit_hit=limits.disk_limit_hit,
+        )
         if state is None or is_removing(state):
             lines: tuple[str, ...] = (VANISHED_LINE,)
         else:
@@ -406,6 +439,22 @@ class DockerBackend(Supervisor[Tracked]):
         await asyncio.to_thread(tracked.workdir.mark_reported)
         if not self._keep_workdirs:
             await self._remove(container_id, tracked.workdir)
+
+    async def _watch_limits(self, tracked: Tracked, limits: LimitWatch) -> None:
+        container_id = tracked.container.container_id
+        pid = 0
+        if container_id:
+            try:
+                info = await self._docker.containers.container(container_id).show()
+                pid = int(info["State"].get("Pid") or 0)
+            except (aiodocker.DockerError, aiohttp.ClientError) as exc:
+                log.warning("cannot find the process of container %s: %s", container_id[:12], exc)
+        if pid:
+            limits.pids_dir = await asyncio.to_thread(pids_dir_of, pid)
+            # One that ended already has no cgroup any more: nothing to watch.
+            if limits.pids_dir is None and await asyncio.to_thread(Path(f"/proc/{pid}").exists):
+                log.warning("no pids cgroup found for %s: its pids limit is not watched", pid)
+        await limits.run(self._fork_bomb_stopper(tracked))
 
     async def _wait_for_end(self, container_id: str) -> Mapping[str, Any] | None:
         """Waits until the container does not run; returns its inspect State, or None when
@@ -459,6 +508,23 @@ class DockerBackend(Supervisor[Tracked]):
             await client.close()
         if connector is not None:
             await connector.close()
+
+
+def _socket_problem(socket: Path) -> str | None:
+    """Why the engine could not reach the control plane's `socket` (module docker_container)."""
+    missing = f"the socket's directory {str(socket.parent)!r} does not exist"
+    try:
+        folder = socket.parent.stat()
+        found: os.stat_result | None = socket.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        if not socket.parent.is_dir():
+            return missing
+        found = None  # the control plane is restarting: its folder is what is mounted
+    except PermissionError:
+        return None  # another user's data dir: Docker mounts it all the same, unchecked
+    if not stat.S_ISDIR(folder.st_mode):
+        return missing
+    return socket_access_problem(folder, found, socket)
 
 
 def _subdirectories(path: Path) -> list[Path]:

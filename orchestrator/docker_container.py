@@ -6,11 +6,14 @@ Inside the container::
 
     /run/flnet/                     directory of the control plane's unix socket (read-only;
                                     a directory, so that a restarted control plane's new
-                                    socket is seen)
+                                    socket is seen), open to group 10001 only
     /run/secrets/flnet-credential   the run credential (read-only, 0400, owned by 10001)
     /mnt/input, /mnt/output         the work dir's input/ and output/ (owned by 10001)
     /opt/tool                       the tool, as the image installs it
-    /tmp                            tmpfs, 64 MiB, noexec
+    /tmp                            scratch space (1777)
+
+/mnt/input, /mnt/output and /tmp lie on the run's own file system (docker_disk.py): what
+the run writes there together is bounded by Limits.disk_bytes, and none of it is executable.
 
 The engine runs as 10001:10001 with no capability, no network (NetworkMode "none"), a
 read-only root file system, no-new-privileges, pids/memory/CPU/open-files limits, and
@@ -20,7 +23,9 @@ docker-init as PID 1 (so that SIGTERM reaches it and zombies are reaped).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -42,6 +47,7 @@ LABEL_DEADLINE = "flnet.deadline"  # absolute deadline, ISO 8601 UTC, re-armed a
 
 CONTROL_DIR = PurePosixPath("/run/flnet")
 CREDENTIAL_PATH = PurePosixPath("/run/secrets/flnet-credential")
+SCRATCH_PATH = PurePosixPath("/tmp")
 ENGINE_PATHS = EnginePaths(
     tool_dir="/opt/tool",
     credential_file=str(CREDENTIAL_PATH),
@@ -55,7 +61,6 @@ DEFAULT_OPEN_FILES = 4096
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 #: Docker accepts 0.01 CPU at the least.
 MIN_CPU_MILLIS = 10
-TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=64m"
 # Bounded so that a chatty engine cannot fill the disk; enough for the last lines.
 LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "1"}}
 
@@ -93,6 +98,31 @@ def control_socket(address: str) -> Path:
             Reason.CONTROL_ADDRESS_INVALID,
         )
     return Path(path)
+
+
+def socket_access_problem(
+    folder: os.stat_result, socket: os.stat_result | None, name: Path
+) -> str | None:
+    """Why the engine's user could not connect to the control plane's socket `name` (which
+    may be missing while the control plane restarts), given the stat of its folder and of
+    the socket; None when it can. It needs to search the folder and write to the socket:
+    the control plane gives both to its engine group, FLNET_ENGINE_GID."""
+    who = f"the engine's user ({ENGINE_UID}:{ENGINE_GID})"
+    fix = f"start the control plane with FLNET_ENGINE_GID={ENGINE_GID}"
+    if not _permits(folder, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+        return f"{who} may not enter the socket's folder {str(name.parent)!r}: {fix}"
+    if socket is not None and not _permits(socket, stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH):
+        return f"{who} may not connect to the socket {str(name)!r}: {fix}"
+    return None
+
+
+def _permits(st: os.stat_result, owner: int, group: int, other: int) -> bool:
+    # The owner's bits apply to the owner, else the group's to the group, else the others'.
+    if st.st_uid == ENGINE_UID:
+        return bool(st.st_mode & owner)
+    if st.st_gid == ENGINE_GID:
+        return bool(st.st_mode & group)
+    return bool(st.st_mode & other)
 
 
 def validate_limits(limits: Limits) -> None:
@@ -138,9 +168,11 @@ def container_config(
     socket: Path,
     deadline: datetime | None,
     host_cpus: int,
+    scratch: Path,
     command: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """The create body of the run's container. `command` replaces the image's CMD."""
+    """The create body of the run's container. `scratch` is the host directory mounted as
+    /tmp; `command` replaces the image's CMD."""
     env = engine_environment(
         run=str(spec.run),
         control_address=f"unix://{CONTROL_DIR / socket.name}",
@@ -156,7 +188,6 @@ def container_config(
         "NetworkMode": "none",
         "Init": True,
         "ReadonlyRootfs": True,
-        "Tmpfs": {"/tmp": TMPFS_OPTIONS},
         "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"],
         "PidsLimit": limits.pids or DEFAULT_PIDS,
@@ -166,6 +197,7 @@ def container_config(
             _bind(workdir.credential, CREDENTIAL_PATH, read_only=True),
             _bind(workdir.input, PurePosixPath(ENGINE_PATHS.input_dir), read_only=False),
             _bind(workdir.output, PurePosixPath(ENGINE_PATHS.output_dir), read_only=False),
+            _bind(scratch, SCRATCH_PATH, read_only=False),
         ],
         "RestartPolicy": {"Name": "no"},
         "LogConfig": LOG_CONFIG,

@@ -1,14 +1,10 @@
 """Reading what the Docker engine reports about a run's container (`docker inspect`): why
 it ended, when, and the labels the docker backend wrote at launch. Pure functions.
 
-Exit classification, first match wins:
-
-1. gone (removed, or being removed, by someone else): the orchestrator's stop cause when it
-   had decided to end it, else VANISHED; exit code 0 (unknown);
-2. State.OOMKilled: OOM_KILLED;
-3. ended by the orchestrator (StopRun, deadline, shutdown): that cause;
-4. exit code 129..192 (128 + a signal number): SIGNALED;
-5. otherwise EXITED.
+Exit classification: a container gone (removed, or being removed, by someone else) ends
+with the orchestrator's stop cause when it had decided to end it, else VANISHED, exit code
+0 (unknown); otherwise exits.py's rules decide, State.OOMKilled saying OOM_KILLED, and the
+limits the backend saw hit (docker_limits.py) naming PIDS_ or DISK_LIMIT_EXCEEDED.
 
 Exit codes 129..192 are reported as -signal whatever the cause (docker-init, PID 1, exits
 with 128 + the signal that killed the engine), as the process backend reports a signal.
@@ -24,6 +20,7 @@ from typing import Any
 from .backend import ExitCause, RunName
 from .docker_container import LABEL_DEADLINE, LABEL_RUN
 from .errors import InvalidArgument
+from .exits import Observed, exit_cause
 
 #: The last output line of a container removed behind the orchestrator's back.
 VANISHED_LINE = (
@@ -44,19 +41,27 @@ def is_removing(state: Mapping[str, Any]) -> bool:
     return state.get("Status") == "removing"
 
 
-def exit_of(state: Mapping[str, Any] | None, stop_cause: ExitCause | None) -> tuple[ExitCause, int]:
+def exit_of(
+    state: Mapping[str, Any] | None,
+    stop_cause: ExitCause | None,
+    *,
+    pids_limit_hit: bool = False,
+    disk_limit_hit: bool = False,
+) -> tuple[ExitCause, int]:
     """The exit cause and code of an ended container from its inspect State (None: gone)."""
     if state is None or is_removing(state):
         return stop_cause or ExitCause.VANISHED, 0
     code = int(state.get("ExitCode", 0))
-    signaled = _SIGNAL_BASE < code <= _SIGNAL_BASE + _MAX_SIGNAL
-    if signaled:
+    if _SIGNAL_BASE < code <= _SIGNAL_BASE + _MAX_SIGNAL:
         code = _SIGNAL_BASE - code
-    if state.get("OOMKilled"):
-        return ExitCause.OOM_KILLED, code
-    if stop_cause is not None:
-        return stop_cause, code
-    return (ExitCause.SIGNALED if signaled else ExitCause.EXITED), code
+    seen = Observed(
+        code=code,
+        stop_cause=stop_cause,
+        oom_killed=bool(state.get("OOMKilled")),
+        pids_limit_hit=pids_limit_hit,
+        disk_limit_hit=disk_limit_hit,
+    )
+    return exit_cause(seen), code
 
 
 def _time(value: object) -> datetime | None:

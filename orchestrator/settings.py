@@ -13,6 +13,7 @@ environment variables, falling back to defaults.
     --docker-url         FLNET_DOCKER_URL, then    unix:///var/run/docker.sock
                          DOCKER_HOST
     --detach-on-stop     FLNET_DETACH_ON_STOP=1    off (docker: containers outlive a stop)
+    --no-cgroups         FLNET_NO_CGROUPS=1        off (process: a cgroup per run when possible)
     --log-level          FLNET_LOG_LEVEL           INFO
     (identity)           FLNET_OIDC_ISSUER, ...    required: see flnet.server.auth.settings
 """
@@ -47,6 +48,8 @@ class Settings:
     keep_workdirs: bool
     docker_url: str
     detach_on_stop: bool
+    # Process backend: a cgroup per run where the machine allows it.
+    cgroups: bool
     log_level: str
     # Who may call (FLNET_OIDC_*): the control plane's service tokens, audience
     # flnet-orchestrator, scope orchestrator.
@@ -114,6 +117,13 @@ class Settings:
             help="docker backend: leave running containers running at stop; the next start "
             "re-attaches them",
         )
+        parser.add_argument(
+            "--no-cgroups",
+            action="store_true",
+            default=environ.get("FLNET_NO_CGROUPS", "").lower() in _TRUE,
+            help="process backend: no cgroup per run, rlimits only (memory becomes an "
+            "address-space cap, pids unlimited)",
+        )
         parser.add_argument("--log-level", default=environ.get("FLNET_LOG_LEVEL", "INFO"))
         args = parser.parse_args(list(argv))
         command: tuple[str, ...] | None = None
@@ -142,6 +152,7 @@ class Settings:
             keep_workdirs=args.keep_workdirs,
             docker_url=args.docker_url,
             detach_on_stop=args.detach_on_stop,
+            cgroups=not args.no_cgroups,
             log_level=args.log_level.upper(),
             auth=auth,
         )

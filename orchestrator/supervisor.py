@@ -1,8 +1,9 @@
 """What every backend shares once it has started an engine (process or container): the
 table of runs, one launch at a time per run, the absolute deadline timer, StopRun's and the
-deadline's SIGTERM-then-SIGKILL, exit recording with its event, and shutdown. A backend
-subclasses `Supervisor`, starts engines in `launch`, and supplies two things: how to signal
-an engine (`_signal`) and the task that waits for its end and records it (`_watch`).
+deadline's SIGTERM-then-SIGKILL (a fork bomb's, limit_watch.py, without grace), exit
+recording with its event, and shutdown. A backend subclasses `Supervisor`, starts engines in
+`launch`, and supplies two things: how to signal an engine (`_signal`) and the task that
+waits for its end and records it (`_watch`).
 
 Exited runs are remembered (for GetRunContainer, idempotent launches and StopRun of an
 exited run) up to `max_exited`, oldest forgotten first.
@@ -16,7 +17,7 @@ import logging
 import signal
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -239,6 +240,15 @@ class Supervisor(ABC, Generic[TrackedT]):
         while len(self._exited_order) > self._max_exited:
             old, _ = self._exited_order.popitem(last=False)
             self._tracked.pop(old, None)
+
+    def _fork_bomb_stopper(self, tracked: TrackedT) -> Callable[[], Awaitable[None]]:
+        """What a LimitWatch calls on a fork bomb: the engine is ended at once, SIGTERM then
+        SIGKILL without grace (nothing can start in it, a SIGTERM handler's thread included)."""
+
+        async def stop() -> None:
+            await self._terminate(tracked, ExitCause.PIDS_LIMIT_EXCEEDED, 0.0)
+
+        return stop
 
     async def _enforce_deadline(self, tracked: TrackedT, deadline: datetime) -> None:
         await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))

@@ -9,6 +9,9 @@ outlives the orchestrator process that started it):
 - ``exit-reported``: the run's EXITED event was published; written after publishing, so a
   crash in between reports the exit twice (terminal duplicates are harmless), never not.
 
+Folders are 0700 and records 0600 (flnet.datadir), the work dir's parents included; input/,
+output/ and the credential belong to the engine's user where it is not the orchestrator's.
+
 The methods block (file system): call them through ``asyncio.to_thread``.
 """
 
@@ -21,8 +24,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from flnet.datadir import open_private, private_dir
+
 from .backend import ExitCause, RunName
 from .errors import InvalidArgument
+from .mounts import detach_all_under
 
 CREDENTIAL_FILE = "credential"
 STOP_CAUSE_FILE = "stop-cause"
@@ -77,7 +83,8 @@ class WorkDir:
         engine's user when it is not the orchestrator's (containers)."""
         if self.path.exists():
             shutil.rmtree(self.path)
-        self.path.mkdir(mode=0o700, parents=True)
+        private_dir(self.path.parent)  # the data dir's folders: 0700, like the work dir
+        self.path.mkdir(mode=0o700)
         self.input.mkdir(mode=0o700)
         self.output.mkdir(mode=0o700)
         fd = os.open(self.credential, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
@@ -93,12 +100,17 @@ class WorkDir:
             os.chown(self.output, *owner)
 
     def remove(self) -> None:
+        """Removes the work dir and everything in it. What is mounted in it (the docker
+        backend's per-run file system) is detached first: removing through a mount would
+        leave its mount point busy, and the work dir with it."""
+        with contextlib.suppress(OSError):
+            detach_all_under(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
 
     def record_stop_cause(self, cause: ExitCause) -> None:
         # The run may have ended and its work dir gone meanwhile: nothing to record then.
         with contextlib.suppress(OSError):
-            (self.path / STOP_CAUSE_FILE).write_text(cause.name)
+            _write_private(self.path / STOP_CAUSE_FILE, cause.name)
 
     def stop_cause(self) -> ExitCause | None:
         try:
@@ -108,7 +120,15 @@ class WorkDir:
 
     def mark_reported(self) -> None:
         with contextlib.suppress(OSError):
-            (self.path / REPORTED_FILE).touch()
+            _write_private(self.path / REPORTED_FILE, "")
 
     def reported(self) -> bool:
         return (self.path / REPORTED_FILE).exists()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -5,8 +5,10 @@ context (python version, host, pid). Kind and retry-safety follow from the reaso
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
+import resource
 import socket
 import traceback
 from types import TracebackType
@@ -71,12 +73,21 @@ def error_from_exception(
     skip_frames: int = 0,
 ) -> lc.RunError:
     """ERROR(reason) for an exception the tool raised: type, message, traceback, phase and
-    runtime context. MemoryError is always OOM_KILLED."""
-    if isinstance(exc, MemoryError):
-        reason = R.ERROR_REASON_OOM_KILLED
+    runtime context. The limits the platform sets are named: a MemoryError under an
+    address-space cap (the process backend without a cgroup: nothing was killed) or without
+    one, and a full disk (the run's writable space)."""
     message = str(exc) or exception_type_name(exc)
     if isinstance(exc, MemoryError):
-        message = f"the tool ran out of memory ({message})"
+        cap = _address_space_cap()
+        if cap is not None:
+            reason = R.ERROR_REASON_ADDRESS_SPACE_EXHAUSTED
+            message = f"an allocation exceeded the address-space cap of {cap} bytes ({message})"
+        else:
+            reason = R.ERROR_REASON_OOM_KILLED
+            message = f"the tool ran out of memory ({message})"
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = R.ERROR_REASON_DISK_LIMIT_EXCEEDED
+        message = f"the run filled its writable space ({message})"
     return lifecycle.make_error(
         reason,
         message,
@@ -85,6 +96,12 @@ def error_from_exception(
         traceback=format_traceback(exc, skip_frames=skip_frames),
         context=runtime_context(),
     )
+
+
+def _address_space_cap() -> int | None:
+    """The process's RLIMIT_AS, when one is set."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def config_error(exc: ConfigError, *, phase: int) -> lc.RunError:

@@ -19,7 +19,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from flnet.control import names
 from flnet.control.blobs import BlobStore, LocalBlobStore, S3BlobStore
+from flnet.control.store import Store
 from tests.seaweedfs import S3Server, start_seaweedfs, stop_seaweedfs, weed_binary
 
 FILE = "file"
@@ -134,6 +136,12 @@ def artifact_environment(data_dir: Path) -> dict[str, str]:
     if stores.backend == S3:
         env |= {"FLNET_S3_ENDPOINT": str(settings["s3_endpoint"]), **stores.server().environment()}
     return env
+
+
+async def storage_uri(store: Store, artifact: str) -> str:
+    """Where the control plane keeps the bytes of `artifact` (its store's record: no
+    response tells)."""
+    return (await store.artifacts.get_artifact(*names.parse_artifact(artifact))).storage_uri
 
 
 async def overwrite_blob(store: BlobStore, uri: str, data: bytes) -> None:

@@ -24,6 +24,15 @@ def reason(err: grpc.aio.AioRpcError) -> str:
     raise AssertionError("no ErrorInfo")
 
 
+def retry_delay(err: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay, in seconds."""
+    for detail in _status(err).details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToNanoseconds() / 1e9)
+    raise AssertionError("no RetryInfo")
+
+
 def violations(err: grpc.aio.AioRpcError) -> list[str]:
     """Field paths of the BadRequest field violations."""
     for detail in _status(err).details:

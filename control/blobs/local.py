@@ -4,7 +4,9 @@ Blobs are written to a temporary file while their sha256 is computed, fsynced, t
 into `blobs/<aa>/<bb>/<sha256>`: a blob is either complete and verified or absent, never
 partial. Identical content is stored once, whichever artifacts record it. A blob is found
 by its digest, so the URI recorded for it (its path when it was written) stays right when
-the data directory moves. Bytes are streamed in chunks; no whole file is held in memory."""
+the data directory moves. Bytes are streamed in chunks; no whole file is held in memory.
+Everything here is its user's only: folders 0700, blobs and upload pieces 0600
+(flnet.datadir)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import BinaryIO
 
 from flnet.channels import CHUNK_BYTES
 from flnet.control.blobs.protocol import Blob, BlobMissing, HashingWriter, Stored
+from flnet.datadir import open_private, own_private_dir, private_dir
 
 
 class LocalBlobWriter(HashingWriter):
@@ -28,7 +31,9 @@ class LocalBlobWriter(HashingWriter):
         super().__init__()
         self._store = store
         self._path = store.tmp_dir / uuid.uuid4().hex
-        self._file: BinaryIO = open(self._path, "wb")  # noqa: SIM115 - closed in commit/abort
+        # Closed in commit/abort; 0600, and renamed into place with that mode.
+        fd = open_private(self._path, os.O_WRONLY | os.O_EXCL)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
 
     async def write(self, data: bytes) -> None:
         self._count(data)
@@ -43,7 +48,7 @@ class LocalBlobWriter(HashingWriter):
             os.fsync(self._file.fileno())
             self._file.close()
             target = self._store.path_of(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(target.parent)
             os.replace(self._path, target)
 
         await asyncio.to_thread(_finish)
@@ -65,8 +70,9 @@ class LocalBlobStore:
         self.root = root
         self.tmp_dir = root / "tmp"
         self.upload_dir = root / "uploads"
+        own_private_dir(root)
         for d in (self.root / "blobs", self.tmp_dir, self.upload_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            private_dir(d)
 
     def path_of(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256[:2] / sha256[2:4] / sha256
@@ -116,7 +122,13 @@ class LocalBlobStore:
 
     async def append_partial(self, upload_id: str, offset: int, data: bytes) -> None:
         def _append() -> None:
-            with open(self.partial_path(upload_id), "r+b" if offset else "wb") as f:
+            path = self.partial_path(upload_id)
+            # The first piece creates the file (0600); a later one finds it there.
+            if offset:
+                fd = os.open(path, os.O_RDWR)
+            else:
+                fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
+            with os.fdopen(fd, "r+b" if offset else "wb") as f:
                 f.truncate(offset)
                 f.seek(offset)
                 f.write(data)
@@ -142,7 +154,7 @@ class LocalBlobStore:
                     h.update(data)
             digest = h.hexdigest()
             target = self.path_of(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(target.parent)
             os.utime(path)  # written now, as gc judges blobs (remove_blob)
             os.replace(path, target)
             return Blob(self.uri_of(digest), digest, size)

@@ -126,14 +126,7 @@ class Admission:
         if existing.spec.dev_session:
             return existing, token if existing.spec.creator == creator else ""
         try:
-            await self.context.orchestrator.launch(
-                existing.name,
-                existing.tenant,
-                version,
-                token,
-                self.context.engine_address,
-                self.launcher.seconds_left(existing),
-            )
+            await self.launcher.call(existing, version, token)
         except LaunchFailed as e:
             # The first attempt may have launched it after all: the connect timeout decides.
             log.warning("launching %s again failed: %s", existing.name, e)

@@ -43,15 +43,18 @@ class EngineSessions:
 
     async def connect(self, row: RunRow) -> Session:
         """Opens the session of the run's engine (closing an older one) with its Welcome
-        queued first, then what a reconnecting engine may have missed."""
+        queued first, then what a reconnecting engine may have missed. An engine whose run
+        has ended learns the outcome only (a Close with the state): its credential no longer
+        gets the run's spec and configuration."""
+        if row.terminal:
+            session = self.context.sessions.open(row.id)
+            session.close(closing(row.state, "the run has ended"))
+            return session
         welcome = await self.welcome(row)
         # No await from here to the Welcome's queueing: nothing may reach the engine first.
         session = self.context.sessions.open(row.id)
         session.send(rt.ConnectResponse(welcome=welcome))
-        if row.terminal:
-            session.close(closing(row.state, "the run has ended"))
-        else:
-            self._after_connect(row, session)
+        self._after_connect(row, session)
         return session
 
     def disconnect(self, session: Session) -> None:

@@ -31,8 +31,18 @@ UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_E
 ARTIFACT_REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
 
 
+# A run's scratch space (/tmp) when its tool version does not say (tool.proto Resources).
+DEFAULT_SCRATCH_BYTES = 64 * 1024**2
 # Retries of a waiting launch back off from one supervision pass up to this (seconds).
 MAX_RETRY_INTERVAL = 5.0
+
+
+def writable_bytes(row: RunRow, version: tp.ToolVersion, output_default: int) -> int:
+    """What the run may write: its inputs (as staged), its declared outputs at their size
+    limits, and the tool version's scratch space."""
+    inputs = sum(i.size_bytes for i in row.spec.inputs)
+    outputs = sum(o.max_size_bytes or output_default for o in version.outputs)
+    return inputs + outputs + (version.resources.scratch_bytes or DEFAULT_SCRATCH_BYTES)
 
 
 @dataclass
@@ -71,11 +81,8 @@ class Launcher:
                 message += f": {waited.error}"
             await self._end(row, R.ERROR_REASON_DEADLINE_EXCEEDED, message, "control")
             return
-        context = self.context
         try:
-            await context.orchestrator.launch(
-                row.name, row.tenant, version, credential, context.engine_address, left
-            )
+            await self.call(row, version, credential)
         except LaunchFailed as e:
             if e.code in UNREACHABLE:
                 await self._wait(row, e)
@@ -89,6 +96,19 @@ class Launcher:
         if self._waiting.pop(row.id, None) is not None:
             self._late[row.id] = now_us()
             await self._note(row, "an orchestrator answered: the run is launched")
+
+    async def call(self, row: RunRow, version: tp.ToolVersion, credential: str) -> None:
+        """One LaunchRun of the run (LaunchFailed when it is refused or unanswered)."""
+        context = self.context
+        await context.orchestrator.launch(
+            row.name,
+            row.tenant,
+            version,
+            credential,
+            context.engine_address,
+            self.seconds_left(row),
+            writable_bytes(row, version, context.settings.max_output_bytes),
+        )
 
     async def _wait(self, row: RunRow, error: LaunchFailed) -> None:
         now = now_us()

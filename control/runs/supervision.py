@@ -154,6 +154,12 @@ def exit_error(container: op.RunContainer, row: RunRow) -> lc.RunError:
         reason, message = R.ERROR_REASON_DEADLINE_EXCEEDED, "the run exceeded its deadline"
     elif cause == op.EXIT_CAUSE_OOM_KILLED:
         reason, message = R.ERROR_REASON_OOM_KILLED, "the run exceeded its memory limit"
+    elif cause == op.EXIT_CAUSE_PIDS_LIMIT_EXCEEDED:
+        reason = R.ERROR_REASON_PIDS_LIMIT_EXCEEDED
+        message = "the run reached its pids limit (processes and threads)"
+    elif cause == op.EXIT_CAUSE_DISK_LIMIT_EXCEEDED:
+        reason = R.ERROR_REASON_DISK_LIMIT_EXCEEDED
+        message = "the run filled its writable space (inputs, outputs and scratch)"
     elif cause == op.EXIT_CAUSE_SIGNALED or (cause == op.EXIT_CAUSE_EXITED and code != 0):
         reason = R.ERROR_REASON_EXIT_NONZERO
         message = (
@@ -163,13 +169,16 @@ def exit_error(container: op.RunContainer, row: RunRow) -> lc.RunError:
         )
     elif cause == op.EXIT_CAUSE_VANISHED:
         reason = R.ERROR_REASON_LOST
-        message = "the container disappeared: it was removed outside the platform"
+        message = (
+            "the container disappeared: it was removed outside the platform, or its engine"
+            " outlived a restarted orchestrator, which could not learn how it ended"
+        )
     elif cause == op.EXIT_CAUSE_STOPPED:
         reason = R.ERROR_REASON_LOST
         message = "the container was stopped before the run reported a result"
     else:
         reason = R.ERROR_REASON_LOST
-        message = "the process ended (exit code 0) without reporting a result"
+        message = f"the process ended (exit code {code}) without reporting a result"
     return lifecycle.make_error(
         reason,
         message,

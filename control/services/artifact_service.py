@@ -17,6 +17,7 @@ from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.control import names, pagination
 from flnet.control.blobs import Blob, BlobMissing, BlobStore, BlobWriter
 from flnet.control.clock import now_us, timestamp
+from flnet.control.media_types import media_type_problem
 from flnet.control.reasons import Reason
 from flnet.control.settings import ControlSettings
 from flnet.control.store import Store, Upload
@@ -31,7 +32,7 @@ from flnet.errors import (
 from flnet.server.auth.audit import note_resource
 
 log = logging.getLogger(__name__)
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"[0-9a-f]{64}\Z")  # \Z: "$" would accept a trailing newline
 MAX_CHUNK = 4 * 1024 * 1024
 
 
@@ -41,6 +42,11 @@ def check_sha256(value: str, field: str) -> None:
             f"{field} must be 64 lower-case hex digits",
             violations=[(field, "not a sha256 hex digest")],
         )
+
+
+def check_media_type(value: str, field: str) -> None:
+    if problem := media_type_problem(value):
+        raise InvalidArgument(f"{field}: {problem}", violations=[(field, problem)])
 
 
 async def receive_blob(
@@ -132,6 +138,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         note_resource(meta.parent)
         tenant = names.parse_tenant(meta.parent, "metadata.parent")
         check_sha256(meta.sha256, "metadata.sha256")
+        check_media_type(meta.media_type, "metadata.media_type")
 
         async def chunks() -> AsyncIterator[bytes]:
             async for msg in request_iterator:
@@ -154,6 +161,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
     ) -> asv.StartUploadResponse:
         tenant = names.parse_tenant(request.parent)
         check_sha256(request.sha256, "sha256")
+        check_media_type(request.media_type, "media_type")
         if request.total_size < 0:
             raise InvalidArgument(
                 "total_size must not be negative",

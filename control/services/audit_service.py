@@ -9,9 +9,9 @@ import grpc
 from flnet.api.control.v1 import audit_service_pb2 as aus
 from flnet.api.control.v1 import audit_service_pb2_grpc as aug
 from flnet.control import names, pagination
-from flnet.control.clock import from_timestamp
 from flnet.control.store.audit import AuditLog
 from flnet.errors import InvalidArgument
+from flnet.server.ranges import timestamp_us, timestamp_violation
 
 SERVICE_NAME = aus.DESCRIPTOR.services_by_name["AuditService"].full_name
 CODE_NAMES = frozenset(code.name for code in grpc.StatusCode)
@@ -34,15 +34,16 @@ class AuditService(aug.AuditServiceServicer):
             violations.append(("method", "expected a full method: /package.Service/Method"))
         if request.code and request.code not in CODE_NAMES:
             violations.append(("code", "expected a gRPC status code name, e.g. NOT_FOUND"))
-        time_from = time_to = None
-        if request.HasField("time_start"):
-            if not 0 <= request.time_start.nanos < 1_000_000_000:
-                violations.append(("time_start.nanos", "must be in [0, 999999999]"))
-            time_from = from_timestamp(request.time_start)
-        if request.HasField("time_end"):
-            if not 0 <= request.time_end.nanos < 1_000_000_000:
-                violations.append(("time_end.nanos", "must be in [0, 999999999]"))
-            time_to = from_timestamp(request.time_end)
+        times: dict[str, int] = {}
+        for field in ("time_start", "time_end"):
+            if request.HasField(field):
+                stamp = getattr(request, field)
+                violation = timestamp_violation(stamp, field)
+                if violation is None:
+                    times[field] = timestamp_us(stamp, field)
+                else:
+                    violations.append(violation)
+        time_from, time_to = times.get("time_start"), times.get("time_end")
         if time_from is not None and time_to is not None and time_to < time_from:
             violations.append(("time_end", "must not be before time_start"))
         if violations:

@@ -12,15 +12,16 @@ from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import CHUNK_BYTES
 from flnet.control import names, pagination
 from flnet.control.blobs import BlobStore
-from flnet.control.clock import from_timestamp
 from flnet.control.export import export_run
 from flnet.control.identity import caller
+from flnet.control.reasons import Reason
 from flnet.control.runs import RunController
 from flnet.control.services.artifact_service import stream_blob
 from flnet.control.store import RunFilter
-from flnet.control.validation import struct_to_dict
+from flnet.control.validation import check_finite, struct_to_dict
 from flnet.errors import InvalidArgument
 from flnet.server.auth.audit import note_resource
+from flnet.server.ranges import timestamp_us
 
 MAX_EVENTS_PAGE = 10_000
 
@@ -41,6 +42,7 @@ class RunService(rsg.RunServiceServicer):
                 "request_id is longer than 255 characters",
                 violations=[("request_id", "at most 255 characters")],
             )
+        check_finite(request.run.config, "run.config", Reason.CONFIG_INVALID)
         row, credential = await self.runs.create(
             tenant, request.run, request.request_id, caller().subject
         )
@@ -68,14 +70,11 @@ class RunService(rsg.RunServiceServicer):
                 tool = names.parse_tool(request.tool, "tool")[1]
             else:
                 tool_version = str(names.parse_tool_version(request.tool, "tool"))
-        created_from = (
-            from_timestamp(request.create_time_start)
-            if request.HasField("create_time_start")
-            else None
-        )
-        created_to = (
-            from_timestamp(request.create_time_end) if request.HasField("create_time_end") else None
-        )
+        created_from = created_to = None
+        if request.HasField("create_time_start"):
+            created_from = timestamp_us(request.create_time_start, "create_time_start")
+        if request.HasField("create_time_end"):
+            created_to = timestamp_us(request.create_time_end, "create_time_end")
         query = {
             "parent": request.parent,
             "tool": request.tool,
@@ -126,6 +125,8 @@ class RunService(rsg.RunServiceServicer):
         context: grpc.aio.ServicerContext[rs.ListRunEventsRequest, rs.ListRunEventsResponse],
     ) -> rs.ListRunEventsResponse:
         row = await self.runs.get(*names.parse_run(request.parent, "parent"))
+        if request.after_sequence < 0:  # as WatchRun's
+            raise InvalidArgument.field("after_sequence", "must not be negative")
         size = pagination.page_size(request.page_size, default=1000, maximum=MAX_EVENTS_PAGE)
         query = {"parent": request.parent, "after": request.after_sequence}
         position = pagination.decode(request.page_token, query)
@@ -179,7 +180,10 @@ class RunService(rsg.RunServiceServicer):
     ) -> rs.UpdateDevConfigResponse:
         tenant, run_id = names.parse_run(request.name)
         row = await self.runs.update_dev_config(
-            tenant, run_id, struct_to_dict(request.config), caller().subject
+            tenant,
+            run_id,
+            struct_to_dict(request.config, "config", Reason.CONFIG_INVALID),
+            caller().subject,
         )
         return rs.UpdateDevConfigResponse(run=await self.runs.run_proto(row))
 

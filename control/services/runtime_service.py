@@ -36,6 +36,8 @@ from flnet.errors import (
 )
 from flnet.server.auth import Reason, require_principal
 from flnet.server.auth.audit import note_resource
+from flnet.server.decoding import MalformedRequest
+from flnet.server.ranges import timestamp_us
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 30.0
@@ -82,6 +84,9 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         try:
             while (message := await session.outbox.get()) is not None:
                 yield message
+            # A malformed or invalid message ended the session: the engine learns why.
+            if reader.done() and not reader.cancelled() and (error := reader.result()):
+                raise error
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -90,9 +95,10 @@ class RuntimeService(rtg.RuntimeServiceServicer):
 
     async def _read(
         self, requests: AsyncIterator[rt.ConnectRequest], row: RunRow, session: Session
-    ) -> None:
+    ) -> InvalidArgument | None:
         """Reads the engine's messages. Batches go to an ingester that stores whatever has
-        queued up in one transaction (group commit), so a busy run costs few commits."""
+        queued up in one transaction (group commit), so a busy run costs few commits.
+        Returns the error of a message that could not be decoded or used."""
         # Bounded: a fast engine is pushed back by HTTP/2 flow control, not buffered here.
         batches: asyncio.Queue[rt.Batch | None] = asyncio.Queue(maxsize=2 * MAX_GROUP_COMMIT)
         ingester = asyncio.create_task(self._ingest(batches, row, session))
@@ -100,6 +106,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             async for msg in requests:
                 which = msg.WhichOneof("message")
                 if which == "batch":
+                    check_times(msg.batch)
                     if not await _offer(batches, msg.batch, ingester):
                         break
                 elif which == "heartbeat":
@@ -110,11 +117,16 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             await ingester
         except asyncio.CancelledError:
             raise
+        except InvalidArgument as e:
+            if not isinstance(e, MalformedRequest):  # (that one is logged where decoded)
+                log.warning("the engine of %s sent an invalid batch: %s", row.name, e.message)
+            return e
         except Exception:
             log.exception("engine session of %s failed; the engine will reconnect", row.name)
         finally:
             ingester.cancel()
             session.close()
+        return None
 
     async def _ingest(
         self, batches: asyncio.Queue[rt.Batch | None], row: RunRow, session: Session
@@ -146,6 +158,8 @@ class RuntimeService(rtg.RuntimeServiceServicer):
                 violations=[("metadata", "required in the first message")],
             )
         meta = first.metadata
+        if meta.size_bytes < 0:
+            raise InvalidArgument.field("metadata.size_bytes", "must not be negative")
         row = await self._authorize(meta.run)
         media_type, limit = await self.engines.output_accepted(row, meta)
         check_sha256(meta.sha256, "metadata.sha256")
@@ -181,6 +195,18 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         artifact = await self.engines.input_of(row, request.name)
         async for msg in stream_blob(self.blobs, artifact, request.offset):
             yield rt.FetchInputResponse(offset=msg.offset, data=msg.data)
+
+
+def check_times(batch: rt.Batch) -> None:
+    """InvalidArgument naming an entry's time that no timestamp holds. The engine stamps
+    entries itself, so such a time is a broken engine's; stored, it would break what reads
+    the run later (its export: INTERNAL)."""
+    for i, entry in enumerate(batch.entries):
+        which = entry.WhichOneof("entry")
+        if which in ("log", "metric", "progress"):
+            item = getattr(entry, which)
+            if item.HasField("time"):
+                timestamp_us(item.time, f"batch.entries[{i}].{which}.time")
 
 
 async def _offer(

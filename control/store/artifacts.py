@@ -26,6 +26,8 @@ from flnet.errors import FailedPrecondition, NotFound
 
 
 def _artifact(r: Any) -> ap.Artifact:
+    """An artifact row as the services use it: with its storage_uri, which no response
+    carries (flnet.control.storage_uris)."""
     a = ap.Artifact(
         name=names.artifact_name(r.tenant, r.id),
         direction=r.direction,
@@ -198,6 +200,8 @@ class ArtifactStore:
             artifact = _artifact(Obj(values))
             seq = row.last_sequence + 1
             ev = rp.RunEvent(sequence=seq, output=artifact)
+            # The history is what watchers get: where the bytes are stays here.
+            ev.output.ClearField("storage_uri")
             append_events(pending, run.id, now, [ev])
             await conn.execute(
                 update(runs).where(runs.c.id == run.id).values(last_sequence=seq, update_us=now)

@@ -18,6 +18,9 @@ SEGMENTS_PER_READ = 4
 # Stored bytes merged into one response at most (the message limit is 8 MiB; a segment holds
 # one engine batch, at most 2 MiB).
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# How every storage_uri starts (LocalBlobStore, S3BlobStore): a segment without these bytes
+# holds none.
+_STORAGE_URI_STARTS = (b"file:/", b"s3://")
 
 
 class EventList(Protocol):
@@ -43,8 +46,10 @@ class _EventReader:
         # A response must fit a gRPC message: stop at a few MiB whatever the count.
         return self.added >= self.limit or self.bytes >= MAX_RESPONSE_BYTES
 
-    def take(self, first: int, payload: bytes) -> bool:
-        """Adds a segment's events; True once `limit` events were added."""
+    def take(self, first: int, payload: bytes, *, stored: bool = False) -> bool:
+        """Adds a segment's events; True once `limit` events were added. A `stored` segment
+        (read from the database) may be older than the rule that output events are recorded
+        without their storage_uri (ArtifactStore): such a URI is cleared."""
         events = self.into.events
         start = len(events)
         self.into.MergeFromString(payload)
@@ -57,6 +62,10 @@ class _EventReader:
         for offset, ev in enumerate(events[start:]):
             ev.sequence = first + skip + offset
             ev.run = self.run
+        if stored and any(mark in payload for mark in _STORAGE_URI_STARTS):
+            for ev in events[start:]:
+                if ev.HasField("output"):
+                    ev.output.ClearField("storage_uri")
         taken = len(events) - start
         self.added += taken
         self.bytes += len(payload)
@@ -94,7 +103,7 @@ class HistoryStore:
                     )
                 ).all()
                 for r in rows:
-                    if reader.take(r.first_seq, r.payload):
+                    if reader.take(r.first_seq, r.payload, stored=True):
                         break
                 if len(rows) < SEGMENTS_PER_READ:
                     break

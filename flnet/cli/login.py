@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from flnet.cli import render
 from flnet.cli.stack import DEV_CREDENTIALS, StackNotRunning, read_endpoints
 from flnet.client.tokens import unverified_claims
+from flnet.datadir import private_dir
 from flnet.oauth import LoginError, TokenError, discover, http_session, token_request
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def load_credentials(data_dir: Path) -> Credentials | None:
 def save_credentials(data_dir: Path, credentials: Credentials) -> Path:
     """Replaces the cache atomically; the file is 0600 from its first byte."""
     path = credentials_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
@@ -118,7 +119,7 @@ def save_credentials(data_dir: Path, credentials: Credentials) -> Path:
 @contextlib.contextmanager
 def _cache_lock(data_dir: Path) -> Iterator[None]:
     """One refresher at a time across processes (a refresh token is single-use)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     fd = os.open(data_dir / f".{CREDENTIALS_FILE}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -349,17 +350,19 @@ def scripted_browser(username: str, password: str) -> OpenUrl:
     return open_url
 
 
-async def dev_login(data_dir: Path, issuer: str) -> Credentials:
+async def dev_login(data_dir: Path, issuer: str, scope: str | None = None) -> Credentials:
     """Signs in as the development issuer's administrator, whose generated password is in
-    <data-dir>/oidc/dev-credentials.json (`flnet login --dev`, the demo). Only for the
-    embedded issuer of a local stack."""
+    <data-dir>/oidc/dev-credentials.json (`flnet login --dev`, the demo), asking for `scope`
+    (None: all the client may get). Only for the embedded issuer of a local stack."""
     path = data_dir / "oidc" / DEV_CREDENTIALS
     try:
         dev = json.loads(path.read_text())
         username, password = str(dev["admin_username"]), str(dev["admin_password"])
     except (OSError, ValueError, KeyError) as e:
         raise LoginError(f"no development credentials in {path}: {e}") from None
-    return await browser_login(issuer, scripted_browser(username, password), sign_in_within=30)
+    return await browser_login(
+        issuer, scripted_browser(username, password), scope=scope, sign_in_within=30
+    )
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -444,7 +447,7 @@ async def login(args: argparse.Namespace) -> int:
         else:
             issuer = resolve_issuer(args.issuer, data_dir)
             if args.dev:
-                credentials = await dev_login(data_dir, issuer)
+                credentials = await dev_login(data_dir, issuer, args.scope)
             elif args.client_credentials:
                 if not args.client_id:
                     raise LoginError("--client-credentials needs --client-id")

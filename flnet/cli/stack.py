@@ -1,5 +1,8 @@
 """`flnet up`: supervise the platform's components as separate processes on loopback, the
-way a deployment runs them, and publish their endpoints in <data-dir>/endpoints.json."""
+way a deployment runs them, and publish their endpoints in <data-dir>/endpoints.json.
+
+The data dir, its logs and endpoints.json are the user's only (folders 0700, files 0600), and
+the components start with umask 0o077, so that whatever they write is too (flnet.datadir)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flnet.channels import insecure_channel
+from flnet.datadir import PRIVATE_UMASK, open_private, own_private_dir, private_dir, write_private
 
 log = logging.getLogger("flnet.up")
 ENDPOINTS = "endpoints.json"
@@ -100,15 +104,18 @@ class Component:
     health_url: str = ""
 
     async def start(self) -> None:
-        logfile = self.log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=logfile,
-            env={**os.environ, **self.env},
-        )
-        logfile.close()
+        logfile = open_private(self.log_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                env={**os.environ, **self.env},
+                umask=PRIVATE_UMASK,
+            )
+        finally:
+            os.close(logfile)
         if self.health_url:
             await wait_http_healthy(self.health_url)
         else:
@@ -151,8 +158,7 @@ class Stack:
         replicas: int = 1,
     ) -> None:
         self.data_dir = data_dir
-        logs = data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = private_dir(own_private_dir(data_dir) / "logs")
         py = sys.executable
         orch = f"127.0.0.1:{orchestrator_port or free_port()}"
         controls = [f"127.0.0.1:{control_port or free_port()}"]
@@ -166,6 +172,11 @@ class Stack:
         env["FLNET_OIDC_ISSUER"] = self.issuer
         if replicas > 1:
             env.update(self._replica_env(env, controls))
+        if backend == "docker" and not os.environ.get("FLNET_ENGINE_GID"):
+            # The engine socket admits the containers' group (flnet.control.engine_socket).
+            from flnet.orchestrator.docker_container import ENGINE_GID
+
+            env.setdefault("FLNET_ENGINE_GID", str(ENGINE_GID))
         issuer_listen = f"127.0.0.1:{oidc_port or free_port()}"
         issuer_direct = f"http://{issuer_listen}/oidc"
         if self.embedded_issuer:
@@ -298,10 +309,8 @@ class Stack:
             if component.name.startswith("control") and self.embedded_issuer:
                 component.env.update(self._control_client())
             await component.start()
-        path = self.data_dir / ENDPOINTS
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**self.endpoints, "pid": str(os.getpid())}, indent=2))
-        tmp.replace(path)
+        endpoints = {**self.endpoints, "pid": str(os.getpid())}
+        write_private(self.data_dir / ENDPOINTS, json.dumps(endpoints, indent=2))
 
     async def supervise(self) -> None:
         """Restarts a component that dies on its own, with backoff; returns never."""

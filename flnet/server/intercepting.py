@@ -7,16 +7,16 @@ stream of responses, once the stream is over, has failed or has been closed."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from grpc_interceptor import AsyncServerInterceptor
 
 if TYPE_CHECKING:
-    import grpc
-
     Context = grpc.aio.ServicerContext[Any, Any]
     #: A handler of any cardinality, or the next interceptor's.
     Behaviour = Callable[[Any, Context], Any]
@@ -58,3 +58,12 @@ class CallInterceptor(AsyncServerInterceptor):
         ):
             async for response in responses:
                 yield response
+
+
+def code_of(context: Context) -> grpc.StatusCode | None:
+    """The code a handler set itself (context.abort / set_code), if any."""
+    with contextlib.suppress(Exception):
+        code = context.code()
+        if isinstance(code, grpc.StatusCode):
+            return code
+    return None

@@ -1,7 +1,9 @@
 """The error-mapping server interceptor every FLNet server installs next to its servicers:
 the one place where domain errors (flnet.errors) become gRPC statuses. Unexpected
 exceptions become INTERNAL "internal error" (logged with their traceback, nothing leaks);
-aborts and cancellations pass through untouched."""
+aborts and cancellations pass through untouched. A method its servicer does not implement
+(the generated base class's NotImplementedError, e.g. grpc.health.v1.Health/List) is
+UNIMPLEMENTED, as without interceptors: a client's choice of method is no server fault."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from flnet.errors import FlnetError
 
-from .intercepting import CallInterceptor
+from .intercepting import CallInterceptor, code_of
 
 if TYPE_CHECKING:
     from .intercepting import Context
@@ -74,6 +76,11 @@ class ErrorMapper(CallInterceptor):
             )
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
+        except NotImplementedError:
+            if code_of(context) != grpc.StatusCode.UNIMPLEMENTED:  # not a generated stub's
+                log.exception("unexpected error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
         except Exception:
             log.exception("unexpected error in %s", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")

@@ -1,6 +1,8 @@
 """The server skeleton every FLNet gRPC server uses: explicit limits and keepalive,
-health and reflection, and a graceful stop on SIGTERM/SIGINT (health NOT_SERVING, stop
-accepting, drain, close). Platform-only: imports grpcio-health-checking and -reflection."""
+health and reflection, requests decoded after the interceptors given to it (so after
+authentication: flnet.server.decoding), and a graceful stop on SIGTERM/SIGINT (health
+NOT_SERVING, stop accepting, drain, close). Platform-only: imports grpcio-health-checking
+and -reflection."""
 
 from __future__ import annotations
 
@@ -16,13 +18,17 @@ from grpc_reflection.v1alpha import reflection
 
 from flnet.channels import SERVER_OPTIONS
 
+from .decoding import RequestDecoder
+
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.aio.Server], None]
 
 
 class Server:
-    """A grpc.aio server with health and reflection, bound to one address."""
+    """A grpc.aio server with health and reflection, bound to one address. `interceptors`
+    run outermost first; the request is decoded after the last of them, and they see it
+    as a flnet.server.decoding.RawRequest (streams: an iterator of them)."""
 
     def __init__(
         self,
@@ -40,7 +46,9 @@ class Server:
     async def start(self, address: str, *more: str) -> int:
         """Binds `address` (port 0 picks a free one) and any `more` addresses (e.g. a
         unix:///path socket), starts, and returns the port of `address`."""
-        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=self._interceptors)
+        server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=[*self._interceptors, RequestDecoder()]
+        )
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

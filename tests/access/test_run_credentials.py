@@ -85,7 +85,10 @@ async def test_a_credential_expires_when_its_run_ends(api: Clients) -> None:
     )
     e = await refused(drain(fetch))
     assert (e.code(), reason(e)) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED")
-    # Connect still tells a late engine how its run ended, and accepts nothing more.
-    welcome = await engine.connect()
-    assert lifecycle.is_terminal(welcome.state)
+    # Connect still tells a late engine how its run ended (a Close with the state, no more:
+    # neither the run's spec nor its configuration), and accepts nothing more.
+    first = await engine.open()
+    assert first.WhichOneof("message") == "close", first
+    assert lifecycle.is_terminal(first.close.state)
+    assert await engine.rest() == []
     await engine.close()

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from flnet.cli.stack import Stack, free_port
+from flnet.client.tokens import unverified_claims
 from tests.conftest import EXAMPLES
 from tests.export.crate import check_crate
+from tests.privacy import umask_of
 
 FLNET = [sys.executable, "-m", "flnet.cli.main"]
 
@@ -262,6 +264,7 @@ def serve_components(tmp_path: Path, env: dict[str, str]) -> None:
     try:
         wait_for(port_file)
         port = port_file.read_text()
+        assert umask_of(control.pid) == 0o077  # what it creates without a mode is private
         flnet(tmp_path, "login", "--dev", env=env)
         listed = flnet_json(tmp_path, "--address", f"127.0.0.1:{port}", "tool", "list", env=env)
         assert listed == []
@@ -279,6 +282,7 @@ def serve_components(tmp_path: Path, env: dict[str, str]) -> None:
     for line in orchestrator.stderr:
         if "listening on" in line:
             break
+    assert umask_of(orchestrator.pid) == 0o077
     orchestrator.send_signal(signal.SIGTERM)
     assert orchestrator.wait(timeout=30) == 0
 
@@ -327,6 +331,49 @@ def test_flnet_up_runs_an_issuer_for_flnet_login(stack: Path) -> None:
     assert logged_in["issuer"] == endpoints["oidc"]
     assert logged_in["scope"] == "orchestrator"
     assert (stack / "credentials.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_login_dev_asks_for_the_scope_it_is_given(stack: Path) -> None:
+    logged_in = flnet_json(stack, "login", "--dev", "--scope", "runs:read")
+    assert logged_in["scope"] == "runs:read"
+    cached = json.loads((stack / "credentials.json").read_text())
+    assert unverified_claims(cached["access_token"])["scope"] == "runs:read"
+    flnet(stack, "run", "list")
+    refused = flnet(stack, "tool", "list", check=False)
+    assert refused.returncode != 0
+    assert "PERMISSION_DENIED" in refused.stdout + refused.stderr
+
+
+def test_flnet_up_keeps_the_platforms_data_private(stack: Path) -> None:
+    """Every tenant's data is in the data dir: nothing in it is open to other users, what
+    flnet up writes (logs, endpoints.json) nor what its components do (database, keys,
+    socket, Envoy's access log, under the umask they are given)."""
+    flnet(stack, "run", "list")  # a request: the gateway's access log, the audit trail
+    entries = [stack, *stack.rglob("*")]
+    assert {p.name for p in entries} >= {
+        "endpoints.json",
+        "control.log",
+        "gateway-access.log",
+        "flnet.db",
+        "flnet.db-wal",
+        "control.sock",
+        "envoy.yaml",
+        "credentials.json",
+    }
+    opened = [(str(p), oct(mode)) for p in entries if (mode := p.lstat().st_mode) & 0o077]
+    assert opened == []
+
+
+def test_flnet_up_with_docker_admits_the_containers_group_to_the_socket(tmp_path: Path) -> None:
+    """The engines of the docker backend run as 10001:10001: the control plane's socket
+    admits that group (FLNET_ENGINE_GID); with the process backend, nobody but the user."""
+
+    def engine_gid(stack: Stack) -> str | None:
+        [control] = [c for c in stack.components if c.name == "control"]
+        return control.env.get("FLNET_ENGINE_GID")
+
+    assert engine_gid(Stack(tmp_path / "docker", backend="docker")) == "10001"
+    assert engine_gid(Stack(tmp_path / "process")) is None
 
 
 def test_an_external_issuer_replaces_the_embedded_one(tmp_path: Path) -> None:

@@ -35,6 +35,13 @@ class HandEngine:
         return (("authorization", f"Bearer {self.credential}"),)
 
     async def connect(self) -> rt.Welcome:
+        first = await self.open()
+        assert first.HasField("welcome"), first
+        return first.welcome
+
+    async def open(self) -> rt.ConnectResponse:
+        """Opens the stream with Hello; returns the control plane's first message."""
+
         async def requests() -> AsyncIterator[rt.ConnectRequest]:
             yield rt.ConnectRequest(hello=rt.Hello(run=self.run, engine_version="test"))
             while (msg := await self.outgoing.get()) is not None:
@@ -42,9 +49,7 @@ class HandEngine:
 
         self._call = self.api.runtime.Connect(requests(), metadata=self.metadata)
         self._reader = asyncio.create_task(self._read())
-        first = await self.receive()
-        assert first.HasField("welcome"), first
-        return first.welcome
+        return await self.receive()
 
     async def _read(self) -> None:
         assert self._call is not None
@@ -60,6 +65,18 @@ class HandEngine:
         if isinstance(msg, grpc.aio.AioRpcError):
             raise msg
         return msg
+
+    async def rest(self, wait: float = 10.0) -> list[rt.ConnectResponse]:
+        """Waits until the control plane ends the stream; what it sent meanwhile."""
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), wait)
+        rest = []
+        while not self.incoming.empty():
+            msg = self.incoming.get_nowait()
+            if isinstance(msg, grpc.aio.AioRpcError):
+                raise msg
+            rest.append(msg)
+        return rest
 
     async def receive_kind(self, kind: str, wait: float = 10.0) -> rt.ConnectResponse:
         """The next message of `kind`, skipping others."""

@@ -19,7 +19,7 @@ from flnet.control.blobs import S3BlobStore
 from tests.conftest import TENANT, Clients, control_app, control_settings
 from tests.control.test_artifacts import download
 from tests.rss import peak_rss_growth
-from tests.s3 import stored_under
+from tests.s3 import storage_uri, stored_under
 from tests.status import reason
 
 MiB = 1024 * 1024
@@ -55,7 +55,7 @@ async def test_artifacts_are_objects_named_in_their_uri(api: Clients, control: C
     name = await api.upload(payload)
     assert await api.upload(payload) == name  # the duplicate's object is discarded
     listed = await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
-    uri = listed.artifacts[0].storage_uri
+    uri = await storage_uri(control.store, listed.artifacts[0].name)
     assert isinstance(control.blobs, S3BlobStore)
     assert uri.startswith(f"s3://{control.blobs.bucket}/{control.blobs.prefix}/objects/")
     assert await stored(control) == [uri.split("/", 3)[3]]
@@ -104,7 +104,8 @@ async def test_resumable_upload_keeps_only_the_artifact(api: Clients, control: C
     artifact = (
         await api.artifacts.FinishUpload(asv.FinishUploadRequest(name=upload.name))
     ).artifact
-    assert await stored(control) == [artifact.storage_uri.split("/", 3)[3]]
+    uri = await storage_uri(control.store, artifact.name)
+    assert await stored(control) == [uri.split("/", 3)[3]]
     assert await download(api, artifact.name) == payload
 
 

@@ -16,7 +16,7 @@ from flnet.control.app import ControlApp
 from flnet.structs import dict_to_struct
 from tests.conftest import FIXTURES, TENANT, Clients
 from tests.control.hand_engine import HandEngine, dev_run
-from tests.s3 import overwrite_blob
+from tests.s3 import overwrite_blob, storage_uri
 from tests.status import drain, reason, violations
 
 NOOP = FIXTURES / "tools" / "noop"
@@ -150,7 +150,8 @@ async def test_export_of_corrupted_bytes_is_data_loss(api: Clients, control: Con
     [artifact] = (
         await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
     ).artifacts
-    await overwrite_blob(control.blobs, artifact.storage_uri, CSV[:-1] + b"9")
+    uri = await storage_uri(control.store, artifact.name)
+    await overwrite_blob(control.blobs, uri, CSV[:-1] + b"9")
     e = await failure(drain(api.runs.ExportRun(rs.ExportRunRequest(name=run.name))))
     assert e.code() == grpc.StatusCode.DATA_LOSS
     assert name in (e.details() or "")

@@ -141,11 +141,13 @@ async def test_terminal_states_are_never_overwritten(api: Clients, terminal: int
         await upload_output(api, engine, "result", b"{}")
     await engine.propose(lc.RunState.ValueType(terminal))
     await engine.close()
-    # A second engine session with the same credential is told the run is over ...
+    # A second engine session with the same credential is told the run is over, and no
+    # more: neither the run's spec nor its configuration ...
     again = HandEngine(api, engine.run, engine.credential)
-    welcome = await again.connect()
-    assert welcome.state == terminal
-    assert (await again.receive_kind("close")).close.state == terminal
+    first = await again.open()
+    assert first.WhichOneof("message") == "close", first
+    assert first.close.state == terminal
+    assert await again.rest() == []  # the stream ends after the Close
     await again.close()
     # ... and the control plane's own decisions cannot change it either.
     cancelled = await api.runs.CancelRun(rs.CancelRunRequest(name=engine.run, reason="late"))

@@ -91,3 +91,11 @@ def test_bad_image_sections_are_named(tmp_path: Path, image: str, message: str) 
     (tool / "empty").mkdir()
     with pytest.raises(ToolSpecError, match=message.replace("{", r"\{").replace(".", r"\.")):
         load_tool_spec(tool)
+
+
+def test_resources_are_read_with_their_scratch_space(tmp_path: Path) -> None:
+    tool = write_tool(tmp_path / "tiny", None)
+    with (tool / "tool.yaml").open("a") as yaml:
+        yaml.write("resources: {memory_bytes: 1048576, pids: 8, scratch_bytes: 4096}\n")
+    resources = load_tool_spec(tool).version.resources
+    assert resources == tp.Resources(memory_bytes=1048576, pids=8, scratch_bytes=4096)

@@ -22,14 +22,17 @@ from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.orchestrator.app import OrchestratorApp
+from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.toolspec import load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.conftest import TENANT, clients_for, control_app, control_settings
 from tests.docker_env import require_base_image
 from tests.identity import IDENTITY, orchestrator_auth
 from tests.integration.conftest import BEHAVE, Stack
+from tests.integration.test_end_to_end import container_of
 
 S = lc.RunState
 MiB = 1024 * 1024
@@ -95,7 +98,12 @@ async def docker_stack(
         tmp_path / "orchestrator", backend="docker", kill_grace=2.0, auth=orchestrator_auth()
     )
     orch_port = await orchestrator.start("127.0.0.1:0")
-    control = control_app(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}"))
+    # The engine socket admits the containers' group: FLNET_ENGINE_GID, as `flnet up` sets it.
+    control = control_app(
+        control_settings(
+            tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}", engine_gid=ENGINE_GID
+        )
+    )
     await control.start("127.0.0.1:0")
     api = clients_for(f"127.0.0.1:{control.port}")
     yield DockerStack(api, control, orchestrator)
@@ -234,6 +242,7 @@ async def test_orchestrator_killed_mid_run(
         tmp_path,
         orchestrator_address=f"127.0.0.1:{port}",
         auth=IDENTITY.settings(issuer=http_issuer.url),
+        engine_gid=ENGINE_GID,
     )
     control = control_app(settings)
     try:
@@ -263,3 +272,21 @@ async def test_orchestrator_killed_mid_run(
         await control.stop(0.5)
         orchestrator.send_signal(signal.SIGTERM)
         orchestrator.wait(timeout=30)
+
+
+@pytest.mark.timeout(180)
+async def test_a_fork_bomb_ends_named_for_its_pids_limit(
+    docker_stack: DockerStack, behave_image: images.BuiltImage
+) -> None:
+    """The engine cannot start threads in it any more: the orchestrator ends it before the
+    engine's silence runs out its lease, and the run's error is that exit, named."""
+    version = await docker_stack.register_image(behave_image, deadline=60, pids=64)
+    run = await docker_stack.submit(version.name, mode="fork_bomb")
+
+    done = await docker_stack.wait_state(run.name, within=120)
+
+    assert done.state == S.RUN_STATE_ERROR
+    container = await container_of(docker_stack, run.name)
+    assert container.exit_cause == op.EXIT_CAUSE_PIDS_LIMIT_EXCEEDED
+    assert done.error.context["exit_cause"] == "EXIT_CAUSE_PIDS_LIMIT_EXCEEDED"
+    await no_container_left(run.name)

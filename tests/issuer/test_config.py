@@ -24,6 +24,15 @@ from flnet.issuer import (
 )
 from tests.issuer.conftest import StartIssuer, config_data
 from tests.issuer.helpers import client_credentials, user_tokens, verify
+from tests.privacy import mode, umask
+
+
+def test_the_issuer_makes_a_missing_data_dir_private(tmp_path: Path) -> None:
+    data = tmp_path / "new" / "data"
+    with umask(0):
+        load_or_create_config(data)
+    assert [mode(p) for p in (tmp_path / "new", data, data / "oidc")] == [0o700] * 3
+    assert {mode(p) for p in (data / "oidc").iterdir()} == {0o600}
 
 
 def test_the_default_config_is_documented_valid_and_private(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import aiohttp
 import jwt
 
 from flnet.issuer import verify_secret
+from tests.privacy import umask_of
 
 
 async def start(data: Path, port_file: Path) -> asyncio.subprocess.Process:
@@ -49,6 +50,7 @@ async def stop(proc: asyncio.subprocess.Process) -> str:
 async def test_serves_until_sigterm_and_keeps_its_keys(tmp_path: Path) -> None:
     data, port_file = tmp_path / "data", tmp_path / "port"
     proc = await start(data, port_file)
+    assert umask_of(proc.pid) == 0o077  # what it creates without a mode is private
     base = f"http://127.0.0.1:{port_file.read_text()}"
     creds = json.loads((data / "oidc" / "dev-credentials.json").read_text())
     form = {

@@ -30,11 +30,12 @@ async def start_orchestrator(
     tmp_path: Path, fake_engine: list[str]
 ) -> AsyncIterator[StartOrchestrator]:
     """Starts orchestrators with OrchestratorApp keyword arguments (defaults: the fake engine,
-    kill_grace 1 s); stops them and closes their channels at teardown."""
+    kill_grace 1 s; `data_dir` to share one); stops them and closes their channels at
+    teardown."""
     started: list[tuple[OrchestratorApp, Any]] = []
 
-    async def start(**kwargs: Any) -> Orchestrator:
-        data_dir = tmp_path / f"data{len(started)}"
+    async def start(data_dir: Path | None = None, **kwargs: Any) -> Orchestrator:
+        data_dir = data_dir or tmp_path / f"data{len(started)}"
         kwargs.setdefault("engine_command", fake_engine)
         kwargs.setdefault("kill_grace", 1.0)
         kwargs.setdefault("auth", orchestrator_auth())

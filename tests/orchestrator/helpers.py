@@ -169,7 +169,7 @@ def process_gone(pid: int) -> bool:
 class StartOrchestrator(Protocol):
     """The `start_orchestrator` fixture: OrchestratorApp keyword arguments in."""
 
-    async def __call__(self, **kwargs: Any) -> Orchestrator: ...
+    async def __call__(self, data_dir: Path | None = None, **kwargs: Any) -> Orchestrator: ...
 
 
 class Stopwatch:

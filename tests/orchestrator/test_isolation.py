@@ -1,5 +1,6 @@
-"""What the engine gets: rlimits applied by the exec wrapper, the FLNET_* environment
-contract, and the credential as a 0400 file only (never in argv, environment or logs)."""
+"""What the engine gets: rlimits applied by the exec wrapper (where runs get no cgroup; the
+cgroup limits: test_limits.py), the FLNET_* environment contract, and the credential as a
+0400 file only (never in argv, environment or logs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.orchestrator.limits import ADDRESS_SPACE_HEADROOM
 from tests.orchestrator.helpers import Orchestrator, StartOrchestrator
 
 MiB = 1024 * 1024
@@ -21,9 +23,12 @@ def observations(orch: Orchestrator, run: str) -> dict[str, object]:
     return json.loads((orch.workdir(run) / "output" / "observations.json").read_text())  # type: ignore[no-any-return]
 
 
-async def test_rlimits_are_applied_and_memory_limit_bites(orch_keep: Orchestrator) -> None:
+async def test_without_a_cgroup_rlimits_apply_and_memory_is_an_address_space_cap(
+    start_orchestrator: StartOrchestrator,
+) -> None:
+    orch = await start_orchestrator(keep_workdirs=True, cgroups=False)
     limits = pb.Limits(memory_bytes=256 * MiB, pids=64, open_files=128, cpu_millis=500)
-    container = await orch_keep.launch(
+    container = await orch.launch(
         """
         import json, os, pathlib, resource
         seen = {
@@ -31,29 +36,35 @@ async def test_rlimits_are_applied_and_memory_limit_bites(orch_keep: Orchestrato
             "nproc": resource.getrlimit(resource.RLIMIT_NPROC),
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
             "nice": os.nice(0),
+            "cgroup": pathlib.Path("/proc/self/cgroup").read_text(),
         }
+        # What a Python process maps without using it fits below the cap...
+        import mmap
+        mmap.mmap(-1, 1024 * 1024 * 1024).close()
         try:
-            block = bytearray(512 * 1024 * 1024)
+            block = bytearray(8 * 1024 * 1024 * 1024)
             seen["allocated"] = True
         except MemoryError:
             seen["allocated"] = False
         out = pathlib.Path(os.environ["FLNET_OUTPUT_DIR"], "observations.json")
         out.write_text(json.dumps(seen))
-        bytearray(512 * 1024 * 1024)  # uncaught this time
+        bytearray(8 * 1024 * 1024 * 1024)  # ...a runaway allocation does not: uncaught
         """,
         limits=limits,
     )
 
-    exited = await orch_keep.exited(container.run)
+    exited = await orch.exited(container.run)
 
-    seen = observations(orch_keep, container.run)
-    assert seen["as"] == [256 * MiB, 256 * MiB]
+    seen = observations(orch, container.run)
+    # The memory limit plus the documented headroom: a cap against runaway allocations.
+    assert seen["as"] == [256 * MiB + ADDRESS_SPACE_HEADROOM] * 2
     # RLIMIT_NPROC counts the whole user id, so the process backend leaves it alone.
     assert seen["nproc"] == list(resource.getrlimit(resource.RLIMIT_NPROC))
     assert seen["nofile"] == [128, 128]
     assert seen["nice"] == 10  # CPU below the machine's capacity: best-effort niceness
+    assert seen["cgroup"] == Path("/proc/self/cgroup").read_text()  # the orchestrator's
     assert seen["allocated"] is False
-    # A MemoryError under RLIMIT_AS is a plain non-zero exit.
+    # A MemoryError under RLIMIT_AS is a plain non-zero exit: nothing was OOM-killed.
     assert exited.exit_cause == pb.EXIT_CAUSE_EXITED
     assert exited.exit_code == 1
     assert exited.last_output_lines[-1] == "MemoryError"

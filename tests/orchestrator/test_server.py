@@ -100,6 +100,19 @@ def test_limits_wrapper_execs_the_command_with_limits() -> None:
     assert done.stdout.strip() == "(64, 64)"
 
 
+def test_limits_wrapper_caps_the_address_space_when_told(tmp_path: Path) -> None:
+    probe = "import resource; print(resource.getrlimit(resource.RLIMIT_AS))"
+    done = run_limits("--address-space-bytes", str(2**32), "--", sys.executable, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"({2**32}, {2**32})"
+
+
+def test_limits_wrapper_refuses_to_run_outside_its_cgroup(tmp_path: Path) -> None:
+    done = run_limits("--cgroup", str(tmp_path / "no-such-cgroup"), "--", "true")
+    assert done.returncode == 127
+    assert "cannot join the run's cgroup" in done.stderr
+
+
 def test_limits_wrapper_reports_what_it_cannot_execute(tmp_path: Path) -> None:
     done = run_limits("--", str(tmp_path / "missing"))
     assert done.returncode == 127

@@ -17,6 +17,7 @@ def test_defaults_pick_the_process_backend_and_its_engine(tmp_path: Path) -> Non
     assert settings.engine_command is None  # the backend's own default
     assert settings.docker_url == "unix:///var/run/docker.sock"
     assert settings.detach_on_stop is False
+    assert settings.cgroups is True
     assert settings.auth.issuer == "https://issuer.example"
 
 
@@ -66,6 +67,15 @@ def test_docker_backend_from_flags_or_environment(tmp_path: Path) -> None:
     assert flags.docker_url == "unix:///run/docker.sock"
     assert flags.detach_on_stop is True
     assert flags.engine_command == ("python3", "-m", "flnet.runtime")
+
+
+def test_cgroups_are_turned_off_by_flag_or_environment(tmp_path: Path) -> None:
+    flags = Settings.load(["--data-dir", str(tmp_path), "--no-cgroups"], ISSUER)
+    environment = Settings.load(
+        [], {**ISSUER, "FLNET_DATA_DIR": str(tmp_path), "FLNET_NO_CGROUPS": "1"}
+    )
+    assert flags == environment
+    assert flags.cgroups is False
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """Fixtures of the docker backend tests: the real Docker engine (started when it is not
 running and we may), a test image built FROM flnet/base:bookworm whose CMD runs probe.py,
-a control-plane stand-in on a unix socket, and real OrchestratorApps (backend "docker") on
+a control-plane stand-in on a unix socket (laid out as the control plane lays out its own for
+the docker backend's engines), and real OrchestratorApps (backend "docker") on
 127.0.0.1:0, talked to through the generated stub.
 
 Without Docker or the base image the tests fail when CI=true and are skipped otherwise.
-After each test no container of its data dirs and no work dir may be left."""
+After each test no container of its data dirs, no work dir and no mount may be left."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
+from flnet.control import engine_socket
 from flnet.orchestrator.app import OrchestratorApp
+from flnet.orchestrator.docker_container import ENGINE_GID
+from flnet.orchestrator.mounts import detach_all_under, mounts_under
+from flnet.orchestrator.workdir import WorkDir
 from tests.docker_env import docker as docker_cli
 from tests.docker_env import require_base_image
 from tests.identity import IDENTITY, orchestrator_auth
@@ -65,8 +70,9 @@ async def docker() -> AsyncIterator[aiodocker.Docker]:
 
 @pytest.fixture
 async def control_address() -> AsyncIterator[str]:
-    """A control-plane stand-in: a unix socket (0666, in its own directory, short path)
-    that answers "pong" to a line."""
+    """A control-plane stand-in: a unix socket in its own directory (short path) that answers
+    "pong" to a line, open to the engines' group only as the control plane's is with
+    FLNET_ENGINE_GID=10001: directory 0710, socket 0660."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()
@@ -75,10 +81,10 @@ async def control_address() -> AsyncIterator[str]:
         writer.close()
 
     directory = Path(tempfile.mkdtemp(prefix="flnet-ctl-"))
-    directory.chmod(0o755)
     path = directory / "control.sock"
+    engine_socket.prepare_folder(path, ENGINE_GID)
     server = await asyncio.start_unix_server(answer, path)
-    path.chmod(0o666)
+    engine_socket.restrict_socket(path, ENGINE_GID)
     yield f"unix://{path}"
     server.close()
     await server.wait_closed()
@@ -122,13 +128,16 @@ async def start_orchestrator(
         await channel.close()
         await app.stop()
     containers, workdirs = await leftovers(docker, tmp_path)
+    mounted = mounts_under(tmp_path)
     for container in containers:
         await container.delete(force=True)
     for workdir in workdirs:
-        shutil.rmtree(workdir, ignore_errors=True)
+        WorkDir(workdir).remove()  # its file system's mounts first
+    detach_all_under(tmp_path)
     if not keeping:
         assert not containers, f"containers left: {[c.id[:12] for c in containers]}"
         assert not workdirs, f"work dirs left: {workdirs}"
+        assert not mounted, f"mounts left: {mounted}"
 
 
 @pytest.fixture

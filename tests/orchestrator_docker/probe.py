@@ -92,9 +92,27 @@ def observe() -> None:
         ),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("FLNET_", "PYTHON", "X_"))},
         "control_plane": _ask_control_plane(),
+        "mounts": _mounts("/tmp", str(INPUT), str(OUTPUT)),
+        "disk_available": _available(str(OUTPUT)),
     }
     (OUTPUT / "observations.json").write_text(json.dumps(seen))
     print("observed")
+
+
+def _mounts(*points: str) -> dict[str, list[str]]:
+    """Mount point → [file system type, device, mount options] for `points`."""
+    found: dict[str, list[str]] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        tail = fields[fields.index("-") + 1 :]
+        if fields[4] in points:
+            found[fields[4]] = [tail[0], fields[2], fields[5]]
+    return found
+
+
+def _available(path: str) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -135,6 +153,63 @@ def oom() -> None:
     hog = []
     while True:
         hog.append(b"\1" * (8 * 1024 * 1024))
+
+
+def fill_disk() -> None:
+    """Writes to its output until the disk refuses (the OSError ends it, exit code 1)."""
+    written = 0
+    with (OUTPUT / "big").open("wb") as big:
+        try:
+            while True:
+                big.write(b"\1" * (1024 * 1024))
+                big.flush()
+                written += 1024 * 1024
+        finally:
+            print(f"wrote {written // (1024 * 1024)} MiB", flush=True)
+
+
+def write_bytes() -> None:
+    """Writes X_BYTES bytes, half to /tmp, half to its output, then exits 0."""
+    total = int(os.environ["X_BYTES"])
+    Path("/tmp/half").write_bytes(b"\1" * (total // 2))
+    (OUTPUT / "half").write_bytes(b"\1" * (total - total // 2))
+    print(f"wrote {total} bytes")
+
+
+def fork_bomb() -> None:
+    """Forks until the pids limit refuses, keeps the limit reached a while as a fork bomb
+    does, then aborts, as an engine that cannot start a thread does."""
+    children = 0
+    while True:
+        try:
+            pid = os.fork()
+        except BlockingIOError:
+            break
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        children += 1
+    print(f"forked {children}, then no more", flush=True)
+    time.sleep(1)
+    os.abort()
+
+
+def fork_forever() -> None:
+    """A fork bomb that never gives up: refused forks are retried at once."""
+    ready()
+    while True:
+        try:
+            if os.fork() == 0:
+                time.sleep(600)
+                os._exit(0)
+        except BlockingIOError:
+            continue
+
+
+def abort() -> None:
+    """SIGABRT, with no limit reached."""
+    print("aborting", flush=True)
+    os.abort()
 
 
 def wait_for_go() -> None:

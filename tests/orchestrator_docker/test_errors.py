@@ -94,6 +94,37 @@ async def test_bad_launch_requests_are_invalid_arguments(
     assert message in (error.details() or "")
 
 
+@pytest.mark.parametrize(
+    ("folder_mode", "socket_mode", "refused"),
+    [
+        (0o700, 0o660, "may not enter the socket's folder"),  # no engine group: this user's
+        (0o710, 0o640, "may not connect to the socket"),
+    ],
+)
+async def test_a_socket_the_engine_may_not_use_fails_the_launch(
+    orch: DockerOrchestrator, folder_mode: int, socket_mode: int, refused: str
+) -> None:
+    """Rather than a run that waits for its engine until CONNECT_TIMEOUT."""
+    socket = Path(orch.control_address.removeprefix("unix://"))
+    socket.chmod(socket_mode)
+    socket.parent.chmod(folder_mode)
+    error = await launch_error(orch)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error) == ("CONTROL_ADDRESS_INVALID", ["control_address"])
+    assert f"the engine's user (10001:10001) {refused}" in (error.details() or "")
+    assert "start the control plane with FLNET_ENGINE_GID=10001" in (error.details() or "")
+
+
+async def test_no_socket_while_the_control_plane_restarts_is_no_error(
+    orch: DockerOrchestrator,
+) -> None:
+    """Its folder is what the container gets: the engine finds the new socket there."""
+    Path(orch.control_address.removeprefix("unix://")).unlink()
+    container = await orch.launch_probe("observe")
+    exited = await orch.exited(container.run)
+    assert exited.exit_code == 0, exited.last_output_lines
+
+
 async def test_a_name_taken_by_a_foreign_container_fails_the_launch(
     orch: DockerOrchestrator, docker: aiodocker.Docker
 ) -> None:
@@ -139,6 +170,7 @@ async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path
     runner = web.AppRunner(fake)
     await runner.setup()
     directory = Path(tempfile.mkdtemp(prefix="flnet-fake-"))
+    directory.chmod(0o711)  # also the control socket's folder: the engine may enter it
     await web.UnixSite(runner, str(directory / "docker.sock")).start()
     app = OrchestratorApp(
         tmp_path,

@@ -35,10 +35,17 @@ async def test_the_engine_runs_confined(
     assert int(seen["cap_eff"], 16) == 0
     assert seen["no_new_privs"] == "1"
     assert seen["pid1"] == "/sbin/docker-init"
-    # Read-only root, writable /tmp (tmpfs) and output dir.
+    # Read-only root, writable /tmp and output dir.
     assert seen["root_writable"] is False
     assert seen["tmp_writable"] is True
     assert seen["output_writable"] is True
+    # /tmp, input and output: one file system of the run's own (bounded), nothing executable.
+    mounts = seen["mounts"]
+    assert set(mounts) == {"/tmp", "/mnt/input", "/mnt/output"}
+    assert {fs for fs, _, _ in mounts.values()} == {"ext4"}
+    assert len({device for _, device, _ in mounts.values()}) == 1
+    for _, _, options in mounts.values():
+        assert {"rw", "nosuid", "nodev", "noexec"} <= set(options.split(","))
     # No network but loopback; the control plane through the mounted unix socket.
     assert seen["interfaces"] == ["lo"]
     assert seen["net_dev"] == ["lo"]
@@ -84,7 +91,7 @@ async def test_the_engine_runs_confined(
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Tmpfs"] == {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
+    assert not host.get("Tmpfs")  # /tmp is on the run's file system
     assert (host["Memory"], host["MemorySwap"]) == (128 * MiB, 128 * MiB)
     assert (host["PidsLimit"], host["NanoCpus"]) == (64, 500_000_000)
     assert info["Config"]["User"] == "10001:10001"
@@ -98,6 +105,7 @@ async def test_the_engine_runs_confined(
         "/run/secrets/flnet-credential": (str(workdir / "credential"), False),
         "/mnt/input": (str(workdir / "input"), True),
         "/mnt/output": (str(workdir / "output"), True),
+        "/tmp": (str(workdir / "disk" / "tmp"), True),
     }
     assert not list(info["NetworkSettings"]["Networks"].keys() - {"none"})
     exposed = repr([info["Config"], info["Args"], info["Path"], info["Name"]])

@@ -5,6 +5,7 @@ its own."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -15,11 +16,14 @@ import aiodocker
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
+from flnet.orchestrator.docker_disk import RunDisk
 from flnet.orchestrator.docker_state import VANISHED_LINE
+from flnet.orchestrator.mounts import mounts_under
+from flnet.orchestrator.workdir import WorkDir
 from tests.auth.issuer import Issuer
 from tests.identity import IDENTITY
 from tests.orchestrator.helpers import TIMEOUT, Stopwatch, seconds, serve_module, wait_for
-from tests.orchestrator_docker.helpers import DockerOrchestrator, StartDockerOrchestrator
+from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB, StartDockerOrchestrator
 
 
 async def running(docker: aiodocker.Docker, container_id: str) -> bool:
@@ -91,6 +95,22 @@ async def test_a_killed_orchestrators_container_is_re_attached_and_its_exit_repo
         pb.CONTAINER_STATE_RUNNING,
         pb.CONTAINER_STATE_EXITED,
     ]
+    # Once the run has ended, nothing of it is left: work dir, file system, container.
+    workdir = second.workdir(launched.run)
+    await wait_for(lambda: not workdir.exists())
+    assert not mounts_under(data_dir)
+    await wait_for_removal(docker, launched.container_id)
+
+
+async def wait_for_removal(docker: aiodocker.Docker, container_id: str) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            try:
+                await docker.containers.container(container_id).show()
+            except aiodocker.DockerError as exc:
+                assert exc.status == 404
+                return
+            await asyncio.sleep(0.05)
 
 
 async def test_a_detached_container_keeps_its_deadline(
@@ -197,6 +217,11 @@ async def test_reconciliation_leaves_others_alone_and_reports_orphan_work_dirs(
     orphan = runs / "acme_orphan"
     (orphan / "output").mkdir(parents=True)
     (orphan / "credential").write_text("secret")
+    # One of an orchestrator killed between making the run's file system and its container.
+    unlaunched = WorkDir(runs / "acme_unlaunched")
+    unlaunched.prepare("secret")
+    RunDisk(unlaunched).create(8 * MiB, (os.getuid(), os.getgid()))
+    assert mounts_under(unlaunched.path)
     try:
         orch = await start_orchestrator(data_dir=data_dir)
 
@@ -204,6 +229,10 @@ async def test_reconciliation_leaves_others_alone_and_reports_orphan_work_dirs(
         assert (exited.exit_cause, exited.container_id) == (pb.EXIT_CAUSE_VANISHED, "")
         assert list(exited.last_output_lines) == [VANISHED_LINE]
         await wait_for(lambda: not orphan.exists())  # its clean-up follows the event
+        exited = await orch.exited("tenants/acme/runs/unlaunched")
+        assert exited.exit_cause == pb.EXIT_CAUSE_VANISHED
+        await wait_for(lambda: not unlaunched.path.exists())
+        assert not mounts_under(runs)
         for container_id in (foreign, workless):
             info = await docker.containers.container(container_id).show()
             assert info["State"]["Status"] == "created"  # untouched

@@ -3,8 +3,10 @@ runtime context; and the errors of loading a tool."""
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
+import resource
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,35 @@ def test_memory_error_is_oom() -> None:
     assert error.kind == K.ERROR_KIND_TOOL
     assert error.error_type == "MemoryError"
     assert "out of memory" in error.message
+
+
+def test_memory_error_under_an_address_space_cap_names_the_cap() -> None:
+    """The process backend without a cgroup caps the address space: an allocation refused
+    there killed nothing, and is not reported as OOM_KILLED."""
+
+    def allocate() -> None:
+        raise MemoryError
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 40, hard))
+    try:
+        error = error_from_exception(_caught(allocate), phase=S.RUN_STATE_RUNNING)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert error.reason == R.ERROR_REASON_ADDRESS_SPACE_EXHAUSTED
+    assert error.kind == K.ERROR_KIND_TOOL
+    assert f"address-space cap of {1 << 40} bytes" in error.message
+
+
+def test_a_full_disk_names_the_runs_writable_space() -> None:
+    def write() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    error = error_from_exception(_caught(write), phase=S.RUN_STATE_RUNNING)
+    assert error.reason == R.ERROR_REASON_DISK_LIMIT_EXCEEDED
+    assert error.kind == K.ERROR_KIND_TOOL and not error.retry_safe
+    assert "filled its writable space" in error.message
+    assert error.error_type == "OSError"
 
 
 def test_internal_reason_is_the_platforms_and_retry_safe() -> None:

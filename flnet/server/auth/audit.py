@@ -2,8 +2,11 @@
 (subject, tenant, client, audience), what (method, resource), when, and the result.
 
 Never the token, the request body or the configuration: only the resource name the call was
-about. The interceptor reads it from the request's `name` or `parent` field (unary requests);
-handlers of streamed requests name it with `note_resource()` once they know it.
+about. The interceptor reads it from the request's `name` or `parent` field (unary requests)
+as the call ends, unless the handler named it with `note_resource()` (handlers of streamed
+requests do, once they know it). The request is decoded by then, unless the call was
+refused before its handler ran: it is decoded for the record only, and a malformed one
+names no resource.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+
+from ..decoding import RawRequest
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,10 @@ def note_resource(name: str) -> None:
 
 
 def resource_of(request: Any) -> str:
-    """The resource a request message names: its `name`, else its `parent` field. A stream
-    of requests names none (its handler may call note_resource)."""
+    """The resource a request message (or RawRequest) names: its `name`, else its `parent`
+    field. A stream of requests names none (its handler may call note_resource)."""
+    if isinstance(request, RawRequest):
+        request = request.peek()
     if not isinstance(request, Message):
         return ""
     for field in ("name", "parent"):

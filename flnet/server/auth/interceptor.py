@@ -10,7 +10,10 @@ For each call, before the handler runs (and before it reads any request of a str
 4. the validator of the declared audience validates it: UNAUTHENTICATED (`TOKEN_*`),
    PERMISSION_DENIED `TENANT_MISSING`, or UNAVAILABLE `ISSUER_UNAVAILABLE`;
 5. the declared scopes: PERMISSION_DENIED `SCOPE_MISSING`;
-6. the handler runs with the Principal current (`flnet.server.auth.current_principal()`).
+6. the handler runs with the Principal current (`flnet.server.auth.current_principal()`);
+   its request is decoded only now (flnet.server.decoding, in serving.Server): whatever
+   the bytes, an unauthenticated call is UNAUTHENTICATED, and an authorized call with a
+   malformed message INVALID_ARGUMENT, audited like any other.
 
 Rejections are flnet.errors domain errors raised inside the call, in a handler of the
 method's own cardinality (flnet.server.intercepting), so the client always sees a proper
@@ -23,7 +26,6 @@ interceptor in the server's list: `interceptors=[ErrorMapper(domain), auth, ...]
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -34,7 +36,7 @@ import grpc
 
 from flnet.errors import FlnetError, Unauthenticated
 
-from ..intercepting import CallInterceptor
+from ..intercepting import CallInterceptor, code_of
 from .audit import AuditRecord, AuditSink, CallNote, _note, resource_of
 from .errors import Reason
 from .policy import MethodPolicy
@@ -96,7 +98,7 @@ class AuthInterceptor(CallInterceptor):
     async def authenticate(self, method: str, metadata: Metadata | None) -> Principal:
         """The Principal allowed to call `method` with `metadata`, or the domain error
         that refuses it. Usable without a server (e.g. by a gateway check)."""
-        return await self._authenticate(method, metadata, _Call(method, ""))
+        return await self._authenticate(method, metadata, _Call(method, None))
 
     async def _authenticate(self, method: str, metadata: Metadata | None, call: _Call) -> Principal:
         try:
@@ -120,7 +122,7 @@ class AuthInterceptor(CallInterceptor):
         if self.policy.is_public(method):
             yield
             return
-        call = _Call(method, resource_of(request))
+        call = _Call(method, request)
         note = _note.set(call.note)
         try:
             principal = await self._authenticate(method, context.invocation_metadata(), call)
@@ -133,7 +135,7 @@ class AuthInterceptor(CallInterceptor):
             call.code = grpc.StatusCode.CANCELLED
             raise
         except BaseException:
-            call.code = _code_of(context) or grpc.StatusCode.INTERNAL  # as ErrorMapper
+            call.code = code_of(context) or grpc.StatusCode.INTERNAL  # as ErrorMapper
             raise
         finally:
             reset(_note, note)
@@ -149,11 +151,14 @@ class AuthInterceptor(CallInterceptor):
 class _Call:
     """One guarded call while it runs: what its audit record will say."""
 
-    __slots__ = ("code", "method", "note", "principal", "reason", "started")
+    __slots__ = ("code", "method", "note", "principal", "reason", "request", "started")
 
-    def __init__(self, method: str, resource: str) -> None:
+    def __init__(self, method: str, request: Any) -> None:
         self.method = method
-        self.note = CallNote(resource)
+        # Its resource is read as the call ends (audit.resource_of), not before the caller
+        # is authenticated: a refused request is decoded for the record only.
+        self.request = request
+        self.note = CallNote()
         self.principal: Principal | None = None
         self.code = grpc.StatusCode.OK
         self.reason = ""
@@ -169,16 +174,7 @@ class _Call:
             client_id=(p.client_id or "") if p else "",
             audience=p.audience if p else "",
             method=self.method,
-            resource=self.note.resource,
+            resource=self.note.resource or resource_of(self.request),
             code=self.code.name,
             reason=self.reason,
         )
-
-
-def _code_of(context: Context) -> grpc.StatusCode | None:
-    """The code a handler set itself (context.abort / set_code), if any."""
-    with contextlib.suppress(Exception):
-        code = context.code()
-        if isinstance(code, grpc.StatusCode):
-            return code
-    return None

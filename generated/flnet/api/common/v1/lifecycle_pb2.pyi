@@ -109,6 +109,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An output was uploaded that the tool version does not declare, or it
     exceeded its size limit or failed verification.
     """
+    ERROR_REASON_PIDS_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 15
+    """The tool reached its pids limit (processes and threads): a fork bomb the
+    orchestrator ended, or a process that ended abnormally once the limit had
+    refused it (e.g. the engine aborting because it could not start a thread).
+    """
+    ERROR_REASON_DISK_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 16
+    """The tool filled its writable space (inputs, outputs and scratch together,
+    bounded by the declared sizes and the tool version's scratch_bytes): writes
+    past it failed with "no space left on device".
+    """
+    ERROR_REASON_ADDRESS_SPACE_EXHAUSTED: _ErrorReason.ValueType  # 17
+    """A memory allocation of the tool was refused (MemoryError) by an
+    address-space limit (RLIMIT_AS: the process backend where no cgroup can
+    bound resident memory), not by the memory limit itself: nothing was killed,
+    and what the tool kept resident may have been far below the limit.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason names why a run ended in ERROR."""
@@ -146,6 +162,22 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 13
 ERROR_REASON_OUTPUT_INVALID: ErrorReason.ValueType  # 14
 """An output was uploaded that the tool version does not declare, or it
 exceeded its size limit or failed verification.
+"""
+ERROR_REASON_PIDS_LIMIT_EXCEEDED: ErrorReason.ValueType  # 15
+"""The tool reached its pids limit (processes and threads): a fork bomb the
+orchestrator ended, or a process that ended abnormally once the limit had
+refused it (e.g. the engine aborting because it could not start a thread).
+"""
+ERROR_REASON_DISK_LIMIT_EXCEEDED: ErrorReason.ValueType  # 16
+"""The tool filled its writable space (inputs, outputs and scratch together,
+bounded by the declared sizes and the tool version's scratch_bytes): writes
+past it failed with "no space left on device".
+"""
+ERROR_REASON_ADDRESS_SPACE_EXHAUSTED: ErrorReason.ValueType  # 17
+"""A memory allocation of the tool was refused (MemoryError) by an
+address-space limit (RLIMIT_AS: the process backend where no cgroup can
+bound resident memory), not by the memory limit itself: nothing was killed,
+and what the tool kept resident may have been far below the limit.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

@@ -77,7 +77,10 @@ class Artifact(_message.Message):
     output_name: _builtins.str
     """For outputs: the declared output name."""
     storage_uri: _builtins.str
-    """Where the bytes live, e.g. "file:///.../ab/cd/abcd..." or "s3://..."."""
+    """Never set in responses: where the control plane keeps the bytes (a path on
+    its host, or a bucket and key) is its own record. Download them with
+    ArtifactService.DownloadArtifact.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was stored."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!flnet/api/control/v1/errors.proto\x12\x14\x66lnet.api.control.v1*\xdd\x02\n\x12\x43ontrolErrorReason\x12$\n CONTROL_ERROR_REASON_UNSPECIFIED\x10\x00\x12\'\n#CONTROL_ERROR_REASON_CONFIG_INVALID\x10\x01\x12&\n\"CONTROL_ERROR_REASON_INPUT_INVALID\x10\x02\x12*\n&CONTROL_ERROR_REASON_CHECKSUM_MISMATCH\x10\x03\x12\"\n\x1e\x43ONTROL_ERROR_REASON_TOO_LARGE\x10\x04\x12,\n(CONTROL_ERROR_REASON_OUTPUT_NAME_INVALID\x10\x05\x12*\n&CONTROL_ERROR_REASON_OUTPUT_UNDECLARED\x10\x06\x12&\n\"CONTROL_ERROR_REASON_OUTPUT_IN_USE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!flnet/api/control/v1/errors.proto\x12\x14\x66lnet.api.control.v1*\xbc\x03\n\x12\x43ontrolErrorReason\x12$\n CONTROL_ERROR_REASON_UNSPECIFIED\x10\x00\x12\'\n#CONTROL_ERROR_REASON_CONFIG_INVALID\x10\x01\x12&\n\"CONTROL_ERROR_REASON_INPUT_INVALID\x10\x02\x12*\n&CONTROL_ERROR_REASON_CHECKSUM_MISMATCH\x10\x03\x12\"\n\x1e\x43ONTROL_ERROR_REASON_TOO_LARGE\x10\x04\x12,\n(CONTROL_ERROR_REASON_OUTPUT_NAME_INVALID\x10\x05\x12*\n&CONTROL_ERROR_REASON_OUTPUT_UNDECLARED\x10\x06\x12&\n\"CONTROL_ERROR_REASON_OUTPUT_IN_USE\x10\x07\x12-\n)CONTROL_ERROR_REASON_TENANT_RATE_EXCEEDED\x10\x08\x12.\n*CONTROL_ERROR_REASON_TENANT_CALLS_EXCEEDED\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flnet.api.control.v1.errors
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONTROLERRORREASON']._serialized_start=60
-  _globals['_CONTROLERRORREASON']._serialized_end=409
+  _globals['_CONTROLERRORREASON']._serialized_end=504
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,14 @@ class _ControlErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Co
     """FAILED_PRECONDITION: an output's previous content is the input of another
     run, so it cannot be replaced.
     """
+    CONTROL_ERROR_REASON_TENANT_RATE_EXCEEDED: _ControlErrorReason.ValueType  # 8
+    """RESOURCE_EXHAUSTED: the caller's tenant made more calls per second than
+    its share; RetryInfo says when to call again.
+    """
+    CONTROL_ERROR_REASON_TENANT_CALLS_EXCEEDED: _ControlErrorReason.ValueType  # 9
+    """RESOURCE_EXHAUSTED: the caller's tenant has as many calls in flight as it
+    may (response streams are counted apart); RetryInfo says when to retry.
+    """
 
 class ControlErrorReason(_ControlErrorReason, metaclass=_ControlErrorReasonEnumTypeWrapper):
     """Why the control plane refused a call, in google.rpc.ErrorInfo.reason under
@@ -69,5 +77,13 @@ CONTROL_ERROR_REASON_OUTPUT_UNDECLARED: ControlErrorReason.ValueType  # 6
 CONTROL_ERROR_REASON_OUTPUT_IN_USE: ControlErrorReason.ValueType  # 7
 """FAILED_PRECONDITION: an output's previous content is the input of another
 run, so it cannot be replaced.
+"""
+CONTROL_ERROR_REASON_TENANT_RATE_EXCEEDED: ControlErrorReason.ValueType  # 8
+"""RESOURCE_EXHAUSTED: the caller's tenant made more calls per second than
+its share; RetryInfo says when to call again.
+"""
+CONTROL_ERROR_REASON_TENANT_CALLS_EXCEEDED: ControlErrorReason.ValueType  # 9
+"""RESOURCE_EXHAUSTED: the caller's tenant has as many calls in flight as it
+may (response streams are counted apart); RetryInfo says when to retry.
 """
 Global___ControlErrorReason: _TypeAlias = ControlErrorReason  # noqa: Y015

@@ -231,22 +231,29 @@ class Resources(_message.Message):
     CPU_MILLIS_FIELD_NUMBER: _builtins.int
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
+    SCRATCH_BYTES_FIELD_NUMBER: _builtins.int
     cpu_millis: _builtins.int
     """CPU limit in millicores (1000 = one core); 0 means unlimited."""
     memory_bytes: _builtins.int
     """Memory limit in bytes; 0 means the platform default."""
     pids: _builtins.int
     """Largest number of processes and threads; 0 means the platform default."""
+    scratch_bytes: _builtins.int
+    """Scratch space (/tmp) in bytes, on top of the declared inputs' and outputs'
+    max_size_bytes: together they bound what a run may write; 0 means the
+    platform default (64 MiB).
+    """
     def __init__(
         self,
         *,
         cpu_millis: _builtins.int = ...,
         memory_bytes: _builtins.int = ...,
         pids: _builtins.int = ...,
+        scratch_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "memory_bytes", b"memory_bytes", "pids", b"pids", "scratch_bytes", b"scratch_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

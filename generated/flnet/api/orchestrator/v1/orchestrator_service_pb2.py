@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4flnet/api/orchestrator/v1/orchestrator_service.proto\x12\x19\x66lnet.api.orchestrator.v1\x1a!flnet/api/common/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n\x0cRunContainer\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x38\n\x05state\x18\x04 \x01(\x0e\x32).flnet.api.orchestrator.v1.ContainerState\x12\x38\n\nexit_cause\x18\x05 \x01(\x0e\x32$.flnet.api.orchestrator.v1.ExitCause\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_output_lines\x18\n \x03(\t\"T\n\x06Limits\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04pids\x18\x03 \x01(\x03\x12\x12\n\nopen_files\x18\x04 \x01(\x03\"\x92\x03\n\x10LaunchRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x16\n\x0cimage_digest\x18\x02 \x01(\tH\x00\x12\x15\n\x0bsource_path\x18\x03 \x01(\tH\x00\x12\x12\n\nentrypoint\x18\x04 \x01(\t\x12\x17\n\x0f\x63ontrol_address\x18\x05 \x01(\t\x12\x12\n\ncredential\x18\x06 \x01(\t\x12\x31\n\x06limits\x18\x07 \x01(\x0b\x32!.flnet.api.orchestrator.v1.Limits\x12+\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12Q\n\x0b\x65nvironment\x18\t \x03(\x0b\x32<.flnet.api.orchestrator.v1.LaunchRunRequest.EnvironmentEntry\x12\x0e\n\x06tenant\x18\n \x01(\t\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08\x61rtifact\"O\n\x11LaunchRunResponse\x12:\n\tcontainer\x18\x01 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"N\n\x0eStopRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x0fStopRunResponse\x12:\n\tcontainer\x18\x01 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"%\n\x16GetRunContainerRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\"U\n\x17GetRunContainerResponse\x12:\n\tcontainer\x18\x01 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"2\n\x18ListRunContainersRequest\x12\x16\n\x0einclude_exited\x18\x01 \x01(\x08\"X\n\x19ListRunContainersResponse\x12;\n\ncontainers\x18\x01 \x03(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"0\n\x16WatchContainersRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"g\n\x17WatchContainersResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12:\n\tcontainer\x18\x02 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer*\x87\x01\n\x0e\x43ontainerState\x12\x1f\n\x1b\x43ONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONTAINER_STATE_CREATED\x10\x01\x12\x1b\n\x17\x43ONTAINER_STATE_RUNNING\x10\x02\x12\x1a\n\x16\x43ONTAINER_STATE_EXITED\x10\x03*\xc5\x01\n\tExitCause\x12\x1a\n\x16\x45XIT_CAUSE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XIT_CAUSE_EXITED\x10\x01\x12\x17\n\x13\x45XIT_CAUSE_SIGNALED\x10\x02\x12\x19\n\x15\x45XIT_CAUSE_OOM_KILLED\x10\x03\x12 \n\x1c\x45XIT_CAUSE_DEADLINE_EXCEEDED\x10\x04\x12\x16\n\x12\x45XIT_CAUSE_STOPPED\x10\x05\x12\x17\n\x13\x45XIT_CAUSE_VANISHED\x10\x06\x32\x93\x06\n\x13OrchestratorService\x12\x8b\x01\n\tLaunchRun\x12+.flnet.api.orchestrator.v1.LaunchRunRequest\x1a,.flnet.api.orchestrator.v1.LaunchRunResponse\"#\x90\x02\x02\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\x85\x01\n\x07StopRun\x12).flnet.api.orchestrator.v1.StopRunRequest\x1a*.flnet.api.orchestrator.v1.StopRunResponse\"#\x90\x02\x02\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\x9d\x01\n\x0fGetRunContainer\x12\x31.flnet.api.orchestrator.v1.GetRunContainerRequest\x1a\x32.flnet.api.orchestrator.v1.GetRunContainerResponse\"#\x90\x02\x01\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\xa3\x01\n\x11ListRunContainers\x12\x33.flnet.api.orchestrator.v1.ListRunContainersRequest\x1a\x34.flnet.api.orchestrator.v1.ListRunContainersResponse\"#\x90\x02\x01\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\x9f\x01\n\x0fWatchContainers\x12\x31.flnet.api.orchestrator.v1.WatchContainersRequest\x1a\x32.flnet.api.orchestrator.v1.WatchContainersResponse\"#\x90\x02\x01\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4flnet/api/orchestrator/v1/orchestrator_service.proto\x12\x19\x66lnet.api.orchestrator.v1\x1a!flnet/api/common/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n\x0cRunContainer\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x38\n\x05state\x18\x04 \x01(\x0e\x32).flnet.api.orchestrator.v1.ContainerState\x12\x38\n\nexit_cause\x18\x05 \x01(\x0e\x32$.flnet.api.orchestrator.v1.ExitCause\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_output_lines\x18\n \x03(\t\"h\n\x06Limits\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04pids\x18\x03 \x01(\x03\x12\x12\n\nopen_files\x18\x04 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x05 \x01(\x03\"\x92\x03\n\x10LaunchRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x16\n\x0cimage_digest\x18\x02 \x01(\tH\x00\x12\x15\n\x0bsource_path\x18\x03 \x01(\tH\x00\x12\x12\n\nentrypoint\x18\x04 \x01(\t\x12\x17\n\x0f\x63ontrol_address\x18\x05 \x01(\t\x12\x12\n\ncredential\x18\x06 \x01(\t\x12\x31\n\x06limits\x18\x07 \x01(\x0b\x32!.flnet.api.orchestrator.v1.Limits\x12+\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12Q\n\x0b\x65nvironment\x18\t \x03(\x0b\x32<.flnet.api.orchestrator.v1.LaunchRunRequest.EnvironmentEntry\x12\x0e\n\x06tenant\x18\n \x01(\t\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08\x61rtifact\"O\n\x11LaunchRunResponse\x12:\n\tcontainer\x18\x01 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"N\n\x0eStopRunRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"M\n\x0fStopRunResponse\x12:\n\tcontainer\x18\x01 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"%\n\x16GetRunContainerRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\"U\n\x17GetRunContainerResponse\x12:\n\tcontainer\x18\x01 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"2\n\x18ListRunContainersRequest\x12\x16\n\x0einclude_exited\x18\x01 \x01(\x08\"X\n\x19ListRunContainersResponse\x12;\n\ncontainers\x18\x01 \x03(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer\"0\n\x16WatchContainersRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\"g\n\x17WatchContainersResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12:\n\tcontainer\x18\x02 \x01(\x0b\x32\'.flnet.api.orchestrator.v1.RunContainer*\x87\x01\n\x0e\x43ontainerState\x12\x1f\n\x1b\x43ONTAINER_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONTAINER_STATE_CREATED\x10\x01\x12\x1b\n\x17\x43ONTAINER_STATE_RUNNING\x10\x02\x12\x1a\n\x16\x43ONTAINER_STATE_EXITED\x10\x03*\x8d\x02\n\tExitCause\x12\x1a\n\x16\x45XIT_CAUSE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XIT_CAUSE_EXITED\x10\x01\x12\x17\n\x13\x45XIT_CAUSE_SIGNALED\x10\x02\x12\x19\n\x15\x45XIT_CAUSE_OOM_KILLED\x10\x03\x12 \n\x1c\x45XIT_CAUSE_DEADLINE_EXCEEDED\x10\x04\x12\x16\n\x12\x45XIT_CAUSE_STOPPED\x10\x05\x12\x17\n\x13\x45XIT_CAUSE_VANISHED\x10\x06\x12\"\n\x1e\x45XIT_CAUSE_PIDS_LIMIT_EXCEEDED\x10\x07\x12\"\n\x1e\x45XIT_CAUSE_DISK_LIMIT_EXCEEDED\x10\x08\x32\x93\x06\n\x13OrchestratorService\x12\x8b\x01\n\tLaunchRun\x12+.flnet.api.orchestrator.v1.LaunchRunRequest\x1a,.flnet.api.orchestrator.v1.LaunchRunResponse\"#\x90\x02\x02\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\x85\x01\n\x07StopRun\x12).flnet.api.orchestrator.v1.StopRunRequest\x1a*.flnet.api.orchestrator.v1.StopRunResponse\"#\x90\x02\x02\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\x9d\x01\n\x0fGetRunContainer\x12\x31.flnet.api.orchestrator.v1.GetRunContainerRequest\x1a\x32.flnet.api.orchestrator.v1.GetRunContainerResponse\"#\x90\x02\x01\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\xa3\x01\n\x11ListRunContainers\x12\x33.flnet.api.orchestrator.v1.ListRunContainersRequest\x1a\x34.flnet.api.orchestrator.v1.ListRunContainersResponse\"#\x90\x02\x01\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator\x12\x9f\x01\n\x0fWatchContainers\x12\x31.flnet.api.orchestrator.v1.WatchContainersRequest\x1a\x32.flnet.api.orchestrator.v1.WatchContainersResponse\"#\x90\x02\x01\x8a\xe7\x18\x1c\n\x0corchestrator\x12\x0corchestrator0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,36 +46,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORCHESTRATORSERVICE'].methods_by_name['ListRunContainers']._serialized_options = b'\220\002\001\212\347\030\034\n\014orchestrator\022\014orchestrator'
   _globals['_ORCHESTRATORSERVICE'].methods_by_name['WatchContainers']._loaded_options = None
   _globals['_ORCHESTRATORSERVICE'].methods_by_name['WatchContainers']._serialized_options = b'\220\002\001\212\347\030\034\n\014orchestrator\022\014orchestrator'
-  _globals['_CONTAINERSTATE']._serialized_start=1714
-  _globals['_CONTAINERSTATE']._serialized_end=1849
-  _globals['_EXITCAUSE']._serialized_start=1852
-  _globals['_EXITCAUSE']._serialized_end=2049
+  _globals['_CONTAINERSTATE']._serialized_start=1734
+  _globals['_CONTAINERSTATE']._serialized_end=1869
+  _globals['_EXITCAUSE']._serialized_start=1872
+  _globals['_EXITCAUSE']._serialized_end=2141
   _globals['_RUNCONTAINER']._serialized_start=184
   _globals['_RUNCONTAINER']._serialized_end=557
   _globals['_LIMITS']._serialized_start=559
-  _globals['_LIMITS']._serialized_end=643
-  _globals['_LAUNCHRUNREQUEST']._serialized_start=646
-  _globals['_LAUNCHRUNREQUEST']._serialized_end=1048
-  _globals['_LAUNCHRUNREQUEST_ENVIRONMENTENTRY']._serialized_start=986
-  _globals['_LAUNCHRUNREQUEST_ENVIRONMENTENTRY']._serialized_end=1036
-  _globals['_LAUNCHRUNRESPONSE']._serialized_start=1050
-  _globals['_LAUNCHRUNRESPONSE']._serialized_end=1129
-  _globals['_STOPRUNREQUEST']._serialized_start=1131
-  _globals['_STOPRUNREQUEST']._serialized_end=1209
-  _globals['_STOPRUNRESPONSE']._serialized_start=1211
-  _globals['_STOPRUNRESPONSE']._serialized_end=1288
-  _globals['_GETRUNCONTAINERREQUEST']._serialized_start=1290
-  _globals['_GETRUNCONTAINERREQUEST']._serialized_end=1327
-  _globals['_GETRUNCONTAINERRESPONSE']._serialized_start=1329
-  _globals['_GETRUNCONTAINERRESPONSE']._serialized_end=1414
-  _globals['_LISTRUNCONTAINERSREQUEST']._serialized_start=1416
-  _globals['_LISTRUNCONTAINERSREQUEST']._serialized_end=1466
-  _globals['_LISTRUNCONTAINERSRESPONSE']._serialized_start=1468
-  _globals['_LISTRUNCONTAINERSRESPONSE']._serialized_end=1556
-  _globals['_WATCHCONTAINERSREQUEST']._serialized_start=1558
-  _globals['_WATCHCONTAINERSREQUEST']._serialized_end=1606
-  _globals['_WATCHCONTAINERSRESPONSE']._serialized_start=1608
-  _globals['_WATCHCONTAINERSRESPONSE']._serialized_end=1711
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=2052
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=2839
+  _globals['_LIMITS']._serialized_end=663
+  _globals['_LAUNCHRUNREQUEST']._serialized_start=666
+  _globals['_LAUNCHRUNREQUEST']._serialized_end=1068
+  _globals['_LAUNCHRUNREQUEST_ENVIRONMENTENTRY']._serialized_start=1006
+  _globals['_LAUNCHRUNREQUEST_ENVIRONMENTENTRY']._serialized_end=1056
+  _globals['_LAUNCHRUNRESPONSE']._serialized_start=1070
+  _globals['_LAUNCHRUNRESPONSE']._serialized_end=1149
+  _globals['_STOPRUNREQUEST']._serialized_start=1151
+  _globals['_STOPRUNREQUEST']._serialized_end=1229
+  _globals['_STOPRUNRESPONSE']._serialized_start=1231
+  _globals['_STOPRUNRESPONSE']._serialized_end=1308
+  _globals['_GETRUNCONTAINERREQUEST']._serialized_start=1310
+  _globals['_GETRUNCONTAINERREQUEST']._serialized_end=1347
+  _globals['_GETRUNCONTAINERRESPONSE']._serialized_start=1349
+  _globals['_GETRUNCONTAINERRESPONSE']._serialized_end=1434
+  _globals['_LISTRUNCONTAINERSREQUEST']._serialized_start=1436
+  _globals['_LISTRUNCONTAINERSREQUEST']._serialized_end=1486
+  _globals['_LISTRUNCONTAINERSRESPONSE']._serialized_start=1488
+  _globals['_LISTRUNCONTAINERSRESPONSE']._serialized_end=1576
+  _globals['_WATCHCONTAINERSREQUEST']._serialized_start=1578
+  _globals['_WATCHCONTAINERSREQUEST']._serialized_end=1626
+  _globals['_WATCHCONTAINERSRESPONSE']._serialized_start=1628
+  _globals['_WATCHCONTAINERSRESPONSE']._serialized_end=1731
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=2144
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=2931
 # @@protoc_insertion_point(module_scope)

@@ -68,7 +68,24 @@ class _ExitCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExitCause.V
     EXIT_CAUSE_STOPPED: _ExitCause.ValueType  # 5
     """Stopped by StopRun."""
     EXIT_CAUSE_VANISHED: _ExitCause.ValueType  # 6
-    """Disappeared without the orchestrator seeing it end."""
+    """Disappeared without the orchestrator seeing how it ended: removed behind its
+    back (docker), or a process backend engine that outlived the orchestrator
+    process that started it (only a parent learns an exit status); exit_code is
+    0 (unknown).
+    """
+    EXIT_CAUSE_PIDS_LIMIT_EXCEEDED: _ExitCause.ValueType  # 7
+    """Reached its pids limit: ended by the orchestrator (without grace) because the
+    limit kept refusing new processes and threads for two seconds (a fork bomb:
+    nothing, not even the engine's own threads, can start in it any more), or
+    ended abnormally (a non-zero exit code or a signal, e.g. the engine aborting
+    because it could not start a thread) after the limit refused one. Reported
+    where the backend sees the pids cgroup's "max" event counter (docker; the
+    process backend with a cgroup).
+    """
+    EXIT_CAUSE_DISK_LIMIT_EXCEEDED: _ExitCause.ValueType  # 8
+    """Ended abnormally (a non-zero exit code or a signal) after its writable space
+    (Limits.disk_bytes) ran out: writes past it failed with ENOSPC.
+    """
 
 class ExitCause(_ExitCause, metaclass=_ExitCauseEnumTypeWrapper):
     """ExitCause says why a container ended."""
@@ -86,7 +103,24 @@ EXIT_CAUSE_DEADLINE_EXCEEDED: ExitCause.ValueType  # 4
 EXIT_CAUSE_STOPPED: ExitCause.ValueType  # 5
 """Stopped by StopRun."""
 EXIT_CAUSE_VANISHED: ExitCause.ValueType  # 6
-"""Disappeared without the orchestrator seeing it end."""
+"""Disappeared without the orchestrator seeing how it ended: removed behind its
+back (docker), or a process backend engine that outlived the orchestrator
+process that started it (only a parent learns an exit status); exit_code is
+0 (unknown).
+"""
+EXIT_CAUSE_PIDS_LIMIT_EXCEEDED: ExitCause.ValueType  # 7
+"""Reached its pids limit: ended by the orchestrator (without grace) because the
+limit kept refusing new processes and threads for two seconds (a fork bomb:
+nothing, not even the engine's own threads, can start in it any more), or
+ended abnormally (a non-zero exit code or a signal, e.g. the engine aborting
+because it could not start a thread) after the limit refused one. Reported
+where the backend sees the pids cgroup's "max" event counter (docker; the
+process backend with a cgroup).
+"""
+EXIT_CAUSE_DISK_LIMIT_EXCEEDED: ExitCause.ValueType  # 8
+"""Ended abnormally (a non-zero exit code or a signal) after its writable space
+(Limits.disk_bytes) ran out: writes past it failed with ENOSPC.
+"""
 Global___ExitCause: _TypeAlias = ExitCause  # noqa: Y015
 
 @_typing.final
@@ -165,14 +199,32 @@ class Limits(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
     OPEN_FILES_FIELD_NUMBER: _builtins.int
+    DISK_BYTES_FIELD_NUMBER: _builtins.int
     cpu_millis: _builtins.int
     """CPU in millicores; 0 means unlimited."""
     memory_bytes: _builtins.int
-    """Memory (address space for processes) in bytes; 0 means unlimited."""
+    """Memory the run may keep resident (its cgroup's limit, swap included), in
+    bytes; 0 means unlimited. Exceeding it ends the container as OOM_KILLED.
+    The process backend without a usable cgroup can only cap the address space
+    (RLIMIT_AS), which a Python process exceeds many times over without using
+    it: there the cap is this value plus 4 GiB, and an allocation past it fails
+    (MemoryError) instead of being killed.
+    """
     pids: _builtins.int
-    """Processes/threads; 0 means unlimited."""
+    """Processes/threads; 0 means the backend default (docker: 256; process: no
+    limit without a cgroup).
+    """
     open_files: _builtins.int
     """Open files; 0 means the backend default."""
+    disk_bytes: _builtins.int
+    """Writable space in bytes: the run's input, output and scratch (/tmp)
+    directories together (the control plane sums the declared inputs' and
+    outputs' max_size_bytes and the tool version's scratch_bytes). Enforced
+    while the tool writes (docker: a file system of its own per run, so writes
+    past it fail with ENOSPC and the host's disk is never filled); 0 means the
+    backend's default (docker: 10 GiB; the process backend does not bound disk
+    space).
+    """
     def __init__(
         self,
         *,
@@ -180,10 +232,11 @@ class Limits(_message.Message):
         memory_bytes: _builtins.int = ...,
         pids: _builtins.int = ...,
         open_files: _builtins.int = ...,
+        disk_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "memory_bytes", b"memory_bytes", "open_files", b"open_files", "pids", b"pids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "disk_bytes", b"disk_bytes", "memory_bytes", b"memory_bytes", "open_files", b"open_files", "pids", b"pids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
