@@ -25,6 +25,7 @@ from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.channels import insecure_channel
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
+from flnet.control.tenant_limits import TenantShare
 from flnet.toolspec import load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.identity import IDENTITY, served_issuer
@@ -103,6 +104,9 @@ def clients_for(address: str, token: str | None = None) -> Clients:
     )
 
 
+UNLIMITED_SHARE = TenantShare(rate=1e9, burst=1e9, calls=1 << 30, streams=1 << 30)
+
+
 def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
     """The settings of a test's control plane, on the session's database (tests.postgres):
     SQLite in its data directory by default, else a PostgreSQL database of the test; and on
@@ -114,6 +118,9 @@ def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
         "heartbeat_interval": 0.5,
         "heartbeat_lease": 5.0,
         "supervision_interval": 0.2,
+        # Floods here test other things (malformed input, many runs): the tenants' shares
+        # are tested with shares of their own (tests/control/test_tenant_limits.py).
+        "tenant_share": UNLIMITED_SHARE,
     }
     values.update(overrides)
     if backend() == POSTGRESQL and "database_url" not in overrides:

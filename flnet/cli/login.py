@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Iterator
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from flnet.cli import render
 from flnet.cli.stack import DEV_CREDENTIALS, StackNotRunning, read_endpoints
 from flnet.client.tokens import unverified_claims
-from flnet.datadir import private_dir
+from flnet.datadir import private_dir, write_private
 from flnet.oauth import LoginError, TokenError, discover, http_session, token_request
 
 if TYPE_CHECKING:
@@ -102,17 +101,7 @@ def load_credentials(data_dir: Path) -> Credentials | None:
 def save_credentials(data_dir: Path, credentials: Credentials) -> Path:
     """Replaces the cache atomically; the file is 0600 from its first byte."""
     path = credentials_path(data_dir)
-    private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(credentials), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(asdict(credentials), indent=2))
     return path
 
 
