@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from flnet.api.common.v1.lifecycle_pb2 import RunState
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
@@ -21,7 +22,7 @@ from flnet.control.store import RunFilter
 from flnet.control.validation import check_finite, struct_to_dict
 from flnet.errors import InvalidArgument
 from flnet.server.auth.audit import note_resource
-from flnet.server.ranges import timestamp_us
+from flnet.server.ranges import declared_enum_values, timestamp_us
 
 MAX_EVENTS_PAGE = 10_000
 
@@ -75,17 +76,18 @@ class RunService(rsg.RunServiceServicer):
             created_from = timestamp_us(request.create_time_start, "create_time_start")
         if request.HasField("create_time_end"):
             created_to = timestamp_us(request.create_time_end, "create_time_end")
+        states = declared_enum_values(request.states, RunState.DESCRIPTOR, "states")
         query = {
             "parent": request.parent,
             "tool": request.tool,
-            "states": sorted(request.states),
+            "states": sorted(states),
             "from": created_from,
             "to": created_to,
         }
         after = pagination.decode(request.page_token, query)
         rows = await self.runs.list_runs(
             tenant,
-            RunFilter(tool, tool_version, list(request.states), created_from, created_to),
+            RunFilter(tool, tool_version, states, created_from, created_to),
             after=(int(after[0]), str(after[1])) if after else None,
             limit=size + 1,
         )

@@ -1,16 +1,22 @@
-"""Range checks of the times requests carry, made at the edge by every server (control plane
-and orchestrator) before anything uses them.
+"""Range checks of the times and enum values requests carry, made at the edge by every server
+(control plane and orchestrator) before anything uses them.
 
 A google.protobuf.Timestamp or Duration decodes from any 64-bit seconds, but what comes after
 holds far less: SQLite's integers, Python's datetime and timedelta, the arithmetic of
 deadlines. 2^62 seconds used to surface as an OverflowError deep in a query or a timer,
 answered INTERNAL. Here it is InvalidArgument naming the field (a BadRequest field
 violation). `*_violation` return the problem for callers that report several at once.
+
+Enums are open in proto3: any 32-bit number decodes. An undeclared one used as a filter
+overflowed PostgreSQL's smallint column (INTERNAL) where SQLite quietly matched nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.descriptor import EnumDescriptor
 
 from flnet.errors import FieldViolation, InvalidArgument
 
@@ -67,3 +73,21 @@ def duration_seconds(
     if violation is not None:
         raise InvalidArgument.field(*violation, reason)
     return d.seconds + d.nanos / _NANOS
+
+
+def declared_enum_values(
+    values: Iterable[int], enum: EnumDescriptor, field: str, reason: str | None = None
+) -> list[int]:
+    """`values` as given; InvalidArgument (`reason`) naming each one `enum` does not declare
+    or declares as its unspecified zero (a filter on "unspecified" matches nothing)."""
+    values = list(values)
+    bad = [
+        FieldViolation(f"{field}[{i}]", f"{v} is not a {enum.name}")
+        for i, v in enumerate(values)
+        if v == 0 or v not in enum.values_by_number
+    ]
+    if len(bad) == 1:
+        raise InvalidArgument.field(*bad[0], reason)
+    if bad:
+        raise InvalidArgument(f"{field} holds undeclared values", reason, violations=bad)
+    return values

@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.common.v1.lifecycle_pb2 import RunState
 from flnet.api.control.v1 import audit_service_pb2 as au
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
@@ -127,6 +128,19 @@ async def test_run_list_filters_out_of_range(api: Clients, seconds: int) -> None
         assert violations(await failure(api.runs.ListRuns(request))) == [field]
     request = rs.ListRunsRequest(parent=TENANT, create_time_start=timestamp_pb2.Timestamp(nanos=-1))
     assert violations(await failure(api.runs.ListRuns(request))) == ["create_time_start.nanos"]
+
+
+async def test_run_list_filtered_by_undeclared_states(api: Clients) -> None:
+    """2^31-1 as a state overflowed PostgreSQL's smallint (INTERNAL); SQLite matched nothing.
+    The unspecified zero matches nothing on either, so it is refused too."""
+    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_FINISHED, 2**31 - 1])
+    error = await failure(api.runs.ListRuns(request))
+    assert violations(error) == ["states[1]"]
+    assert "2147483647 is not a RunState" in (error.details() or "")
+    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_UNSPECIFIED, -7])
+    assert violations(await failure(api.runs.ListRuns(request))) == ["states[0]", "states[1]"]
+    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_FINISHED, RunState.RUN_STATE_ERROR])
+    assert (await api.runs.ListRuns(request)).runs == []
 
 
 @pytest.mark.parametrize("kind", ["log", "metric", "progress"])
