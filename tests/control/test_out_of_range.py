@@ -133,13 +133,18 @@ async def test_run_list_filters_out_of_range(api: Clients, seconds: int) -> None
 async def test_run_list_filtered_by_undeclared_states(api: Clients) -> None:
     """2^31-1 as a state overflowed PostgreSQL's smallint (INTERNAL); SQLite matched nothing.
     The unspecified zero matches nothing on either, so it is refused too."""
-    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_FINISHED, 2**31 - 1])
+    undeclared = RunState.ValueType(2**31 - 1)
+    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_FINISHED, undeclared])
     error = await failure(api.runs.ListRuns(request))
     assert violations(error) == ["states[1]"]
     assert "2147483647 is not a RunState" in (error.details() or "")
-    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_UNSPECIFIED, -7])
+    request = rs.ListRunsRequest(
+        parent=TENANT, states=[RunState.RUN_STATE_UNSPECIFIED, RunState.ValueType(-7)]
+    )
     assert violations(await failure(api.runs.ListRuns(request))) == ["states[0]", "states[1]"]
-    request = rs.ListRunsRequest(parent=TENANT, states=[RunState.RUN_STATE_FINISHED, RunState.RUN_STATE_ERROR])
+    request = rs.ListRunsRequest(
+        parent=TENANT, states=[RunState.RUN_STATE_FINISHED, RunState.RUN_STATE_ERROR]
+    )
     assert (await api.runs.ListRuns(request)).runs == []
 
 
