@@ -38,11 +38,9 @@ from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
-from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.channels import CLIENT_OPTIONS, SERVER_OPTIONS, insecure_channel
-from flnet.toolspec import load_tool_spec
+from flnet.client import FlnetClient
 
 # bench.local_platform (all of the control plane) is imported where the platform starts, not
 # here: the baseline client and the watcher run this module in processes of their own, started
@@ -143,15 +141,8 @@ class Platform:
         self.address = self.platform.address
         self.channel = insecure_channel(self.address, self.platform.token)
         self.runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(self.channel)
-        tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(self.channel)
-        spec = load_tool_spec(CHATTY)
-        self.version = (
-            await tools.CreateToolVersion(
-                ts.CreateToolVersionRequest(
-                    parent="tenants/default/tools/chatty", tool_version=spec.version
-                )
-            )
-        ).tool_version.name
+        async with FlnetClient(self.address, self.platform.token) as client:
+            self.version = (await client.register_tool(CHATTY)).tool_version.name
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -45,6 +45,7 @@ from flnet.control.storage_uris import HideStorageUris
 from flnet.control.store import Store
 from flnet.control.store.audit import AuditLog
 from flnet.control.tenant_limits import TenantLimits
+from flnet.control.tool_sources import SourceSnapshots, ToolSources
 from flnet.datadir import own_private_dir
 from flnet.oauth import ClientCredentials
 from flnet.server.auth import RUNTIME, KeySource
@@ -124,7 +125,12 @@ class ControlApp:
         closing.push_async_callback(self.audit.close)
         self.orchestrator = OrchestratorClient(s.orchestrator_address, self._service_token())
         closing.push_async_callback(self.orchestrator.close)
-        self.runs = RunController(RunContext(self.store, SessionRegistry(), self.orchestrator, s))
+        snapshots = SourceSnapshots(s.data_dir / "sources", self.blobs)
+        await snapshots.sweep()
+        self.sources = sources = ToolSources(self.store, snapshots)
+        self.runs = RunController(
+            RunContext(self.store, SessionRegistry(), self.orchestrator, s, sources)
+        )
         closing.push_async_callback(self.runs.close)
         self.notifications: EventNotifications | None = None
         if self.engine.dialect.name == "postgresql":  # replicas: follow what the others write
@@ -136,7 +142,7 @@ class ControlApp:
             )
             notifications.start()
             closing.push_async_callback(notifications.close)
-        tools, runs = ToolService(self.store), RunService(self.runs, self.blobs)
+        tools, runs = ToolService(self.store, sources), RunService(self.runs, self.blobs)
         artifacts = ArtifactService(self.store, self.blobs, s)
         runtime = RuntimeService(self.runs.engines, self.blobs)
         audit = AuditService(self.audit)

@@ -281,7 +281,7 @@ def _graph(
     run_id = f"#{run.name}"
     tool_id = f"#{tool.name}"
     agent_id = f"#agent/{run.creator or 'unknown'}"
-    digest = tool.image.digest if tool.HasField("image") else tool.local_source.source_sha256
+    digest = tool.image.digest if tool.HasField("image") else tool.source.sha256
     action: dict[str, Any] = {
         "@id": run_id,
         "@type": "CreateAction",

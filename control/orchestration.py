@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 
@@ -62,18 +63,24 @@ class OrchestratorClient:
         control_address: str,
         deadline: float | None = None,
         disk_bytes: int = 0,
+        source: Path | None = None,
     ) -> op.RunContainer:
         """`deadline`: seconds the run has left (None: no deadline); `disk_bytes`: what the
-        run may write (0: the backend's default)."""
+        run may write (0: the backend's default); `source`: the unpacked source archive of a
+        source version (control.tool_sources)."""
         req = op.LaunchRunRequest(
             run=run, tenant=tenant, credential=credential, control_address=control_address
         )
         if version.HasField("image"):
             req.image_digest = version.image.digest
             req.entrypoint = version.image.entrypoint
+        elif source is not None:
+            req.source_path = str(source)
+            req.entrypoint = version.source.entrypoint
         else:
-            req.source_path = version.local_source.path
-            req.entrypoint = version.local_source.entrypoint
+            raise LaunchFailed(
+                grpc.StatusCode.FAILED_PRECONDITION, f"{version.name} has nothing to run"
+            )
         res = version.resources
         req.limits.CopyFrom(
             op.Limits(

@@ -4,10 +4,11 @@ In this order:
 
 1. resumable uploads that expired more than the grace period ago: their bytes, then their
    record (a crash in between leaves the record, and the next gc tries again);
-2. input artifacts that no run references, last uploaded more than the grace period ago: the
-   record first, in a transaction that re-checks both as it deletes, then the bytes once that
-   committed. A reference can never dangle: a crash in between leaves only bytes that no
-   record points to, which step 4 finds (control.store.retention explains the races);
+2. input artifacts that no run or tool version (as its source archive) references, last
+   uploaded more than the grace period ago: the record first, in a transaction that
+   re-checks both as it deletes, then the bytes once that committed. A reference can never
+   dangle: a crash in between leaves only bytes that no record points to, which step 4
+   finds (control.store.retention explains the races);
 3. the telemetry (logs, metrics, progress) of runs that ended more than `telemetry_age` ago:
    dropped from their history, one transaction per run. State changes, cancellation,
    configuration changes and outputs stay, with their sequence numbers;

@@ -46,7 +46,14 @@ tool_versions = Table(
     Column("contract_sha256", String(64), nullable=False),
     Column("spec", LargeBinary, nullable=False),  # flnet.api.control.v1.ToolVersion
     Column("create_us", BigInteger, nullable=False),
+    # The uploaded archive a source version runs (kept from retention while named here).
+    Column(
+        "source_artifact_id",
+        String(63),
+        ForeignKey("artifacts.id", name="fk_tool_versions_source_artifact"),
+    ),
     UniqueConstraint("tenant", "tool", "version", name="uq_tool_versions_name"),
+    Index("ix_tool_versions_source_artifact", "source_artifact_id"),
 )
 
 runs = Table(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control import names
@@ -12,7 +11,6 @@ from flnet.control.media_types import media_type_problem
 from flnet.control.validation import check_schema, struct_to_dict
 from flnet.errors import InvalidArgument
 from flnet.server.ranges import duration_violation
-from flnet.sources import source_sha256
 
 # \Z, not $: "$" would accept a value ending in a newline.
 IO_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}\Z")
@@ -66,20 +64,27 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     if which == "image":
         if not DIGEST.match(v.image.digest):
             violations.append((f"{f}.image.digest", "must be sha256:<64 hex digits>"))
-        if not ENTRYPOINT.match(v.image.entrypoint):
-            violations.append((f"{f}.image.entrypoint", "must be 'file.py:function'"))
+        if problem := entrypoint_problem(v.image.entrypoint):
+            violations.append((f"{f}.image.entrypoint", problem))
+    elif which == "source":
+        v.source.ClearField("sha256")  # output only: the archive's, set when it is admitted
+        archive = names.ARTIFACT_RE.match(v.source.archive)
+        if archive is None or archive["tenant"] != tenant:
+            violations.append(
+                (f"{f}.source.archive", f"must be an artifact of tenants/{tenant}, uploaded first")
+            )
+        if problem := entrypoint_problem(v.source.entrypoint):
+            violations.append((f"{f}.source.entrypoint", problem))
     elif which == "local_source":
-        path = Path(v.local_source.path)
-        if not path.is_absolute() or not path.is_dir():
-            violations.append((f"{f}.local_source.path", "must be an existing absolute directory"))
-        if not ENTRYPOINT.match(v.local_source.entrypoint):
-            violations.append((f"{f}.local_source.entrypoint", "must be 'file.py:function'"))
-        elif path.is_dir() and not (path / v.local_source.entrypoint.split(":")[0]).is_file():
-            violations.append((f"{f}.local_source.entrypoint", "file not found in the tool"))
-        if not violations:
-            v.local_source.source_sha256 = source_sha256(path)
+        violations.append(
+            (
+                f"{f}.local_source",
+                "the control plane reads no host path: upload the tool's files as an archive "
+                "and name it in source (flnet tool register DIR does both)",
+            )
+        )
     else:
-        violations.append((f"{f}.artifact", "an image or a local_source is required"))
+        violations.append((f"{f}.artifact", "an image or a source archive is required"))
     for field in ("memory_bytes", "cpu_millis", "pids", "scratch_bytes"):
         if getattr(v.resources, field) < 0:
             violations.append((f"{f}.resources.{field}", "must not be negative"))
@@ -95,3 +100,14 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     v.ClearField("create_time")
     v.contract_sha256 = contract_sha256(v)
     return v
+
+
+def entrypoint_problem(entrypoint: str) -> str | None:
+    """What is wrong with "file.py:function", if anything: the file must lie inside the
+    tool's files (a relative path without "." or ".." segments)."""
+    if not ENTRYPOINT.match(entrypoint):
+        return "must be 'file.py:function'"
+    file = entrypoint.rpartition(":")[0]
+    if file.startswith("/") or any(part in ("", ".", "..") for part in file.split("/")):
+        return "the file must be a path inside the tool, without '.' or '..' segments"
+    return None

@@ -1,11 +1,13 @@
 """tool.yaml: the contract a tool author writes, turned into a ToolVersion message.
 
-A tool runs from local source (the process backend) or from a container image (the docker
-backend). tool.yaml always describes the source; `image: {build: "."}` adds that the tool can
-be built into an image, from that build context (relative to the tool directory). Loading is
-pure: it reads files and never talks to Docker. Whoever registers the tool decides which of
-the two to register (`flnet tool register --image` builds the image with flnet.images and
-registers `spec.with_image(reference, digest)`), because a tool version pins exactly one.
+A tool runs from its source (the process backend) or from a container image (the docker
+backend). tool.yaml always describes the source, the files of its directory, which are
+uploaded as an archive (`spec.with_source(archive)` once it is); `image: {build: "."}` adds
+that the tool can be built into an image, from that build context (relative to the tool
+directory). Loading is pure: it reads files and never talks to Docker or the platform.
+Whoever registers the tool decides which of the two to register (`flnet tool register
+--image` builds the image with flnet.images and registers `spec.with_image(reference,
+digest)`), because a tool version pins exactly one.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ class ImageBuild:
 @dataclass(frozen=True)
 class ToolSpec:
     name: str
-    #: The version as local source (process backend), with the whole contract.
+    #: The version as source (process backend), with the whole contract; its source names
+    #: no archive until one is uploaded.
     version: tp.ToolVersion
+    #: The tool directory: the files its source archive holds.
+    directory: Path
     #: Set when tool.yaml names an image build context.
     image_build: ImageBuild | None = None
 
@@ -44,7 +49,14 @@ class ToolSpec:
     def entrypoint(self) -> str:
         """The entrypoint "file.py:function", relative to the tool directory (and to the build
         context)."""
-        return self.version.local_source.entrypoint
+        return self.version.source.entrypoint
+
+    def with_source(self, archive: str) -> tp.ToolVersion:
+        """The version running the uploaded source archive `archive` (an artifact name)."""
+        version = tp.ToolVersion()
+        version.CopyFrom(self.version)
+        version.source.archive = archive
+        return version
 
     def with_image(self, reference: str, digest: str) -> tp.ToolVersion:
         """The same contract pinned to a container image instead of local source (the
@@ -101,7 +113,7 @@ def _image_build(image: Any, tool_dir: Path, entrypoint: str, where: Path) -> Im
 
 def load_tool_spec(path: Path) -> ToolSpec:
     """Reads `path` (a tool.yaml, or a directory holding one) into a ToolVersion that runs
-    from local source (the process backend), and the image build context if it names one."""
+    from source (the process backend), and the image build context if it names one."""
     path = path.resolve()
     if path.is_dir():
         path = path / "tool.yaml"
@@ -118,7 +130,7 @@ def load_tool_spec(path: Path) -> ToolSpec:
         version=str(data["version"]),
         kind=str(data.get("kind", "")),
         description=str(data.get("description", "")).strip(),
-        local_source=tp.LocalSource(path=str(path.parent), entrypoint=str(data["entrypoint"])),
+        source=tp.SourceArchive(entrypoint=str(data["entrypoint"])),
         inputs=_io(data.get("inputs"), "inputs"),
         outputs=_io(data.get("outputs"), "outputs"),
     )
@@ -140,4 +152,6 @@ def load_tool_spec(path: Path) -> ToolSpec:
     image_build = (
         None if image is None else _image_build(image, path.parent, str(data["entrypoint"]), path)
     )
-    return ToolSpec(name=str(data["name"]), version=version, image_build=image_build)
+    return ToolSpec(
+        name=str(data["name"]), version=version, directory=path.parent, image_build=image_build
+    )

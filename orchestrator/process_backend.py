@@ -2,7 +2,8 @@
 subprocess in its own process group, started through the limits exec wrapper.
 
 Per run it creates ``<data-dir>/orchestrator/runs/<tenant>_<run>/`` holding ``input/``,
-``output/``, ``credential`` (mode 0400), ``engine.log`` (stdout and stderr) and
+``output/``, ``tool/`` (a copy of the source directory it was given: the run loads its tool
+from there), ``credential`` (mode 0400), ``engine.log`` (stdout and stderr) and
 ``engine.json`` (process_engine.py). The work dir is removed once the engine has exited,
 before its EXITED event is published, unless ``keep_workdirs`` is set. When the engine (the
 group leader) exits, whatever it left running in its process group (and in its cgroup) is
@@ -151,6 +152,7 @@ class ProcessBackend(Supervisor[_Child]):
             deadline = now + timedelta(seconds=spec.deadline) if spec.deadline else None
             try:
                 await asyncio.to_thread(workdir.prepare, spec.credential)
+                tool_dir = await asyncio.to_thread(workdir.copy_tool, tool_dir)
                 if cgroup is not None:
                     await asyncio.to_thread(
                         cgroup.create, memory_bytes=spec.limits.memory_bytes, pids=spec.limits.pids

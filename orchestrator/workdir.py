@@ -1,7 +1,8 @@
 """A run's work dir on the orchestrator's host, ``<data-dir>/orchestrator/runs/<tenant>_<run>/``:
 ``input/``, ``output/`` and ``credential`` (mode 0400), which every backend hands to the
-engine, plus two small records the docker backend reads back after a restart (a container
-outlives the orchestrator process that started it):
+engine, ``tool/`` (the process backend: the run's own copy of its tool's source), plus two
+small records the docker backend reads back after a restart (a container outlives the
+orchestrator process that started it):
 
 - ``stop-cause``: why the orchestrator ended the run (StopRun, deadline), written before it
   signals the engine, so that a container that ended while no orchestrator watched is still
@@ -73,6 +74,15 @@ class WorkDir:
     @property
     def credential(self) -> Path:
         return self.path / CREDENTIAL_FILE
+
+    @property
+    def tool(self) -> Path:
+        return self.path / "tool"
+
+    def copy_tool(self, source: Path) -> Path:
+        """The run's own copy of `source` (what one run does to its files, no other sees)."""
+        shutil.copytree(source, self.tool, symlinks=False)
+        return self.tool
 
     def exists(self) -> bool:
         return self.path.is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from flnet.channels import insecure_channel
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.control.tenant_limits import TenantShare
-from flnet.toolspec import load_tool_spec
+from flnet.sources import MEDIA_TYPE as SOURCE_MEDIA_TYPE
+from flnet.sources import pack_source
+from flnet.toolspec import ToolSpec, load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.identity import IDENTITY, served_issuer
 
@@ -57,18 +60,25 @@ class Clients:
         spec = load_tool_spec(tool_dir)
         res = await self.tools.CreateToolVersion(
             ts.CreateToolVersionRequest(
-                parent=f"{TENANT}/tools/{spec.name}", tool_version=spec.version
+                parent=f"{TENANT}/tools/{spec.name}", tool_version=await self.with_source(spec)
             )
         )
         return res.tool_version
 
-    async def upload(self, data: bytes, filename: str = "data.csv") -> str:
+    async def with_source(self, spec: ToolSpec) -> tp.ToolVersion:
+        """`spec`'s version, running its folder uploaded as a source archive."""
+        archive = await self.upload(packed(spec.directory), "source.tar.gz", SOURCE_MEDIA_TYPE)
+        return spec.with_source(archive)
+
+    async def upload(
+        self, data: bytes, filename: str = "data.csv", media_type: str = "text/csv"
+    ) -> str:
         async def messages() -> AsyncIterator[asv.UploadInputRequest]:
             yield asv.UploadInputRequest(
                 metadata=asv.UploadMetadata(
                     parent=TENANT,
                     filename=filename,
-                    media_type="text/csv",
+                    media_type=media_type,
                     sha256=hashlib.sha256(data).hexdigest(),
                 )
             )
@@ -89,6 +99,13 @@ class Clients:
                 for e in res.events
             ):
                 return
+
+
+def packed(directory: Path) -> bytes:
+    """The files of `directory` as a source archive."""
+    buffer = io.BytesIO()
+    pack_source(directory, buffer)
+    return buffer.getvalue()
 
 
 def clients_for(address: str, token: str | None = None) -> Clients:

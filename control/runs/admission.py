@@ -21,7 +21,7 @@ from flnet.control.validation import (
     canonical_sha256,
     dict_to_struct,
 )
-from flnet.errors import AlreadyExists, InvalidArgument, NotFound
+from flnet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 S = lc.RunState
@@ -52,6 +52,12 @@ class Admission:
         if tv.tenant != tenant:
             raise NotFound(f"tool version {run.tool_version} does not exist")
         version = await self.context.tool_version(run.tool_version)
+        if version.HasField("local_source"):  # stored before sources were uploaded
+            raise FailedPrecondition(
+                f"{version.name} names a directory on the platform host, which no longer "
+                "runs: register the tool again (its files are uploaded now)",
+                violations=[("run.tool_version", "registered from a host path")],
+            )
         config = await self.context.validated_config(version, run.config, "run.config")
         inputs = await self._resolve_inputs(tenant, version, run.inputs)
         fingerprint = canonical_sha256(
@@ -77,7 +83,7 @@ class Admission:
             reproduce_of=reproduce_of,
             artifact_digest=version.image.digest
             if version.HasField("image")
-            else "sha256:" + version.local_source.source_sha256,
+            else "sha256:" + version.source.sha256,
             dev_session=run.dev_session,
             dev_session_run=dev_session_run,
         )

@@ -1,6 +1,7 @@
 """What the run jobs share: the store, the engines connected here, the orchestrator, the
-settings, run credentials, cached tool versions, and the few effects more than one job has on
-an engine or its container (pass on a cancel, close a session, stop a container)."""
+settings, the tool sources, run credentials, cached tool versions, and the few effects more
+than one job has on an engine or its container (pass on a cancel, close a session, stop a
+container)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from flnet.control.reasons import Reason
 from flnet.control.sessions import Session, SessionRegistry
 from flnet.control.settings import ControlSettings
 from flnet.control.store import RunRow, Store
+from flnet.control.tool_sources import ToolSources
 from flnet.control.validation import struct_to_dict, validate_config
 from flnet.errors import InvalidArgument
 
@@ -37,11 +39,13 @@ class RunContext:
         sessions: SessionRegistry,
         orchestrator: OrchestratorClient,
         settings: ControlSettings,
+        sources: ToolSources,
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.orchestrator = orchestrator
         self.settings = settings
+        self.sources = sources
         # Where launched engines connect; the app sets it to its socket when not configured.
         self.engine_address = settings.engine_address
         self.credentials = credentials.RunCredentials(settings.resolved_runtime_key_file)

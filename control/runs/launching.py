@@ -20,6 +20,7 @@ from flnet.control.clock import now_us, timestamp
 from flnet.control.orchestration import LaunchFailed
 from flnet.control.runs.context import RunContext
 from flnet.control.store import RunRow
+from flnet.errors import FlnetError
 
 log = logging.getLogger(__name__)
 S = lc.RunState
@@ -100,6 +101,12 @@ class Launcher:
     async def call(self, row: RunRow, version: tp.ToolVersion, credential: str) -> None:
         """One LaunchRun of the run (LaunchFailed when it is refused or unanswered)."""
         context = self.context
+        source = None
+        if version.HasField("source"):
+            try:
+                source = await context.sources.snapshot(version)
+            except FlnetError as e:
+                raise LaunchFailed(e.code, str(e)) from None
         await context.orchestrator.launch(
             row.name,
             row.tenant,
@@ -108,6 +115,7 @@ class Launcher:
             context.engine_address,
             self.seconds_left(row),
             writable_bytes(row, version, context.settings.max_output_bytes),
+            source,
         )
 
     async def _wait(self, row: RunRow, error: LaunchFailed) -> None:

@@ -8,12 +8,14 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.control import names, pagination
 from flnet.control.store import Store
+from flnet.control.tool_sources import ToolSources
 from flnet.control.tools import prepare_tool_version
 
 
 class ToolService(tsg.ToolServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, sources: ToolSources) -> None:
         self.store = store
+        self.sources = sources
 
     async def CreateToolVersion(
         self,
@@ -24,7 +26,8 @@ class ToolService(tsg.ToolServiceServicer):
     ) -> ts.CreateToolVersionResponse:
         tenant, tool = names.parse_tool(request.parent)
         version = prepare_tool_version(tenant, tool, request.tool_version)
-        stored, created = await self.store.tools.put_tool_version(tenant, tool, version)
+        source = await self.sources.admit(tenant, version) if version.HasField("source") else None
+        stored, created = await self.store.tools.put_tool_version(tenant, tool, version, source)
         return ts.CreateToolVersionResponse(tool_version=stored, created=created)
 
     async def GetTool(

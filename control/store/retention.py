@@ -1,6 +1,6 @@
 """What `flnet gc` reads and deletes in the database (control.retention decides what and
-when): input artifacts no run references, the telemetry in the history of runs that ended
-long ago, expired resumable uploads.
+when): input artifacts no run or tool version references, the telemetry in the history of
+runs that ended long ago, expired resumable uploads.
 
 gc runs beside live control planes, usually in a process of its own. Every deletion is a
 short transaction of its own that re-checks its condition as it deletes, under the row's lock,
@@ -36,7 +36,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control.blobs.protocol import Blob
 from flnet.control.clock import now_us
 from flnet.control.news import Segment
-from flnet.control.schema import artifacts, run_events, run_inputs, runs, uploads
+from flnet.control.schema import artifacts, run_events, run_inputs, runs, tool_versions, uploads
 from flnet.control.store.base import Database
 
 # RunEvent kinds that are telemetry; every other kind (state changes, outputs, cancellation,
@@ -52,7 +52,7 @@ SEGMENTS_PER_TRANSACTION = 16
 
 @dataclass(frozen=True)
 class StaleInput:
-    """An input artifact no run references, last uploaded before the cutoff."""
+    """An input artifact no run or tool version references, last uploaded before the cutoff."""
 
     id: str
     tenant: str
@@ -93,6 +93,7 @@ def _stale(cutoff_us: int) -> ColumnElement[bool]:
         artifacts.c.uploaded_us.is_not(None),
         artifacts.c.uploaded_us < cutoff_us,
         ~exists().where(run_inputs.c.artifact_id == artifacts.c.id),
+        ~exists().where(tool_versions.c.source_artifact_id == artifacts.c.id),
     )
 
 
@@ -146,7 +147,7 @@ class RetentionStore:
     async def stale_inputs(
         self, cutoff_us: int, *, after: StaleInput | None = None, limit: int = 500
     ) -> list[StaleInput]:
-        """Input artifacts no run references, last uploaded before `cutoff_us`, by
+        """Input artifacts no run or tool version references, last uploaded before `cutoff_us`, by
         (uploaded_us, id) after `after` (the last of the previous page): each page is a range
         of ix_artifacts_direction_uploaded from where the previous one ended."""
         q = select(artifacts).where(_stale(cutoff_us))
@@ -158,7 +159,7 @@ class RetentionStore:
             return [_stale_input(r) for r in (await conn.execute(q)).all()]
 
     async def delete_stale_input(self, artifact_id: str, cutoff_us: int) -> StaleInput | None:
-        """Deletes the input if it is still stale (no run references it, not uploaded again
+        """Deletes the input if it is still stale (nothing references it, not uploaded again
         since `cutoff_us`); None when it is not (any more), or no longer exists."""
         try:
             async with self.gc_write() as conn:

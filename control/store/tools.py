@@ -13,7 +13,7 @@ from flnet.control import names
 from flnet.control.clock import now_us, timestamp
 from flnet.control.schema import tool_versions, tools
 from flnet.control.store.base import Database
-from flnet.errors import AlreadyExists, NotFound
+from flnet.errors import AlreadyExists, FailedPrecondition, NotFound
 
 
 class ToolStore:
@@ -22,9 +22,10 @@ class ToolStore:
         self._required_outputs: dict[str, frozenset[str]] = {}
 
     async def put_tool_version(
-        self, tenant: str, tool: str, version: tp.ToolVersion
+        self, tenant: str, tool: str, version: tp.ToolVersion, source_artifact_id: str | None = None
     ) -> tuple[tp.ToolVersion, bool]:
-        """Stores a version (creating its tool); an identical contract returns the existing one."""
+        """Stores a version (creating its tool); an identical contract returns the existing one.
+        `source_artifact_id`: the input artifact holding its source archive."""
         existing = await self._find_tool_version(tenant, tool, version.version)
         if existing is not None:
             if existing.contract_sha256 == version.contract_sha256:
@@ -68,10 +69,18 @@ class ToolStore:
                         contract_sha256=version.contract_sha256,
                         spec=version.SerializeToString(),
                         create_us=now,
+                        source_artifact_id=source_artifact_id,
                     )
                 )
-        except IntegrityError:  # a concurrent registration of the same version won
-            return await self.put_tool_version(tenant, tool, version)
+        except IntegrityError:
+            if await self._find_tool_version(tenant, tool, version.version) is None:
+                # No concurrent registration won: `flnet gc` took the archive meanwhile.
+                raise FailedPrecondition(
+                    f"the source archive {version.source.archive} was collected while the "
+                    "version was registered; upload it again",
+                    violations=[("tool_version.source.archive", "no longer exists")],
+                ) from None
+            return await self.put_tool_version(tenant, tool, version, source_artifact_id)
         return version, True
 
     async def _find_tool_version(

@@ -40,7 +40,7 @@ async def connect(
         run=run.name,
         control_address=c.address,
         tool_dir=path.resolve(),
-        entrypoint=spec.version.local_source.entrypoint,
+        entrypoint=spec.entrypoint,
         credential=created.dev_credential,
         input_dir=work / "input",
         output_dir=work / "output",

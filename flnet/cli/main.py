@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     tool = sub.add_parser("tool", help="register and inspect tools").add_subparsers(
         dest="action", required=True
     )
-    s = cmd(tool, "register", tool_register, "register the tool.yaml at PATH")
+    s = cmd(tool, "register", tool_register, "pack and upload the tool at PATH, and register it")
     s.add_argument("path")
     s.add_argument("--image", action="store_true", help="build and register its image (docker)")
     cmd(tool, "list", tool_list, "list tools")

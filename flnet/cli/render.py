@@ -68,7 +68,7 @@ def tool_detail(tool: tp.Tool, versions: Iterable[tp.ToolVersion]) -> None:
     console.print(f"[bold]{tool.name}[/bold]  {tool.kind}\n{tool.description}")
     table = Table("version", "artifact", "inputs", "outputs", "contract sha256")
     for v in versions:
-        artifact = v.image.digest if v.HasField("image") else v.local_source.path
+        artifact = v.image.digest if v.HasField("image") else "sha256:" + v.source.sha256
         table.add_row(
             v.version,
             artifact,

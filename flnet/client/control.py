@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -25,6 +26,8 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import CHUNK_BYTES, TokenSource, insecure_channel
+from flnet.sources import MEDIA_TYPE as SOURCE_MEDIA_TYPE
+from flnet.sources import pack_source
 from flnet.structs import dict_to_struct
 from flnet.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 
@@ -63,14 +66,16 @@ class FlnetClient:
     async def register_tool(
         self, path: Path, *, image: bool = False, progress: Callable[[str], None] | None = None
     ) -> ts.CreateToolVersionResponse:
-        """Registers the tool.yaml at `path`: as local source (process backend), or with
-        `image` as a container image (docker backend), built first from the build context
-        tool.yaml names (`image: {build: "."}`) and pinned by its digest. ToolSpecError when
-        the tool cannot be registered that way (no build context, no Docker, build failed)."""
+        """Registers the tool.yaml at `path`: its folder's files uploaded as a source
+        archive (process backend), or with `image` as a container image (docker backend),
+        built first from the build context tool.yaml names (`image: {build: "."}`) and pinned
+        by its digest. ToolSpecError when the tool cannot be registered that way (no build
+        context, no Docker, build failed)."""
         spec = load_tool_spec(path)
-        version = spec.version
         if image:
             version = await self._build_image(spec, progress)
+        else:
+            version = await self.upload_source(spec)
         return await self.tools.CreateToolVersion(
             ts.CreateToolVersionRequest(
                 parent=f"{self.tenant}/tools/{spec.name}", tool_version=version
@@ -100,6 +105,21 @@ class FlnetClient:
         except ImageError as e:
             raise ToolSpecError(f"cannot build the image of {spec.name}: {e}") from e
         return spec.with_image(built.reference, built.digest)
+
+    async def upload_source(self, spec: ToolSpec) -> tp.ToolVersion:
+        """Packs the tool's folder (flnet.sources.pack_source) and uploads it; returns the
+        version running that archive. The same files give the same archive, and so the same
+        contract: registering an unchanged tool again is a no-op."""
+        with tempfile.TemporaryDirectory(prefix="flnet-source-") as scratch:
+            archive = Path(scratch) / f"{spec.name}-{spec.version.version}.tar.gz"
+
+            def pack() -> None:
+                with archive.open("wb") as f:
+                    pack_source(spec.directory, f)
+
+            await asyncio.to_thread(pack)
+            uploaded = await self.upload(archive, SOURCE_MEDIA_TYPE)
+        return spec.with_source(uploaded.name)
 
     async def list_tools(self) -> list[tp.Tool]:
         tools: list[tp.Tool] = []

@@ -147,10 +147,7 @@ async def test_export_of_corrupted_bytes_is_data_loss(api: Clients, control: Con
     e = await failure(drain(api.runs.ExportRun(rs.ExportRunRequest(name=missing))))
     assert e.code() == grpc.StatusCode.NOT_FOUND
     assert e.details() == f"run {missing} does not exist"
-    [artifact] = (
-        await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
-    ).artifacts
-    uri = await storage_uri(control.store, artifact.name)
+    uri = await storage_uri(control.store, name)
     await overwrite_blob(control.blobs, uri, CSV[:-1] + b"9")
     e = await failure(drain(api.runs.ExportRun(rs.ExportRunRequest(name=run.name))))
     assert e.code() == grpc.StatusCode.DATA_LOSS

@@ -93,7 +93,9 @@ async def test_a_tool_version_with_such_media_types_is_refused(api: Clients) -> 
     spec.version.outputs[1].media_type = "text/plain\nContent-Length: 0"
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/noop", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/noop", tool_version=await api.with_source(spec)
+            )
         )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(e.value) == [
@@ -109,14 +111,16 @@ async def test_names_entrypoints_and_digests_ending_in_a_newline_are_refused(
     accept it)."""
     spec = load_tool_spec(NOOP)
     spec.version.outputs[0].name = "result\n"
-    spec.version.local_source.entrypoint = "tool.py:main\n"
+    spec.version.source.entrypoint = "tool.py:main\n"
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/noop", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/noop", tool_version=await api.with_source(spec)
+            )
         )
     assert violations(e.value) == [
         "tool_version.outputs[0].name",
-        "tool_version.local_source.entrypoint",
+        "tool_version.source.entrypoint",
     ]
     spec = load_tool_spec(NOOP)
     spec.version.image.digest = "sha256:" + "a" * 64 + "\n"

@@ -56,15 +56,15 @@ async def test_a_run_config_holding_a_non_finite_number(api: Clients, number: fl
     assert (reason(error), violations(error)) == ("CONFIG_INVALID", ["config.rate"])
 
 
-def _version_request() -> ts.CreateToolVersionRequest:
+async def _version_request(api: Clients) -> ts.CreateToolVersionRequest:
     spec = load_tool_spec(NOOP)
     return ts.CreateToolVersionRequest(
-        parent=f"{TENANT}/tools/{spec.name}", tool_version=spec.version
+        parent=f"{TENANT}/tools/{spec.name}", tool_version=await api.with_source(spec)
     )
 
 
 async def test_a_config_schema_holding_a_non_finite_number(api: Clients) -> None:
-    request = _version_request()
+    request = await _version_request(api)
     properties = request.tool_version.config_schema.fields["properties"].struct_value
     properties.fields["rate"].struct_value.fields["maximum"].number_value = math.inf
     error = await failure(api.tools.CreateToolVersion(request))
@@ -75,13 +75,13 @@ async def test_a_config_schema_that_cannot_be_evaluated(api: Clients) -> None:
     """Valid JSON Schema, yet a $ref cycle or a $ref to nowhere raised inside jsonschema when
     a run was created (INTERNAL). What an empty configuration shows is refused with the tool
     version; the rest fails the run's creation as the tool version's fault."""
-    request = _version_request()
+    request = await _version_request(api)
     schema = request.tool_version.config_schema
     schema.fields["$ref"].string_value = "#"
     error = await failure(api.tools.CreateToolVersion(request))
     assert violations(error) == ["tool_version.config_schema"]
     assert "recurse" in (error.details() or "")
-    request = _version_request()
+    request = await _version_request(api)
     properties = request.tool_version.config_schema.fields["properties"].struct_value
     properties.fields["nested"].struct_value.Clear()
     properties.fields["nested"].struct_value.fields["$ref"].string_value = "https://x.invalid/n"
@@ -110,7 +110,7 @@ async def test_tool_timeouts_out_of_range(
     api: Clients, seconds: int, nanos: int, field: str
 ) -> None:
     """They were stored as given; the run of such a version then failed INTERNAL."""
-    request = _version_request()
+    request = await _version_request(api)
     request.tool_version.timeouts.deadline.CopyFrom(
         duration_pb2.Duration(seconds=seconds, nanos=nanos)
     )

@@ -79,7 +79,9 @@ async def test_a_run_whose_value_would_backtrack_is_answered_at_once(api: Client
     properties["label"] = {"type": "string", "pattern": EXPONENTIAL}  # type: ignore[index]
     version = (
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/redos", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/redos", tool_version=await api.with_source(spec)
+            )
         )
     ).tool_version
     data = await api.upload(b"a,b\n1,2\n")

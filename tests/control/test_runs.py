@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import grpc
@@ -17,7 +18,7 @@ from flnet.control.app import ControlApp
 from flnet.control.runs.context import MAX_CONFIG_BYTES
 from flnet.control.validation import canonical_sha256
 from flnet.structs import dict_to_struct, struct_to_dict
-from tests.conftest import FIXTURES, TENANT, Clients, clients_for, request_id
+from tests.conftest import FIXTURES, TENANT, Clients, clients_for, packed, request_id
 from tests.control.hand_engine import HandEngine, connected_engine, dev_run, log, transition
 from tests.identity import IDENTITY
 from tests.status import reason, violations
@@ -86,7 +87,8 @@ async def test_defaults_are_recorded_and_hashed(api: Clients) -> None:
     assert dict(run.config) == {"rate": 0.5, "epochs": 3}
     assert run.config_sha256 == canonical_sha256({"rate": 0.5, "epochs": 3})
     assert run.inputs[0].sha256 and run.inputs[0].size_bytes == 8
-    assert run.artifact_digest == "sha256:" + version.local_source.source_sha256
+    assert run.artifact_digest == "sha256:" + version.source.sha256
+    assert version.source.sha256 == hashlib.sha256(packed(NOOP)).hexdigest()
 
 
 async def test_inputs_are_checked_against_the_contract(api: Clients) -> None:

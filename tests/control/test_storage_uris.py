@@ -100,7 +100,7 @@ async def test_no_response_tells_where_the_bytes_are(api: Clients, control: Cont
     seen = await everything_a_client_sees(api, run)
     artifacts = [a for message in seen for a in artifacts_in(message)]
     assert {a.output_name for a in artifacts} >= {"result"}  # outputs, in runs and events
-    assert len({a.name for a in artifacts}) == 4  # the input, the output, two uploads
+    assert len({a.name for a in artifacts}) == 5  # the input, the output, two uploads, the source
     assert [a.name for a in artifacts if a.storage_uri] == []
     for message in seen:
         data = message.SerializeToString()

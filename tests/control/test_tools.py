@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
 import pytest
 
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.toolspec import load_tool_spec
-from tests.conftest import FIXTURES, TENANT, Clients
+from tests.conftest import FIXTURES, TENANT, Clients, packed
 from tests.status import reason, violations
 
 NOOP = FIXTURES / "tools" / "noop"
@@ -17,10 +19,12 @@ async def test_register_is_idempotent_and_versions_are_immutable(api: Clients) -
     first = await api.register(NOOP)
     assert first.name == f"{TENANT}/tools/noop/versions/1.0.0"
     assert len(first.contract_sha256) == 64
-    assert first.local_source.source_sha256
+    assert first.source.sha256 == hashlib.sha256(packed(NOOP)).hexdigest()
     spec = load_tool_spec(NOOP)
     again = await api.tools.CreateToolVersion(
-        ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/noop", tool_version=spec.version)
+        ts.CreateToolVersionRequest(
+            parent=f"{TENANT}/tools/noop", tool_version=await api.with_source(spec)
+        )
     )
     assert not again.created
     assert again.tool_version.contract_sha256 == first.contract_sha256
@@ -28,7 +32,9 @@ async def test_register_is_idempotent_and_versions_are_immutable(api: Clients) -
     spec.version.description = "changed behaviour, same version"
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/noop", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/noop", tool_version=await api.with_source(spec)
+            )
         )
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
@@ -49,7 +55,9 @@ async def test_pagination_walks_every_tool_once(api: Clients) -> None:
     spec = load_tool_spec(NOOP)
     for i in range(7):
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/t{i}", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/t{i}", tool_version=await api.with_source(spec)
+            )
         )
     seen: list[str] = []
     token = ""
@@ -93,17 +101,19 @@ async def test_invalid_contract_lists_every_violation(api: Clients) -> None:
     spec = load_tool_spec(NOOP)
     spec.version.version = "Not A Version"
     spec.version.outputs[0].name = "../escape"
-    spec.version.local_source.entrypoint = "missing.py:main"
+    spec.version.source.entrypoint = "../logreg/tool.py:main"  # outside the tool
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/noop", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/noop", tool_version=await api.with_source(spec)
+            )
         )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason(e.value) == "INVALID_ARGUMENT"
     assert set(violations(e.value)) == {
         "tool_version.version",
         "tool_version.outputs[0].name",
-        "tool_version.local_source.entrypoint",
+        "tool_version.source.entrypoint",
     }
 
 
@@ -112,7 +122,9 @@ async def test_invalid_json_schema_is_rejected(api: Clients) -> None:
     spec.version.config_schema.update({"type": "no-such-type"})
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/noop", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/noop", tool_version=await api.with_source(spec)
+            )
         )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(e.value)[0].startswith("tool_version.config_schema")

@@ -37,9 +37,11 @@ def test_the_examples_name_their_directory_as_build_context(tool: str) -> None:
     spec = load_tool_spec(EXAMPLES / tool)
     assert spec.image_build is not None
     assert spec.image_build.context == (EXAMPLES / tool).resolve()
-    # Registered as they are, they still run from source (the process backend).
-    assert spec.version.WhichOneof("artifact") == "local_source"
-    assert spec.version.local_source.path == str((EXAMPLES / tool).resolve())
+    # Registered as they are, they still run from source (the process backend): their
+    # directory's files, uploaded as an archive the version names once it is.
+    assert spec.version.WhichOneof("artifact") == "source"
+    assert spec.directory == (EXAMPLES / tool).resolve()
+    assert spec.version.source.archive == ""
 
 
 def test_a_build_context_round_trips_into_an_image_version(tmp_path: Path) -> None:
@@ -54,9 +56,9 @@ def test_a_build_context_round_trips_into_an_image_version(tmp_path: Path) -> No
     # Everything else of the contract is the source version's.
     source = tp.ToolVersion()
     source.CopyFrom(version)
-    source.local_source.CopyFrom(spec.version.local_source)
+    source.source.CopyFrom(spec.version.source)
     assert source == spec.version
-    assert spec.version.WhichOneof("artifact") == "local_source"  # not changed in place
+    assert spec.version.WhichOneof("artifact") == "source"  # not changed in place
     # The control plane accepts it as an image version.
     prepared = prepare_tool_version("default", "tiny", version)
     assert prepared.image.digest == DIGEST

@@ -53,7 +53,9 @@ class Stack:
         for field, value in timeouts.items():
             getattr(spec.version.timeouts, field).FromNanoseconds(int(value * 1e9))
         res = await self.api.tools.CreateToolVersion(
-            ts.CreateToolVersionRequest(parent=f"{TENANT}/tools/{name}", tool_version=spec.version)
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/{name}", tool_version=await self.api.with_source(spec)
+            )
         )
         return res.tool_version
 

@@ -19,7 +19,8 @@ async def test_an_output_over_its_limit_ends_the_run_at_once(stack: Stack) -> No
     version = (
         await stack.api.tools.CreateToolVersion(
             ts.CreateToolVersionRequest(
-                parent=f"{TENANT}/tools/small-output", tool_version=spec.version
+                parent=f"{TENANT}/tools/small-output",
+                tool_version=await stack.api.with_source(spec),
             )
         )
     ).tool_version

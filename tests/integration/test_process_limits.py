@@ -60,7 +60,8 @@ async def test_logreg_with_8000_epochs_finishes(stack: Stack, memory_bytes: int)
         spec.version.resources.memory_bytes = memory_bytes
     created = await stack.api.tools.CreateToolVersion(
         ts.CreateToolVersionRequest(
-            parent=f"{TENANT}/tools/logreg-{memory_bytes}", tool_version=spec.version
+            parent=f"{TENANT}/tools/logreg-{memory_bytes}",
+            tool_version=await stack.api.with_source(spec),
         )
     )
     data = await stack.api.upload((LOGREG / "sample.csv").read_bytes())

@@ -160,10 +160,10 @@ export function VersionDetails({ version: v }: { version: ToolVersion }) {
                   ["Image digest", <Digest key="d" value={artifact.value.digest} />],
                   ["Entrypoint", <code key="e">{artifact.value.entrypoint}</code>],
                 ] as [string, ReactNode][])
-              : artifact.case === "localSource"
+              : artifact.case === "source"
                 ? ([
-                    ["Source", <code key="p">{artifact.value.path}</code>],
-                    ["Source digest", <Digest key="d" value={artifact.value.sourceSha256} />],
+                    ["Source archive", <code key="p">{artifact.value.archive}</code>],
+                    ["Source digest", <Digest key="d" value={artifact.value.sha256} />],
                     ["Entrypoint", <code key="e">{artifact.value.entrypoint}</code>],
                   ] as [string, ReactNode][])
                 : []),

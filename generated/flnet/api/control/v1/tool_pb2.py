@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66lnet/api/control/v1/tool.proto\x12\x14\x66lnet.api.control.v1\x1a\x1c\x66lnet/api/common/v1/io.proto\x1a\"flnet/api/common/v1/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08versions\x18\x06 \x03(\t:d\x92\xe7\x18`\n\rflnet.io/Tool\x12\x1dtenants/{tenant}/tools/{tool}*\x05tools2\x04tool\xa2\x01\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\"\x8e\x05\n\x0bToolVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x35\n\x05image\x18\x05 \x01(\x0b\x32$.flnet.api.control.v1.ContainerImageH\x00\x12\x39\n\x0clocal_source\x18\x06 \x01(\x0b\x32!.flnet.api.control.v1.LocalSourceH\x00\x12.\n\rconfig_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x06inputs\x18\x08 \x03(\x0b\x32\x1b.flnet.api.common.v1.IoSpec\x12,\n\x07outputs\x18\t \x03(\x0b\x32\x1b.flnet.api.common.v1.IoSpec\x12\x32\n\tresources\x18\n \x01(\x0b\x32\x1f.flnet.api.control.v1.Resources\x12\x30\n\x08timeouts\x18\x0b \x01(\x0b\x32\x1e.flnet.api.control.v1.Timeouts\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63ontract_sha256\x18\r \x01(\t:\x83\x01\x92\xe7\x18\x7f\n\x14\x66lnet.io/ToolVersion\x12\x30tenants/{tenant}/tools/{tool}/versions/{version}*\x0ctoolVersions2\x0btoolVersion\xa2\x01\x19[a-z0-9][a-z0-9.+-]{0,62}B\n\n\x08\x61rtifact\"G\n\x0e\x43ontainerImage\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nentrypoint\x18\x03 \x01(\t\"F\n\x0bLocalSource\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x15\n\rsource_sha256\x18\x03 \x01(\t\"Z\n\tResources\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04pids\x18\x03 \x01(\x03\x12\x15\n\rscratch_bytes\x18\x04 \x01(\x03\"\xc3\x01\n\x08Timeouts\x12+\n\x08\x64\x65\x61\x64line\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ninactivity\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x63onnect\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63\x61ncel_grace\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Durationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66lnet/api/control/v1/tool.proto\x12\x14\x66lnet.api.control.v1\x1a\x1c\x66lnet/api/common/v1/io.proto\x1a\"flnet/api/common/v1/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08versions\x18\x06 \x03(\t:d\x92\xe7\x18`\n\rflnet.io/Tool\x12\x1dtenants/{tenant}/tools/{tool}*\x05tools2\x04tool\xa2\x01\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\"\xc9\x05\n\x0bToolVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x35\n\x05image\x18\x05 \x01(\x0b\x32$.flnet.api.control.v1.ContainerImageH\x00\x12=\n\x0clocal_source\x18\x06 \x01(\x0b\x32!.flnet.api.control.v1.LocalSourceB\x02\x18\x01H\x00\x12\x35\n\x06source\x18\x0e \x01(\x0b\x32#.flnet.api.control.v1.SourceArchiveH\x00\x12.\n\rconfig_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x06inputs\x18\x08 \x03(\x0b\x32\x1b.flnet.api.common.v1.IoSpec\x12,\n\x07outputs\x18\t \x03(\x0b\x32\x1b.flnet.api.common.v1.IoSpec\x12\x32\n\tresources\x18\n \x01(\x0b\x32\x1f.flnet.api.control.v1.Resources\x12\x30\n\x08timeouts\x18\x0b \x01(\x0b\x32\x1e.flnet.api.control.v1.Timeouts\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63ontract_sha256\x18\r \x01(\t:\x83\x01\x92\xe7\x18\x7f\n\x14\x66lnet.io/ToolVersion\x12\x30tenants/{tenant}/tools/{tool}/versions/{version}*\x0ctoolVersions2\x0btoolVersion\xa2\x01\x19[a-z0-9][a-z0-9.+-]{0,62}B\n\n\x08\x61rtifact\"G\n\x0e\x43ontainerImage\x12\x11\n\treference\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\nentrypoint\x18\x03 \x01(\t\"D\n\rSourceArchive\x12\x0f\n\x07\x61rchive\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"F\n\x0bLocalSource\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x15\n\rsource_sha256\x18\x03 \x01(\t\"Z\n\tResources\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04pids\x18\x03 \x01(\x03\x12\x15\n\rscratch_bytes\x18\x04 \x01(\x03\"\xc3\x01\n\x08Timeouts\x12+\n\x08\x64\x65\x61\x64line\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ninactivity\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x63onnect\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63\x61ncel_grace\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Durationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOOL']._loaded_options = None
   _globals['_TOOL']._serialized_options = b'\222\347\030`\n\rflnet.io/Tool\022\035tenants/{tenant}/tools/{tool}*\005tools2\004tool\242\001\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+  _globals['_TOOLVERSION'].fields_by_name['local_source']._loaded_options = None
+  _globals['_TOOLVERSION'].fields_by_name['local_source']._serialized_options = b'\030\001'
   _globals['_TOOLVERSION']._loaded_options = None
   _globals['_TOOLVERSION']._serialized_options = b'\222\347\030\177\n\024flnet.io/ToolVersion\0220tenants/{tenant}/tools/{tool}/versions/{version}*\014toolVersions2\013toolVersion\242\001\031[a-z0-9][a-z0-9.+-]{0,62}'
   _globals['_TOOL']._serialized_start=219
   _globals['_TOOL']._serialized_end=492
   _globals['_TOOLVERSION']._serialized_start=495
-  _globals['_TOOLVERSION']._serialized_end=1149
-  _globals['_CONTAINERIMAGE']._serialized_start=1151
-  _globals['_CONTAINERIMAGE']._serialized_end=1222
-  _globals['_LOCALSOURCE']._serialized_start=1224
-  _globals['_LOCALSOURCE']._serialized_end=1294
-  _globals['_RESOURCES']._serialized_start=1296
-  _globals['_RESOURCES']._serialized_end=1386
-  _globals['_TIMEOUTS']._serialized_start=1389
-  _globals['_TIMEOUTS']._serialized_end=1584
+  _globals['_TOOLVERSION']._serialized_end=1208
+  _globals['_CONTAINERIMAGE']._serialized_start=1210
+  _globals['_CONTAINERIMAGE']._serialized_end=1281
+  _globals['_SOURCEARCHIVE']._serialized_start=1283
+  _globals['_SOURCEARCHIVE']._serialized_end=1351
+  _globals['_LOCALSOURCE']._serialized_start=1353
+  _globals['_LOCALSOURCE']._serialized_end=1423
+  _globals['_RESOURCES']._serialized_start=1425
+  _globals['_RESOURCES']._serialized_end=1515
+  _globals['_TIMEOUTS']._serialized_start=1518
+  _globals['_TIMEOUTS']._serialized_end=1713
 # @@protoc_insertion_point(module_scope)

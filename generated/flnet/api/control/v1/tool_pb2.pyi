@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -86,6 +91,7 @@ class ToolVersion(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     LOCAL_SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     CONFIG_SCHEMA_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
@@ -108,8 +114,16 @@ class ToolVersion(_message.Message):
         """Container image, for the docker backend."""
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def local_source(self) -> Global___LocalSource:
-        """Tool source on the platform host, for the process backend."""
+        """Refused (INVALID_ARGUMENT): the control plane reads no path a client
+        names. Versions stored with one can no longer run; register them again
+        with source.
+        """
+
+    @_builtins.property
+    def source(self) -> Global___SourceArchive:
+        """The tool's files, uploaded as an archive, for the process backend."""
 
     @_builtins.property
     def config_schema(self) -> _struct_pb2.Struct:
@@ -144,6 +158,7 @@ class ToolVersion(_message.Message):
         description: _builtins.str = ...,
         image: Global___ContainerImage | None = ...,
         local_source: Global___LocalSource | None = ...,
+        source: Global___SourceArchive | None = ...,
         config_schema: _struct_pb2.Struct | None = ...,
         inputs: _abc.Iterable[_io_pb2.IoSpec] | None = ...,
         outputs: _abc.Iterable[_io_pb2.IoSpec] | None = ...,
@@ -152,11 +167,11 @@ class ToolVersion(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         contract_sha256: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "config_schema", b"config_schema", "create_time", b"create_time", "image", b"image", "local_source", b"local_source", "resources", b"resources", "timeouts", b"timeouts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "config_schema", b"config_schema", "create_time", b"create_time", "image", b"image", "local_source", b"local_source", "resources", b"resources", "source", b"source", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "config_schema", b"config_schema", "contract_sha256", b"contract_sha256", "create_time", b"create_time", "description", b"description", "image", b"image", "inputs", b"inputs", "kind", b"kind", "local_source", b"local_source", "name", b"name", "outputs", b"outputs", "resources", b"resources", "timeouts", b"timeouts", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "config_schema", b"config_schema", "contract_sha256", b"contract_sha256", "create_time", b"create_time", "description", b"description", "image", b"image", "inputs", b"inputs", "kind", b"kind", "local_source", b"local_source", "name", b"name", "outputs", b"outputs", "resources", b"resources", "source", b"source", "timeouts", b"timeouts", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_artifact: _TypeAlias = _typing.Literal["image", "local_source"]  # noqa: Y015
+    _WhichOneofReturnType_artifact: _TypeAlias = _typing.Literal["image", "local_source", "source"]  # noqa: Y015
     _WhichOneofArgType_artifact: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_artifact) -> _WhichOneofReturnType_artifact | None: ...
 
@@ -193,8 +208,47 @@ class ContainerImage(_message.Message):
 Global___ContainerImage: _TypeAlias = ContainerImage  # noqa: Y015
 
 @_typing.final
+class SourceArchive(_message.Message):
+    """SourceArchive is a tool's source as uploaded: a gzip-compressed tar
+    (`flnet tool register DIR` packs one), stored like any input artifact and
+    kept as long as a tool version names it. Runs execute exactly these bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARCHIVE_FIELD_NUMBER: _builtins.int
+    ENTRYPOINT_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    archive: _builtins.str
+    """The uploaded archive: "tenants/{tenant}/artifacts/{artifact}", of the
+    version's tenant. It may hold regular files and directories only (no
+    links or devices), under relative paths without "..", at most 10,000
+    entries and 64 MiB unpacked.
+    """
+    entrypoint: _builtins.str
+    """"file.py:function", relative to the archive's root."""
+    sha256: _builtins.str
+    """Output only: sha256 of the archive, the source digest runs record."""
+    def __init__(
+        self,
+        *,
+        archive: _builtins.str = ...,
+        entrypoint: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive", b"archive", "entrypoint", b"entrypoint", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceArchive: _TypeAlias = SourceArchive  # noqa: Y015
+
+@_typing.final
 class LocalSource(_message.Message):
-    """LocalSource locates tool source code on the platform host."""
+    """LocalSource named tool source code on the platform host (no longer
+    accepted; see ToolVersion.local_source).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

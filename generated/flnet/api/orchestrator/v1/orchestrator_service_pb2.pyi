@@ -283,7 +283,10 @@ class LaunchRunRequest(_message.Message):
     image_digest: _builtins.str
     """Container image digest "sha256:..." (docker backend)."""
     source_path: _builtins.str
-    """Tool source directory (process backend)."""
+    """Tool source directory on the orchestrator's host (process backend): a
+    snapshot the control plane unpacked from the registered archive. Each
+    run gets a copy of its own.
+    """
     entrypoint: _builtins.str
     """"file.py:function" the engine loads, relative to the tool directory."""
     control_address: _builtins.str
