@@ -100,7 +100,8 @@ async def test_old_inputs_no_run_references_go_row_and_blob(api: Clients, gc: Gc
     assert await download(api, used.name) == b"a,b\n1,2\n"
     assert await download(api, output.name) == b'{"ok": true}'
     listed = await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
-    assert {a.name for a in listed.artifacts} == {used.name, output.name}
+    # And the source archive the tool version names.
+    assert {a.name for a in listed.artifacts} == {used.name, output.name, version.source.archive}
     crate = await exported(api, run)
     assert any(n.startswith("inputs/data/") for n in crate.namelist())
     # Reproducing the run finds its inputs.
