@@ -1,17 +1,25 @@
 """Opaque page tokens (AIP-158): the position after the last item, bound to the request's
-filters so that a token cannot be replayed against a different query."""
+filters so that a token cannot be replayed against a different query. Pages are bounded in
+bytes as well as in items (`fitting`): a page of 1000 runs with 64 KiB configurations would
+be 64 MB, far past the 4 MiB an ordinary gRPC client accepts."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
+
+from google.protobuf.message import Message
 
 from flnet.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: What the items of one page may add up to: under the 4 MiB message limit of ordinary gRPC
+#: clients, with room for the rest of the response.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 
 
 def page_size(
@@ -22,6 +30,18 @@ def page_size(
             "page_size must not be negative", violations=[("page_size", "must not be negative")]
         )
     return min(requested or default, maximum)
+
+
+def fitting(items: Sequence[Message]) -> int:
+    """How many of `items`, from the first, fit in a page of MAX_PAGE_BYTES; at least one,
+    so that a page always moves on."""
+    budget = MAX_PAGE_BYTES
+    total = 0
+    for count, item in enumerate(items):
+        total += item.ByteSize() + 6  # the field's tag and length
+        if total > budget and count > 0:
+            return count
+    return len(items)
 
 
 def _fingerprint(query: Any) -> str:

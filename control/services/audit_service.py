@@ -74,10 +74,9 @@ class AuditService(aug.AuditServiceServicer):
             before_id=before,
             limit=size + 1,
         )
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = pagination.encode(rows[-1].id, query)
-        return aus.ListAuditEventsResponse(
-            events=[row.to_proto() for row in rows], next_page_token=token
-        )
+        more = len(rows) > size
+        events = [row.to_proto() for row in rows[:size]]
+        kept = pagination.fitting(events)
+        more = more or kept < len(events)
+        token = pagination.encode(rows[kept - 1].id, query) if more else ""
+        return aus.ListAuditEventsResponse(events=events[:kept], next_page_token=token)

@@ -91,11 +91,15 @@ class RunService(rsg.RunServiceServicer):
             after=(int(after[0]), str(after[1])) if after else None,
             limit=size + 1,
         )
+        more = len(rows) > size
+        runs = await self.runs.run_protos(rows[:size])
+        kept = pagination.fitting(runs)
+        more = more or kept < len(runs)
         token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = pagination.encode([rows[-1].create_us, rows[-1].id], query)
-        return rs.ListRunsResponse(runs=await self.runs.run_protos(rows), next_page_token=token)
+        if more:
+            last = rows[kept - 1]
+            token = pagination.encode([last.create_us, last.id], query)
+        return rs.ListRunsResponse(runs=runs[:kept], next_page_token=token)
 
     async def CancelRun(
         self,
@@ -134,7 +138,12 @@ class RunService(rsg.RunServiceServicer):
         position = pagination.decode(request.page_token, query)
         after = int(position) if position is not None else request.after_sequence
         response = rs.ListRunEventsResponse()
-        if await self.runs.events(row, response, after=after, limit=size):
+        more = await self.runs.events(row, response, after=after, limit=size)
+        kept = pagination.fitting(response.events)
+        if kept < len(response.events):
+            del response.events[kept:]
+            more = True
+        if more:
             response.next_page_token = pagination.encode(response.events[-1].sequence, query)
         return response
 

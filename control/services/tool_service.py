@@ -75,10 +75,12 @@ class ToolService(tsg.ToolServiceServicer):
         rows = await self.store.tools.list_tool_versions(
             tenant, tool, before_id=int(before) if before is not None else None, limit=size + 1
         )
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = pagination.encode(rows[-1][0], query)
+        more = len(rows) > size
+        rows = rows[:size]
+        kept = pagination.fitting([v for _, v in rows])
+        if kept < len(rows):
+            rows, more = rows[:kept], True
+        token = pagination.encode(rows[-1][0], query) if more else ""
         return ts.ListToolVersionsResponse(
             tool_versions=[v for _, v in rows], next_page_token=token
         )
