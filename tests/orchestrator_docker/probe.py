@@ -4,13 +4,16 @@ the base image's python3). Functions that wait write "ready" to the output dir f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
 import signal
 import socket
+import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 OUTPUT = Path(os.environ.get("FLNET_OUTPUT_DIR", "/mnt/output"))
@@ -210,6 +213,47 @@ def abort() -> None:
     """SIGABRT, with no limit reached."""
     print("aborting", flush=True)
     os.abort()
+
+
+def _attempt(action: Callable[[], object]) -> str:
+    """ "allowed", or the name of the error that stopped `action`."""
+    try:
+        action()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return "allowed"
+
+
+def _connect(family: int, kind: int, address: object) -> None:
+    with socket.socket(family, kind) as conn:
+        conn.settimeout(2)
+        conn.connect(address)
+        if kind == socket.SOCK_DGRAM:
+            conn.send(b"x")
+
+
+def escape() -> None:
+    """Tries to leave the container the ways a hostile tool would, and prints what stopped
+    each attempt ("attempts {json}"). The network attempts aim at the Docker bridge's gateway
+    on this host only, and never reach it: the container has no interface but loopback."""
+    gateway = "172.17.0.1"
+    attempts: dict[str, Callable[[], object]] = {
+        "tcp": lambda: _connect(socket.AF_INET, socket.SOCK_STREAM, (gateway, 9)),
+        "udp": lambda: _connect(socket.AF_INET, socket.SOCK_DGRAM, (gateway, 9)),
+        "docker_api": lambda: _connect(socket.AF_INET, socket.SOCK_STREAM, (gateway, 2375)),
+        "raw_socket": lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+        "docker_socket": lambda: _connect(
+            socket.AF_UNIX, socket.SOCK_STREAM, "/var/run/docker.sock"
+        ),
+        "containerd_socket": lambda: _connect(
+            socket.AF_UNIX, socket.SOCK_STREAM, "/run/containerd/containerd.sock"
+        ),
+        "host_proc_write": lambda: Path("/proc/sys/kernel/hostname").write_text("owned"),
+        "mknod": lambda: os.mknod("/tmp/disk", 0o600 | stat.S_IFBLK, os.makedev(8, 0)),
+        "setuid_root": lambda: os.setuid(0),
+    }
+    seen = {name: _attempt(action) for name, action in attempts.items()}
+    print("attempts " + json.dumps(seen), flush=True)
 
 
 def wait_for_go() -> None:

@@ -4,12 +4,13 @@ environment contract, and the credential as a read-only file only."""
 
 from __future__ import annotations
 
+import json
 import stat
 
 import aiodocker
 
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
-from tests.orchestrator_docker.helpers import MiB, StartDockerOrchestrator
+from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB, StartDockerOrchestrator
 
 CREDENTIAL = "secret-credential-of-the-run"
 
@@ -110,3 +111,31 @@ async def test_the_engine_runs_confined(
     assert not list(info["NetworkSettings"]["Networks"].keys() - {"none"})
     exposed = repr([info["Config"], info["Args"], info["Path"], info["Name"]])
     assert CREDENTIAL not in exposed
+
+
+async def test_a_tool_trying_to_leave_its_container_is_stopped_at_each_attempt(
+    orch: DockerOrchestrator,
+) -> None:
+    """The network (the bridge's gateway, the Docker API port), the Docker and containerd
+    sockets, the host's kernel settings, device nodes, root: each attempt fails with the
+    error that names what stopped it, the run still ends normally, and the fixture finds the
+    host as it was (no container, work dir or mount left)."""
+    container = await orch.launch_probe("escape", limits=pb.Limits(pids=64))
+
+    exited = await orch.exited(container.run)
+
+    assert (exited.exit_cause, exited.exit_code) == (pb.EXIT_CAUSE_EXITED, 0), exited
+    [line] = [x for x in exited.last_output_lines if x.startswith("attempts ")]
+    attempts = json.loads(line.removeprefix("attempts "))
+    assert attempts == {
+        "tcp": "ENETUNREACH",  # no interface but loopback: no route anywhere
+        "udp": "ENETUNREACH",
+        "docker_api": "ENETUNREACH",
+        "raw_socket": "EPERM",  # no CAP_NET_RAW
+        "docker_socket": "ENOENT",  # never mounted
+        "containerd_socket": "ENOENT",
+        "host_proc_write": attempts["host_proc_write"],
+        "mknod": "EPERM",  # no CAP_MKNOD
+        "setuid_root": "EPERM",  # no CAP_SETUID, no new privileges
+    }
+    assert attempts["host_proc_write"] in ("EROFS", "EACCES")  # /proc/sys is read-only
