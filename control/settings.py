@@ -65,7 +65,7 @@ class ControlSettings:
     # How long a run waits for an orchestrator that cannot be reached (at most until its
     # deadline).
     launch_patience: float = 600.0
-    # Each tenant's share of calls (control.tenant_limits).
+    # Each tenant's share of calls (control.tenant_limits; FLNET_TENANT_SHARE).
     tenant_share: TenantShare = field(default_factory=TenantShare)
     max_upload_bytes: int = 8 * 1024**3
     max_output_bytes: int = 8 * 1024**3
@@ -123,6 +123,11 @@ class ControlSettings:
             "engine_address": env.get("FLNET_ENGINE_ADDRESS", ""),
             "engine_gid": _group_id(env.get("FLNET_ENGINE_GID", "")),
         }
+        if share := env.get("FLNET_TENANT_SHARE", ""):
+            try:
+                values["tenant_share"] = TenantShare.parse(share)
+            except ValueError as e:
+                raise ValueError(f"FLNET_TENANT_SHARE: {e}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -33,6 +33,22 @@ class TenantShare:
     calls: int = 64  # calls in flight (one response)
     streams: int = 256  # response streams open
 
+    @classmethod
+    def parse(cls, text: str) -> TenantShare:
+        """FLNET_TENANT_SHARE: "rate=200,burst=400,calls=64,streams=256", any of them (the
+        rest keep their defaults). ValueError says what is wrong."""
+        values: dict[str, float | int] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or key not in cls.__dataclass_fields__:
+                raise ValueError(f"{item!r}: expected rate=, burst=, calls= or streams=")
+            number = float(value) if key in ("rate", "burst") else int(value)
+            if not number > 0 or number == float("inf"):
+                raise ValueError(f"{key} must be a positive finite number")
+            values[key] = number
+        return cls(**values)  # type: ignore[arg-type]
+
 
 class _Bucket:
     def __init__(self, share: TenantShare) -> None:

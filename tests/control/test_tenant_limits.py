@@ -14,6 +14,7 @@ import pytest
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.control.app import ControlApp
+from flnet.control.settings import ControlSettings
 from flnet.control.tenant_limits import TenantShare
 from tests.conftest import FIXTURES, TENANT, clients_for, control_app, control_settings
 from tests.control.hand_engine import dev_run
@@ -79,3 +80,23 @@ async def test_a_tenant_with_its_streams_open_is_refused_another(strict: Control
     await anext(aiter(again))  # the closed stream gave its place back
     again.cancel()
     await api.channel.close()
+
+
+def test_the_share_is_configured_by_flnet_tenant_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLNET_OIDC_ISSUER", "https://issuer.test.invalid")
+    monkeypatch.setenv("FLNET_TENANT_SHARE", "rate=50, calls=8")
+    share = ControlSettings.from_env().tenant_share
+    assert share == TenantShare(rate=50.0, burst=TenantShare().burst, calls=8)
+    monkeypatch.delenv("FLNET_TENANT_SHARE")
+    assert ControlSettings.from_env().tenant_share == TenantShare()
+    for text, problem in [
+        ("rate=0", "rate must be a positive finite number"),
+        ("burst=nan", "burst must be a positive finite number"),
+        ("calls=1.5", "invalid literal for int()"),
+        ("speed=9", "'speed=9': expected rate=, burst=, calls= or streams="),
+        ("streams", "'streams': expected"),
+    ]:
+        monkeypatch.setenv("FLNET_TENANT_SHARE", text)
+        with pytest.raises(ValueError, match=r"^FLNET_TENANT_SHARE: ") as raised:
+            ControlSettings.from_env()
+        assert problem in str(raised.value)
