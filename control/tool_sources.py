@@ -39,6 +39,9 @@ from flnet.sources import MAX_SOURCE_BYTES, MAX_SOURCE_ENTRIES
 
 ARCHIVE_FIELD = "tool_version.source.archive"
 SCRATCH_PREFIX = ".unpack-"
+# Where tarfile has extraction filters (3.11.4), the "data" filter refuses anything `checked`
+# let through by mistake; `checked` alone holds the line before that.
+DATA_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 class ArchiveError(Exception):
@@ -86,6 +89,9 @@ def checked(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         path = PurePosixPath(member.name)
         if path.is_absolute() or ".." in path.parts or "\x00" in member.name:
             raise ArchiveError(f"{member.name!r} is not a relative path inside the archive")
+        # Owned by the control plane, without special bits, whatever the archive says.
+        member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+        member.mode &= 0o755
         yield member
 
 
@@ -102,8 +108,7 @@ def unpack(archive: Path, target: Path) -> None:
             io.BufferedReader(CappedReader(unzipped, MAX_SOURCE_BYTES + HEADER_BYTES)) as capped,
             tarfile.open(fileobj=capped, mode="r|") as tar,
         ):
-            # The "data" filter refuses anything `checked` let through by mistake.
-            tar.extractall(target, members=checked(tar), filter="data")
+            tar.extractall(target, members=checked(tar), **DATA_FILTER)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArchiveError(f"not a gzip-compressed tar ({exc})") from None
     except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:  # a name twice

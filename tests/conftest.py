@@ -73,21 +73,7 @@ class Clients:
     async def upload(
         self, data: bytes, filename: str = "data.csv", media_type: str = "text/csv"
     ) -> str:
-        async def messages() -> AsyncIterator[asv.UploadInputRequest]:
-            yield asv.UploadInputRequest(
-                metadata=asv.UploadMetadata(
-                    parent=TENANT,
-                    filename=filename,
-                    media_type=media_type,
-                    sha256=hashlib.sha256(data).hexdigest(),
-                )
-            )
-            for i in range(0, len(data), 65536):
-                yield asv.UploadInputRequest(chunk=data[i : i + 65536])
-            if not data:
-                return
-
-        res = await self.artifacts.UploadInput(messages())
+        res = await self.artifacts.UploadInput(upload_messages(TENANT, data, filename, media_type))
         return res.artifact.name
 
     async def watch(self, run: str, into: list[rp.RunEvent]) -> None:
@@ -99,6 +85,29 @@ class Clients:
                 for e in res.events
             ):
                 return
+
+
+def upload_messages(
+    parent: str,
+    data: bytes,
+    filename: str = "source.tar.gz",
+    media_type: str = SOURCE_MEDIA_TYPE,
+) -> AsyncIterator[asv.UploadInputRequest]:
+    """An UploadInput stream of `data` (a source archive unless told otherwise)."""
+
+    async def messages() -> AsyncIterator[asv.UploadInputRequest]:
+        yield asv.UploadInputRequest(
+            metadata=asv.UploadMetadata(
+                parent=parent,
+                filename=filename,
+                media_type=media_type,
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+        for i in range(0, len(data), 65536):
+            yield asv.UploadInputRequest(chunk=data[i : i + 65536])
+
+    return messages()
 
 
 def packed(directory: Path) -> bytes:

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
@@ -57,6 +58,7 @@ class Guarded:
     issuer: TrustedIssuer
     runs: rsg.RunServiceAsyncStub
     tools: tsg.ToolServiceAsyncStub
+    artifacts: asg.ArtifactServiceAsyncStub
 
 
 @pytest.fixture
@@ -65,6 +67,12 @@ async def guarded(trusted: TrustedIssuer, tmp_path: Path) -> AsyncIterator[Guard
     app = ControlApp(control_settings(tmp_path, auth=auth))
     await app.start("127.0.0.1:0")
     channel: grpc.aio.Channel = insecure_channel(f"127.0.0.1:{app.port}")
-    yield Guarded(app, trusted, rsg.RunServiceStub(channel), tsg.ToolServiceStub(channel))
+    yield Guarded(
+        app,
+        trusted,
+        rsg.RunServiceStub(channel),
+        tsg.ToolServiceStub(channel),
+        asg.ArtifactServiceStub(channel),
+    )
     await channel.close()
     await app.stop(0.5)

@@ -21,7 +21,7 @@ from flnet.toolspec import load_tool_spec
 from tests.access.conftest import REFRESH_INTERVAL, Guarded
 from tests.access.issuers import TrustedIssuer, forge, other_key, public_pem
 from tests.auth.issuer import b64, bearer
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, packed, upload_messages
 from tests.status import reason
 
 LIST_RUNS = "/flnet.api.control.v1.RunService/ListRuns"
@@ -125,10 +125,13 @@ async def test_rotated_issuer_keys_are_accepted_without_restart(guarded: Guarded
 async def test_tenants_do_not_see_each_other(guarded: Guarded) -> None:
     acme = bearer(await guarded.issuer.token("acme-app"))
     globex = bearer(await guarded.issuer.token("globex-app"))
+    noop = FIXTURES / "tools" / "noop"
+    upload = upload_messages("tenants/acme", packed(noop))
+    archive = (await guarded.artifacts.UploadInput(upload, metadata=acme)).artifact.name
     created = await guarded.tools.CreateToolVersion(
         ts.CreateToolVersionRequest(
             parent="tenants/acme/tools/secret",
-            tool_version=load_tool_spec(FIXTURES / "tools" / "noop").version,
+            tool_version=load_tool_spec(noop).with_source(archive),
         ),
         metadata=acme,
     )

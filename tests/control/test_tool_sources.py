@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
@@ -28,7 +27,15 @@ from flnet.control.tools import contract_sha256
 from flnet.sources import MEDIA_TYPE, pack_source
 from flnet.structs import dict_to_struct
 from flnet.toolspec import load_tool_spec
-from tests.conftest import FIXTURES, TENANT, Clients, clients_for, packed, request_id
+from tests.conftest import (
+    FIXTURES,
+    TENANT,
+    Clients,
+    clients_for,
+    packed,
+    request_id,
+    upload_messages,
+)
 from tests.identity import IDENTITY
 from tests.retention.support import Gc, download, finished_run, gc_of
 from tests.status import reason, violations
@@ -114,21 +121,6 @@ async def refused(
 
 async def upload_source(api: Clients, data: bytes) -> str:
     return await api.upload(data, "source.tar.gz", MEDIA_TYPE)
-
-
-def upload_messages(parent: str, data: bytes) -> AsyncIterator[asv.UploadInputRequest]:
-    async def messages() -> AsyncIterator[asv.UploadInputRequest]:
-        yield asv.UploadInputRequest(
-            metadata=asv.UploadMetadata(
-                parent=parent,
-                filename="source.tar.gz",
-                media_type=MEDIA_TYPE,
-                sha256=hashlib.sha256(data).hexdigest(),
-            )
-        )
-        yield asv.UploadInputRequest(chunk=data)
-
-    return messages()
 
 
 def sources_dir(control: ControlApp) -> Path:

@@ -134,7 +134,10 @@ async def test_engine_environment_and_credential_file(
     assert env["FLNET_RUN"] == run
     assert env["FLNET_CONTROL_ADDRESS"] == "127.0.0.1:50051"
     assert env["FLNET_CREDENTIAL_FILE"] == str(workdir / "credential")
-    assert env["FLNET_TOOL_DIR"] == str(tool_dir)
+    # The run's own copy of the source directory it was given.
+    assert env["FLNET_TOOL_DIR"] == str(workdir / "tool")
+    copied = sorted(p.name for p in (workdir / "tool").iterdir())
+    assert copied == sorted(p.name for p in tool_dir.iterdir())
     assert env["FLNET_ENTRYPOINT"] == "tool.py:main"
     assert env["FLNET_INPUT_DIR"] == str(workdir / "input")
     assert env["FLNET_OUTPUT_DIR"] == str(workdir / "output")
