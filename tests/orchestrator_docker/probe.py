@@ -224,7 +224,7 @@ def _attempt(action: Callable[[], object]) -> str:
     return "allowed"
 
 
-def _connect(family: int, kind: int, address: object) -> None:
+def _connect(family: int, kind: int, address: tuple[str, int] | str) -> None:
     with socket.socket(family, kind) as conn:
         conn.settimeout(2)
         conn.connect(address)
