@@ -26,7 +26,7 @@ from flnet import __version__
 from .config import ConfigError, build_config
 from .context import Context, Outputs
 from .engine import run_engine
-from .errors import Cancelled
+from .errors import Cancelled, InvalidConfig, InvalidInput
 from .settings import EngineConfig, EngineConfigError
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "Context",
     "EngineConfig",
     "EngineConfigError",
+    "InvalidConfig",
+    "InvalidInput",
     "Outputs",
     "__version__",
     "build_config",

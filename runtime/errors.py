@@ -27,6 +27,27 @@ class Cancelled(Exception):
     it itself to stop early after seeing `ctx.cancelled`."""
 
 
+class InvalidInput(Exception):
+    """Raised by a tool whose input is not what it can use (a malformed row, a missing
+    column): the run ends INPUT_INVALID, the user's fault, with this message and no
+    traceback. `input` names the declared input, when one is at fault."""
+
+    def __init__(self, message: str, *, input: str = "") -> None:
+        super().__init__(message)
+        self.input = input
+
+
+class InvalidConfig(Exception):
+    """Raised by a tool that finds, while it runs, a configuration its schema let through
+    but it cannot use (two settings that contradict each other): the run ends CONFIG_INVALID,
+    the user's fault, with this message and no traceback. `path` names the setting
+    ("model.depth"), when one is at fault."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class ToolLoadError(Exception):
     """The tool's entrypoint cannot be loaded; `error` is what the engine proposes."""
 
@@ -77,6 +98,8 @@ def error_from_exception(
     address-space cap (the process backend without a cgroup: nothing was killed) or without
     one, and a full disk (the run's writable space)."""
     message = str(exc) or exception_type_name(exc)
+    if isinstance(exc, InvalidInput | InvalidConfig):
+        return _users_fault(exc, message, phase)
     if isinstance(exc, MemoryError):
         cap = _address_space_cap()
         if cap is not None:
@@ -95,6 +118,22 @@ def error_from_exception(
         error_type=exception_type_name(exc),
         traceback=format_traceback(exc, skip_frames=skip_frames),
         context=runtime_context(),
+    )
+
+
+def _users_fault(exc: InvalidInput | InvalidConfig, message: str, phase: int) -> lc.RunError:
+    """What the tool said of its user's input or configuration: the message, where it is
+    at fault, no traceback (nothing in the tool went wrong)."""
+    if isinstance(exc, InvalidInput):
+        reason, where = R.ERROR_REASON_INPUT_INVALID, {"input": exc.input}
+    else:
+        reason, where = R.ERROR_REASON_CONFIG_INVALID, {"path": exc.path}
+    return lifecycle.make_error(
+        reason,
+        message,
+        phase=phase,
+        error_type=type(exc).__name__,
+        context={**{k: v for k, v in where.items() if v}, **runtime_context()},
     )
 
 

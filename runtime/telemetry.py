@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
@@ -546,6 +547,9 @@ class ToolThreadRouter(logging.Handler):
     def unroute(self, thread_id: int) -> None:
         self._routes.pop(thread_id, None)
 
+    def handler_of(self, thread_id: int) -> PlatformLogHandler | None:
+        return self._routes.get(thread_id)
+
     def is_tool_thread(self, thread_id: int | None = None) -> bool:
         return (threading.get_ident() if thread_id is None else thread_id) in self._routes
 
@@ -562,6 +566,55 @@ class ToolThreadRouter(logging.Handler):
 ROUTER = ToolThreadRouter()
 
 
+class ToolOutput(io.TextIOBase):
+    """sys.stdout or sys.stderr while an engine runs: what a tool thread prints becomes log
+    lines of its run, a line at a time (logger "stdout" at INFO, "stderr" at WARNING); what
+    other threads print goes to the stream it stands in for. Threads the tool starts itself
+    are not its run's: their prints go to the stream."""
+
+    def __init__(self, stream: TextIO, name: str, level: int) -> None:
+        super().__init__()
+        self.stream = stream
+        self.name = name
+        self.level = level
+        self._pending: dict[int, str] = {}
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8") or "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        thread = threading.get_ident()
+        handler = ROUTER.handler_of(thread)
+        if handler is None:
+            return self.stream.write(text)
+        *lines, rest = (self._pending.pop(thread, "") + text).split("\n")
+        for line in lines:
+            self._emit(handler, line)
+        if rest:
+            self._pending[thread] = rest
+        return len(text)
+
+    def flush(self) -> None:
+        thread = threading.get_ident()
+        handler = ROUTER.handler_of(thread)
+        rest = self._pending.pop(thread, "")
+        if handler is not None and rest:
+            self._emit(handler, rest)
+        self.stream.flush()
+
+    def _emit(self, handler: PlatformLogHandler, line: str) -> None:
+        if len(line) > MAX_TEXT_CHARS:
+            line = _cut(line)
+        handler.buffer.append((LOG, time.time_ns(), self.level, line, self.name, "", 0, "", None))
+
+
 class NotFromToolThreads(logging.Filter):
     """Keeps the engine's own stderr handler quiet about records the platform receives."""
 
@@ -571,7 +624,8 @@ class NotFromToolThreads(logging.Filter):
 
 def install_router(level: int = logging.INFO) -> Callable[[], None]:
     """Puts the router on the root logger (lowering the root level to `level` if it is
-    higher, so that a tool's `logging.info` is seen) and returns the undo function."""
+    higher, so that a tool's `logging.info` is seen) and tool threads' prints into their
+    runs' logs (ToolOutput); returns the undo function."""
     root = logging.getLogger()
     previous = root.level
     added = ROUTER not in root.handlers
@@ -579,11 +633,17 @@ def install_router(level: int = logging.INFO) -> Callable[[], None]:
         root.addHandler(ROUTER)
     if root.level == logging.NOTSET or root.level > level:
         root.setLevel(level)
+    streams = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, ToolOutput):
+        sys.stdout = ToolOutput(sys.stdout, "stdout", logging.INFO)
+    if not isinstance(sys.stderr, ToolOutput):
+        sys.stderr = ToolOutput(sys.stderr, "stderr", logging.WARNING)
 
     def undo() -> None:
         if added:
             root.removeHandler(ROUTER)
         root.setLevel(previous)
+        sys.stdout, sys.stderr = streams
 
     return undo
 

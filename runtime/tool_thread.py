@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -98,6 +99,9 @@ def start_tool_thread(
         except BaseException as exc:
             outcome = exc
         finally:
+            for stream in (sys.stdout, sys.stderr):  # a last line printed without a newline
+                with contextlib.suppress(Exception):
+                    stream.flush()
             ROUTER.unroute(ident)
             with contextlib.suppress(RuntimeError):  # the loop is gone
                 loop.call_soon_threadsafe(deliver, outcome)

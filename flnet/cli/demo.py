@@ -16,6 +16,7 @@ from flnet.cli import render
 from flnet.cli.login import access_token, dev_login, save_credentials
 from flnet.cli.stack import Stack, run_stack
 from flnet.client import FlnetClient
+from flnet.client.filenames import output_filename
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -73,7 +74,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             target.mkdir(parents=True, exist_ok=True)
             verified: dict[str, str] = {}
             for output in run.outputs:
-                path = target / output.output_name
+                path = target / output_filename(output)
                 digest = await c.download(output.name, path)
                 if digest != output.sha256:
                     say(f"[red]{path}: sha256 {digest} != {output.sha256}[/red]")

@@ -162,5 +162,5 @@ def _show(args: argparse.Namespace, built: BuiltImage) -> None:
 
 
 def _error(error: object) -> int:
-    render.console.print(f"[red]error[/red] {error}")
+    render.errors.print(f"[red]error[/red] {error}")
     return 2

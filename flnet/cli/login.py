@@ -455,7 +455,7 @@ async def login(args: argparse.Namespace) -> int:
                 )
             save_credentials(data_dir, credentials)
     except (LoginError, OSError) as e:
-        render.console.print(f"[red]error[/red] {e}")
+        render.errors.print(f"[red]error[/red] {e}")
         return 2
     _show(args, credentials, credentials_path(data_dir))
     return 0

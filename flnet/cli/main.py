@@ -9,7 +9,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from flnet.cli import render
 from flnet.cli.images import add_image_commands
 from flnet.cli.login import access_token, add_login_command
 from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
-from flnet.client import FlnetClient, compare_outputs
+from flnet.client import CallError, FlnetClient, compare_outputs
+from flnet.client.filenames import output_filename
 from flnet.datadir import default_data_dir
 from flnet.oauth import LoginError
 from flnet.orchestrator.backends import BACKENDS, DEFAULT_BACKEND
@@ -75,20 +76,29 @@ def client(args: argparse.Namespace) -> FlnetClient:
 
 
 async def follow(c: FlnetClient, run: str, args: argparse.Namespace) -> int:
-    """Streams a run until it ends; exit status 0 only for FINISHED."""
+    """Streams a run until it ends; exit status 0 only for FINISHED. Ctrl-C stops watching,
+    not the run, and says so."""
     final = lc.RUN_STATE_UNSPECIFIED
-    if args.output == "json":
-        async for event in c.watch(run):
-            render.print_json(event)
-            if event.HasField("state_change"):
-                final = event.state_change.to_state
-    else:
-        with render.WatchView() as view:
+    name = await c.run_name(run)
+    try:
+        if args.output == "json":
             async for event in c.watch(run):
-                view.show(event)
+                render.print_json(event)
                 if event.HasField("state_change"):
                     final = event.state_change.to_state
-        render.run_detail(await c.get_run(run))
+        else:
+            render.console.print(f"watching {name} (Ctrl-C stops watching; the run goes on)")
+            with render.WatchView() as view:
+                async for event in c.watch(run):
+                    view.show(event)
+                    if event.HasField("state_change"):
+                        final = event.state_change.to_state
+            render.run_detail(await c.get_run(run))
+    except asyncio.CancelledError:  # Ctrl-C
+        render.errors.print(
+            f"stopped watching; {name} goes on (`flnet run cancel {render.short(name)}` cancels it)"
+        )
+        raise
     return 0 if final == lc.RUN_STATE_FINISHED else 1
 
 
@@ -162,6 +172,12 @@ async def run_watch(args: argparse.Namespace) -> int:
 
 async def run_cancel(args: argparse.Namespace) -> int:
     async with client(args) as c:
+        ended = await c.get_run(args.run)
+        if lifecycle.is_terminal(ended.state):
+            raise ValueError(
+                f"{ended.name} had already ended ({lifecycle.state_name(ended.state)}): "
+                "nothing to cancel"
+            )
         run = await c.cancel(args.run, args.reason)
     if args.output == "json":
         render.print_json(run)
@@ -178,7 +194,7 @@ async def run_outputs(args: argparse.Namespace) -> int:
             target = Path(args.download)
             target.mkdir(parents=True, exist_ok=True)
             for o in outputs:
-                path = target / o.output_name
+                path = target / output_filename(o)
                 if await c.download(o.name, path) != o.sha256:
                     raise SystemExit(f"error: {path} does not match its recorded sha256")
                 saved[o.output_name] = str(path)
@@ -330,21 +346,16 @@ async def dev_test(args: argparse.Namespace) -> int:
 
 async def up(args: argparse.Namespace) -> int:
     if args.replicas < 1:
-        render.console.print("[red]error[/red] --replicas: at least 1")
-        return 2
-    try:
-        stack = Stack(
-            args.data_dir,
-            args.control_port,
-            args.orchestrator_port,
-            backend=args.backend,
-            oidc_port=args.oidc_port,
-            gateway_port=args.gateway_port,
-            replicas=args.replicas,
-        )
-    except ValueError as e:
-        render.console.print(f"[red]error[/red] {e}")
-        return 2
+        raise ValueError("--replicas: at least 1")
+    stack = Stack(
+        args.data_dir,
+        args.control_port,
+        args.orchestrator_port,
+        backend=args.backend,
+        oidc_port=args.oidc_port,
+        gateway_port=args.gateway_port,
+        replicas=args.replicas,
+    )
     ready = asyncio.Event()
 
     async def announce() -> None:
@@ -371,17 +382,50 @@ async def demo(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flnet", description="FLNet: governed scientific tools.")
+def add_global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes, before or after its name (`flnet up --data-dir D`).
+    After it they override what was given before; without `defaults` they set nothing
+    when absent."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=default_data_dir(),
+        default=default(default_data_dir()),
         help="platform data ($FLNET_DATA_DIR, default ~/.local/share/flnet)",
     )
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    p.add_argument("--address", help="control plane address (default: from endpoints.json)")
-    p.add_argument("--tenant", help="tenant of the resources (default: the token's)")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default=default("text"),
+        help="json: results as JSON on stdout, errors as JSON on stderr",
+    )
+    p.add_argument(
+        "--address",
+        default=default(None),
+        help="control plane address (default: from endpoints.json)",
+    )
+    p.add_argument(
+        "--tenant", default=default(None), help="tenant of the resources (default: the token's)"
+    )
+
+
+def _commands(p: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every command's own parser (the leaves of the subcommand tree)."""
+    groups = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield p
+    for group in groups:
+        for child in dict.fromkeys(group.choices.values()):  # aliases appear twice
+            yield from _commands(child)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flnet", description="FLNet: governed scientific tools.")
+    add_global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True)
 
     def cmd(parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -529,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(dev, "test", dev_test, "execute the tool once in a development session")
     s.add_argument("run")
     s.add_argument("-w", "--watch", action="store_true")
+    for command in _commands(p):
+        if "component" not in command._defaults:  # `control serve`: its own flags follow
+            add_global_options(command, defaults=False)
     return p
 
 
@@ -552,13 +599,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = asyncio.run(args.handler(args))
     except grpc.aio.AioRpcError as e:
-        render.console.print(f"[red]error[/red] {e.code().name}: {e.details()}", markup=True)
+        render.error(CallError.of(e), json_output=args.output == "json")
         code = 2
     except (StackNotRunning, ToolSpecError, ValueError, LoginError) as e:
-        render.console.print(f"[red]error[/red] {e}")
+        render.error(str(e), json_output=args.output == "json")
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `flnet run list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)
 
 

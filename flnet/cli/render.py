@@ -11,8 +11,9 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -20,25 +21,47 @@ from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
+from flnet.client import CallError
 from flnet.structs import struct_to_dict
 
 console = Console(highlight=False)
+errors = Console(highlight=False, stderr=True)
 STATE_STYLE = {"FINISHED": "green", "ERROR": "red", "CANCELLED": "yellow"}
 
 
 def to_json(value: Any) -> Any:
+    """`value` as JSON values. Whole numbers print as integers: a configuration's numbers are
+    doubles on the wire (google.protobuf.Struct), and `epochs: 8.0` is not what was set."""
     if isinstance(value, Message):
-        return json_format.MessageToDict(value)
+        return to_json(json_format.MessageToDict(value))
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
     return value
 
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(to_json(value), indent=None, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def error(problem: CallError | str, *, json_output: bool) -> None:
+    """A command's failure, on stderr: one JSON object (`-o json`), or a line with the
+    status code and message followed by each field at fault."""
+    call = problem if isinstance(problem, CallError) else None
+    if json_output:
+        body = call.to_json() if call else {"message": problem}
+        sys.stderr.write(json.dumps({"error": body}, sort_keys=True) + "\n")
+        return
+    if call is None:
+        errors.print(f"[red]error[/red] {escape(str(problem))}")
+        return
+    errors.print(f"[red]error[/red] {call.code}: {escape(call.message)}")
+    for field, description in call.violations:
+        errors.print(f"  {escape(field)}: {escape(description)}")
 
 
 def short(name: str) -> str:
@@ -80,7 +103,9 @@ def tool_detail(tool: tp.Tool, versions: Iterable[tp.ToolVersion]) -> None:
 
 
 def runs_table(runs: Iterable[rp.Run]) -> None:
-    table = Table("run", "tool version", "state", "created", "ended")
+    # Ids are never cut (a run is named by them); the other columns give way.
+    table = Table(Column("run", no_wrap=True, min_width=20), "tool version", "state", "created",
+                  "ended")  # fmt: skip
     for r in runs:
         tv = r.tool_version.split("/tools/", 1)[-1].replace("/versions/", "@")
         table.add_row(short(r.name), tv, state(r.state), when(r.create_time), when(r.end_time))
@@ -119,7 +144,7 @@ def gc_summary(report: Mapping[str, Any]) -> None:
         table.add_row(what, count, str(size))
     console.print(table)
     for error in report["errors"]:
-        console.print(f"[red]error[/red] {error}")
+        errors.print(f"[red]error[/red] {error}")
 
 
 def run_detail(run: rp.Run) -> None:

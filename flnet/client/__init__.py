@@ -16,6 +16,7 @@ It needs the runtime's dependencies only (grpcio, protobuf) and PyYAML for tool.
 """
 
 from .control import FlnetClient, compare_outputs, tenant_of
+from .errors import CallError
 from .tokens import unverified_claims
 
-__all__ = ["FlnetClient", "compare_outputs", "tenant_of", "unverified_claims"]
+__all__ = ["CallError", "FlnetClient", "compare_outputs", "tenant_of", "unverified_claims"]

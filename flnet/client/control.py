@@ -33,6 +33,9 @@ from flnet.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 
 from .tokens import unverified_claims
 
+#: The length of the run ids the control plane issues.
+RUN_ID_CHARS = 20
+
 
 class FlnetClient:
     """One channel to the control plane, and the operations the CLI offers. Every call
@@ -58,9 +61,28 @@ class FlnetClient:
         if self._channel is not None:
             await self._channel.close()
 
-    def run_name(self, run: str) -> str:
-        """Accepts a full resource name or a bare run id."""
-        return run if run.startswith("tenants/") else f"{self.tenant}/runs/{run}"
+    async def run_name(self, run: str) -> str:
+        """Accepts a full resource name, a run id, or an unambiguous prefix of one (looked up
+        among the tenant's runs; ValueError when none or several match)."""
+        if run.startswith("tenants/") or len(run) >= RUN_ID_CHARS:
+            return run if run.startswith("tenants/") else f"{self.tenant}/runs/{run}"
+        if not run:
+            raise ValueError("no run named")
+        matches: list[str] = []
+        token = ""
+        while True:
+            page = await self.runs.ListRuns(
+                rs.ListRunsRequest(parent=self.tenant, page_size=1000, page_token=token)
+            )
+            matches += [r.name for r in page.runs if r.name.rsplit("/", 1)[1].startswith(run)]
+            token = page.next_page_token
+            if not token or len(matches) > 1:
+                break
+        if not matches:
+            raise ValueError(f"no run of {self.tenant} has an id starting with {run!r}")
+        if len(matches) > 1:
+            raise ValueError(f"{run!r} is the start of several runs' ids; give more of it")
+        return matches[0]
 
     # tools
     async def register_tool(
@@ -202,7 +224,7 @@ class FlnetClient:
 
     async def outputs(self, run: str) -> list[ap.Artifact]:
         res = await self.artifacts.ListArtifacts(
-            asv.ListArtifactsRequest(parent=self.run_name(run), page_size=1000)
+            asv.ListArtifactsRequest(parent=await self.run_name(run), page_size=1000)
         )
         return list(res.artifacts)
 
@@ -226,7 +248,7 @@ class FlnetClient:
         )
 
     async def get_run(self, run: str) -> rp.Run:
-        return (await self.runs.GetRun(rs.GetRunRequest(name=self.run_name(run)))).run
+        return (await self.runs.GetRun(rs.GetRunRequest(name=await self.run_name(run)))).run
 
     async def list_runs(
         self, tool: str = "", states: Sequence[int] = (), limit: int = 50
@@ -248,13 +270,15 @@ class FlnetClient:
 
     async def cancel(self, run: str, reason: str) -> rp.Run:
         return (
-            await self.runs.CancelRun(rs.CancelRunRequest(name=self.run_name(run), reason=reason))
+            await self.runs.CancelRun(
+                rs.CancelRunRequest(name=await self.run_name(run), reason=reason)
+            )
         ).run
 
     async def reproduce(self, run: str) -> rp.Run:
         return (
             await self.runs.ReproduceRun(
-                rs.ReproduceRunRequest(name=self.run_name(run), request_id=uuid.uuid4().hex)
+                rs.ReproduceRunRequest(name=await self.run_name(run), request_id=uuid.uuid4().hex)
             )
         ).run
 
@@ -265,7 +289,9 @@ class FlnetClient:
         size = 0
         f = None
         try:
-            async for msg in self.runs.ExportRun(rs.ExportRunRequest(name=self.run_name(run))):
+            async for msg in self.runs.ExportRun(
+                rs.ExportRunRequest(name=await self.run_name(run))
+            ):
                 if f is None:
                     target = target or Path(msg.filename or "run.crate.zip")
                     tmp = target.with_name(target.name + ".part")
@@ -291,7 +317,7 @@ class FlnetClient:
     ) -> AsyncIterator[rp.RunEvent]:
         """A run's events until it ends. When the control plane goes away (a restart), the
         stream resumes after the last event seen, for up to `reconnect_for` seconds."""
-        name = self.run_name(run)
+        name = await self.run_name(run)
         lost_since: float | None = None
         while True:
             try:
@@ -315,12 +341,16 @@ class FlnetClient:
     async def dev_config(self, run: str, values: Mapping[str, Any]) -> rp.Run:
         return (
             await self.runs.UpdateDevConfig(
-                rs.UpdateDevConfigRequest(name=self.run_name(run), config=dict_to_struct(values))
+                rs.UpdateDevConfigRequest(
+                    name=await self.run_name(run), config=dict_to_struct(values)
+                )
             )
         ).run
 
     async def dev_test(self, run: str) -> rp.Run:
-        return (await self.runs.StartDevTest(rs.StartDevTestRequest(name=self.run_name(run)))).run
+        return (
+            await self.runs.StartDevTest(rs.StartDevTestRequest(name=await self.run_name(run)))
+        ).run
 
 
 def tenant_of(token: str) -> str:

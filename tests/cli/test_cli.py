@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.cli.stack import Stack, free_port
+from flnet.client.filenames import output_filename
 from flnet.client.tokens import unverified_claims
 from tests.conftest import EXAMPLES
 from tests.export.crate import check_crate
@@ -107,7 +109,7 @@ def test_register_submit_watch_download(stack: Path, tmp_path: Path) -> None:
     assert got["config"]["percentiles"] == [10, 90]
     out = flnet_json(stack, "run", "outputs", run, "--download", str(tmp_path / "out"))
     [stats] = out["outputs"]
-    data = (tmp_path / "out" / "stats").read_bytes()
+    data = (tmp_path / "out" / "stats.json").read_bytes()  # named for its media type
     assert hashlib.sha256(data).hexdigest() == stats["sha256"]
     assert set(json.loads(data)["columns"]) == {
         "sepal_length",
@@ -121,12 +123,57 @@ def test_register_submit_watch_download(stack: Path, tmp_path: Path) -> None:
     assert [r["name"] for r in runs] == [run]
     again = flnet(stack, "run", "reproduce", run, "--watch")
     assert again.returncode == 0
+    rough_edges(stack, run)
+
+
+def rough_edges(stack: Path, ended: str) -> None:
+    """Issue 13's CLI points, on a stack with an ended run."""
+    # Global options after the command too; JSON keeps integers integers.
+    after = flnet(stack, "run", "get", ended, "-o", "json")
+    assert '"percentiles": [10, 90]' in after.stdout
+    # -o json: errors are one JSON object on stderr, stdout carries results only.
+    missing = flnet(stack, "run", "get", "nope", "-o", "json", check=False)
+    assert (missing.returncode, missing.stdout) == (2, "")
+    error = json.loads(missing.stderr)["error"]
+    assert error["code"] == "NOT_FOUND" and "nope" in error["message"]
+    tool = EXAMPLES / "csv_stats"
+    bad = flnet(
+        stack, "-o", "json", "run", "submit", "csv-stats", "-i", f"data={tool / 'sample.csv'}",
+        "-c", "percentiles=oops", check=False,
+    )  # fmt: skip
+    assert (bad.returncode, bad.stdout) == (2, "")
+    error = json.loads(bad.stderr)["error"]
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "CONFIG_INVALID")
+    assert [v["field"] for v in error["violations"]] == ["run.config.percentiles"]
+    # In text, the fields at fault follow the status line.
+    bad = flnet(stack, "run", "submit", "csv-stats", "-c", "percentiles=oops", check=False)
+    assert "INVALID_ARGUMENT" in bad.stderr and "  run.config.percentiles: " in bad.stderr
+    # A run is named by an unambiguous start of its id; run list shows whole ids.
+    run_id = ended.rsplit("/", 1)[1]
+    assert json.loads(flnet(stack, "-o", "json", "run", "get", run_id[:8]).stdout)["name"] == ended
+    nowhere = flnet(stack, "run", "get", "zz", check=False)
+    assert nowhere.returncode == 2 and "has an id starting with 'zz'" in nowhere.stderr
+    assert run_id in flnet(stack, "run", "list", env={"COLUMNS": "40"}).stdout
+    # Cancelling an ended run says so and fails.
+    cancel = flnet(stack, "run", "cancel", ended, check=False)
+    assert cancel.returncode == 2
+    assert "had already ended (FINISHED): nothing to cancel" in " ".join(cancel.stderr.split())
+    # A reader that closed the pipe ends the command quietly.
+    closed = subprocess.Popen(
+        [*FLNET, "--data-dir", str(stack), "-o", "json", "run", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert closed.stdout is not None and closed.stderr is not None
+    closed.stdout.close()
+    assert closed.wait(timeout=60) == 0
+    assert closed.stderr.read() == b""
 
 
 def test_errors_are_reported_with_their_code(stack: Path) -> None:
     result = flnet(stack, "run", "get", "nope", check=False)
     assert result.returncode == 2
-    assert "NOT_FOUND" in result.stdout
+    assert "NOT_FOUND" in result.stderr and not result.stdout
     result = flnet(stack, "run", "submit", "csv-stats", check=False)
     assert result.returncode == 2
 
@@ -134,7 +181,7 @@ def test_errors_are_reported_with_their_code(stack: Path) -> None:
 def test_commands_without_a_stack_say_so(tmp_path: Path) -> None:
     result = flnet(tmp_path, "run", "list", check=False)
     assert result.returncode == 2
-    assert "flnet up" in result.stdout
+    assert "flnet up" in result.stderr
 
 
 @pytest.mark.timeout(180)
@@ -172,7 +219,7 @@ def test_dev_session_config_and_tests_without_restart(stack: Path) -> None:
         updated = flnet_json(stack, "dev", "config", session, "epochs=3", "learning_rate=0.1")
         assert updated["config"]["epochs"] == 3
         bad = flnet(stack, "dev", "config", session, "epochs=0", check=False)
-        assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stdout
+        assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
 
         finished = []
         for _ in range(2):  # two executions by the same, still running engine process
@@ -454,3 +501,22 @@ def test_flnet_up_refuses_replicas_it_cannot_run(
     assert done.returncode == 2
     assert message in " ".join((done.stdout + done.stderr).split())
     assert not (tmp_path / "endpoints.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("output_name", "media_type", "filename"),
+    [
+        ("stats", "application/json", "stats.json"),
+        ("table", "text/csv; charset=utf-8", "table.csv"),
+        ("notes", "text/plain", "notes.txt"),
+        ("weights", "application/octet-stream", "weights"),
+        ("model.pt", "application/octet-stream", "model.pt"),
+        ("plot", "image/png", "plot.png"),
+        ("report.html", "text/html", "report.html"),
+    ],
+)
+def test_downloaded_outputs_are_named_for_their_media_type(
+    output_name: str, media_type: str, filename: str
+) -> None:
+    artifact = ap.Artifact(output_name=output_name, media_type=media_type)
+    assert output_filename(artifact) == filename

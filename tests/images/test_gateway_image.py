@@ -82,6 +82,6 @@ def test_a_gateway_image_needs_its_base_image(docker_engine: None) -> None:
         check=False,
     )
     assert done.returncode == 2
-    said = " ".join(done.stdout.split())
+    said = " ".join(done.stderr.split())
     assert "the base image flnet-test/no-such-base:0 is missing" in said
     assert "flnet image build-base" in said

@@ -83,4 +83,4 @@ def test_cli_builds_the_base_and_a_tool_image(csv_stats_image: Built) -> None:
 def test_cli_names_a_tool_without_build_context(tmp_path: Path) -> None:
     done = flnet("image", "build", str(FIXTURES / "tools" / "noop"))
     assert done.returncode == 2
-    assert "names no image build context" in done.stdout
+    assert "names no image build context" in done.stderr

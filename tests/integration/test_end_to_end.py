@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
@@ -64,6 +65,63 @@ async def test_tool_exception_is_an_error_with_traceback(stack: Stack) -> None:
     assert e.error_type == "ValueError"
     assert "the tool failed on purpose" in e.message
     assert "Traceback" in e.traceback and "tool.py" in e.traceback
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason", "message", "where"),
+    [
+        ("invalid_input", lc.ERROR_REASON_INPUT_INVALID, "row 3 has no 'label' column", "input"),
+        (
+            "invalid_config",
+            lc.ERROR_REASON_CONFIG_INVALID,
+            "seconds must exceed wait when lines are asked for",
+            "path",
+        ),
+    ],
+)
+async def test_a_tool_can_say_its_user_is_at_fault(
+    stack: Stack, mode: str, reason: int, message: str, where: str
+) -> None:
+    """InvalidInput and InvalidConfig end the run as the user's fault, with the tool's
+    message and where it is at fault, without a traceback in the error or the run's log."""
+    version = await stack.register()
+    run = await stack.submit(version.name, mode=mode)
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_ERROR
+    e = done.error
+    assert (e.reason, e.kind, e.phase, e.retry_safe) == (
+        reason,
+        lc.ERROR_KIND_USER,
+        S.RUN_STATE_RUNNING,
+        False,
+    )
+    assert e.message == message
+    assert e.error_type == mode.title().replace("_", "")
+    assert e.context[where] == {"input": "data", "path": "seconds"}[where]
+    assert e.traceback == ""
+    events = (await stack.api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events
+    assert not [ev for ev in events if ev.HasField("log") and ev.log.traceback]
+
+
+async def test_what_a_tool_prints_is_in_its_log(stack: Stack) -> None:
+    version = await stack.register()
+    run = await stack.submit(version.name, mode="print", lines=3)
+    done = await stack.wait_state(run.name)
+    assert done.state == S.RUN_STATE_FINISHED, done.error
+    events = (await stack.api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events
+    printed = [
+        (e.log.logger, e.log.severity, e.log.message)
+        for e in events
+        if e.HasField("log") and e.log.logger in ("stdout", "stderr")
+    ]
+    info, warning = tm.LOG_SEVERITY_INFO, tm.LOG_SEVERITY_WARNING
+    assert printed == [
+        ("stdout", info, "printed 0"),
+        ("stdout", info, "printed 1"),
+        ("stdout", info, "printed 2"),
+        ("stderr", warning, "to stderr"),
+        ("stdout", info, "no newline at the end"),
+    ]
 
 
 async def test_nonzero_exit_is_an_error_with_its_code(stack: Stack) -> None:

@@ -106,12 +106,12 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], says: str
 def test_a_database_gc_cannot_use_is_a_usage_error(tmp_path: Path) -> None:
     none = flnet(tmp_path, {"FLNET_DATABASE_URL": ""}, "gc")
     assert none.returncode == 2
-    assert "no database at" in none.stdout and "flnet db upgrade" in none.stdout
+    assert "no database at" in none.stderr and "flnet db upgrade" in none.stderr
     assert not (tmp_path / "flnet.db").exists()
     url = f"postgresql+asyncpg://flnet:secret-pw@127.0.0.1:{free_port()}/flnet"
     down = flnet(tmp_path, {}, "gc", "--database-url", url)
     assert down.returncode == 2
-    assert "cannot reach the database" in down.stdout
+    assert "cannot reach the database" in down.stderr
     assert "secret-pw" not in down.stdout + down.stderr
 
 

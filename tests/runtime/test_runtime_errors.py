@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
-from flnet.runtime import ConfigError
+from flnet.runtime import ConfigError, InvalidConfig, InvalidInput
 from flnet.runtime.errors import (
     ToolLoadError,
     config_error,
@@ -123,6 +123,42 @@ def test_internal_reason_is_the_platforms_and_retry_safe() -> None:
     assert error.kind == K.ERROR_KIND_PLATFORM
     assert error.retry_safe is True
     assert error.phase == S.RUN_STATE_STARTED
+
+
+def test_invalid_input_and_config_are_the_users_fault_without_a_traceback() -> None:
+    def bad_input() -> None:
+        raise InvalidInput("row 3 has no 'label' column", input="data")
+
+    error = error_from_exception(_caught(bad_input), phase=S.RUN_STATE_RUNNING)
+    assert (error.reason, error.kind, error.retry_safe) == (
+        R.ERROR_REASON_INPUT_INVALID,
+        K.ERROR_KIND_USER,
+        False,
+    )
+    assert (error.message, error.error_type, error.traceback) == (
+        "row 3 has no 'label' column",
+        "InvalidInput",
+        "",
+    )
+    assert error.context["input"] == "data"
+
+    def bad_config() -> None:
+        raise InvalidConfig("depth exceeds the data's columns", path="model.depth")
+
+    error = error_from_exception(_caught(bad_config), phase=S.RUN_STATE_RUNNING)
+    assert (error.reason, error.kind, error.traceback) == (
+        R.ERROR_REASON_CONFIG_INVALID,
+        K.ERROR_KIND_USER,
+        "",
+    )
+    assert error.context["path"] == "model.depth"
+    # Where nothing is named, nothing is said.
+    error = error_from_exception(_caught(lambda: _raise(InvalidInput("empty"))), phase=4)
+    assert "input" not in error.context
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def test_config_error_names_the_path_and_phase() -> None:
