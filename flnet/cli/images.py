@@ -30,7 +30,6 @@ def add_image_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     s.add_argument("--force", action="store_true", help="rebuild even when the image exists")
     s.add_argument("--mirror", help="Debian mirror for debootstrap (default deb.debian.org)")
-    _output_option(s)
     s.set_defaults(handler=build_base)
 
     s = actions.add_parser(
@@ -58,18 +57,6 @@ def _build_options(parser: argparse.ArgumentParser) -> None:
     """What every image built FROM the base image takes."""
     parser.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
     parser.add_argument("--base", help="base image (default flnet/base:bookworm)")
-    _output_option(parser)
-
-
-def _output_option(parser: argparse.ArgumentParser) -> None:
-    # Also accepted after the subcommand; SUPPRESS keeps the global `-o` when not given here.
-    parser.add_argument(
-        "-o",
-        "--output",
-        choices=["text", "json"],
-        default=argparse.SUPPRESS,
-        help="output format (as `flnet -o`)",
-    )
 
 
 def _progress(args: argparse.Namespace) -> Callable[[str], None] | None:

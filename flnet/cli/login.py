@@ -387,13 +387,6 @@ def add_login_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         action="store_true",
         help="show the cached credential (refreshing it if expired) instead of logging in",
     )
-    s.add_argument(
-        "-o",
-        "--output",
-        choices=["text", "json"],
-        default=argparse.SUPPRESS,
-        help="output format (as `flnet -o`)",
-    )
     s.set_defaults(handler=login)
 
 

@@ -44,7 +44,7 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: {what} must be KEY=VALUE, not {pair!r}")
+            raise ValueError(f"{what} must be KEY=VALUE, not {pair!r}")
         result[key] = value
     return result
 
@@ -382,6 +382,25 @@ async def demo(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------- main
 
 
+def add_run_inputs(s: argparse.ArgumentParser) -> None:
+    """A run's configuration and inputs, as `run submit` and `dev connect` take them."""
+    s.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a setting (VALUE as JSON, else a string; repeat for several)",
+    )
+    s.add_argument("--config-file", metavar="JSON", help="settings from a JSON file")
+    s.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        metavar="NAME=PATH|ARTIFACT",
+        help="an input: a file to upload, or an artifact already uploaded (repeat for several)",
+    )
+
+
 def add_global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     """The options every command takes, before or after its name (`flnet up --data-dir D`).
     After it they override what was given before; without `defaults` they set nothing
@@ -434,8 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     s = cmd(sub, "up", up, "run the platform on loopback until Ctrl-C")
-    s.add_argument("--control-port", type=int, default=0)
-    s.add_argument("--orchestrator-port", type=int, default=0)
+    s.add_argument("--control-port", type=int, default=0, help="the control plane's port (0: any)")
+    s.add_argument(
+        "--orchestrator-port", type=int, default=0, help="the orchestrator's port (0: any)"
+    )
     s.add_argument(
         "--oidc-port", type=int, default=0, help="the development OIDC issuer's port (0: any)"
     )
@@ -454,7 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where runs execute: local processes (development) or containers ($FLNET_BACKEND)",
     )
     s = cmd(sub, "demo", demo, "start the stack, run an example tool, show its provenance")
-    s.add_argument("--tool", type=Path, default=Path("examples/tools/logreg"))
+    s.add_argument(
+        "--tool",
+        type=Path,
+        default=Path("examples/tools/logreg"),
+        help="the tool folder the demo registers and runs (with a sample.csv)",
+    )
 
     db = sub.add_parser("db", help="the provenance database").add_subparsers(
         dest="action", required=True
@@ -515,64 +541,69 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     s = cmd(tool, "register", tool_register, "pack and upload the tool at PATH, and register it")
-    s.add_argument("path")
+    s.add_argument("path", help="a tool folder, or its tool.yaml")
     s.add_argument("--image", action="store_true", help="build and register its image (docker)")
     cmd(tool, "list", tool_list, "list tools")
-    cmd(tool, "get", tool_get, "show a tool and its versions").add_argument("name")
+    cmd(tool, "get", tool_get, "show a tool and its versions").add_argument(
+        "name", help="a tool name, or its full resource name"
+    )
     add_image_commands(sub)
     add_login_command(sub)
 
     run = sub.add_parser("run", help="submit and observe runs").add_subparsers(
         dest="action", required=True
     )
+    run_id = "a run: its id, an unambiguous start of it, or its full resource name"
     s = cmd(run, "submit", run_submit, "submit a run of TOOL (name, name@version)")
-    s.add_argument("tool")
-    s.add_argument("-c", "--config", action="append", metavar="KEY=VALUE")
-    s.add_argument("--config-file", metavar="JSON")
-    s.add_argument("-i", "--input", action="append", metavar="NAME=PATH|ARTIFACT")
-    s.add_argument("-w", "--watch", action="store_true")
-    cmd(run, "get", run_get, "show a run's provenance").add_argument("run")
+    s.add_argument("tool", help="name (its latest version) or name@version")
+    add_run_inputs(s)
+    s.add_argument("-w", "--watch", action="store_true", help="follow the run until it ends")
+    cmd(run, "get", run_get, "show a run's provenance").add_argument("run", help=run_id)
     s = cmd(run, "list", run_list, "list runs")
-    s.add_argument("--tool")
+    s.add_argument("--tool", help="only runs of this tool (name or name@version)")
     s.add_argument(
         "--state",
         action="append",
         choices=[lifecycle.state_name(v).lower() for v in lc.RunState.values() if v],
+        help="only runs in this state (repeat for several)",
     )
-    s.add_argument("--limit", type=int, default=50)
-    cmd(run, "watch", run_watch, "stream a run's events until it ends").add_argument("run")
+    s.add_argument("--limit", type=int, default=50, help="at most this many runs (newest first)")
+    s = cmd(run, "watch", run_watch, "stream a run's events until it ends")
+    s.add_argument("run", help=run_id)
     s = cmd(run, "cancel", run_cancel, "cancel a run")
-    s.add_argument("run")
-    s.add_argument("--reason", default="cancelled from the CLI")
+    s.add_argument("run", help=run_id)
+    s.add_argument("--reason", default="cancelled from the CLI", help="recorded with the run")
     s = cmd(run, "outputs", run_outputs, "list (and download) a run's outputs")
-    s.add_argument("run")
-    s.add_argument("--download", metavar="DIR")
+    s.add_argument("run", help=run_id)
+    s.add_argument(
+        "--download",
+        metavar="DIR",
+        help="save them in DIR, named for their media type, each checked against its sha256",
+    )
     s = cmd(run, "reproduce", run_reproduce, "run again with the same digest, config, inputs")
-    s.add_argument("run")
-    s.add_argument("-w", "--watch", action="store_true")
+    s.add_argument("run", help=run_id)
+    s.add_argument("-w", "--watch", action="store_true", help="follow the new run until it ends")
     s.add_argument(
         "--verify",
         action="store_true",
         help="wait for the new run and check every output's sha256 against the original's",
     )
     s = cmd(run, "export", run_export, "the run's provenance as an RO-Crate zip")
-    s.add_argument("run")
+    s.add_argument("run", help=run_id)
     s.add_argument("path", nargs="?", help="where to write it (default: RUN.crate.zip)")
 
     dev = sub.add_parser("dev", help="develop a tool against the platform").add_subparsers(
         dest="action", required=True
     )
     s = cmd(dev, "connect", dev_connect, "run the tool at PATH from source, connected")
-    s.add_argument("path")
-    s.add_argument("-c", "--config", action="append", metavar="KEY=VALUE")
-    s.add_argument("--config-file", metavar="JSON")
-    s.add_argument("-i", "--input", action="append", metavar="NAME=PATH|ARTIFACT")
+    s.add_argument("path", help="a tool folder, or its tool.yaml")
+    add_run_inputs(s)
     s = cmd(dev, "config", dev_config, "push configuration to a development session")
-    s.add_argument("run")
-    s.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    s.add_argument("run", help="the development session (" + run_id + ")")
+    s.add_argument("values", nargs="+", metavar="KEY=VALUE", help="settings (VALUE as JSON)")
     s = cmd(dev, "test", dev_test, "execute the tool once in a development session")
-    s.add_argument("run")
-    s.add_argument("-w", "--watch", action="store_true")
+    s.add_argument("run", help="the development session (" + run_id + ")")
+    s.add_argument("-w", "--watch", action="store_true", help="follow the test run until it ends")
     for command in _commands(p):
         if "component" not in command._defaults:  # `control serve`: its own flags follow
             add_global_options(command, defaults=False)
@@ -604,11 +635,15 @@ def main(argv: list[str] | None = None) -> None:
     except (StackNotRunning, ToolSpecError, ValueError, LoginError) as e:
         render.error(str(e), json_output=args.output == "json")
         code = 2
-    except KeyboardInterrupt:
-        code = 130
     except BrokenPipeError:  # `flnet run list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except OSError as e:  # a file named on the command line: one line, no traceback
+        where = f": {e.filename}" if e.filename else ""
+        render.error(f"{e.strerror or e}{where}", json_output=args.output == "json")
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
     sys.exit(code)
 
 

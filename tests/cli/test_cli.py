@@ -3,6 +3,7 @@ processes, the way a user runs them."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.cli.main import build_parser
 from flnet.cli.stack import Stack, free_port
 from flnet.client.filenames import output_filename
 from flnet.client.tokens import unverified_claims
@@ -148,6 +150,10 @@ def rough_edges(stack: Path, ended: str) -> None:
     # In text, the fields at fault follow the status line.
     bad = flnet(stack, "run", "submit", "csv-stats", "-c", "percentiles=oops", check=False)
     assert "INVALID_ARGUMENT" in bad.stderr and "  run.config.percentiles: " in bad.stderr
+    # A missing input file: one line.
+    lost = flnet(stack, "run", "submit", "csv-stats", "-i", "data=no/such.csv", check=False)
+    assert lost.returncode == 2 and "Traceback" not in lost.stderr
+    assert " ".join(lost.stderr.split()) == "error No such file or directory: no/such.csv"
     # A run is named by an unambiguous start of its id; run list shows whole ids.
     run_id = ended.rsplit("/", 1)[1]
     assert json.loads(flnet(stack, "-o", "json", "run", "get", run_id[:8]).stdout)["name"] == ended
@@ -176,6 +182,33 @@ def test_errors_are_reported_with_their_code(stack: Path) -> None:
     assert "NOT_FOUND" in result.stderr and not result.stdout
     result = flnet(stack, "run", "submit", "csv-stats", check=False)
     assert result.returncode == 2
+
+
+def test_every_option_says_what_it_does() -> None:
+    def silent(parser: argparse.ArgumentParser, path: str) -> Iterator[str]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from silent(child, f"{path} {name}")
+            elif not action.help and action.dest != "help":
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(silent(build_parser(), "flnet")) == []
+
+
+def test_global_options_follow_the_command_too(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    done = subprocess.run(
+        [*FLNET, "run", "list", "--data-dir", str(elsewhere), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    error = json.loads(done.stderr)["error"]
+    assert f"{elsewhere / 'endpoints.json'} is missing" in error["message"]
+    assert "flnet up" in error["message"]
 
 
 def test_commands_without_a_stack_say_so(tmp_path: Path) -> None:
