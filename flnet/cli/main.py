@@ -170,6 +170,20 @@ async def run_watch(args: argparse.Namespace) -> int:
         return await follow(c, args.run, args)
 
 
+async def run_metrics(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        points = [e.metric async for e in c.events(args.run) if e.HasField("metric")]
+    if args.name:
+        points = [p for p in points if p.name in args.name]
+    if args.output == "json":
+        render.print_json([render.metric_row(p) for p in points])
+    elif args.csv:
+        render.metrics_csv(points)
+    else:
+        render.metrics_table(points)
+    return 0
+
+
 async def run_cancel(args: argparse.Namespace) -> int:
     async with client(args) as c:
         ended = await c.get_run(args.run)
@@ -570,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50, help="at most this many runs (newest first)")
     s = cmd(run, "watch", run_watch, "stream a run's events until it ends")
     s.add_argument("run", help=run_id)
+    s = cmd(run, "metrics", run_metrics, "a run's metric history so far")
+    s.add_argument("run", help=run_id)
+    s.add_argument("--name", action="append", help="only this metric (repeat for several)")
+    s.add_argument("--csv", action="store_true", help="as CSV: name,step,value,unit,time")
     s = cmd(run, "cancel", run_cancel, "cancel a run")
     s.add_argument("run", help=run_id)
     s.add_argument("--reason", default="cancelled from the CLI", help="recorded with the run")

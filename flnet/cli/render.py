@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -109,6 +110,32 @@ def runs_table(runs: Iterable[rp.Run]) -> None:
     for r in runs:
         tv = r.tool_version.split("/tools/", 1)[-1].replace("/versions/", "@")
         table.add_row(short(r.name), tv, state(r.state), when(r.create_time), when(r.end_time))
+    console.print(table)
+
+
+def metric_row(point: tm.MetricPoint) -> dict[str, Any]:
+    return {
+        "name": point.name,
+        "step": point.step,
+        "value": point.value,
+        "unit": point.unit,
+        "time": point.time.ToJsonString() if point.HasField("time") else None,
+    }
+
+
+def metrics_csv(points: Iterable[tm.MetricPoint]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["name", "step", "value", "unit", "time"])
+    for point in points:
+        row = metric_row(point)
+        writer.writerow([row["name"], row["step"], repr(row["value"]), row["unit"], row["time"]])
+
+
+def metrics_table(points: Iterable[tm.MetricPoint]) -> None:
+    table = Table("metric", "step", "value", "unit", "time")
+    for point in points:
+        table.add_row(point.name, str(point.step), f"{point.value:.6g}", point.unit,
+                      when(point.time))  # fmt: skip
     console.print(table)
 
 

@@ -312,6 +312,20 @@ class FlnetClient:
             pass
         return await self.get_run(run)
 
+    async def events(self, run: str) -> AsyncIterator[rp.RunEvent]:
+        """The run's stored events so far, in order (a page at a time)."""
+        name = await self.run_name(run)
+        token = ""
+        while True:
+            page = await self.runs.ListRunEvents(
+                rs.ListRunEventsRequest(parent=name, page_size=10_000, page_token=token)
+            )
+            for event in page.events:
+                yield event
+            token = page.next_page_token
+            if not token:
+                return
+
     async def watch(
         self, run: str, after: int = 0, reconnect_for: float = 60.0
     ) -> AsyncIterator[rp.RunEvent]:

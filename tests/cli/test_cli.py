@@ -266,6 +266,15 @@ def test_dev_session_config_and_tests_without_restart(stack: Path) -> None:
             assert len(metrics) == 3
             finished.append(run["name"])
         assert len(set(finished)) == 2
+        # The metric history: JSON (integers stay integers), CSV, a table.
+        losses = flnet_json(stack, "run", "metrics", finished[0], "--name", "loss")
+        assert [(m["name"], m["step"]) for m in losses] == [("loss", s) for s in range(3)]
+        assert all(isinstance(m["value"], float | int) and m["time"] for m in losses)
+        csv_lines = flnet(stack, "run", "metrics", finished[0], "--csv").stdout.splitlines()
+        assert csv_lines[0] == "name,step,value,unit,time"
+        assert {line.split(",")[0] for line in csv_lines[1:]} == {"loss", "accuracy"}
+        table = flnet(stack, "run", "metrics", finished[0], "--name", "accuracy").stdout
+        assert "accuracy" in table and "loss" not in table
         assert dev.poll() is None
     finally:
         dev.send_signal(signal.SIGINT)
