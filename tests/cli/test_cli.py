@@ -268,7 +268,7 @@ def test_dev_session_config_and_tests_without_restart(stack: Path) -> None:
         assert len(set(finished)) == 2
         # The metric history: JSON (integers stay integers), CSV, a table.
         losses = flnet_json(stack, "run", "metrics", finished[0], "--name", "loss")
-        assert [(m["name"], m["step"]) for m in losses] == [("loss", s) for s in range(3)]
+        assert [(m["name"], m["step"]) for m in losses] == [("loss", s) for s in (1, 2, 3)]
         assert all(isinstance(m["value"], float | int) and m["time"] for m in losses)
         csv_lines = flnet(stack, "run", "metrics", finished[0], "--csv").stdout.splitlines()
         assert csv_lines[0] == "name,step,value,unit,time"
