@@ -3,7 +3,9 @@ sys.path so that the tool can import its own helper modules."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
+from flnet.sources import pack_source
 
 from .config import config_type_of
 from .errors import ToolLoadError, error_from_exception, simple_error
@@ -108,3 +111,21 @@ def check_signature(function: ToolFunction) -> None:
         config_type_of(function)
     except (TypeError, NameError, ValueError) as exc:
         raise ToolLoadError(error_from_exception(exc, phase=S.RUN_STATE_PENDING)) from exc
+
+
+def reload_tool(tool_dir: Path, entrypoint: str) -> tuple[ToolFunction | ToolLoadError, str]:
+    """The tool as `tool_dir` holds it now, with the sha256 of those files (as `flnet tool
+    register` packs them): every module imported from the folder is forgotten first, so an
+    edited helper is read again too. A development session's runs each get their own."""
+    tool_dir = Path(tool_dir).resolve()
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(tool_dir):
+            del sys.modules[name]
+    packed = io.BytesIO()
+    pack_source(tool_dir, packed)
+    digest = hashlib.sha256(packed.getbuffer()).hexdigest()
+    try:
+        return load_entrypoint(tool_dir, entrypoint), digest
+    except ToolLoadError as exc:
+        return exc, digest

@@ -47,9 +47,20 @@ class RunReporter:
         """The run's last state the control plane recorded, as far as the session knows."""
         return self._session.recorded_state
 
-    def propose(self, state: int, *, error: lc.RunError | None = None, message: str = "") -> int:
+    def propose(
+        self,
+        state: int,
+        *,
+        error: lc.RunError | None = None,
+        message: str = "",
+        source_sha256: str = "",
+    ) -> int:
         """Proposes a transition after everything buffered so far; returns its sequence."""
-        transition = rt.Transition(to_state=state, message=message)  # type: ignore[arg-type]
+        transition = rt.Transition(
+            to_state=state,  # type: ignore[arg-type]
+            message=message,
+            source_sha256=source_sha256,
+        )
         if error is not None:
             transition.error.CopyFrom(error)
         if lifecycle.is_terminal(state):

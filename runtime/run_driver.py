@@ -24,7 +24,7 @@ from .dev_session import DevSession
 from .errors import ToolLoadError
 from .exit_codes import EXIT_FAILED, EXIT_OK
 from .interrupts import Interrupts
-from .loader import ToolFunction
+from .loader import ToolFunction, reload_tool
 from .reporting import RunReporter
 from .run_lifecycle import RunLifecycle
 from .run_setup import RunSetup
@@ -53,13 +53,14 @@ class RunDriver:
         output_dir: Path,
         io: Executor | None = None,
         fallback_config: dict[str, Any] | None = None,
+        source_sha256: str = "",
     ) -> None:
         self.run = run
         input_dir, output_dir = Path(input_dir), Path(output_dir)
         self._io = io
         self._config = config
         self._channel = channel
-        self._setup = RunSetup(tool, fallback_config)
+        self._setup = RunSetup(tool, fallback_config, source_sha256)
         self._buffer = EntryBuffer(batch_entries=config.max_batch_entries)
         outbox = Outbox(max_unacked=config.max_unacked_batches)
         self._batcher = Batcher(self._buffer, outbox, linger=config.linger)
@@ -128,17 +129,23 @@ class RunDriver:
         output_dir: Path,
         fallback_config: dict[str, Any] | None,
     ) -> RunDriver:
-        """A driver for a run the development session executes: same tool, channel, settings."""
+        """A driver for a run the development session executes: same channel and settings;
+        the tool as its folder holds it now (reloaded, with the digest of what was loaded),
+        unless the engine was given a tool function."""
+        tool, digest = self._setup.tool, ""
+        if self._config.tool is None:
+            tool, digest = reload_tool(self._config.tool_dir, self._config.entrypoint)
         return RunDriver(
             run=run,
             credential=credential,
             channel=self._channel,
             config=self._config,
-            tool=self._setup.tool,
+            tool=tool,
             input_dir=input_dir,
             output_dir=output_dir,
             io=self._io,
             fallback_config=fallback_config,
+            source_sha256=digest,
         )
 
     # ------------------------------------------------------------------ entry point

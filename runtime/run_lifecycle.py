@@ -116,7 +116,7 @@ class RunLifecycle:
                     return await self._reporter.terminal(
                         S.RUN_STATE_ERROR, error=config_error(exc, phase=S.RUN_STATE_PENDING)
                     )
-            self._reporter.propose(S.RUN_STATE_INITIALIZED)
+            self._reporter.propose(S.RUN_STATE_INITIALIZED, source_sha256=self._setup.source_sha256)
             state = S.RUN_STATE_INITIALIZED
         elif spec.HasField("config") and self._setup.raw_config is None:
             self._setup.raw_config = struct_to_dict(spec.config)

@@ -17,9 +17,14 @@ class RunSetup:
     """The tool (or why it failed to load), the run's spec and its configuration."""
 
     def __init__(
-        self, tool: ToolFunction | ToolLoadError, raw_config: dict[str, Any] | None
+        self,
+        tool: ToolFunction | ToolLoadError,
+        raw_config: dict[str, Any] | None,
+        source_sha256: str = "",
     ) -> None:
         self.tool = tool
+        # What `tool` was loaded from, when the engine knows (a development session's runs).
+        self.source_sha256 = source_sha256
         # Built up from a development session's, the spec's, an update's or Start's config.
         self.raw_config = raw_config
         self.spec = rt.RunSpec()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from flnet.control.store.tools import ToolStore
 from flnet.errors import NotFound
 
 S = lc.RunState
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -293,6 +295,8 @@ class RunStore:
                     row.cancellation,
                 )
                 values.update(changes)
+                if verdict.to_state == S.RUN_STATE_INITIALIZED and entry.transition.source_sha256:
+                    await self._record_source(conn, row.id, entry.transition.source_sha256, values)
                 outcome.transitions.append((outcome.state, verdict.to_state))
                 outcome.state = verdict.to_state
                 ev = rp.RunEvent(state_change=change)
@@ -304,6 +308,18 @@ class RunStore:
         if events:
             append_events(pending, row.id, now, events)
         return seq
+
+    async def _record_source(
+        self, conn: AsyncConnection, run_id: str, sha256: str, values: dict[str, Any]
+    ) -> None:
+        """A development session's run records the source its engine loaded for it (the
+        session reloads the tool for each run); other runs keep their version's."""
+        spec = rp.Run.FromString(
+            (await conn.execute(select(runs.c.spec).where(runs.c.id == run_id))).scalar_one()
+        )
+        if spec.dev_session_run and SHA256.fullmatch(sha256):
+            spec.artifact_digest = f"sha256:{sha256}"
+            values["spec"] = spec.SerializeToString()
 
     async def _outputs_of(self, conn: AsyncConnection, row: Any) -> verdicts.Outputs:
         """The facts a verdict on the run's proposed transitions reads."""

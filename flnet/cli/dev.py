@@ -1,9 +1,13 @@
 """`flnet dev connect`: run a tool from source as a development session. The engine runs
 in this process, connected to the platform; `flnet dev config` pushes configuration and
-`flnet dev test` executes the already loaded tool again, each time as a recorded run."""
+`flnet dev test` executes the tool again, each time as a recorded run. The session works on
+a development version of the tool ("1.0.0+dev.<digest>": the release in tool.yaml stays
+immutable), and each test run reloads the tool from its folder and records the digest of
+what it loaded: edit, save, `flnet dev test`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +25,11 @@ async def connect(
     data_dir: Path,
     json_output: bool = False,
 ) -> int:
+    # No bytecode caches: an edit saved within the second of the last load, at the same
+    # size, would otherwise be read from a stale one.
+    sys.dont_write_bytecode = True
     spec = load_tool_spec(path)
-    version = (await c.register_tool(path)).tool_version
+    version = (await c.register_tool(path, development=True)).tool_version
     created = await c.submit(version.name, config, inputs, dev_session=True)
     run = created.run
     run_id = run.name.rsplit("/", 1)[1]

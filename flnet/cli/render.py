@@ -105,12 +105,21 @@ def tool_detail(tool: tp.Tool, versions: Iterable[tp.ToolVersion]) -> None:
 
 def runs_table(runs: Iterable[rp.Run]) -> None:
     # Ids are never cut (a run is named by them); the other columns give way.
-    table = Table(Column("run", no_wrap=True, min_width=20), "tool version", "state", "created",
-                  "ended")  # fmt: skip
+    table = Table(Column("run", no_wrap=True, min_width=20), "kind", "tool version", "state",
+                  "created", "ended")  # fmt: skip
     for r in runs:
         tv = r.tool_version.split("/tools/", 1)[-1].replace("/versions/", "@")
-        table.add_row(short(r.name), tv, state(r.state), when(r.create_time), when(r.end_time))
+        table.add_row(
+            short(r.name), run_kind(r), tv, state(r.state), when(r.create_time), when(r.end_time)
+        )
     console.print(table)
+
+
+def run_kind(run: rp.Run) -> str:
+    """ "dev session", "dev test" (a run a development session executed) or "run"."""
+    if run.dev_session:
+        return "dev session"
+    return "dev test" if run.dev_session_run else "run"
 
 
 def metric_row(point: tm.MetricPoint) -> dict[str, Any]:
@@ -176,6 +185,10 @@ def gc_summary(report: Mapping[str, Any]) -> None:
 
 def run_detail(run: rp.Run) -> None:
     console.print(f"[bold]{run.name}[/bold]  {state(run.state)}")
+    if run.dev_session:
+        console.print("  kind           development session")
+    elif run.dev_session_run:
+        console.print(f"  kind           development test run of {run.dev_session_run}")
     console.print(f"  tool version   {run.tool_version}")
     console.print(f"  artifact       {run.artifact_digest}")
     console.print(f"  config sha256  {run.config_sha256}")

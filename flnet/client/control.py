@@ -33,6 +33,14 @@ from flnet.toolspec import ToolSpec, ToolSpecError, load_tool_spec
 
 from .tokens import unverified_claims
 
+
+def development_version(release: str, version: tp.ToolVersion) -> str:
+    """The development version of `release` whose source (or image) is `version`'s:
+    "1.0.0+dev.3f2a9c1e0b7d" (semver build metadata, or a further part of it)."""
+    digest = version.source.sha256 or version.image.digest.removeprefix("sha256:")
+    return f"{release}{'.' if '+' in release else '+'}dev.{digest[:12]}"
+
+
 #: The length of the run ids the control plane issues.
 RUN_ID_CHARS = 20
 
@@ -86,18 +94,29 @@ class FlnetClient:
 
     # tools
     async def register_tool(
-        self, path: Path, *, image: bool = False, progress: Callable[[str], None] | None = None
+        self,
+        path: Path,
+        *,
+        image: bool = False,
+        development: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> ts.CreateToolVersionResponse:
         """Registers the tool.yaml at `path`: its folder's files uploaded as a source
         archive (process backend), or with `image` as a container image (docker backend),
         built first from the build context tool.yaml names (`image: {build: "."}`) and pinned
         by its digest. ToolSpecError when the tool cannot be registered that way (no build
-        context, no Docker, build failed)."""
+        context, no Docker, build failed).
+
+        `development`: as a development version of its files as they are now,
+        "<version>+dev.<digest>" (development_version), so that editing the tool never
+        collides with the release registered under its tool.yaml version."""
         spec = load_tool_spec(path)
         if image:
             version = await self._build_image(spec, progress)
         else:
             version = await self.upload_source(spec)
+        if development:
+            version.version = development_version(spec.version.version, version)
         return await self.tools.CreateToolVersion(
             ts.CreateToolVersionRequest(
                 parent=f"{self.tenant}/tools/{spec.name}", tool_version=version
@@ -141,7 +160,9 @@ class FlnetClient:
 
             await asyncio.to_thread(pack)
             uploaded = await self.upload(archive, SOURCE_MEDIA_TYPE)
-        return spec.with_source(uploaded.name)
+        version = spec.with_source(uploaded.name)
+        version.source.sha256 = uploaded.sha256  # as the control plane records it
+        return version
 
     async def list_tools(self) -> list[tp.Tool]:
         tools: list[tp.Tool] = []

@@ -31,7 +31,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*flnet/api/runtime/v1/runtime_service.proto\x12\x14\x66lnet.api.runtime.v1\x1a\x1c\x66lnet/api/common/v1/io.proto\x1a#flnet/api/common/v1/lifecycle.proto\x1a!flnet/api/common/v1/options.proto\x1a#flnet/api/common/v1/telemetry.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x01\n\x0e\x43onnectRequest\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.HelloH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.BatchH\x00\x12\x34\n\theartbeat\x18\x03 \x01(\x0b\x32\x1f.flnet.api.runtime.v1.HeartbeatH\x00\x12=\n\x0e\x63ommand_result\x18\x04 \x01(\x0b\x32#.flnet.api.runtime.v1.CommandResultH\x00\x42\t\n\x07message\"i\n\x05Hello\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12\x1c\n\x14resend_from_sequence\x18\x05 \x01(\x03\"G\n\x05\x42\x61tch\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.flnet.api.runtime.v1.Entry\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\x82\x02\n\x05\x45ntry\x12-\n\x03log\x18\x04 \x01(\x0b\x32\x1e.flnet.api.common.v1.LogRecordH\x00\x12\x32\n\x06metric\x18\x05 \x01(\x0b\x32 .flnet.api.common.v1.MetricPointH\x00\x12\x31\n\x08progress\x18\x06 \x01(\x0b\x32\x1d.flnet.api.common.v1.ProgressH\x00\x12\x36\n\ntransition\x18\n \x01(\x0b\x32 .flnet.api.runtime.v1.TransitionH\x00\x42\x07\n\x05\x65ntryJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\n\"|\n\nTransition\x12/\n\x08to_state\x18\x01 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.flnet.api.common.v1.RunError\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd8\x01\n\x0f\x43onnectResponse\x12\x30\n\x07welcome\x18\x01 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.WelcomeH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.flnet.api.runtime.v1.AckH\x00\x12\x30\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.CommandH\x00\x12,\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.CloseH\x00\x42\t\n\x07message\"\xb3\x01\n\x07Welcome\x12+\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.RunSpec\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12\x16\n\x0e\x61\x63ked_sequence\x18\x03 \x01(\x03\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa9\x02\n\x07RunSpec\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x14\n\x0ctool_version\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\rconfig_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\x06inputs\x18\x05 \x03(\x0b\x32\x1e.flnet.api.runtime.v1.InputRef\x12,\n\x07outputs\x18\x06 \x03(\x0b\x32\x1b.flnet.api.common.v1.IoSpec\x12/\n\x0c\x63\x61ncel_grace\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65v_session\x18\x08 \x01(\x08\"P\n\x08InputRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"z\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x33\n\nrejections\x18\x02 \x03(\x0b\x32\x1f.flnet.api.runtime.v1.Rejection\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\"<\n\tRejection\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xed\x01\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x05start\x18\x02 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.StartH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.flnet.api.runtime.v1.CancelH\x00\x12;\n\rupdate_config\x18\x04 \x01(\x0b\x32\".flnet.api.runtime.v1.UpdateConfigH\x00\x12\x30\n\x07\x65xecute\x18\x05 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.ExecuteH\x00\x42\t\n\x07\x63ommand\"0\n\x05Start\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"I\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x0cUpdateConfig\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x07\x45xecute\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\"E\n\x05\x43lose\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\"k\n\x13UploadOutputRequest\x12\x38\n\x08metadata\x18\x01 \x01(\x0b\x32$.flnet.api.runtime.v1.OutputMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"O\n\x0eOutputMetadata\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"L\n\x14UploadOutputResponse\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\">\n\x11\x46\x65tchInputRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"2\n\x12\x46\x65tchInputResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32\x87\x03\n\x0eRuntimeService\x12r\n\x07\x43onnect\x12$.flnet.api.runtime.v1.ConnectRequest\x1a%.flnet.api.runtime.v1.ConnectResponse\"\x16\x8a\xe7\x18\x12\n\x07runtime\x12\x07runtime(\x01\x30\x01\x12\x82\x01\n\x0cUploadOutput\x12).flnet.api.runtime.v1.UploadOutputRequest\x1a*.flnet.api.runtime.v1.UploadOutputResponse\"\x19\x90\x02\x02\x8a\xe7\x18\x12\n\x07runtime\x12\x07runtime(\x01\x12|\n\nFetchInput\x12\'.flnet.api.runtime.v1.FetchInputRequest\x1a(.flnet.api.runtime.v1.FetchInputResponse\"\x19\x90\x02\x01\x8a\xe7\x18\x12\n\x07runtime\x12\x07runtime0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*flnet/api/runtime/v1/runtime_service.proto\x12\x14\x66lnet.api.runtime.v1\x1a\x1c\x66lnet/api/common/v1/io.proto\x1a#flnet/api/common/v1/lifecycle.proto\x1a!flnet/api/common/v1/options.proto\x1a#flnet/api/common/v1/telemetry.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x01\n\x0e\x43onnectRequest\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.HelloH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.BatchH\x00\x12\x34\n\theartbeat\x18\x03 \x01(\x0b\x32\x1f.flnet.api.runtime.v1.HeartbeatH\x00\x12=\n\x0e\x63ommand_result\x18\x04 \x01(\x0b\x32#.flnet.api.runtime.v1.CommandResultH\x00\x42\t\n\x07message\"i\n\x05Hello\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12\x1c\n\x14resend_from_sequence\x18\x05 \x01(\x03\"G\n\x05\x42\x61tch\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.flnet.api.runtime.v1.Entry\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\x82\x02\n\x05\x45ntry\x12-\n\x03log\x18\x04 \x01(\x0b\x32\x1e.flnet.api.common.v1.LogRecordH\x00\x12\x32\n\x06metric\x18\x05 \x01(\x0b\x32 .flnet.api.common.v1.MetricPointH\x00\x12\x31\n\x08progress\x18\x06 \x01(\x0b\x32\x1d.flnet.api.common.v1.ProgressH\x00\x12\x36\n\ntransition\x18\n \x01(\x0b\x32 .flnet.api.runtime.v1.TransitionH\x00\x42\x07\n\x05\x65ntryJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\n\"\x93\x01\n\nTransition\x12/\n\x08to_state\x18\x01 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.flnet.api.common.v1.RunError\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x15\n\rsource_sha256\x18\x04 \x01(\t\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd8\x01\n\x0f\x43onnectResponse\x12\x30\n\x07welcome\x18\x01 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.WelcomeH\x00\x12(\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x19.flnet.api.runtime.v1.AckH\x00\x12\x30\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.CommandH\x00\x12,\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.CloseH\x00\x42\t\n\x07message\"\xb3\x01\n\x07Welcome\x12+\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.RunSpec\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\x12\x16\n\x0e\x61\x63ked_sequence\x18\x03 \x01(\x03\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa9\x02\n\x07RunSpec\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x14\n\x0ctool_version\x18\x02 \x01(\t\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\rconfig_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\x06inputs\x18\x05 \x03(\x0b\x32\x1e.flnet.api.runtime.v1.InputRef\x12,\n\x07outputs\x18\x06 \x03(\x0b\x32\x1b.flnet.api.common.v1.IoSpec\x12/\n\x0c\x63\x61ncel_grace\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65v_session\x18\x08 \x01(\x08\"P\n\x08InputRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"z\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x33\n\nrejections\x18\x02 \x03(\x0b\x32\x1f.flnet.api.runtime.v1.Rejection\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\"<\n\tRejection\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xed\x01\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x05start\x18\x02 \x01(\x0b\x32\x1b.flnet.api.runtime.v1.StartH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.flnet.api.runtime.v1.CancelH\x00\x12;\n\rupdate_config\x18\x04 \x01(\x0b\x32\".flnet.api.runtime.v1.UpdateConfigH\x00\x12\x30\n\x07\x65xecute\x18\x05 \x01(\x0b\x32\x1d.flnet.api.runtime.v1.ExecuteH\x00\x42\t\n\x07\x63ommand\"0\n\x05Start\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"I\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x0cUpdateConfig\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x07\x45xecute\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\"E\n\x05\x43lose\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.flnet.api.common.v1.RunState\"k\n\x13UploadOutputRequest\x12\x38\n\x08metadata\x18\x01 \x01(\x0b\x32$.flnet.api.runtime.v1.OutputMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"O\n\x0eOutputMetadata\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"L\n\x14UploadOutputResponse\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\">\n\x11\x46\x65tchInputRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"2\n\x12\x46\x65tchInputResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32\x87\x03\n\x0eRuntimeService\x12r\n\x07\x43onnect\x12$.flnet.api.runtime.v1.ConnectRequest\x1a%.flnet.api.runtime.v1.ConnectResponse\"\x16\x8a\xe7\x18\x12\n\x07runtime\x12\x07runtime(\x01\x30\x01\x12\x82\x01\n\x0cUploadOutput\x12).flnet.api.runtime.v1.UploadOutputRequest\x1a*.flnet.api.runtime.v1.UploadOutputResponse\"\x19\x90\x02\x02\x8a\xe7\x18\x12\n\x07runtime\x12\x07runtime(\x01\x12|\n\nFetchInput\x12\'.flnet.api.runtime.v1.FetchInputRequest\x1a(.flnet.api.runtime.v1.FetchInputResponse\"\x19\x90\x02\x01\x8a\xe7\x18\x12\n\x07runtime\x12\x07runtime0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,46 +52,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCH']._serialized_end=719
   _globals['_ENTRY']._serialized_start=722
   _globals['_ENTRY']._serialized_end=980
-  _globals['_TRANSITION']._serialized_start=982
-  _globals['_TRANSITION']._serialized_end=1106
-  _globals['_HEARTBEAT']._serialized_start=1108
-  _globals['_HEARTBEAT']._serialized_end=1161
-  _globals['_COMMANDRESULT']._serialized_start=1163
-  _globals['_COMMANDRESULT']._serialized_end=1227
-  _globals['_CONNECTRESPONSE']._serialized_start=1230
-  _globals['_CONNECTRESPONSE']._serialized_end=1446
-  _globals['_WELCOME']._serialized_start=1449
-  _globals['_WELCOME']._serialized_end=1628
-  _globals['_RUNSPEC']._serialized_start=1631
-  _globals['_RUNSPEC']._serialized_end=1928
-  _globals['_INPUTREF']._serialized_start=1930
-  _globals['_INPUTREF']._serialized_end=2010
-  _globals['_ACK']._serialized_start=2012
-  _globals['_ACK']._serialized_end=2134
-  _globals['_REJECTION']._serialized_start=2136
-  _globals['_REJECTION']._serialized_end=2196
-  _globals['_COMMAND']._serialized_start=2199
-  _globals['_COMMAND']._serialized_end=2436
-  _globals['_START']._serialized_start=2438
-  _globals['_START']._serialized_end=2486
-  _globals['_CANCEL']._serialized_start=2488
-  _globals['_CANCEL']._serialized_end=2561
-  _globals['_UPDATECONFIG']._serialized_start=2563
-  _globals['_UPDATECONFIG']._serialized_end=2618
-  _globals['_EXECUTE']._serialized_start=2620
-  _globals['_EXECUTE']._serialized_end=2662
-  _globals['_CLOSE']._serialized_start=2664
-  _globals['_CLOSE']._serialized_end=2733
-  _globals['_UPLOADOUTPUTREQUEST']._serialized_start=2735
-  _globals['_UPLOADOUTPUTREQUEST']._serialized_end=2842
-  _globals['_OUTPUTMETADATA']._serialized_start=2844
-  _globals['_OUTPUTMETADATA']._serialized_end=2923
-  _globals['_UPLOADOUTPUTRESPONSE']._serialized_start=2925
-  _globals['_UPLOADOUTPUTRESPONSE']._serialized_end=3001
-  _globals['_FETCHINPUTREQUEST']._serialized_start=3003
-  _globals['_FETCHINPUTREQUEST']._serialized_end=3065
-  _globals['_FETCHINPUTRESPONSE']._serialized_start=3067
-  _globals['_FETCHINPUTRESPONSE']._serialized_end=3117
-  _globals['_RUNTIMESERVICE']._serialized_start=3120
-  _globals['_RUNTIMESERVICE']._serialized_end=3511
+  _globals['_TRANSITION']._serialized_start=983
+  _globals['_TRANSITION']._serialized_end=1130
+  _globals['_HEARTBEAT']._serialized_start=1132
+  _globals['_HEARTBEAT']._serialized_end=1185
+  _globals['_COMMANDRESULT']._serialized_start=1187
+  _globals['_COMMANDRESULT']._serialized_end=1251
+  _globals['_CONNECTRESPONSE']._serialized_start=1254
+  _globals['_CONNECTRESPONSE']._serialized_end=1470
+  _globals['_WELCOME']._serialized_start=1473
+  _globals['_WELCOME']._serialized_end=1652
+  _globals['_RUNSPEC']._serialized_start=1655
+  _globals['_RUNSPEC']._serialized_end=1952
+  _globals['_INPUTREF']._serialized_start=1954
+  _globals['_INPUTREF']._serialized_end=2034
+  _globals['_ACK']._serialized_start=2036
+  _globals['_ACK']._serialized_end=2158
+  _globals['_REJECTION']._serialized_start=2160
+  _globals['_REJECTION']._serialized_end=2220
+  _globals['_COMMAND']._serialized_start=2223
+  _globals['_COMMAND']._serialized_end=2460
+  _globals['_START']._serialized_start=2462
+  _globals['_START']._serialized_end=2510
+  _globals['_CANCEL']._serialized_start=2512
+  _globals['_CANCEL']._serialized_end=2585
+  _globals['_UPDATECONFIG']._serialized_start=2587
+  _globals['_UPDATECONFIG']._serialized_end=2642
+  _globals['_EXECUTE']._serialized_start=2644
+  _globals['_EXECUTE']._serialized_end=2686
+  _globals['_CLOSE']._serialized_start=2688
+  _globals['_CLOSE']._serialized_end=2757
+  _globals['_UPLOADOUTPUTREQUEST']._serialized_start=2759
+  _globals['_UPLOADOUTPUTREQUEST']._serialized_end=2866
+  _globals['_OUTPUTMETADATA']._serialized_start=2868
+  _globals['_OUTPUTMETADATA']._serialized_end=2947
+  _globals['_UPLOADOUTPUTRESPONSE']._serialized_start=2949
+  _globals['_UPLOADOUTPUTRESPONSE']._serialized_end=3025
+  _globals['_FETCHINPUTREQUEST']._serialized_start=3027
+  _globals['_FETCHINPUTREQUEST']._serialized_end=3089
+  _globals['_FETCHINPUTRESPONSE']._serialized_start=3091
+  _globals['_FETCHINPUTRESPONSE']._serialized_end=3141
+  _globals['_RUNTIMESERVICE']._serialized_start=3144
+  _globals['_RUNTIMESERVICE']._serialized_end=3535
 # @@protoc_insertion_point(module_scope)

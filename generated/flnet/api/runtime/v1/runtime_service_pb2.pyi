@@ -193,10 +193,17 @@ class Transition(_message.Message):
     TO_STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    SOURCE_SHA256_FIELD_NUMBER: _builtins.int
     to_state: _lifecycle_pb2.RunState.ValueType
     """Proposed state."""
     message: _builtins.str
     """Explanation."""
+    source_sha256: _builtins.str
+    """A run a development session executes, proposed with INITIALIZED: the
+    sha256 (hex) of the source the engine loaded for it, which the control
+    plane records as the run's artifact_digest (the session reloads the tool
+    for each run). Ignored for other runs and states.
+    """
     @_builtins.property
     def error(self) -> _lifecycle_pb2.RunError:
         """Required when to_state is ERROR."""
@@ -207,10 +214,11 @@ class Transition(_message.Message):
         to_state: _lifecycle_pb2.RunState.ValueType = ...,
         error: _lifecycle_pb2.RunError | None = ...,
         message: _builtins.str = ...,
+        source_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "message", b"message", "to_state", b"to_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "message", b"message", "source_sha256", b"source_sha256", "to_state", b"to_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
