@@ -59,9 +59,7 @@ async def execute(client: FlnetClient, session: str) -> tuple[rp.Run, list[str]]
     run = await client.dev_test(session)
     ended = await client.wait(run.name)
     assert ended.state == S.RUN_STATE_FINISHED, ended.error
-    printed = [
-        e.log.message async for e in client.events(run.name) if e.log.logger == "stdout"
-    ]
+    printed = [e.log.message async for e in client.events(run.name) if e.log.logger == "stdout"]
     return ended, printed
 
 
