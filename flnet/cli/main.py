@@ -26,7 +26,8 @@ from flnet.client.filenames import output_filename
 from flnet.datadir import default_data_dir
 from flnet.oauth import LoginError
 from flnet.orchestrator.backends import BACKENDS, DEFAULT_BACKEND
-from flnet.toolspec import ToolSpecError
+from flnet.structs import struct_to_dict
+from flnet.toolspec import ToolSpecError, load_tool_spec
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -105,7 +106,39 @@ async def follow(c: FlnetClient, run: str, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------- tools
 
 
+def contract_problems(path: Path) -> list[tuple[str, str]]:
+    """What `flnet.runtime.contract_check` finds wrong with the tool at `path`."""
+    from flnet.runtime.contract_check import check_tool
+
+    spec = load_tool_spec(path)
+    schema = struct_to_dict(spec.version.config_schema)
+    return check_tool(spec.directory, spec.entrypoint, schema)
+
+
+class ContractError(ValueError):
+    """The tool does not match its tool.yaml; the message lists each field at fault."""
+
+    def __init__(self, path: Path, problems: list[tuple[str, str]]) -> None:
+        lines = "\n".join(f"  {field}: {description}" for field, description in problems)
+        super().__init__(f"{path} does not match its contract:\n{lines}")
+
+
+async def tool_check(args: argparse.Namespace) -> int:
+    problems = contract_problems(Path(args.path))
+    if problems:
+        raise ContractError(Path(args.path), problems)
+    if args.output == "json":
+        render.print_json({"problems": []})
+    else:
+        render.console.print(f"{args.path}: the entrypoint loads and the schema fits its config")
+    return 0
+
+
 async def tool_register(args: argparse.Namespace) -> int:
+    if not args.image and not args.no_check:
+        problems = contract_problems(Path(args.path))
+        if problems:
+            raise ContractError(Path(args.path), problems)
     async with client(args) as c:
         res = await c.register_tool(Path(args.path), image=args.image)
     if args.output == "json":
@@ -557,6 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(tool, "register", tool_register, "pack and upload the tool at PATH, and register it")
     s.add_argument("path", help="a tool folder, or its tool.yaml")
     s.add_argument("--image", action="store_true", help="build and register its image (docker)")
+    s.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip loading the tool here to check it against tool.yaml (flnet tool check)",
+    )
+    s = cmd(tool, "check", tool_check, "load the tool at PATH and check it against tool.yaml")
+    s.add_argument("path", help="a tool folder, or its tool.yaml")
     cmd(tool, "list", tool_list, "list tools")
     cmd(tool, "get", tool_get, "show a tool and its versions").add_argument(
         "name", help="a tool name, or its full resource name"

@@ -26,7 +26,7 @@ from flnet.client import CallError
 from flnet.structs import struct_to_dict
 
 console = Console(highlight=False)
-errors = Console(highlight=False, stderr=True)
+errors = Console(highlight=False, stderr=True, soft_wrap=True)  # errors are never re-wrapped
 STATE_STYLE = {"FINISHED": "green", "ERROR": "red", "CANCELLED": "yellow"}
 
 
