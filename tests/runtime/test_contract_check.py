@@ -57,7 +57,7 @@ def tool(tmp_path: Path, source: str = TOOL) -> Path:
 
 
 def changed(**properties: Any) -> dict[str, Any]:
-    schema = json.loads(json.dumps(SCHEMA))
+    schema: dict[str, Any] = json.loads(json.dumps(SCHEMA))
     for name, value in properties.items():
         if value is None:
             del schema["properties"][name]
