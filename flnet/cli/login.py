@@ -388,6 +388,18 @@ def add_login_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="show the cached credential (refreshing it if expired) instead of logging in",
     )
     s.set_defaults(handler=login)
+    s = subparsers.add_parser(
+        "token",
+        help="print the cached access token (refreshed when it expires): "
+        'grpcurl -H "authorization: Bearer $(flnet token)" ...',
+    )
+    s.set_defaults(handler=token)
+
+
+async def token(args: argparse.Namespace) -> int:
+    """`flnet token`: the access token alone on stdout, for other clients."""
+    sys.stdout.write(await access_token(args.data_dir) + "\n")
+    return 0
 
 
 def resolve_issuer(explicit: str | None, data_dir: Path) -> str:

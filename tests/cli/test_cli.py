@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.cli.main import build_parser
 from flnet.cli.stack import Stack, free_port
 from flnet.client.filenames import output_filename
@@ -164,6 +167,15 @@ def rough_edges(stack: Path, ended: str) -> None:
     cancel = flnet(stack, "run", "cancel", ended, check=False)
     assert cancel.returncode == 2
     assert "had already ended (FINISHED): nothing to cancel" in " ".join(cancel.stderr.split())
+    # flnet token: the access token alone, which other clients send as it is.
+    token = flnet(stack, "token").stdout.strip()
+    endpoints = json.loads((stack / "endpoints.json").read_text())
+    with grpc.insecure_channel(endpoints["control"]) as channel:
+        listed = rsg.RunServiceStub(channel).ListRuns(
+            rs.ListRunsRequest(parent="tenants/default"),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+    assert ended in [r.name for r in listed.runs]
     # A reader that closed the pipe ends the command quietly.
     closed = subprocess.Popen(
         [*FLNET, "--data-dir", str(stack), "-o", "json", "run", "list"],
