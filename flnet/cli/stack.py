@@ -27,6 +27,7 @@ from flnet.datadir import PRIVATE_UMASK, open_private, own_private_dir, private_
 
 log = logging.getLogger("flnet.up")
 ENDPOINTS = "endpoints.json"
+PORTS = "stack-ports.json"
 # Written by the embedded issuer at its first start (flnet.issuer.config; not imported here,
 # so that the CLI starts without the issuer's dependencies).
 DEV_CREDENTIALS = "dev-credentials.json"
@@ -41,6 +42,46 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def remembered_port(data_dir: Path, name: str) -> int:
+    """The port `name` had the last time a stack served `data_dir`, while it is free (the
+    gateway's: the development issuer's URL, which cached logins name, stays the same across
+    restarts); else any free port, remembered for next time."""
+    path = data_dir / PORTS
+    try:
+        ports = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ports = {}
+    port = ports.get(name)
+    if not (isinstance(port, int) and 0 < port < 65536 and port_is_free(port)):
+        port = free_port()
+        write_private(path, json.dumps({**ports, name: port}))
+    return port
+
+
+def running_stack(data_dir: Path) -> dict[str, str] | None:
+    """The endpoints of a stack serving `data_dir` now (its gateway accepts connections),
+    else None (none started, or one that died without unpublishing)."""
+    try:
+        endpoints = read_endpoints(data_dir)
+    except StackNotRunning:
+        return None
+    host, _, port = endpoints.get("gateway", "").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except (OSError, ValueError):
+        return None
+    return endpoints
 
 
 def read_endpoints(data_dir: Path) -> dict[str, str]:
@@ -158,12 +199,17 @@ class Stack:
         replicas: int = 1,
     ) -> None:
         self.data_dir = data_dir
+        if (running := running_stack(data_dir)) is not None:
+            raise ValueError(
+                f"a stack already serves {data_dir} (its UI: {running.get('ui', '?')}): use "
+                "it, stop it (Ctrl-C where `flnet up` runs), or give another --data-dir"
+            )
         logs = private_dir(own_private_dir(data_dir) / "logs")
         py = sys.executable
         orch = f"127.0.0.1:{orchestrator_port or free_port()}"
         controls = [f"127.0.0.1:{control_port or free_port()}"]
         controls += [f"127.0.0.1:{free_port()}" for _ in range(replicas - 1)]
-        self.gateway = f"127.0.0.1:{gateway_port or free_port()}"
+        self.gateway = f"127.0.0.1:{gateway_port or remembered_port(data_dir, 'gateway')}"
         gateway_admin = f"127.0.0.1:{free_port()}"
         env = dict(extra_env or {})
         external = env.get("FLNET_OIDC_ISSUER") or os.environ.get("FLNET_OIDC_ISSUER")

@@ -434,6 +434,38 @@ def test_flnet_up_runs_an_issuer_for_flnet_login(stack: Path) -> None:
     assert (stack / "credentials.json").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_second_stack_on_the_same_data_dir_is_refused(stack: Path) -> None:
+    """`flnet demo` beside a running `flnet up` used to start a second stack and delete the
+    first one's endpoints.json."""
+    endpoints = (stack / "endpoints.json").read_text()
+    for command in (["demo"], ["up"]):
+        refused = flnet(stack, *command, check=False)
+        assert refused.returncode == 2
+        said = " ".join(refused.stderr.split())
+        assert f"a stack already serves {stack}" in said and "another --data-dir" in said
+    assert (stack / "endpoints.json").read_text() == endpoints
+    flnet(stack, "run", "list")  # the first one serves on
+
+
+def test_a_restarted_stack_keeps_its_issuer_and_the_cached_login(tmp_path: Path) -> None:
+    """Every restart used to give the development issuer a new address, and cached logins
+    "token issuer not accepted"."""
+    data = tmp_path / "data"
+    issuers = []
+    for restart in range(2):
+        up = subprocess.Popen([*FLNET, "--data-dir", str(data), "up"], stdout=subprocess.DEVNULL)
+        try:
+            wait_for(data / "endpoints.json")
+            issuers.append(json.loads((data / "endpoints.json").read_text())["oidc"])
+            if restart == 0:
+                flnet(data, "login", "--dev")
+            flnet(data, "tool", "list")  # the login of the first start, after the restart
+        finally:
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(timeout=60) == 0
+    assert issuers[0] == issuers[1]
+
+
 def test_login_dev_asks_for_the_scope_it_is_given(stack: Path) -> None:
     logged_in = flnet_json(stack, "login", "--dev", "--scope", "runs:read")
     assert logged_in["scope"] == "runs:read"
