@@ -137,10 +137,11 @@ def rough_edges(stack: Path, ended: str) -> None:
     after = flnet(stack, "run", "get", ended, "-o", "json")
     assert '"percentiles": [10, 90]' in after.stdout
     # -o json: errors are one JSON object on stderr, stdout carries results only.
-    missing = flnet(stack, "run", "get", "nope", "-o", "json", check=False)
+    nowhere = "0" * 20  # a whole run id
+    missing = flnet(stack, "run", "get", nowhere, "-o", "json", check=False)
     assert (missing.returncode, missing.stdout) == (2, "")
     error = json.loads(missing.stderr)["error"]
-    assert error["code"] == "NOT_FOUND" and "nope" in error["message"]
+    assert error["code"] == "NOT_FOUND" and nowhere in error["message"]
     tool = EXAMPLES / "csv_stats"
     bad = flnet(
         stack, "-o", "json", "run", "submit", "csv-stats", "-i", f"data={tool / 'sample.csv'}",
@@ -189,7 +190,7 @@ def rough_edges(stack: Path, ended: str) -> None:
 
 
 def test_errors_are_reported_with_their_code(stack: Path) -> None:
-    result = flnet(stack, "run", "get", "nope", check=False)
+    result = flnet(stack, "run", "get", "0" * 20, check=False)
     assert result.returncode == 2
     assert "NOT_FOUND" in result.stderr and not result.stdout
     result = flnet(stack, "run", "submit", "csv-stats", check=False)

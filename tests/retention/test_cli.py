@@ -125,7 +125,7 @@ def test_bytes_left_behind_make_the_exit_status_1(
     with pytest.raises(SystemExit) as exited:
         cli.main(["--data-dir", str(tmp_path), "gc"])
     assert exited.value.code == 1
-    assert "blob s3://b/k: the store is unreachable" in capsys.readouterr().out
+    assert "blob s3://b/k: the store is unreachable" in capsys.readouterr().err
 
 
 def test_a_run_shows_when_its_telemetry_was_dropped(capsys: pytest.CaptureFixture[str]) -> None:
