@@ -161,8 +161,8 @@ def rough_edges(stack: Path, ended: str) -> None:
     # A run is named by an unambiguous start of its id; run list shows whole ids.
     run_id = ended.rsplit("/", 1)[1]
     assert json.loads(flnet(stack, "-o", "json", "run", "get", run_id[:8]).stdout)["name"] == ended
-    nowhere = flnet(stack, "run", "get", "zz", check=False)
-    assert nowhere.returncode == 2 and "has an id starting with 'zz'" in nowhere.stderr
+    unknown = flnet(stack, "run", "get", "zz", check=False)
+    assert unknown.returncode == 2 and "has an id starting with 'zz'" in unknown.stderr
     assert run_id in flnet(stack, "run", "list", env={"COLUMNS": "40"}).stdout
     # Cancelling an ended run says so and fails.
     cancel = flnet(stack, "run", "cancel", ended, check=False)
