@@ -20,7 +20,7 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
 from flnet.cli.images import add_image_commands
 from flnet.cli.login import access_token, add_login_command
-from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack
+from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack, running_stack
 from flnet.client import CallError, FlnetClient, compare_outputs
 from flnet.client.filenames import output_filename
 from flnet.datadir import default_data_dir
@@ -64,6 +64,12 @@ def client(args: argparse.Namespace) -> FlnetClient:
     else the token `flnet login` cached (renewed as needed)."""
     address = args.address or os.environ.get("FLNET_ADDRESS")
     if not address:
+        if running_stack(args.data_dir) is None:
+            read_endpoints(args.data_dir)  # none at all: says so
+            raise StackNotRunning(
+                f"the stack that served {args.data_dir} is gone (its endpoints.json is "
+                "stale): start one with `flnet up`"
+            )
         address = read_endpoints(args.data_dir)["control"]
     token = os.environ.get("FLNET_TOKEN")
     if token:

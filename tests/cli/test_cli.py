@@ -228,6 +228,16 @@ def test_commands_without_a_stack_say_so(tmp_path: Path) -> None:
     result = flnet(tmp_path, "run", "list", check=False)
     assert result.returncode == 2
     assert "flnet up" in result.stderr
+    # A stack that died without unpublishing its endpoints: one line, not a gRPC error.
+    gone = f"127.0.0.1:{free_port()}"
+    endpoints = {"control": gone, "gateway": gone, "ui": f"http://{gone}/"}
+    (tmp_path / "endpoints.json").write_text(json.dumps(endpoints))
+    stale = flnet(tmp_path, "run", "list", check=False)
+    assert stale.returncode == 2 and "Traceback" not in stale.stderr
+    assert " ".join(stale.stderr.split()) == (
+        f"error the stack that served {tmp_path} is gone (its endpoints.json is stale): "
+        "start one with `flnet up`"
+    )
 
 
 @pytest.mark.timeout(180)
