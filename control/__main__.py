@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
-from flnet.control.app import ControlApp
+from flnet.control.app import ControlApp, StartupError
 from flnet.control.settings import ControlSettings
 from flnet.datadir import private_umask
 from flnet.server.serving import run_until_signalled
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> None:
             tmp.write_text(str(port))
             tmp.replace(args.port_file)
 
-    asyncio.run(run_until_signalled(start, app.stop))
+    try:
+        asyncio.run(run_until_signalled(start, app.stop))
+    except StartupError as e:
+        logging.getLogger("flnet.control").error("%s", e)  # one line: `flnet up` quotes it
+        sys.exit(1)
 
 
 if __name__ == "__main__":

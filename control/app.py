@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 import grpc
+from sqlalchemy.exc import OperationalError
 
 from flnet.api.control.v1 import (
     artifact_service_pb2,
@@ -53,6 +54,12 @@ from flnet.server.interceptors import ErrorMapper
 from flnet.server.serving import Server
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The control plane cannot start (its database or artifact store is unreachable); the
+    message says which and why, in one line."""
+
 
 SERVICE_NAMES = [
     tool_service_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
@@ -117,7 +124,11 @@ class ControlApp:
         make_private(s.resolved_database_url)
         self.engine = create_engine(s.resolved_database_url)
         closing.push_async_callback(self.engine.dispose)
-        await migrate(self.engine)
+        try:
+            await migrate(self.engine)
+        except (OperationalError, OSError) as e:
+            shown = self.engine.url.render_as_string(hide_password=True)
+            raise StartupError(f"cannot reach the database {shown}: {e}") from None
         self.store = Store(self.engine, RunFeed())
         # Its writer is not one of self._tasks: close() ends it between batches.
         self.audit = AuditLog(self.engine)

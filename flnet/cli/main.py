@@ -20,7 +20,14 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
 from flnet.cli.images import add_image_commands
 from flnet.cli.login import access_token, add_login_command
-from flnet.cli.stack import Stack, StackNotRunning, read_endpoints, run_stack, running_stack
+from flnet.cli.stack import (
+    ComponentFailed,
+    Stack,
+    StackNotRunning,
+    read_endpoints,
+    run_stack,
+    running_stack,
+)
 from flnet.client import CallError, FlnetClient, compare_outputs
 from flnet.client.filenames import output_filename
 from flnet.datadir import default_data_dir
@@ -696,7 +703,7 @@ def main(argv: list[str] | None = None) -> None:
     except grpc.aio.AioRpcError as e:
         render.error(CallError.of(e), json_output=args.output == "json")
         code = 2
-    except (StackNotRunning, ToolSpecError, ValueError, LoginError) as e:
+    except (StackNotRunning, ComponentFailed, ToolSpecError, ValueError, LoginError) as e:
         render.error(str(e), json_output=args.output == "json")
         code = 2
     except BrokenPipeError:  # `flnet run list | head`: the reader has what it wanted

@@ -37,6 +37,10 @@ class StackNotRunning(RuntimeError):
     pass
 
 
+class ComponentFailed(RuntimeError):
+    """A component of the stack did not start: which, why, and the end of its log."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -157,11 +161,31 @@ class Component:
             )
         finally:
             os.close(logfile)
-        if self.health_url:
-            await wait_http_healthy(self.health_url)
+        process = self.process
+        healthy = asyncio.create_task(
+            wait_http_healthy(self.health_url) if self.health_url else wait_healthy(self.address)
+        )
+        exited = asyncio.create_task(process.wait())
+        await asyncio.wait({healthy, exited}, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if healthy.done() and healthy.exception() is None:
+            log.info("%s serving on %s (pid %d)", self.name, self.address, process.pid)
+            return
+        healthy.cancel()
+        if process.returncode is None:  # alive, but never healthy
+            why = "did not become healthy within 30 s"
+            await self.stop(grace=2.0)
         else:
-            await wait_healthy(self.address)
-        log.info("%s serving on %s (pid %d)", self.name, self.address, self.process.pid)
+            why = f"exited with code {process.returncode}"
+        raise ComponentFailed(f"{self.name} did not start: it {why}.\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The last lines of the component's log, to say why it failed."""
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"(no log at {self.log_path})"
+        return f"The last lines of {self.log_path}:\n" + "\n".join(f"  {t}" for t in tail)
 
     async def stop(self, grace: float = 10.0) -> None:
         p = self.process
@@ -371,8 +395,10 @@ class Stack:
                         c.restarts,
                     )
                     await asyncio.sleep(min(0.2 * 2**c.restarts, 5.0))
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         await c.start()
+                    except ComponentFailed as e:
+                        log.warning("%s", e)
             await asyncio.sleep(0.2)
 
     async def stop(self) -> None:

@@ -580,6 +580,18 @@ def test_db_upgrade_creates_and_reports_the_schema(tmp_path: Path) -> None:
     assert "secret-pw" not in down.stdout + down.stderr
 
 
+def test_flnet_up_says_which_component_failed_and_why(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://flnet:secret-pw@127.0.0.1:{free_port()}/flnet"
+    down = flnet(tmp_path / "data", "up", env={"FLNET_DATABASE_URL": url}, check=False)
+    assert down.returncode == 2 and "Traceback" not in down.stderr
+    said = down.stderr.splitlines()
+    assert said[0] == "error control did not start: it exited with code 1."
+    assert said[1] == f"The last lines of {tmp_path / 'data' / 'logs' / 'control.log'}:"
+    assert "cannot reach the database postgresql+asyncpg://flnet:***@" in said[-1]
+    assert "secret-pw" not in down.stderr
+    assert not (tmp_path / "data" / "endpoints.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
