@@ -237,7 +237,9 @@ SEVERITY_STYLE = {
 
 class WatchView:
     """Live rendering of a run's events: state changes, logs and outputs as lines; progress
-    and the latest metrics in a live bar; a table of the metrics when the run ends."""
+    (with its message) and the latest metrics in a live bar; a table of the metrics when the
+    run ends. Where the output is no terminal (a pipe, a file), progress and metrics are
+    lines too, as they come."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -252,6 +254,9 @@ class WatchView:
         self.task = self.progress.add_task("PENDING", total=1.0, metrics="")
         self.metrics: dict[str, tm.MetricPoint] = {}
         self.points: dict[str, int] = {}
+        self.state = "PENDING"
+        self.message = ""  # the latest progress message
+        self.lines = not console.is_terminal
 
     def __enter__(self) -> WatchView:
         self.progress.start()
@@ -265,11 +270,15 @@ class WatchView:
                 table.add_row(name, f"{m.value:.6g}", m.unit, str(m.step), str(self.points[name]))
             console.print(table)
 
+    def _describe(self) -> None:
+        self.progress.update(self.task, description=f"{self.state} {self.message}".rstrip())
+
     def show(self, event: rp.RunEvent) -> None:
         which = event.WhichOneof("event")
         if which == "state_change":
             sc = event.state_change
-            self.progress.update(self.task, description=lifecycle.state_name(sc.to_state))
+            self.state = lifecycle.state_name(sc.to_state)
+            self._describe()
             line = f"{state(sc.to_state)} {sc.message}".rstrip()
             if sc.HasField("error"):
                 line += f" [red]{lifecycle.reason_name(sc.error.reason)}: {sc.error.message}[/red]"
@@ -287,8 +296,15 @@ class WatchView:
             self.points[m.name] = self.points.get(m.name, 0) + 1
             latest = "  ".join(f"{k}={v.value:.4g}" for k, v in self.metrics.items())
             self.progress.update(self.task, metrics=f"{latest}  (step {m.step})")
+            if self.lines:
+                console.print(f"metric  {m.name}={m.value:.6g}{m.unit} step {m.step}", markup=False)
         elif which == "progress":
-            self.progress.update(self.task, completed=event.progress.fraction)
+            p = event.progress
+            self.message = p.message
+            self.progress.update(self.task, completed=p.fraction)
+            self._describe()
+            if self.lines:
+                console.print(f"progress {p.fraction:.0%} {p.message}".rstrip(), markup=False)
         elif which == "output":
             o = event.output
             console.print(f"[green]output[/green] {o.output_name} {o.size_bytes} B {o.sha256}")

@@ -128,6 +128,9 @@ def test_register_submit_watch_download(stack: Path, tmp_path: Path) -> None:
     assert [r["name"] for r in runs] == [run]
     again = flnet(stack, "run", "reproduce", run, "--watch")
     assert again.returncode == 0
+    # Not a terminal: progress (with its message) is printed as lines as it comes.
+    assert again.stdout.splitlines()[0].startswith("watching tenants/default/runs/")
+    assert "progress 100% done" in again.stdout
     rough_edges(stack, run)
 
 
