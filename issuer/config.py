@@ -99,6 +99,8 @@ UI_CLIENT_ID = "flnet-ui"
 UI_REDIRECT_URI = "http://127.0.0.1/callback"
 CONTROL_PLANE_CLIENT_ID = "control-plane"
 CONTROL_PLANE_AUDIENCE = "flnet-orchestrator"
+# Scripts and other-language clients (grpcurl, a generated client): a service account.
+SCRIPTS_CLIENT_ID = "scripts"
 
 
 class ConfigError(ValueError):
@@ -408,6 +410,8 @@ class DevCredentials:
     admin_password: str
     control_plane_client_id: str
     control_plane_client_secret: str
+    scripts_client_id: str
+    scripts_client_secret: str
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -415,6 +419,8 @@ class DevCredentials:
             "admin_password": self.admin_password,
             "control_plane_client_id": self.control_plane_client_id,
             "control_plane_client_secret": self.control_plane_client_secret,
+            "scripts_client_id": self.scripts_client_id,
+            "scripts_client_secret": self.scripts_client_secret,
         }
 
 
@@ -470,10 +476,18 @@ clients:
     scopes: [orchestrator]
     tenant: default
     audience: {control_audience}
+  # Scripts and clients in other languages (grpcurl, a generated Node.js or Go client): a
+  # service account of tenant default that may run tools, not administer them
+  # (`flnet login --client-credentials --client-id {scripts_client}`, then `flnet token`).
+  {scripts_client}:
+    secret_hash: "{scripts_hash}"
+    grant_types: [client_credentials]
+    scopes: [runs:read, runs:write, tools:read, artifacts:read]
+    tenant: default
 """
 
 
-def default_config_text(admin_password: str, control_plane_secret: str) -> str:
+def default_config_text(admin_password: str, control_plane_secret: str, scripts_secret: str) -> str:
     """The documented default configuration, with hashes of the given secrets."""
     roles = "".join(f"  {name}: [{', '.join(scopes)}]\n" for name, scopes in DEFAULT_ROLES.items())
     return _DEFAULT_CONFIG.format(
@@ -488,6 +502,8 @@ def default_config_text(admin_password: str, control_plane_secret: str) -> str:
         control_client=CONTROL_PLANE_CLIENT_ID,
         control_hash=hash_secret(control_plane_secret),
         control_audience=CONTROL_PLANE_AUDIENCE,
+        scripts_client=SCRIPTS_CLIENT_ID,
+        scripts_hash=hash_secret(scripts_secret),
     )
 
 
@@ -498,17 +514,23 @@ def write_default_config(
     control_plane_secret: str | None = None,
 ) -> DevCredentials:
     """Writes the default development configuration to `path` (mode 0600): an `admin` user,
-    the public `flnet-cli` client and the confidential `control-plane` client (scope
-    orchestrator, audience flnet-orchestrator). Secrets not given are random; all of them are
-    also written, in plain text, to `dev-credentials.json` next to `path` (mode 0600) and
-    returned."""
+    the public `flnet-cli` client, the confidential `control-plane` client (scope
+    orchestrator, audience flnet-orchestrator) and the confidential `scripts` client (runs).
+    Secrets not given are random; all of them are also written, in plain text, to
+    `dev-credentials.json` next to `path` (mode 0600) and returned."""
     credentials = DevCredentials(
         admin_username="admin",
         admin_password=admin_password or random_secret(12),
         control_plane_client_id=CONTROL_PLANE_CLIENT_ID,
         control_plane_client_secret=control_plane_secret or random_secret(),
+        scripts_client_id=SCRIPTS_CLIENT_ID,
+        scripts_client_secret=random_secret(),
     )
-    text = default_config_text(credentials.admin_password, credentials.control_plane_client_secret)
+    text = default_config_text(
+        credentials.admin_password,
+        credentials.control_plane_client_secret,
+        credentials.scripts_client_secret,
+    )
     parse_config(yaml.safe_load(text), str(path))  # the default must always be valid
     write_private(path.parent / DEV_CREDENTIALS_FILE, json.dumps(credentials.as_dict(), indent=2))
     write_private(path, text)

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flnet.cli import render
 from flnet.toolspec import load_tool_spec
@@ -87,7 +87,7 @@ async def build(args: argparse.Namespace) -> int:
 
     spec = load_tool_spec(args.tool_dir)
     if spec.image_build is None:
-        return _error(
+        _error(
             f'tool {spec.name} names no image build context: add `image: {{build: "."}}` '
             "to its tool.yaml"
         )
@@ -131,7 +131,7 @@ async def _shown(args: argparse.Namespace, building: Coroutine[Any, Any, BuiltIm
     try:
         built = await building
     except ImageError as e:
-        return _error(e)
+        _error(e)
     _show(args, built)
     return 0
 
@@ -148,6 +148,6 @@ def _show(args: argparse.Namespace, built: BuiltImage) -> None:
     render.console.print(f"size   {built.size_bytes / 1e6:.1f} MB")
 
 
-def _error(error: object) -> int:
-    render.errors.print(f"[red]error[/red] {error}")
-    return 2
+def _error(error: object) -> NoReturn:
+    """main() says it, as every command's error (-o json: as JSON)."""
+    raise ValueError(str(error))

@@ -459,9 +459,8 @@ async def login(args: argparse.Namespace) -> int:
                     args.timeout,
                 )
             save_credentials(data_dir, credentials)
-    except (LoginError, OSError) as e:
-        render.errors.print(f"[red]error[/red] {e}")
-        return 2
+    except OSError as e:  # main() says it, as every command's error (-o json: as JSON)
+        raise LoginError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)) from None
     _show(args, credentials, credentials_path(data_dir))
     return 0
 

@@ -36,7 +36,7 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import insecure_channel
 from flnet.cli.stack import free_port
-from tests.stack import GRPCURL, RunningStack, grpcurl_services, start_stack, wait_http_ok
+from tests.stack import FLNET, GRPCURL, RunningStack, grpcurl_services, start_stack, wait_http_ok
 
 BEHAVE = Path(__file__).parent.parent / "fixtures" / "tools" / "behave"
 FOREIGN_ORIGIN = "http://attacker.example"
@@ -117,6 +117,48 @@ def test_grpcurl_lists_and_calls_through_the_gateway_and_directly(stack: Running
         )  # fmt: skip
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout)["run"]["name"] == run
+
+
+@pytest.mark.timeout(180)
+def test_a_script_client_runs_a_tool_with_grpcurl(stack: RunningStack, tmp_path: Path) -> None:
+    """The README's grpcurl session: the development issuer's `scripts` client logs in with
+    its secret (client credentials), `flnet token` prints its token, and grpcurl submits a
+    run and follows it to its end. It may run tools, not register them."""
+    secrets = json.loads((stack.data / "oidc" / "dev-credentials.json").read_text())
+    mine = [*FLNET, "--data-dir", str(tmp_path / "scripts")]
+    subprocess.run(
+        [*mine, "login", "--issuer", stack.endpoints["oidc"], "--client-credentials",
+         "--client-id", "scripts", "--client-secret", secrets["scripts_client_secret"]],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    token = subprocess.run(
+        [*mine, "token"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
+    bearer = f"authorization: Bearer {token}"
+    versions = grpcurl(
+        "-H", bearer, "-d", json.dumps({"parent": "tenants/default/tools/behave"}),
+        stack.control, "flnet.api.control.v1.ToolService/ListToolVersions",
+    )  # fmt: skip
+    assert versions.returncode == 0, versions.stderr
+    version = json.loads(versions.stdout)["tool_versions"][0]["name"]  # grpcurl: proto names
+    request = {"parent": "tenants/default", "run": {"tool_version": version, "config": {}}}
+    created = grpcurl(
+        "-H", bearer, "-d", json.dumps(request), stack.control,
+        "flnet.api.control.v1.RunService/CreateRun",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    run = json.loads(created.stdout)["run"]["name"]
+    watched = grpcurl(
+        "-H", bearer, "-d", json.dumps({"name": run}), stack.control,
+        "flnet.api.control.v1.RunService/WatchRun",
+    )  # fmt: skip
+    assert watched.returncode == 0, watched.stderr
+    assert '"to_state": "RUN_STATE_FINISHED"' in watched.stdout
+    refused = grpcurl(
+        "-H", bearer, "-d", json.dumps({"parent": "tenants/default/tools/behave"}),
+        stack.control, "flnet.api.control.v1.ToolService/CreateToolVersion",
+    )  # fmt: skip
+    assert "PermissionDenied" in refused.stderr or "PERMISSION_DENIED" in refused.stderr
 
 
 @pytest.mark.slow

@@ -58,6 +58,10 @@ def test_the_default_config_is_documented_valid_and_private(tmp_path: Path) -> N
     assert not control.public
     assert control.grant_types == {"client_credentials"}
     assert control.scopes == {"orchestrator"}
+    scripts = config.clients["scripts"]
+    assert not scripts.public and scripts.grant_types == {"client_credentials"}
+    assert scripts.scopes == {"runs:read", "runs:write", "tools:read", "artifacts:read"}
+    assert scripts.secret_hash and verify_secret(creds.scripts_client_secret, scripts.secret_hash)
     assert control.tenant == "default"
     assert control.secret_hash is not None
     assert verify_secret(creds.control_plane_client_secret, control.secret_hash)

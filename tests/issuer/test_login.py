@@ -117,9 +117,9 @@ async def test_a_failed_login_writes_nothing(issuer: Issuer, tmp_path: Path) -> 
         "--client-secret",
         "wrong",
     )
-    code, out, _ = await finish(proc)
-    assert code == 2
-    assert "invalid_client" in out
+    code, out, err = await finish(proc)
+    assert code == 2 and out == ""
+    assert "invalid_client" in err
     assert not credentials_path(data).exists()
 
 
@@ -218,8 +218,9 @@ async def test_status_refreshes_an_expired_cache(issuer: Issuer, tmp_path: Path)
     cached["expires_at"] = 0
     credentials_path(data).write_text(json.dumps(cached))
 
-    code, out, _ = await finish(await flnet(data, "-o", "json", "login", "--status"))
-    assert code == 2 and "flnet login" in out  # no refresh token, no secret: log in again
+    code, out, err = await finish(await flnet(data, "-o", "json", "login", "--status"))
+    assert code == 2 and out == ""  # errors on stderr; no refresh token, no secret: log in again
+    assert "flnet login" in json.loads(err)["error"]["message"]
 
     env = {**os.environ, "FLNET_CLIENT_SECRET": SECRETS["reporter"]}
     code, out, err = await finish(await flnet(data, "-o", "json", "login", "--status", env=env))
