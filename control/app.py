@@ -117,9 +117,12 @@ class ControlApp:
         # Closed at stop in reverse order of opening (the last opened first).
         closing = self._resources
         own_private_dir(s.data_dir)
-        self.blobs = await open_blob_store(
-            s.resolved_artifact_url, s3_endpoint=s.s3_endpoint, s3_region=s.s3_region
-        )
+        try:
+            self.blobs = await open_blob_store(
+                s.resolved_artifact_url, s3_endpoint=s.s3_endpoint, s3_region=s.s3_region
+            )
+        except ValueError as e:  # no store it can use, or an unreachable bucket
+            raise StartupError(str(e)) from None
         closing.push_async_callback(self.blobs.close)
         make_private(s.resolved_database_url)
         self.engine = create_engine(s.resolved_database_url)

@@ -583,14 +583,30 @@ def test_db_upgrade_creates_and_reports_the_schema(tmp_path: Path) -> None:
     assert "secret-pw" not in down.stdout + down.stderr
 
 
-def test_flnet_up_says_which_component_failed_and_why(tmp_path: Path) -> None:
-    url = f"postgresql+asyncpg://flnet:secret-pw@127.0.0.1:{free_port()}/flnet"
-    down = flnet(tmp_path / "data", "up", env={"FLNET_DATABASE_URL": url}, check=False)
+@pytest.mark.parametrize("broken", ["database", "bucket"])
+def test_flnet_up_says_which_component_failed_and_why(tmp_path: Path, broken: str) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    env, why = {
+        "database": (
+            {"FLNET_DATABASE_URL": f"postgresql+asyncpg://flnet:secret-pw@{nowhere}/flnet"},
+            "cannot reach the database postgresql+asyncpg://flnet:***@",
+        ),
+        "bucket": (
+            {
+                "FLNET_ARTIFACT_URL": "s3://nobucket/flnet",
+                "FLNET_S3_ENDPOINT": f"http://{nowhere}",
+                "AWS_ACCESS_KEY_ID": "key",
+                "AWS_SECRET_ACCESS_KEY": "secret-pw",
+            },
+            f"FLNET_ARTIFACT_URL: bucket 'nobucket' at http://{nowhere} is not usable",
+        ),
+    }[broken]
+    down = flnet(tmp_path / "data", "up", env=env, check=False)
     assert down.returncode == 2 and "Traceback" not in down.stderr
     said = down.stderr.splitlines()
     assert said[0] == "error control did not start: it exited with code 1."
     assert said[1] == f"The last lines of {tmp_path / 'data' / 'logs' / 'control.log'}:"
-    assert "cannot reach the database postgresql+asyncpg://flnet:***@" in said[-1]
+    assert why in said[-1]
     assert "secret-pw" not in down.stderr
     assert not (tmp_path / "data" / "endpoints.json").exists()
 
