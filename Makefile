@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 PROTOS := $(shell find proto -name '*.proto' | sort)
 GRPC_TOOLS_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 
-.PHONY: all venv proto proto-check lint buf-lint gateway-check typecheck importcheck frontend test test-fast test-postgres bench demo clean
+.PHONY: all venv proto proto-check lint buf-lint gateway-check typecheck importcheck frontend node-client test test-fast test-postgres bench demo clean
 
 all: test
 
@@ -75,6 +75,15 @@ frontend/dist/index.html: frontend/node_modules/.installed $(FRONTEND_SOURCES)
 
 frontend: frontend/dist/index.html
 
+# The example Node.js client (examples/clients/node): its stubs generated from proto/.
+NODE_CLIENT := examples/clients/node
+$(NODE_CLIENT)/gen/.generated: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json $(NODE_CLIENT)/buf.gen.yaml $(shell find proto -type f)
+	npm --prefix $(NODE_CLIENT) ci --no-audit --no-fund --silent
+	cd $(NODE_CLIENT) && npx buf generate
+	touch $@
+
+node-client: $(NODE_CLIENT)/gen/.generated
+
 lint: venv buf-lint gateway-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -95,7 +104,7 @@ importcheck: typecheck
 # embedded defaults (SQLite, local files), then again on a deployment's components
 # (PostgreSQL, S3 on SeaweedFS) but for the browser and gateway tests, whose `flnet up`
 # stacks choose their own database (the browser's replica test, a private PostgreSQL).
-test: venv node_modules/.installed frontend proto-check lint typecheck importcheck
+test: venv node_modules/.installed frontend node-client proto-check lint typecheck importcheck
 	npm --prefix frontend test --silent
 	$(BIN)/pytest -q -p no:cacheprovider
 	$(BIN)/pytest -q -p no:cacheprovider --database postgresql --artifacts s3 -m 'not browser' \

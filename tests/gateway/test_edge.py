@@ -119,6 +119,9 @@ def test_grpcurl_lists_and_calls_through_the_gateway_and_directly(stack: Running
         assert json.loads(got.stdout)["run"]["name"] == run
 
 
+NODE_CLIENT = Path(__file__).parents[2] / "examples" / "clients" / "node"
+
+
 @pytest.mark.timeout(180)
 def test_a_script_client_runs_a_tool_with_grpcurl(stack: RunningStack, tmp_path: Path) -> None:
     """The README's grpcurl session: the development issuer's `scripts` client logs in with
@@ -159,6 +162,21 @@ def test_a_script_client_runs_a_tool_with_grpcurl(stack: RunningStack, tmp_path:
         stack.control, "flnet.api.control.v1.ToolService/CreateToolVersion",
     )  # fmt: skip
     assert "PermissionDenied" in refused.stderr or "PERMISSION_DENIED" in refused.stderr
+
+    # The example Node.js client, generated from proto/ (make node-client), through the
+    # gateway: CreateRun, then WatchRun to the end.
+    assert (NODE_CLIENT / "gen").is_dir(), "run `make node-client` first"
+    node = subprocess.run(
+        ["node", str(NODE_CLIENT / "submit.mjs"), stack.gateway, version],
+        env={**os.environ, "FLNET_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert node.returncode == 0, node.stdout + node.stderr
+    states = [json.loads(line)["state"] for line in node.stdout.splitlines()]
+    assert states[0] == "PENDING" and states[-1] == "FINISHED", states
 
 
 @pytest.mark.slow
