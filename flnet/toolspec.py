@@ -123,7 +123,8 @@ def load_tool_spec(path: Path) -> ToolSpec:
         raise ToolSpecError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
         raise ToolSpecError(f"{path} must hold a mapping")
-    for key in ("name", "version", "entrypoint", "config_schema"):
+    # config_schema may be left out: `flnet tool register` derives it from the tool's Config.
+    for key in ("name", "version", "entrypoint"):
         if key not in data:
             raise ToolSpecError(f"{path}: '{key}' is required")
     version = tp.ToolVersion(
@@ -134,7 +135,10 @@ def load_tool_spec(path: Path) -> ToolSpec:
         inputs=_io(data.get("inputs"), "inputs"),
         outputs=_io(data.get("outputs"), "outputs"),
     )
-    version.config_schema.update(data["config_schema"])
+    if data.get("config_schema") is not None:
+        if not isinstance(data["config_schema"], dict):
+            raise ToolSpecError(f"{path}: 'config_schema' must be a mapping")
+        version.config_schema.update(data["config_schema"])
     res = data.get("resources") or {}
     version.resources.CopyFrom(
         tp.Resources(

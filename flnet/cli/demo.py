@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
+from flnet.cli.contract import checked
 from flnet.cli.login import access_token, dev_login, save_credentials
 from flnet.cli.stack import Stack, run_stack
 from flnet.client import FlnetClient
@@ -49,7 +50,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             return await access_token(data_dir)
 
         async with FlnetClient(stack.endpoints["control"], token) as c:
-            version = (await c.register_tool(tool_dir)).tool_version
+            _, schema = checked(tool_dir)  # as `flnet tool register` does
+            version = (await c.register_tool(tool_dir, config_schema=schema)).tool_version
             say(f"registered {version.name}")
             artifact = await c.upload(sample, "text/csv")
             say(f"uploaded {sample.name} -> {artifact.name} ({artifact.sha256})")

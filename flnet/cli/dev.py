@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from flnet.cli import render
+from flnet.cli.contract import checked
 from flnet.client import FlnetClient
 from flnet.runtime import EngineConfig, run_engine
-from flnet.toolspec import load_tool_spec
 
 
 async def connect(
@@ -28,8 +28,8 @@ async def connect(
     # No bytecode caches: an edit saved within the second of the last load, at the same
     # size, would otherwise be read from a stale one.
     sys.dont_write_bytecode = True
-    spec = load_tool_spec(path)
-    version = (await c.register_tool(path, development=True)).tool_version
+    spec, schema = checked(path)
+    version = (await c.register_tool(path, development=True, config_schema=schema)).tool_version
     created = await c.submit(version.name, config, inputs, dev_session=True)
     run = created.run
     run_id = run.name.rsplit("/", 1)[1]

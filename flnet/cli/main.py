@@ -18,6 +18,7 @@ import grpc
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli import render
+from flnet.cli.contract import checked
 from flnet.cli.images import add_image_commands
 from flnet.cli.login import access_token, add_login_command
 from flnet.cli.stack import (
@@ -33,8 +34,7 @@ from flnet.client.filenames import output_filename
 from flnet.datadir import default_data_dir
 from flnet.oauth import LoginError
 from flnet.orchestrator.backends import BACKENDS, DEFAULT_BACKEND
-from flnet.structs import struct_to_dict
-from flnet.toolspec import ToolSpecError, load_tool_spec
+from flnet.toolspec import ToolSpecError
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -119,27 +119,8 @@ async def follow(c: FlnetClient, run: str, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------- tools
 
 
-def contract_problems(path: Path) -> list[tuple[str, str]]:
-    """What `flnet.runtime.contract_check` finds wrong with the tool at `path`."""
-    from flnet.runtime.contract_check import check_tool
-
-    spec = load_tool_spec(path)
-    schema = struct_to_dict(spec.version.config_schema)
-    return check_tool(spec.directory, spec.entrypoint, schema)
-
-
-class ContractError(ValueError):
-    """The tool does not match its tool.yaml; the message lists each field at fault."""
-
-    def __init__(self, path: Path, problems: list[tuple[str, str]]) -> None:
-        lines = "\n".join(f"  {field}: {description}" for field, description in problems)
-        super().__init__(f"{path} does not match its contract:\n{lines}")
-
-
 async def tool_check(args: argparse.Namespace) -> int:
-    problems = contract_problems(Path(args.path))
-    if problems:
-        raise ContractError(Path(args.path), problems)
+    checked(Path(args.path))
     if args.output == "json":
         render.print_json({"problems": []})
     else:
@@ -147,13 +128,17 @@ async def tool_check(args: argparse.Namespace) -> int:
     return 0
 
 
+async def tool_schema(args: argparse.Namespace) -> int:
+    render.print_json(checked(Path(args.path))[1])
+    return 0
+
+
 async def tool_register(args: argparse.Namespace) -> int:
+    schema = None
     if not args.image and not args.no_check:
-        problems = contract_problems(Path(args.path))
-        if problems:
-            raise ContractError(Path(args.path), problems)
+        schema = checked(Path(args.path))[1]
     async with client(args) as c:
-        res = await c.register_tool(Path(args.path), image=args.image)
+        res = await c.register_tool(Path(args.path), image=args.image, config_schema=schema)
     if args.output == "json":
         render.print_json({"toolVersion": res.tool_version, "created": res.created})
     else:
@@ -609,6 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip loading the tool here to check it against tool.yaml (flnet tool check)",
     )
     s = cmd(tool, "check", tool_check, "load the tool at PATH and check it against tool.yaml")
+    s.add_argument("path", help="a tool folder, or its tool.yaml")
+    s = cmd(
+        tool,
+        "schema",
+        tool_schema,
+        "the config schema the tool at PATH registers with: derived from its Config, "
+        "tool.yaml's config_schema merged over it",
+    )
     s.add_argument("path", help="a tool folder, or its tool.yaml")
     cmd(tool, "list", tool_list, "list tools")
     cmd(tool, "get", tool_get, "show a tool and its versions").add_argument(

@@ -99,6 +99,7 @@ class FlnetClient:
         *,
         image: bool = False,
         development: bool = False,
+        config_schema: Mapping[str, Any] | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ts.CreateToolVersionResponse:
         """Registers the tool.yaml at `path`: its folder's files uploaded as a source
@@ -107,6 +108,7 @@ class FlnetClient:
         by its digest. ToolSpecError when the tool cannot be registered that way (no build
         context, no Docker, build failed).
 
+        `config_schema`: the schema to register instead of tool.yaml's.
         `development`: as a development version of its files as they are now,
         "<version>+dev.<digest>" (development_version), so that editing the tool never
         collides with the release registered under its tool.yaml version."""
@@ -117,6 +119,9 @@ class FlnetClient:
             version = await self.upload_source(spec)
         if development:
             version.version = development_version(spec.version.version, version)
+        if config_schema is not None:  # derived from the tool's Config (flnet.cli.contract)
+            version.config_schema.Clear()
+            version.config_schema.update(config_schema)
         return await self.tools.CreateToolVersion(
             ts.CreateToolVersionRequest(
                 parent=f"{self.tenant}/tools/{spec.name}", tool_version=version

@@ -648,3 +648,111 @@ def test_downloaded_outputs_are_named_for_their_media_type(
 ) -> None:
     artifact = ap.Artifact(output_name=output_name, media_type=media_type)
     assert output_filename(artifact) == filename
+
+
+KMEANS_YAML = """\
+name: kmeans
+version: 1.0.0
+kind: training
+description: K-means on the numeric columns of a CSV.
+entrypoint: tool.py:main
+config_schema:                 # what the Config dataclass cannot say; the rest is derived
+  properties:
+    k: {minimum: 1}
+inputs:
+  - {name: data, media_type: text/csv, required: true}
+outputs:
+  - {name: centroids, media_type: application/json, required: true}
+"""
+KMEANS_TOOL = """\
+import csv
+import json
+from dataclasses import dataclass
+
+from flnet.runtime import Context, InvalidInput
+
+
+@dataclass
+class Config:
+    k: int = 2
+    rounds: int = 10
+
+
+def main(ctx: Context[Config]) -> None:
+    with ctx.inputs["data"].open() as f:
+        rows = [[float(v) for v in row.values()] for row in csv.DictReader(f)]
+    if len(rows) < ctx.config.k:
+        raise InvalidInput(f"{len(rows)} rows cannot make {ctx.config.k} clusters", input="data")
+    centroids = rows[: ctx.config.k]
+    for round_ in range(ctx.config.rounds):
+        groups = [[] for _ in centroids]
+        for row in rows:
+            nearest = min(
+                range(len(centroids)),
+                key=lambda i: sum((a - b) ** 2 for a, b in zip(row, centroids[i])),
+            )
+            groups[nearest].append(row)
+        centroids = [
+            [sum(col) / len(g) for col in zip(*g)] if g else c for g, c in zip(groups, centroids)
+        ]
+        ctx.metric("round", round_, step=round_)
+        print(f"round {round_}")
+    with ctx.outputs.open("centroids") as out:
+        out.write(json.dumps(centroids))
+"""
+KMEANS_TEST = """\
+from pathlib import Path
+
+from flnet.runtime.testing import make_context
+from tool import Config, main
+
+
+def test_two_clusters(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("x,y\\n0,0\\n0,1\\n9,9\\n9,8\\n")
+    ctx, recorded = make_context(
+        Config(k=2), output_dir=tmp_path / "out", outputs=["centroids"], inputs={"data": data}
+    )
+    main(ctx)
+    assert (tmp_path / "out" / "centroids").exists()
+    assert len(recorded.metrics("round")) == 10
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_newcomer_writes_tests_registers_and_runs_a_tool(stack: Path, tmp_path: Path) -> None:
+    """The README's tool-author section, followed from an empty folder: tool.yaml without a
+    full schema (derived from Config), a unit test with flnet.runtime.testing, check,
+    register, run; a bad input is the user's fault."""
+    tool = tmp_path / "kmeans"
+    tool.mkdir()
+    (tool / "tool.yaml").write_text(KMEANS_YAML)
+    (tool / "tool.py").write_text(KMEANS_TOOL)
+    (tool / "test_tool.py").write_text(KMEANS_TEST)
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tool)],
+        cwd=tool, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    flnet(stack, "tool", "check", str(tool))
+    schema = flnet_json(stack, "tool", "schema", str(tool))
+    assert schema["properties"]["k"] == {"type": "integer", "default": 2, "minimum": 1}
+    assert schema["additionalProperties"] is False
+    flnet(stack, "tool", "register", str(tool))
+    data = tmp_path / "points.csv"
+    data.write_text("x,y\n0,0\n0,1\n9,9\n9,8\n")
+    done = flnet(stack, "run", "submit", "kmeans", "-i", f"data={data}", "-c", "k=2", "--watch")
+    assert "FINISHED" in done.stdout and "round 9" in done.stdout
+    refused = flnet(
+        stack, "run", "submit", "kmeans", "-i", f"data={data}", "-c", "k=0", check=False
+    )
+    assert refused.returncode == 2 and "run.config.k" in refused.stderr
+    few = flnet(
+        stack, "-o", "json", "run", "submit", "kmeans", "-i", f"data={data}", "-c", "k=9",
+        "--watch", check=False,
+    )  # fmt: skip
+    assert few.returncode == 1
+    ended = [json.loads(line) for line in few.stdout.splitlines()][-1]["stateChange"]
+    assert ended["error"]["reason"] == "ERROR_REASON_INPUT_INVALID"
+    assert ended["error"]["kind"] == "ERROR_KIND_USER"
+    assert ended["error"]["message"] == "4 rows cannot make 9 clusters"
