@@ -301,6 +301,20 @@ def test_dev_session_config_and_tests_without_restart(stack: Path) -> None:
         assert {line.split(",")[0] for line in csv_lines[1:]} == {"loss", "accuracy"}
         table = flnet(stack, "run", "metrics", finished[0], "--name", "accuracy").stdout
         assert "accuracy" in table and "loss" not in table
+        # Ctrl-C stops watching, not the run, and says how to cancel it.
+        watching = subprocess.Popen(
+            [*FLNET, "--data-dir", str(stack), "run", "watch", session],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert watching.stdout is not None
+        assert watching.stdout.readline().startswith(f"watching tenants/default/runs/{session}")
+        watching.send_signal(signal.SIGINT)
+        _, said = watching.communicate(timeout=30)
+        assert watching.returncode == 130
+        assert f"goes on (`flnet run cancel {session}` cancels it)" in " ".join(said.split())
+        assert flnet_json(stack, "run", "get", session)["state"] == "RUN_STATE_INITIALIZED"
         assert dev.poll() is None
     finally:
         dev.send_signal(signal.SIGINT)
