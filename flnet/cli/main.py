@@ -591,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-check",
         action="store_true",
-        help="skip loading the tool here to check it against tool.yaml (flnet tool check)",
+        help="do not load the tool here (flnet tool check): tool.yaml's config_schema is "
+        "registered as it is, nothing derived",
     )
     s = cmd(tool, "check", tool_check, "load the tool at PATH and check it against tool.yaml")
     s.add_argument("path", help="a tool folder, or its tool.yaml")
