@@ -22,6 +22,7 @@ from .convert import (
     grace_from_proto,
     launch_spec_from_proto,
 )
+from .errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class OrchestratorService(pb_grpc.OrchestratorServiceServicer):
         request: pb.WatchContainersRequest,
         context: grpc.aio.ServicerContext[pb.WatchContainersRequest, pb.WatchContainersResponse],
     ) -> AsyncIterator[pb.WatchContainersResponse]:
+        if request.after_sequence < 0:  # as the control plane's WatchRun
+            raise InvalidArgument.field("after_sequence", "must not be negative")
         log.debug("watcher joined after sequence %d", request.after_sequence)
         try:
             async with aclosing(self._backend.events(request.after_sequence)) as events:

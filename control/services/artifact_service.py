@@ -44,6 +44,14 @@ def check_sha256(value: str, field: str) -> None:
         )
 
 
+def check_filename(value: str, field: str) -> None:
+    """A file's name, as shown and as downloads name it: no path, no control characters (a
+    CR/LF would split a header that carries it)."""
+    if any(c < " " or c == "\x7f" for c in value) or "/" in value or "\\" in value:
+        problem = "a file name: no '/', '\\' or control characters"
+        raise InvalidArgument(f"{field}: {problem}", violations=[(field, problem)])
+
+
 def check_media_type(value: str, field: str) -> None:
     if problem := media_type_problem(value):
         raise InvalidArgument(f"{field}: {problem}", violations=[(field, problem)])
@@ -139,6 +147,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         tenant = names.parse_tenant(meta.parent, "metadata.parent")
         check_sha256(meta.sha256, "metadata.sha256")
         check_media_type(meta.media_type, "metadata.media_type")
+        check_filename(meta.filename, "metadata.filename")
 
         async def chunks() -> AsyncIterator[bytes]:
             async for msg in request_iterator:
@@ -162,6 +171,7 @@ class ArtifactService(asg.ArtifactServiceServicer):
         tenant = names.parse_tenant(request.parent)
         check_sha256(request.sha256, "sha256")
         check_media_type(request.media_type, "media_type")
+        check_filename(request.filename, "filename")
         if request.total_size < 0:
             raise InvalidArgument(
                 "total_size must not be negative",

@@ -330,7 +330,11 @@ def scripted_browser(username: str, password: str) -> OpenUrl:
                 action = str(res.url)
             found = re.search(r'name="csrf_token" value="([^"]+)"', page)
             if res.status != 200 or found is None:
-                raise LoginError(f"no login form at the issuer (HTTP {res.status})")
+                body = re.sub(r"(?s)<(style|title|head)\b.*?</\1>", " ", page)
+                said = re.sub(r"<[^>]*>|\s+", " ", body).strip()[:200]  # the issuer's reason
+                raise LoginError(
+                    f"no login form at the issuer (HTTP {res.status}){': ' + said if said else ''}"
+                )
             form = {"csrf_token": unescape(found[1]), "username": username, "password": password}
             async with http.post(action, data=form) as res:  # redirects to our callback
                 if res.status != 200:
@@ -339,10 +343,16 @@ def scripted_browser(username: str, password: str) -> OpenUrl:
     return open_url
 
 
-async def dev_login(data_dir: Path, issuer: str, scope: str | None = None) -> Credentials:
+async def dev_login(
+    data_dir: Path,
+    issuer: str,
+    scope: str | None = None,
+    client_id: str = DEFAULT_CLIENT_ID,
+) -> Credentials:
     """Signs in as the development issuer's administrator, whose generated password is in
-    <data-dir>/oidc/dev-credentials.json (`flnet login --dev`, the demo), asking for `scope`
-    (None: all the client may get). Only for the embedded issuer of a local stack."""
+    <data-dir>/oidc/dev-credentials.json (`flnet login --dev`, the demo), through the public
+    client `client_id`, asking for `scope` (None: all the client may get). Only for the
+    embedded issuer of a local stack."""
     path = data_dir / "oidc" / DEV_CREDENTIALS
     try:
         dev = json.loads(path.read_text())
@@ -350,7 +360,7 @@ async def dev_login(data_dir: Path, issuer: str, scope: str | None = None) -> Cr
     except (OSError, ValueError, KeyError) as e:
         raise LoginError(f"no development credentials in {path}: {e}") from None
     return await browser_login(
-        issuer, scripted_browser(username, password), scope=scope, sign_in_within=30
+        issuer, scripted_browser(username, password), client_id, scope, sign_in_within=30
     )
 
 
@@ -441,7 +451,9 @@ async def login(args: argparse.Namespace) -> int:
         else:
             issuer = resolve_issuer(args.issuer, data_dir)
             if args.dev:
-                credentials = await dev_login(data_dir, issuer, args.scope)
+                credentials = await dev_login(
+                    data_dir, issuer, args.scope, args.client_id or DEFAULT_CLIENT_ID
+                )
             elif args.client_credentials:
                 if not args.client_id:
                     raise LoginError("--client-credentials needs --client-id")

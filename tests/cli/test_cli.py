@@ -494,6 +494,16 @@ def test_a_restarted_stack_keeps_its_issuer_and_the_cached_login(tmp_path: Path)
     assert issuers[0] == issuers[1]
 
 
+def test_login_dev_signs_in_through_the_client_it_is_given(stack: Path) -> None:
+    flnet(stack, "login", "--dev", "--client-id", "flnet-ui")
+    cached = json.loads((stack / "credentials.json").read_text())
+    assert cached["client_id"] == "flnet-ui"
+    claims = unverified_claims(cached["access_token"])
+    assert "flnet-ui" in (claims.get("client_id"), claims.get("azp"))
+    unknown = flnet(stack, "login", "--dev", "--client-id", "nobody", check=False)
+    assert unknown.returncode == 2 and "unknown client_id" in unknown.stderr
+
+
 def test_login_dev_asks_for_the_scope_it_is_given(stack: Path) -> None:
     logged_in = flnet_json(stack, "login", "--dev", "--scope", "runs:read")
     assert logged_in["scope"] == "runs:read"

@@ -14,7 +14,7 @@ from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.control.media_types import media_type_problem
 from flnet.toolspec import load_tool_spec
-from tests.conftest import FIXTURES, TENANT, Clients
+from tests.conftest import FIXTURES, TENANT, Clients, upload_messages
 from tests.status import violations
 
 NOOP = FIXTURES / "tools" / "noop"
@@ -85,6 +85,30 @@ async def test_an_upload_with_such_a_media_type_is_refused(api: Clients) -> None
     assert violations(e.value) == ["media_type"]
     listed = await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
     assert not listed.artifacts
+
+
+@pytest.mark.parametrize(
+    "filename", ["data.csv\r\nX-Injected: 1", "tab\there.csv", "../../etc/passwd", "a\\b.csv"]
+)
+async def test_an_upload_whose_filename_is_no_file_name_is_refused(
+    api: Clients, filename: str
+) -> None:
+    """CR/LF would split a header that carries the name; a path is not a file's name."""
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.artifacts.UploadInput(
+            upload_messages(TENANT, b"a,b\n1,2\n", filename, "text/csv")
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(e.value) == ["metadata.filename"]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await api.artifacts.StartUpload(
+            asv.StartUploadRequest(parent=TENANT, total_size=8, filename=filename)
+        )
+    assert violations(e.value) == ["filename"]
+    listed = await api.artifacts.ListArtifacts(asv.ListArtifactsRequest(parent=TENANT))
+    assert not listed.artifacts
+    # A name with spaces and other scripts is a file name.
+    await api.upload(b"a,b\n1,2\n", "données 2026.csv")
 
 
 async def test_a_tool_version_with_such_media_types_is_refused(api: Clients) -> None:

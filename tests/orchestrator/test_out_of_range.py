@@ -40,3 +40,12 @@ async def test_launch_with_a_deadline_out_of_range(orch: Orchestrator, seconds: 
     error = await launch_error(orch, source_path=str(orch.tool("pass")), deadline=deadline)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details(error) == ("DEADLINE_INVALID", ["deadline"])
+
+
+async def test_a_watch_from_a_negative_position(orch: Orchestrator) -> None:
+    """As the control plane's WatchRun: a position before the first event is no position."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in orch.stub.WatchContainers(pb.WatchContainersRequest(after_sequence=-1)):
+            pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(raised.value)[1] == ["after_sequence"]
