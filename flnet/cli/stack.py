@@ -42,10 +42,20 @@ class ComponentFailed(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all held at once while they are picked (one at a time,
+    the system may hand out a port just released, and two components would share it)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def port_is_free(port: int) -> bool:
@@ -57,10 +67,10 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def remembered_port(data_dir: Path, name: str) -> int:
+def remembered_port(data_dir: Path, name: str, fallback: int) -> int:
     """The port `name` had the last time a stack served `data_dir`, while it is free (the
     gateway's: the development issuer's URL, which cached logins name, stays the same across
-    restarts); else any free port, remembered for next time."""
+    restarts); else the free port `fallback`, remembered for next time."""
     path = data_dir / PORTS
     try:
         ports = json.loads(path.read_text())
@@ -68,7 +78,7 @@ def remembered_port(data_dir: Path, name: str) -> int:
         ports = {}
     port = ports.get(name)
     if not (isinstance(port, int) and 0 < port < 65536 and port_is_free(port)):
-        port = free_port()
+        port = fallback
         write_private(path, json.dumps({**ports, name: port}))
     return port
 
@@ -230,11 +240,17 @@ class Stack:
             )
         logs = private_dir(own_private_dir(data_dir) / "logs")
         py = sys.executable
-        orch = f"127.0.0.1:{orchestrator_port or free_port()}"
-        controls = [f"127.0.0.1:{control_port or free_port()}"]
-        controls += [f"127.0.0.1:{free_port()}" for _ in range(replicas - 1)]
-        self.gateway = f"127.0.0.1:{gateway_port or remembered_port(data_dir, 'gateway')}"
-        gateway_admin = f"127.0.0.1:{free_port()}"
+        # Ports not given are picked together (distinct): orchestrator, issuer, gateway
+        # admin, gateway, then each control plane.
+        picked = iter(free_ports(4 + replicas))
+        orch = f"127.0.0.1:{orchestrator_port or next(picked)}"
+        issuer_port, admin_port, any_gateway_port = next(picked), next(picked), next(picked)
+        controls = [f"127.0.0.1:{control_port or next(picked)}"]
+        controls += [f"127.0.0.1:{next(picked)}" for _ in range(replicas - 1)]
+        self.gateway = "127.0.0.1:" + str(
+            gateway_port or remembered_port(data_dir, "gateway", any_gateway_port)
+        )
+        gateway_admin = f"127.0.0.1:{admin_port}"
         env = dict(extra_env or {})
         external = env.get("FLNET_OIDC_ISSUER") or os.environ.get("FLNET_OIDC_ISSUER")
         self.embedded_issuer = not external
@@ -247,7 +263,7 @@ class Stack:
             from flnet.orchestrator.docker_container import ENGINE_GID
 
             env.setdefault("FLNET_ENGINE_GID", str(ENGINE_GID))
-        issuer_listen = f"127.0.0.1:{oidc_port or free_port()}"
+        issuer_listen = f"127.0.0.1:{oidc_port or issuer_port}"
         issuer_direct = f"http://{issuer_listen}/oidc"
         if self.embedded_issuer:
             env.setdefault("FLNET_OIDC_JWKS_URI", f"{issuer_direct}/jwks")
