@@ -19,7 +19,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--listen", default="127.0.0.1:50051", help="host:port (port 0: any free)")
     p.add_argument("--data-dir", type=Path, help="default $FLNET_DATA_DIR")
     p.add_argument("--database-url", help="default sqlite in the data dir ($FLNET_DATABASE_URL)")
-    p.add_argument("--orchestrator", help="orchestrator address ($FLNET_ORCHESTRATOR_ADDRESS)")
     p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     args = p.parse_args(argv)
     private_umask()
@@ -28,7 +27,6 @@ def main(argv: list[str] | None = None) -> None:
         settings = ControlSettings.from_env(
             data_dir=args.data_dir,
             database_url=args.database_url,
-            orchestrator_address=args.orchestrator,
         )
     except ValueError as e:
         p.error(str(e))

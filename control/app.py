@@ -1,10 +1,10 @@
-"""The control-plane process: wires store, artifact store, orchestrator client, run logic
-and the services into one grpc.aio server, plus its supervision loops.
+"""The control-plane process: wires store, artifact store, run logic, the placement loop and
+the services into one grpc.aio server, plus its supervision loops.
 
 Every RPC but health and reflection is authenticated and authorized (flnet.server.auth): user
-tokens of the configured OIDC issuer (its JWKS, or `keys` given to the app), run
-credentials with the control plane's own key. Towards the orchestrator the control plane
-presents its own client_credentials token (or `orchestrator_token` given to the app)."""
+and orchestrator tokens of the configured OIDC issuer (its JWKS, or `keys` given to the
+app), run credentials with the control plane's own key. Orchestrators dial in (Attach): the
+control plane calls nobody."""
 
 from __future__ import annotations
 
@@ -18,27 +18,31 @@ from sqlalchemy.exc import OperationalError
 from flnet.api.control.v1 import (
     artifact_service_pb2,
     audit_service_pb2,
+    fleet_service_pb2,
     run_service_pb2,
     tool_service_pb2,
 )
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.api.control.v1 import audit_service_pb2_grpc as aug
+from flnet.api.control.v1 import fleet_service_pb2_grpc as fsg
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
+from flnet.api.orchestrator.v1 import session_service_pb2
+from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
 from flnet.api.runtime.v1 import runtime_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
-from flnet.channels import TokenSource
 from flnet.control import engine_socket
 from flnet.control.blobs import open_blob_store
 from flnet.control.database import create_engine, make_private, migrate
 from flnet.control.news import RunFeed
-from flnet.control.notifications import EventNotifications
-from flnet.control.orchestration import OrchestratorClient
+from flnet.control.notifications import EventNotifications, notify_fleet
 from flnet.control.runs import RunContext, RunController
 from flnet.control.services.artifact_service import ArtifactService
 from flnet.control.services.audit_service import AuditService
+from flnet.control.services.fleet_service import FleetService
 from flnet.control.services.run_service import RunService
 from flnet.control.services.runtime_service import RuntimeService
+from flnet.control.services.session_service import SessionService
 from flnet.control.services.tool_service import ToolService
 from flnet.control.sessions import SessionRegistry
 from flnet.control.settings import ControlSettings
@@ -48,7 +52,6 @@ from flnet.control.store.audit import AuditLog
 from flnet.control.tenant_limits import TenantLimits
 from flnet.control.tool_sources import SourceSnapshots, ToolSources
 from flnet.datadir import own_private_dir
-from flnet.oauth import ClientCredentials
 from flnet.server.auth import RUNTIME, KeySource
 from flnet.server.interceptors import ErrorMapper
 from flnet.server.serving import Server
@@ -67,42 +70,19 @@ SERVICE_NAMES = [
     artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     runtime_service_pb2.DESCRIPTOR.services_by_name["RuntimeService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    fleet_service_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
 ]
 
 
 class ControlApp:
-    def __init__(
-        self,
-        settings: ControlSettings,
-        *,
-        keys: KeySource | None = None,
-        orchestrator_token: TokenSource | None = None,
-    ) -> None:
+    def __init__(self, settings: ControlSettings, *, keys: KeySource | None = None) -> None:
         self.settings = settings
         self.port = 0
         self._keys = keys
-        self._orchestrator_token = orchestrator_token
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._resources = contextlib.AsyncExitStack()
-
-    def _service_token(self) -> TokenSource | None:
-        """How the control plane authenticates to the orchestrator (None: no orchestrator)."""
-        s = self.settings
-        if self._orchestrator_token is not None or not s.orchestrator_address:
-            return self._orchestrator_token
-        if not (s.client_id and s.client_secret):
-            raise ValueError(
-                "an orchestrator is configured but the control plane has no client credentials:"
-                " set FLNET_CONTROL_CLIENT_ID and FLNET_CONTROL_CLIENT_SECRET(_FILE)"
-            )
-        return ClientCredentials(
-            s.auth.issuer,
-            s.client_id,
-            s.client_secret,
-            scope="orchestrator",
-            resource=s.orchestrator_resource or None,
-        )
 
     async def start(self, listen: str = "127.0.0.1:50051") -> int:
         """Opens everything and serves; a start that fails closes what it opened."""
@@ -137,14 +117,10 @@ class ControlApp:
         self.audit = AuditLog(self.engine)
         self.audit.start()
         closing.push_async_callback(self.audit.close)
-        self.orchestrator = OrchestratorClient(s.orchestrator_address, self._service_token())
-        closing.push_async_callback(self.orchestrator.close)
         snapshots = SourceSnapshots(s.data_dir / "sources", self.blobs)
         await snapshots.sweep()
         self.sources = sources = ToolSources(self.store, snapshots)
-        self.runs = RunController(
-            RunContext(self.store, SessionRegistry(), self.orchestrator, s, sources)
-        )
+        self.runs = RunController(RunContext(self.store, SessionRegistry(), s, sources))
         closing.push_async_callback(self.runs.close)
         self.notifications: EventNotifications | None = None
         if self.engine.dialect.name == "postgresql":  # replicas: follow what the others write
@@ -153,13 +129,18 @@ class ControlApp:
                 self.store.feed.origin,
                 self.runs.on_remote_change,
                 self.runs.on_missed_changes,
+                self.runs.on_remote_commands,
             )
+            engine, origin = self.engine, self.store.feed.origin
+            self.runs.fleet.notify_others = lambda name: notify_fleet(engine, origin, name)
             notifications.start()
             closing.push_async_callback(notifications.close)
         tools, runs = ToolService(self.store, sources), RunService(self.runs, self.blobs)
         artifacts = ArtifactService(self.store, self.blobs, s)
         runtime = RuntimeService(self.runs.engines, self.blobs)
         audit = AuditService(self.audit)
+        fleet = FleetService(self.store.fleet, s.default_quota)
+        sessions = SessionService(self.runs.fleet)
 
         def register(server: grpc.aio.Server) -> None:
             tsg.add_ToolServiceServicer_to_server(tools, server)
@@ -167,6 +148,8 @@ class ControlApp:
             asg.add_ArtifactServiceServicer_to_server(artifacts, server)
             rtg.add_RuntimeServiceServicer_to_server(runtime, server)
             aug.add_AuditServiceServicer_to_server(audit, server)
+            fsg.add_FleetServiceServicer_to_server(fleet, server)
+            spg.add_SessionServiceServicer_to_server(sessions, server)
 
         self._auth = s.auth.interceptor(
             SERVICE_NAMES,
@@ -194,8 +177,7 @@ class ControlApp:
         if not self.runs.engine_address:
             self.runs.engine_address = f"unix://{socket}"
         self._tasks.append(asyncio.create_task(self._supervise()))
-        if s.orchestrator_address:
-            self._tasks.append(asyncio.create_task(self.orchestrator.watch(self.runs.on_container)))
+        self.runs.start()
         log.info("control plane listening on %s:%d", listen.rsplit(":", 1)[0], self.port)
         return self.port
 

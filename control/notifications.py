@@ -9,6 +9,9 @@ engine passes on to it what another replica decided (RunController.on_remote_cha
 the run's end). A replica ignores its own notifications (its feed was told already). When the
 listening connection is lost it is re-established, and every watcher and held engine catches
 up, since notifications may have been missed.
+The same connection listens on FLEET_CHANNEL, "<origin> <orchestrator>": an orchestrator has
+commands to get (a run placed on it, a stop), which the replica holding its session sends
+(control.runs.fleet_sessions).
 SQLite has one control plane and needs none of this.
 """
 
@@ -23,12 +26,14 @@ from typing import Any
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "flnet_run_events"
 NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
+FLEET_CHANNEL = "flnet_fleet"
+NOTIFY_FLEET = text(f"SELECT pg_notify('{FLEET_CHANNEL}', :payload)")
 RECONNECT_SECONDS = 1.0
 # How long the listening connection may stay quiet before a query checks that it still works,
 # and how long that query may take.
@@ -43,6 +48,12 @@ async def notify(conn: AsyncConnection, origin: str, run_ids: Iterable[str]) -> 
         await conn.execute(NOTIFY, {"payload": f"{origin} {run_id}"})
 
 
+async def notify_fleet(engine: AsyncEngine, origin: str, orchestrator: str) -> None:
+    """Tells the other replicas that `orchestrator` has commands to get."""
+    async with engine.begin() as conn:
+        await conn.execute(NOTIFY_FLEET, {"payload": f"{origin} {orchestrator}"})
+
+
 class EventNotifications:
     """LISTENs on CHANNEL for as long as it runs (`start()` / `close()`): `on_change(run_id)`
     for every run another replica wrote, `on_missed()` whenever notifications may have been
@@ -54,12 +65,14 @@ class EventNotifications:
         origin: str,
         on_change: Callable[[str], None],
         on_missed: Callable[[], None],
+        on_fleet: Callable[[str], None] = lambda orchestrator: None,
     ) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._origin = origin
         self._on_change = on_change
         self._on_missed = on_missed
+        self._on_fleet = on_fleet
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self.backend_pid = 0  # of the listening connection, while there is one
@@ -74,9 +87,13 @@ class EventNotifications:
                 await self._task
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        origin, _, run_id = payload.partition(" ")
-        if origin != self._origin:
-            self._on_change(run_id)
+        origin, _, subject = payload.partition(" ")
+        if origin == self._origin:
+            return
+        if channel == FLEET_CHANNEL:
+            self._on_fleet(subject)
+        else:
+            self._on_change(subject)
 
     async def _run(self) -> None:
         while True:
@@ -95,6 +112,7 @@ class EventNotifications:
             self.backend_pid = conn.get_server_pid()
             conn.add_termination_listener(lambda _: lost.set())
             await conn.add_listener(CHANNEL, self._on_notification)
+            await conn.add_listener(FLEET_CHANNEL, self._on_notification)
             self._on_missed()  # whatever committed while nobody listened
             self.listening.set()
             while True:

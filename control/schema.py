@@ -85,6 +85,20 @@ runs = Table(
     # When `flnet gc` dropped the run's telemetry (logs, metrics, progress) from its history,
     # keeping the provenance events; NULL while the history is whole.
     Column("telemetry_dropped_us", BigInteger),
+    # Placement (control.fleet). A run to be placed is queued (`queued_us`: since when, the
+    # order of its tenant's queue) until the scheduler assigns it to an orchestrator
+    # (`orchestrator`, `assigned_us`); `launched_us` once that orchestrator started it. What
+    # it reserves there is copied from its tool version, so that loads are sums of columns.
+    Column("queued_us", BigInteger),
+    Column("queue_reason", Text),
+    Column("orchestrator", String(63)),
+    Column("assigned_us", BigInteger),
+    Column("launched_us", BigInteger),
+    Column("cpu_millis", BigInteger, nullable=False, server_default="0"),
+    Column("memory_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("required_labels", Text, nullable=False, server_default=""),
+    # A stop the run's orchestrator is to carry out (grace in ms), until it confirms it.
+    Column("stop_grace_ms", BigInteger),
     UniqueConstraint("tenant", "request_id", name="uq_runs_request_id"),
     # ListRuns: a tenant's runs newest first, or those of one tool (or tool version), or in
     # some states; each index holds them in the listing's order.
@@ -95,6 +109,16 @@ runs = Table(
     # The runs not ended yet, of every tenant (supervision, restarts).
     Index("ix_runs_state", "state"),
     Index("ix_runs_credential", "credential_sha256"),
+    # The queue, a tenant's runs in order; the runs placed on an orchestrator.
+    Index(
+        "ix_runs_queued",
+        "tenant",
+        "queued_us",
+        "id",
+        sqlite_where=text("queued_us IS NOT NULL"),
+        postgresql_where=text("queued_us IS NOT NULL"),
+    ),
+    Index("ix_runs_orchestrator", "orchestrator", "state"),
     # Ended runs whose telemetry gc has not dropped yet, by when they ended.
     Index(
         "ix_runs_telemetry_kept",
@@ -103,6 +127,39 @@ runs = Table(
         sqlite_where=text("telemetry_dropped_us IS NULL"),
         postgresql_where=text("telemetry_dropped_us IS NULL"),
     ),
+)
+
+# The orchestrators that ever attached (control.fleet): what they can run, their labels, and
+# their session: which replica holds it (`session`), when it was last heard, and the highest
+# report sequence processed.
+orchestrators = Table(
+    "orchestrators",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("backend", String(63), nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("labels", Text, nullable=False),  # JSON object
+    Column("cpu_millis", BigInteger, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("run_slots", Integer, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("session", String(63), nullable=False),
+    Column("attach_us", BigInteger, nullable=False),
+    Column("seen_us", BigInteger, nullable=False),
+    Column("acked_sequence", BigInteger, nullable=False),
+)
+
+# Per-tenant quotas set by an operator (a tenant without a row has the defaults).
+tenant_quotas = Table(
+    "tenant_quotas",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("max_runs", Integer, nullable=False),
+    Column("max_cpu_millis", BigInteger, nullable=False),
+    Column("max_memory_bytes", BigInteger, nullable=False),
+    Column("update_us", BigInteger, nullable=False),
+    Column("updated_by", Text, nullable=False),
 )
 
 run_events = Table(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flnet.control.fleet.scheduler import Quota
 from flnet.control.tenant_limits import TenantShare
 from flnet.datadir import default_data_dir
 from flnet.server.auth import AuthSettings
@@ -28,17 +29,12 @@ def default_artifact_url(data_dir: Path) -> str:
 class ControlSettings:
     """Everything the control plane needs to start. Durations are in seconds.
 
-    Identity: `auth` (the OIDC issuer whose user tokens are accepted; FLNET_OIDC_*), and the
-    control plane's own client at that issuer, whose client_credentials token it presents to
-    the orchestrator: FLNET_CONTROL_CLIENT_ID, FLNET_CONTROL_CLIENT_SECRET (or
-    FLNET_CONTROL_CLIENT_SECRET_FILE), FLNET_ORCHESTRATOR_RESOURCE (an RFC 8707 resource
-    indicator, for issuers that pick the token's audience by it).
+    Identity: `auth` (the OIDC issuer whose tokens are accepted; FLNET_OIDC_*): users' tokens,
+    and the orchestrators' own client-credentials tokens (audience "orchestrator", scope
+    orchestrator) when they attach.
     """
 
     auth: AuthSettings
-    client_id: str = ""
-    client_secret: str = field(default="", repr=False)
-    orchestrator_resource: str = ""
     data_dir: Path = field(default_factory=default_data_dir)
     # SQLAlchemy async URL; default SQLite in the data directory.
     database_url: str = ""
@@ -50,8 +46,6 @@ class ControlSettings:
     # The key run credentials are signed with (created when missing). Replicas share one:
     # FLNET_RUNTIME_KEY_FILE. Default: <data-dir>/keys/runtime.pem.
     runtime_key_file: Path | None = None
-    # Where the orchestrator listens; empty runs no launches (dev sessions only).
-    orchestrator_address: str = ""
     # The address engines dial to reach this control plane; default: our unix socket.
     engine_address: str = ""
     # The group engine containers run with (FLNET_ENGINE_GID; the docker backend's is 10001):
@@ -62,9 +56,13 @@ class ControlSettings:
     heartbeat_lease: float = 15.0
     # How often timeouts (connect, lease, inactivity, cancel grace) are checked.
     supervision_interval: float = 0.5
-    # How long a run waits for an orchestrator that cannot be reached (at most until its
-    # deadline).
-    launch_patience: float = 600.0
+    # An orchestrator away this long is LOST: its runs are judged (requeued or ERROR(LOST)).
+    orchestrator_lease: float = 30.0
+    # How often queued runs are placed when nothing prompts it (a quota or another replica
+    # changed).
+    placement_interval: float = 1.0
+    # The quota of a tenant an operator has not given one (FLNET_TENANT_QUOTA).
+    default_quota: Quota = field(default_factory=Quota)
     # Each tenant's share of calls (control.tenant_limits; FLNET_TENANT_SHARE).
     tenant_share: TenantShare = field(default_factory=TenantShare)
     max_upload_bytes: int = 8 * 1024**3
@@ -97,12 +95,6 @@ class ControlSettings:
     def from_env(cls, **overrides: object) -> ControlSettings:
         """Settings from the environment; ValueError names a variable at fault."""
         env = os.environ
-        secret = env.get("FLNET_CONTROL_CLIENT_SECRET", "")
-        if not secret and (secret_file := env.get("FLNET_CONTROL_CLIENT_SECRET_FILE")):
-            try:
-                secret = Path(secret_file).read_text().strip()
-            except OSError as e:
-                raise ValueError(f"FLNET_CONTROL_CLIENT_SECRET_FILE: {e.strerror}") from None
         artifact_url = env.get("FLNET_ARTIFACT_URL", "")
         if artifact_url and urlsplit(artifact_url).scheme not in ("file", "s3"):
             raise ValueError(
@@ -110,19 +102,20 @@ class ControlSettings:
             )
         values: dict[str, object] = {
             "auth": AuthSettings.from_env(),
-            "client_id": env.get("FLNET_CONTROL_CLIENT_ID", ""),
-            "client_secret": secret,
-            "orchestrator_resource": env.get("FLNET_ORCHESTRATOR_RESOURCE", ""),
             "database_url": env.get("FLNET_DATABASE_URL", ""),
             "artifact_url": artifact_url,
             "s3_endpoint": env.get("FLNET_S3_ENDPOINT", ""),
             "runtime_key_file": Path(key) if (key := env.get("FLNET_RUNTIME_KEY_FILE")) else None,
             # botocore itself reads AWS_DEFAULT_REGION only.
             "s3_region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", ""),
-            "orchestrator_address": env.get("FLNET_ORCHESTRATOR_ADDRESS", ""),
             "engine_address": env.get("FLNET_ENGINE_ADDRESS", ""),
             "engine_gid": _group_id(env.get("FLNET_ENGINE_GID", "")),
         }
+        if quota := env.get("FLNET_TENANT_QUOTA", ""):
+            try:
+                values["default_quota"] = parse_quota(quota)
+            except ValueError as e:
+                raise ValueError(f"FLNET_TENANT_QUOTA: {e}") from None
         if share := env.get("FLNET_TENANT_SHARE", ""):
             try:
                 values["tenant_share"] = TenantShare.parse(share)
@@ -138,3 +131,17 @@ def _group_id(text: str) -> int | None:
     if not (text.isascii() and text.isdecimal()):
         raise ValueError(f"FLNET_ENGINE_GID: {text!r} is not a group id (a number)")
     return int(text)
+
+
+def parse_quota(text: str) -> Quota:
+    """ "runs=4,cpu=4000,memory=8589934592" (millicores, bytes; any of them, 0: unlimited)."""
+    keys = {"runs": "max_runs", "cpu": "max_cpu_millis", "memory": "max_memory_bytes"}
+    values: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in keys:
+            raise ValueError(f"{item!r}: expected runs=, cpu= or memory=")
+        if not (value.strip().isascii() and value.strip().isdecimal()):
+            raise ValueError(f"{key.strip()} must be a whole number (0: unlimited)")
+        values[keys[key.strip()]] = int(value)
+    return Quota(**values)

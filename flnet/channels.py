@@ -14,10 +14,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from flnet.api.control.v1 import (
     artifact_service_pb2,
     audit_service_pb2,
+    fleet_service_pb2,
     run_service_pb2,
     tool_service_pb2,
 )
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2
+from flnet.api.orchestrator.v1 import session_service_pb2
 from flnet.api.runtime.v1 import runtime_service_pb2
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -46,7 +47,8 @@ SERVICES = (
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"],
     tool_service_pb2.DESCRIPTOR.services_by_name["ToolService"],
-    orchestrator_service_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
+    fleet_service_pb2.DESCRIPTOR.services_by_name["FleetService"],
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
     runtime_service_pb2.DESCRIPTOR.services_by_name["RuntimeService"],
 )
 _SAFE_LEVELS = (

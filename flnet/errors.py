@@ -88,6 +88,11 @@ class PermissionDenied(FlnetError):
     reason = "PERMISSION_DENIED"
 
 
+class Aborted(FlnetError):
+    code = grpc.StatusCode.ABORTED
+    reason = "ABORTED"
+
+
 class DataLoss(FlnetError):
     code = grpc.StatusCode.DATA_LOSS
     reason = "DATA_LOSS"

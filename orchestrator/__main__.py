@@ -1,6 +1,7 @@
-"""``python -m flnet.orchestrator --listen 127.0.0.1:50052 --data-dir DIR`` serves until
-SIGTERM or SIGINT, then stops gracefully (see app.py). Prints nothing; logs to stderr.
-Flags and their environment variables: settings.py."""
+"""``python -m flnet.orchestrator --control 127.0.0.1:50051 --data-dir DIR`` attaches to the
+control plane and runs the engines it places here until SIGTERM or SIGINT, then stops
+gracefully (see app.py). Prints nothing; logs to stderr. Flags and their environment
+variables: settings.py."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from flnet.datadir import private_umask
+from flnet.oauth import ClientCredentials
 from flnet.server.serving import run_until_signalled
 
 from .app import OrchestratorApp
-from .service import SERVICE_NAME
 from .settings import Settings
 
 
@@ -26,27 +27,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    token = ClientCredentials(
+        settings.issuer,
+        settings.client_id,
+        settings.client_secret,
+        scope="orchestrator",
+        resource=settings.resource or None,
+    )
     app = OrchestratorApp(
         settings.data_dir,
+        control_address=settings.control,
+        token=token,
+        identity=settings.identity,
+        engine_address=settings.engine_address,
         backend=settings.backend,
         engine_command=settings.engine_command,
         kill_grace=settings.kill_grace,
-        stop_grace=settings.stop_grace,
         keep_workdirs=settings.keep_workdirs,
         docker_url=settings.docker_url,
         detach_on_stop=settings.detach_on_stop,
         cgroups=settings.cgroups,
-        auth=settings.auth.interceptor([SERVICE_NAME]),
     )
-
-    async def serve() -> None:
-        await run_until_signalled(lambda: app.start(settings.listen), app.stop)
-
-    try:
-        asyncio.run(serve())
-    except OSError as exc:  # e.g. the address is taken
-        logging.getLogger("flnet.orchestrator").error("cannot serve: %s", exc)
-        return 1
+    asyncio.run(run_until_signalled(app.start, app.stop))
     return 0
 
 

@@ -1,21 +1,16 @@
-"""OrchestratorApp: the orchestrator's server, assembled (DESIGN.md §1, §7).
-
-Interceptor chain, outermost first: the error mapping, then the authorization interceptor
-given to the app (`auth`: every call needs the control plane's service token, audience
-flnet-orchestrator, scope orchestrator; health and reflection need nothing).
+"""OrchestratorApp: the orchestrator process, assembled (DESIGN.md §1, §7): a backend that
+runs engines, and the control link that attaches it to the control plane. The orchestrator
+serves nothing: it dials the control plane, which places runs on it.
 
 Start (`start()`): the backend starts first (the docker backend connects to the Docker
-engine and re-attaches the containers an earlier process left), then the server serves.
+engine and re-attaches the containers an earlier process left), then the link dials the
+control plane, registering with the containers the backend has.
 
-Graceful stop (`stop()`): the event log is closed first, so that open WatchContainers
-streams end at once with UNAVAILABLE (watchers resume elsewhere with after_sequence)
-instead of holding the server for the whole grace; then the server stops (health
-NOT_SERVING, no new calls, in-flight calls get `stop_grace` seconds); then the engines
+Graceful stop (`stop()`): the link closes first (the control plane sees the orchestrator
+detach: its runs carry on within its lease, and none is placed on it), then the engines
 still running are terminated: SIGTERM, SIGKILL after `kill_grace` seconds (with the docker
 backend and `detach_on_stop`, containers keep running instead, for the next start to
-re-attach). Their exits are recorded but no longer streamed: after a restart the control
-plane reconciles with ListRunContainers.
-"""
+re-attach and report)."""
 
 from __future__ import annotations
 
@@ -23,51 +18,51 @@ import logging
 import os
 from collections.abc import Sequence
 
-from flnet.server.auth import AuthInterceptor
-from flnet.server.interceptors import ErrorMapper
-from flnet.server.serving import Server
+from flnet.channels import TokenSource
 
 from .backend import Backend
 from .backends import BACKENDS, DEFAULT_BACKEND, BackendOptions, make_backend
 from .docker_backend import DEFAULT_DOCKER_URL, docker_socket
-from .errors import DOMAIN
 from .events import DEFAULT_CAPACITY, EventLog
-from .service import SERVICE_NAME, OrchestratorService
+from .link import ControlLink, Identity
 from .supervisor import DEFAULT_KILL_GRACE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:50052"
-DEFAULT_STOP_GRACE = 5.0
+# Backends whose containers belong to a Docker engine (they outlive the orchestrator).
+DOCKER_BACKENDS = ("docker", "swarm")
 
 
 class OrchestratorApp:
-    """The orchestrator server with its backend. Construct anywhere; `start()` and `stop()`
-    inside the event loop that serves.
+    """The orchestrator with its backend. Construct anywhere; `start()` and `stop()` inside
+    the event loop that runs it.
 
     - `data_dir`: root of the platform's data; work dirs go under `orchestrator/runs/`.
-    - `backend`: a name of backends.BACKENDS: "process" (local subprocesses, development)
-      or "docker" (containers).
+    - `control_address`: the control plane to attach to; `token`: the orchestrator's
+      client-credentials token (scope orchestrator); `identity`: its name, capacity and
+      labels; `engine_address`: where its engines reach the control plane, when not where
+      the control plane says (another host's view of it).
+    - `backend`: a name of backends.BACKENDS.
     - `engine_command`: the engine's argv (process default ``[sys.executable, "-m",
       "flnet.runtime"]``; docker default: the image's CMD, which it replaces).
     - `kill_grace`: seconds between SIGTERM and SIGKILL at a deadline, at shutdown, and for
-      StopRun without grace_period.
-    - `keep_workdirs`: keep exited runs' work dirs, and with docker their containers
-      (debugging).
-    - `docker_url`: the Docker engine's unix socket (docker backend).
-    - `detach_on_stop`: docker backend: `stop()` leaves running containers running; the
+      a stop without grace period.
+    - `keep_workdirs`: keep exited runs' work dirs, and with docker their containers.
+    - `docker_url`: the Docker engine's unix socket (docker, swarm).
+    - `detach_on_stop`: docker backends: `stop()` leaves running containers running; the
       next start re-attaches them.
-    - `cgroups`: process backend: give each run a cgroup (resident memory and pids limits)
-      where the machine allows it; False: rlimits only.
-    - `auth`: the authorization interceptor (flnet.server.auth); closed at `stop()`.
-    - `stop_grace`: seconds in-flight calls get at `stop()`.
-    - `event_capacity`: events the WatchContainers log retains.
+    - `cgroups`: process backend: give each run a cgroup where the machine allows it.
+    - `event_capacity`: container events the backend's log retains.
     """
 
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
         *,
+        control_address: str,
+        token: TokenSource,
+        identity: Identity,
+        engine_address: str = "",
         backend: str = DEFAULT_BACKEND,
         engine_command: Sequence[str] | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
@@ -75,17 +70,19 @@ class OrchestratorApp:
         docker_url: str = DEFAULT_DOCKER_URL,
         detach_on_stop: bool = False,
         cgroups: bool = True,
-        auth: AuthInterceptor,
-        stop_grace: float = DEFAULT_STOP_GRACE,
         event_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-        if detach_on_stop and backend != "docker":
-            raise ValueError("detach_on_stop needs the docker backend (dockerd keeps containers)")
-        if backend == "docker":
+        if detach_on_stop and backend not in DOCKER_BACKENDS:
+            raise ValueError("detach_on_stop needs a Docker backend (dockerd keeps containers)")
+        if backend in DOCKER_BACKENDS:
             docker_socket(docker_url)  # ValueError now rather than at start
         self._data_dir = data_dir
+        self._control_address = control_address
+        self._token = token
+        self._identity = identity
+        self._engine_address = engine_address
         self._backend_name = backend
         self._engine_command = list(engine_command) if engine_command else None
         self._kill_grace = kill_grace
@@ -93,17 +90,10 @@ class OrchestratorApp:
         self._docker_url = docker_url
         self._detach_on_stop = detach_on_stop
         self._cgroups = cgroups
-        self._auth = auth
-        self._stop_grace = stop_grace
         self._event_capacity = event_capacity
         self._events: EventLog | None = None
         self._backend: Backend | None = None
-        self._server: Server | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port once started (useful with port 0)."""
-        return self._server.port if self._server is not None else 0
+        self._link: ControlLink | None = None
 
     @property
     def backend(self) -> Backend:
@@ -112,12 +102,21 @@ class OrchestratorApp:
         return self._backend
 
     @property
+    def link(self) -> ControlLink:
+        if self._link is None:
+            raise RuntimeError("the app is not started")
+        return self._link
+
+    @property
     def events(self) -> EventLog:
         if self._events is None:
             raise RuntimeError("the app is not started")
         return self._events
 
-    def _make_backend(self, events: EventLog) -> Backend:
+    async def start(self) -> None:
+        if self._backend is not None:
+            raise RuntimeError("already started")
+        events = EventLog(self._event_capacity)
         options = BackendOptions(
             data_dir=self._data_dir,
             engine_command=self._engine_command,
@@ -126,41 +125,31 @@ class OrchestratorApp:
             docker_url=self._docker_url,
             cgroups=self._cgroups,
         )
-        return make_backend(self._backend_name, events, options)
-
-    async def start(self, listen: str = DEFAULT_LISTEN) -> int:
-        """Starts serving on `listen` ("host:port"; port 0 picks one) and returns the port."""
-        if self._server is not None:
-            raise RuntimeError("already started")
-        events = EventLog(self._event_capacity)
-        backend = self._make_backend(events)
+        backend = make_backend(self._backend_name, events, options)
         await backend.start()
-        service = OrchestratorService(backend)
-        server = Server(
-            [SERVICE_NAME],
-            service.register,
-            interceptors=[ErrorMapper(DOMAIN), self._auth],
+        link = ControlLink(
+            backend,
+            self._identity,
+            self._control_address,
+            self._token,
+            engine_address=self._engine_address,
         )
-        try:
-            port = await server.start(listen)
-        except BaseException:
-            # Re-attached containers outlive a failed start; the next start takes them.
-            await backend.close(self._kill_grace, end_engines=False)
-            raise
-        self._events, self._backend, self._server = events, backend, server
+        link.start()
+        self._events, self._backend, self._link = events, backend, link
         log.info(
-            "orchestrator (%s backend) listening on %s, port %d", self._backend.name, listen, port
+            "orchestrator %s (%s backend) attaching to %s",
+            self._identity.name,
+            backend.name,
+            self._control_address,
         )
-        return port
 
     async def stop(self) -> None:
         """Graceful stop; see the module docstring. Safe to call twice."""
-        server, self._server = self._server, None
-        if self._events is not None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+        if self._events is not None and not self._events.closed:
             self._events.close()
-        if server is not None:
-            await server.stop(self._stop_grace)
-        if self._backend is not None:
-            await self._backend.close(self._kill_grace, end_engines=not self._detach_on_stop)
-        await self._auth.close()
-        log.info("orchestrator stopped")
+            if self._backend is not None:
+                await self._backend.close(self._kill_grace, end_engines=not self._detach_on_stop)
+            log.info("orchestrator stopped")

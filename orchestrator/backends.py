@@ -27,6 +27,8 @@ class BackendOptions:
     docker_url: str
     # Process backend: a cgroup per run where the machine allows it.
     cgroups: bool = True
+    # Swarm backend: placement constraints of every run's task ("node.labels.flnet==true").
+    swarm_constraints: tuple[str, ...] = ()
 
 
 def _process(events: EventLog, options: BackendOptions) -> Backend:
@@ -55,10 +57,24 @@ def _docker(events: EventLog, options: BackendOptions) -> Backend:
     )
 
 
+def _swarm(events: EventLog, options: BackendOptions) -> Backend:
+    from .swarm_backend import SwarmBackend  # noqa: PLC0415 (see the module doc)
+
+    return SwarmBackend(
+        options.data_dir,
+        events,
+        docker_url=options.docker_url,
+        engine_command=options.engine_command,
+        kill_grace=options.kill_grace,
+        keep_workdirs=options.keep_workdirs,
+        constraints=options.swarm_constraints,
+    )
+
+
 BackendFactory = Callable[["EventLog", BackendOptions], "Backend"]
 
 #: Backend name → factory; the first is the default.
-BACKENDS: dict[str, BackendFactory] = {"process": _process, "docker": _docker}
+BACKENDS: dict[str, BackendFactory] = {"process": _process, "docker": _docker, "swarm": _swarm}
 DEFAULT_BACKEND = next(iter(BACKENDS))
 
 

@@ -1,5 +1,5 @@
-"""Conversions between the contract's messages and the domain types, so that the servicer
-stays a thin shell. Malformed fields raise InvalidArgument naming the field."""
+"""Conversions between the contract's messages and the domain types, so that the control
+link stays a thin shell. Malformed fields raise InvalidArgument naming the field."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.server.ranges import duration_seconds
 
 from .backend import (
     Container,
-    ContainerEvent,
     Image,
     LaunchSpec,
     Limits,
@@ -43,12 +42,6 @@ def container_to_proto(container: Container) -> pb.RunContainer:
         end_time=_timestamp(container.end_time),
         deadline_time=_timestamp(container.deadline_time),
         last_output_lines=container.last_output_lines,
-    )
-
-
-def event_to_proto(event: ContainerEvent) -> pb.WatchContainersResponse:
-    return pb.WatchContainersResponse(
-        sequence=event.sequence, container=container_to_proto(event.container)
     )
 
 

@@ -1,6 +1,7 @@
 """The docker backend (production mode on one host, DESIGN.md §5, §7): each run's engine
 runs in a Docker container, driven through aiodocker over the Docker socket. The container's
-profile and mounts: docker_container.py; its exit classification: docker_state.py.
+profile and mounts: docker_container.py; its exit classification: docker_state.py; what it
+shares with the swarm backend: docker_engine.py.
 
 A run's container is named after the run and the data dir (a relaunch finds it) and
 labelled flnet.managed=true, flnet.run, flnet.tenant, flnet.workdir (its host work dir, which
@@ -51,7 +52,6 @@ import json
 import logging
 import os
 import signal
-import stat
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,15 +67,14 @@ from .docker_container import (
     ENGINE_GID,
     ENGINE_UID,
     LABEL_MANAGED,
-    LABEL_WORKDIR,
     container_config,
     container_name,
     control_socket,
     image_of,
-    socket_access_problem,
     validate_limits,
 )
 from .docker_disk import DEFAULT_DISK_BYTES, RunDisk, missing_tools
+from .docker_engine import check_launchable, engine_error, owned_run, sweep_workdirs
 from .docker_state import (
     VANISHED_LINE,
     deadline_of,
@@ -83,17 +82,9 @@ from .docker_state import (
     finished_at,
     is_removing,
     is_running,
-    run_of,
     started_at,
 )
-from .errors import (
-    InvalidArgument,
-    LaunchFailed,
-    NotFound,
-    OrchestratorError,
-    Reason,
-    Unavailable,
-)
+from .errors import LaunchFailed, Reason
 from .events import EventLog
 from .limit_watch import LimitWatch, stop_watching
 from .output_tail import LAST_LINES, last_lines
@@ -104,8 +95,6 @@ log = logging.getLogger(__name__)
 
 BACKEND_NAME = "docker"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
-# aiodocker reports a connection failure as this status.
-_UNREACHABLE = 900
 # Retry delays of a wait interrupted by the engine (dockerd restarting).
 _RETRY_FIRST, _RETRY_MAX = 0.5, 10.0
 
@@ -115,14 +104,6 @@ def docker_socket(url: str) -> str:
     if not url.startswith("unix:///"):
         raise ValueError(f"docker_url {url!r} is not 'unix:///path/to/docker.sock'")
     return url.removeprefix("unix://")
-
-
-def _engine_error(
-    exc: aiodocker.DockerError | aiohttp.ClientError, doing: str
-) -> OrchestratorError:
-    if isinstance(exc, aiohttp.ClientError) or exc.status == _UNREACHABLE:
-        return Unavailable(f"{doing}: the Docker engine is unreachable", Reason.DOCKER_UNAVAILABLE)
-    return LaunchFailed(f"{doing}: {exc.message}", Reason.LAUNCH_FAILED)
 
 
 class DockerBackend(Supervisor[Tracked]):
@@ -206,7 +187,7 @@ class DockerBackend(Supervisor[Tracked]):
                 found = await self._take_over_named(name, spec.run, workdir)
                 if found is not None:
                     return found.container
-            await self._check_launchable(image, socket)
+            await check_launchable(self._docker, image, socket)
             return await self._create(spec, image, socket, workdir, name)
 
     async def close(self, grace: float, *, end_engines: bool = True) -> None:
@@ -216,24 +197,6 @@ class DockerBackend(Supervisor[Tracked]):
             await self._close_client()
 
     # -- launch ----------------------------------------------------------------------------
-
-    async def _check_launchable(self, image: str, socket: Path) -> None:
-        # A socket the engine may not use would end the run in CONNECT_TIMEOUT, much later.
-        problem = await asyncio.to_thread(_socket_problem, socket)
-        if problem is not None:
-            raise InvalidArgument.field("control_address", problem, Reason.CONTROL_ADDRESS_INVALID)
-        try:
-            await self._docker.images.inspect(image)
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                raise NotFound(
-                    f"image {image} is not on this Docker engine",
-                    Reason.IMAGE_NOT_FOUND,
-                    metadata={"image_digest": image},
-                ) from exc
-            raise _engine_error(exc, "cannot inspect the image") from exc
-        except aiohttp.ClientError as exc:
-            raise _engine_error(exc, "cannot inspect the image") from exc
 
     async def _create(
         self, spec: LaunchSpec, image: str, socket: Path, workdir: WorkDir, name: str
@@ -270,7 +233,7 @@ class DockerBackend(Supervisor[Tracked]):
                 raise LaunchFailed(
                     f"cannot prepare the work dir: {exc.strerror or exc}", Reason.LAUNCH_FAILED
                 ) from exc
-            raise _engine_error(exc, "cannot start the container") from exc
+            raise engine_error(exc, "cannot start the container") from exc
         tracked = Tracked(
             container=Container(
                 run=spec.run,
@@ -310,13 +273,8 @@ class DockerBackend(Supervisor[Tracked]):
         log.info("reconciled: %d running container(s) re-attached", len(await self.list()))
 
     def _owned(self, labels: Mapping[str, str]) -> tuple[RunName, WorkDir] | None:
-        """The run and work dir of a container of this orchestrator; None for another data
-        dir's (another orchestrator on this engine) or a foreign one."""
-        run = run_of(labels)
-        if run is None:
-            return None
-        workdir = WorkDir.of(self._runs_dir, run)
-        return (run, workdir) if labels.get(LABEL_WORKDIR) == str(workdir.path) else None
+        """The run and work dir of a container of this orchestrator (docker_engine.py)."""
+        return owned_run(labels, self._runs_dir)
 
     async def _take_over_named(self, name: str, run: RunName, workdir: WorkDir) -> Tracked | None:
         """At launch: the run's container left by an earlier orchestrator process, if any.
@@ -326,9 +284,9 @@ class DockerBackend(Supervisor[Tracked]):
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 return None
-            raise _engine_error(exc, "cannot look for the run's container") from exc
+            raise engine_error(exc, "cannot look for the run's container") from exc
         except aiohttp.ClientError as exc:
-            raise _engine_error(exc, "cannot look for the run's container") from exc
+            raise engine_error(exc, "cannot look for the run's container") from exc
         if self._owned(info["Config"].get("Labels") or {}) != (run, workdir):
             return None  # not ours: creating the run's container will fail
         tracked = await self._take_over(info, run, workdir, relaunch=True)
@@ -382,16 +340,13 @@ class DockerBackend(Supervisor[Tracked]):
 
     async def _sweep_workdirs(self, claimed: set[Path]) -> None:
         """Work dirs no container claims (module doc)."""
-        paths = await asyncio.to_thread(_subdirectories, self._runs_dir)
-        for path in paths:
-            workdir = WorkDir(path)
-            run = workdir.run()
-            if path in claimed or run is None or self._find(run) is not None:
-                continue
-            if await asyncio.to_thread(workdir.reported):
-                if not self._keep_workdirs:
-                    await asyncio.to_thread(workdir.remove)
-                continue
+        vanished = await sweep_workdirs(
+            self._runs_dir,
+            claimed,
+            keep_workdirs=self._keep_workdirs,
+            tracked=lambda run: self._find(run) is not None,
+        )
+        for run, workdir in vanished:
             log.warning("the container of %s disappeared while no orchestrator watched", run)
             tracked = Tracked(
                 container=Container(
@@ -508,27 +463,3 @@ class DockerBackend(Supervisor[Tracked]):
             await client.close()
         if connector is not None:
             await connector.close()
-
-
-def _socket_problem(socket: Path) -> str | None:
-    """Why the engine could not reach the control plane's `socket` (module docker_container)."""
-    missing = f"the socket's directory {str(socket.parent)!r} does not exist"
-    try:
-        folder = socket.parent.stat()
-        found: os.stat_result | None = socket.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        if not socket.parent.is_dir():
-            return missing
-        found = None  # the control plane is restarting: its folder is what is mounted
-    except PermissionError:
-        return None  # another user's data dir: Docker mounts it all the same, unchecked
-    if not stat.S_ISDIR(folder.st_mode):
-        return missing
-    return socket_access_problem(folder, found, socket)
-
-
-def _subdirectories(path: Path) -> list[Path]:
-    try:
-        return [child for child in path.iterdir() if child.is_dir()]
-    except FileNotFoundError:
-        return []

@@ -154,8 +154,9 @@ def labels(run: RunName, workdir: WorkDir, deadline: datetime | None) -> dict[st
     return values
 
 
-def _cpu_nanos(cpu_millis: int, host_cpus: int) -> int:
-    # More than the host has is all of it; less than Docker's minimum is its minimum.
+def cpu_nanos(cpu_millis: int, host_cpus: int) -> int:
+    """Limits.cpu_millis as Docker's NanoCPUs: more than the host has is all of it; less than
+    Docker's minimum is its minimum."""
     millis = min(max(cpu_millis, MIN_CPU_MILLIS), 1000 * max(host_cpus, 1))
     return millis * 1_000_000
 
@@ -173,15 +174,7 @@ def container_config(
 ) -> dict[str, Any]:
     """The create body of the run's container. `scratch` is the host directory mounted as
     /tmp; `command` replaces the image's CMD."""
-    env = engine_environment(
-        run=str(spec.run),
-        control_address=f"unix://{CONTROL_DIR / socket.name}",
-        entrypoint=spec.entrypoint,
-        paths=ENGINE_PATHS,
-        extra=spec.environment,
-        base={},  # nothing of the orchestrator's host: the image's ENV stays
-        defaults=CONTAINER_DEFAULTS,
-    )
+    env = container_environment(spec, socket)
     limits = spec.limits
     open_files = limits.open_files or DEFAULT_OPEN_FILES
     host_config: dict[str, Any] = {
@@ -193,11 +186,11 @@ def container_config(
         "PidsLimit": limits.pids or DEFAULT_PIDS,
         "Ulimits": [{"Name": "nofile", "Soft": open_files, "Hard": open_files}],
         "Mounts": [
-            _bind(socket.parent, CONTROL_DIR, read_only=True),
-            _bind(workdir.credential, CREDENTIAL_PATH, read_only=True),
-            _bind(workdir.input, PurePosixPath(ENGINE_PATHS.input_dir), read_only=False),
-            _bind(workdir.output, PurePosixPath(ENGINE_PATHS.output_dir), read_only=False),
-            _bind(scratch, SCRATCH_PATH, read_only=False),
+            bind_mount(socket.parent, CONTROL_DIR, read_only=True),
+            bind_mount(workdir.credential, CREDENTIAL_PATH, read_only=True),
+            bind_mount(workdir.input, PurePosixPath(ENGINE_PATHS.input_dir), read_only=False),
+            bind_mount(workdir.output, PurePosixPath(ENGINE_PATHS.output_dir), read_only=False),
+            bind_mount(scratch, SCRATCH_PATH, read_only=False),
         ],
         "RestartPolicy": {"Name": "no"},
         "LogConfig": LOG_CONFIG,
@@ -206,7 +199,7 @@ def container_config(
         host_config["Memory"] = limits.memory_bytes
         host_config["MemorySwap"] = limits.memory_bytes  # the same: no swap
     if limits.cpu_millis:
-        host_config["NanoCpus"] = _cpu_nanos(limits.cpu_millis, host_cpus)
+        host_config["NanoCpus"] = cpu_nanos(limits.cpu_millis, host_cpus)
     config: dict[str, Any] = {
         "Image": image,
         "User": f"{ENGINE_UID}:{ENGINE_GID}",
@@ -219,5 +212,20 @@ def container_config(
     return config
 
 
-def _bind(source: Path, target: PurePosixPath, *, read_only: bool) -> dict[str, Any]:
+def container_environment(spec: LaunchSpec, socket: Path) -> dict[str, str]:
+    """The engine's environment in a container whose control plane's `socket` is mounted in
+    CONTROL_DIR."""
+    return engine_environment(
+        run=str(spec.run),
+        control_address=f"unix://{CONTROL_DIR / socket.name}",
+        entrypoint=spec.entrypoint,
+        paths=ENGINE_PATHS,
+        extra=spec.environment,
+        base={},  # nothing of the orchestrator's host: the image's ENV stays
+        defaults=CONTAINER_DEFAULTS,
+    )
+
+
+def bind_mount(source: Path, target: PurePosixPath, *, read_only: bool) -> dict[str, Any]:
+    """A bind mount of the Engine API (containers' HostConfig.Mounts, services' Mounts)."""
     return {"Type": "bind", "Source": str(source), "Target": str(target), "ReadOnly": read_only}

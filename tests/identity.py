@@ -7,7 +7,6 @@ providers) use tests/auth/issuer.py, the embedded issuer or oidc-provider instea
 
 from __future__ import annotations
 
-from flnet.server.auth import AuthInterceptor
 from flnet.server.auth.local import USER_SCOPES, LocalIssuer
 from tests.auth.issuer import Issuer, IssuerKey
 
@@ -19,20 +18,13 @@ ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "auditor": ("runs:read", "tools:read", "artifacts:read", "audit:read"),
 }
 IDENTITY = LocalIssuer(ISSUER, ROLE_SCOPES)
-# The control plane's client at a served issuer: id, secret.
-CONTROL_CLIENT = ("control-plane", "control-plane-secret")
+# The orchestrators' client at a served issuer: id, secret.
+ORCHESTRATOR_CLIENT = ("orchestrator", "orchestrator-secret")
 
 
 async def orchestrator_token() -> str:
-    """A TokenSource of the control plane's service credential."""
+    """A TokenSource of an orchestrator's client-credentials token."""
     return IDENTITY.orchestrator_token()
-
-
-def orchestrator_auth(issuer: str = ISSUER) -> AuthInterceptor:
-    """The orchestrator's authorization interceptor, trusting the tests' issuer key."""
-    from flnet.orchestrator.service import SERVICE_NAME
-
-    return IDENTITY.interceptor([SERVICE_NAME], issuer=issuer)
 
 
 async def served_issuer() -> Issuer:
@@ -41,18 +33,23 @@ async def served_issuer() -> Issuer:
     `FLNET_OIDC_ISSUER=issuer.url`, mint with `IDENTITY.token(issuer=issuer.url)`."""
     issuer = Issuer()
     issuer.keys = [IssuerKey(IDENTITY.kid, IDENTITY.private, "ES256")]
-    issuer.clients[CONTROL_CLIENT[0]] = (
-        CONTROL_CLIENT[1],
+    issuer.clients[ORCHESTRATOR_CLIENT[0]] = (
+        ORCHESTRATOR_CLIENT[1],
         {"aud": "flnet-orchestrator", "scope": "orchestrator", "tenant": None},
     )
     await issuer.start()
     return issuer
 
 
-def control_client_env(issuer: Issuer) -> dict[str, str]:
+def issuer_env(issuer: Issuer) -> dict[str, str]:
     """The environment of a control plane process trusting `issuer` (served_issuer)."""
+    return {"FLNET_OIDC_ISSUER": issuer.url}
+
+
+def orchestrator_client_env(issuer: Issuer) -> dict[str, str]:
+    """The environment of an orchestrator process with its client at `issuer`."""
     return {
         "FLNET_OIDC_ISSUER": issuer.url,
-        "FLNET_CONTROL_CLIENT_ID": CONTROL_CLIENT[0],
-        "FLNET_CONTROL_CLIENT_SECRET": CONTROL_CLIENT[1],
+        "FLNET_ORCHESTRATOR_CLIENT_ID": ORCHESTRATOR_CLIENT[0],
+        "FLNET_ORCHESTRATOR_CLIENT_SECRET": ORCHESTRATOR_CLIENT[1],
     }

@@ -1,5 +1,6 @@
 """Accepting runs: a submission is validated (tool version, configuration, inputs), recorded
-with its request fingerprint, and launched; a retried submission returns the first run."""
+with its request fingerprint, and queued to be placed on an orchestrator (control.fleet); a
+retried submission returns the first run."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control import credentials, names
 from flnet.control.clock import now_us, seconds
-from flnet.control.orchestration import LaunchFailed
 from flnet.control.reasons import Reason
 from flnet.control.runs.context import RunContext
-from flnet.control.runs.launching import Launcher
 from flnet.control.store import RunRow
 from flnet.control.validation import (
     canonical_sha256,
@@ -31,9 +30,8 @@ DEFAULT_INPUT_LIMIT = 1024**3
 
 
 class Admission:
-    def __init__(self, context: RunContext, launcher: Launcher) -> None:
+    def __init__(self, context: RunContext) -> None:
         self.context = context
-        self.launcher = launcher
         self.store = context.store
 
     async def create(
@@ -46,8 +44,9 @@ class Admission:
         reproduce_of: str = "",
         dev_session_run: str = "",
     ) -> tuple[RunRow, str]:
-        """Validates and records a run, then launches it. Returns the run and, for a
-        development session, the credential its developer's engine connects with."""
+        """Validates and records a run, queued to be placed. Returns the run and, for a
+        development session (never placed: its developer runs the engine), the credential
+        its developer's engine connects with."""
         tv = names.parse_tool_version(run.tool_version, "run.tool_version")
         if tv.tenant != tenant:
             raise NotFound(f"tool version {run.tool_version} does not exist")
@@ -72,7 +71,7 @@ class Admission:
         if request_id:
             existing = await self.store.runs.find_run_by_request(tenant, request_id)
             if existing is not None:
-                return await self._retried(existing, fingerprint, version, creator)
+                return await self._retried(existing, fingerprint, creator)
         spec = rp.Run(
             tool_version=run.tool_version,
             config=dict_to_struct(config),
@@ -95,6 +94,7 @@ class Admission:
             deadline_us = now_us() + int(lifetime * 1e6)
         token = self.context.credentials.mint(names.run_name(tenant, run_id), lifetime)
         token_sha = credentials.digest(token)
+        developed = bool(run.dev_session or dev_session_run)
         row, created = await self.store.runs.create_run(
             run_id=run_id,
             tenant=tenant,
@@ -103,40 +103,36 @@ class Admission:
             request_sha256=fingerprint,
             credential_sha256=token_sha,
             deadline_us=deadline_us,
+            queued=not developed,
+            reserves=(version.resources.cpu_millis, version.resources.memory_bytes),
+            required_labels=version.resources.required_labels,
         )
         if not created:
-            return await self._retried(row, fingerprint, version, creator)
-        if run.dev_session or dev_session_run:
+            return await self._retried(row, fingerprint, creator)
+        if developed:
             return row, token
-        await self.launcher.launch(row, version, token)
-        return await self.store.runs.get_run(tenant, row.id), ""
+        self.context.placer.kick()
+        return row, ""
 
     async def _retried(
-        self, existing: RunRow, fingerprint: str, version: tp.ToolVersion, creator: str
+        self, existing: RunRow, fingerprint: str, creator: str
     ) -> tuple[RunRow, str]:
         """A retried CreateRun returns the first run; a different request under the same
-        request_id is a client bug. The first attempt may have stopped between recording the
-        run and launching it (its replica killed), or its answer may have been lost: a run
-        still PENDING is launched again (the orchestrator keeps a container it has already),
-        and a development session's creator gets a fresh credential (nobody else: the
-        request is visible to the whole tenant)."""
+        request_id is a client bug. The first answer may have been lost: a development
+        session's creator gets a fresh credential (nobody else: the request is visible to
+        the whole tenant). A run recorded is queued in the same transaction: nothing is left
+        to do for it."""
         if await self.store.runs.request_sha256_of(existing.id) != fingerprint:
             raise AlreadyExists(
                 f"request_id was already used for {existing.name} with a different request",
                 violations=[("request_id", "already used")],
             )
-        if existing.state != S.RUN_STATE_PENDING:
+        if existing.state != S.RUN_STATE_PENDING or not existing.spec.dev_session:
+            return existing, ""
+        if existing.spec.creator != creator:
             return existing, ""
         left = max(1.0, (existing.deadline_us - now_us()) / 1e6) if existing.deadline_us else None
-        token = self.context.credentials.mint(existing.name, left)
-        if existing.spec.dev_session:
-            return existing, token if existing.spec.creator == creator else ""
-        try:
-            await self.launcher.call(existing, version, token)
-        except LaunchFailed as e:
-            # The first attempt may have launched it after all: the connect timeout decides.
-            log.warning("launching %s again failed: %s", existing.name, e)
-        return await self.store.runs.get_run(existing.tenant, existing.id), ""
+        return existing, self.context.credentials.mint(existing.name, left)
 
     async def _resolve_inputs(
         self, tenant: str, version: tp.ToolVersion, given: Sequence[rp.RunInput]

@@ -36,4 +36,5 @@ async def cancel(context: RunContext, tenant: str, run_id: str, reason: str, act
             actor=actor,
             message=reason or "cancelled before the engine connected",
         )
+        context.placer.kick()
     return await store.runs.get_run(tenant, run_id)

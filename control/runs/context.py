@@ -1,11 +1,12 @@
-"""What the run jobs share: the store, the engines connected here, the orchestrator, the
-settings, the tool sources, run credentials, cached tool versions, and the few effects more
-than one job has on an engine or its container (pass on a cancel, close a session, stop a
-container)."""
+"""What the run jobs share: the store, the engines and orchestrators connected here, the
+placement loop, the settings, the tool sources, run credentials, cached tool versions, and
+the few effects more than one job has on an engine or its container (pass on a cancel, close
+a session, stop a container)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -14,8 +15,9 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import credentials, names
-from flnet.control.clock import duration, now_us
-from flnet.control.orchestration import OrchestratorClient, grace_of
+from flnet.control.clock import duration, now_us, seconds
+from flnet.control.fleet.links import Links
+from flnet.control.fleet.placement import Placer
 from flnet.control.reasons import Reason
 from flnet.control.sessions import Session, SessionRegistry
 from flnet.control.settings import ControlSettings
@@ -37,13 +39,12 @@ class RunContext:
         self,
         store: Store,
         sessions: SessionRegistry,
-        orchestrator: OrchestratorClient,
         settings: ControlSettings,
         sources: ToolSources,
     ) -> None:
         self.store = store
         self.sessions = sessions
-        self.orchestrator = orchestrator
+        self.links = Links()
         self.settings = settings
         self.sources = sources
         # Where launched engines connect; the app sets it to its socket when not configured.
@@ -51,7 +52,14 @@ class RunContext:
         self.credentials = credentials.RunCredentials(settings.resolved_runtime_key_file)
         self.started_us = now_us()
         self._versions: dict[str, tp.ToolVersion] = {}
-        self._stopping: set[str] = set()
+        # Gets an orchestrator's pending commands to it (control.runs.fleet_sessions sets it).
+        self.commands_for: Callable[[str], None] = lambda name: None
+        self.placer = Placer(
+            store.fleet,
+            lambda name: self.commands_for(name),  # noqa: PLW0108 (set later)
+            default_quota=settings.default_quota,
+            interval=settings.placement_interval,
+        )
 
     async def tool_version(self, name: str) -> tp.ToolVersion:
         """Tool versions are immutable: cache them by name."""
@@ -100,11 +108,17 @@ class RunContext:
             session.close(rt.ConnectResponse(close=close))
 
     async def stop(self, row: RunRow, grace: float) -> None:
-        """Stops the run's container (a development session's engine is not ours to stop)."""
-        if row.spec.dev_session or row.spec.dev_session_run or row.id in self._stopping:
+        """Has the run's orchestrator stop its container (a development session's engine is
+        not ours to stop; a run placed nowhere has none)."""
+        if row.spec.dev_session or row.spec.dev_session_run:
             return
-        self._stopping.add(row.id)
-        try:
-            await self.orchestrator.stop(row.name, grace)
-        finally:
-            self._stopping.discard(row.id)
+        orchestrator = await self.store.fleet.request_stop(row.id, grace)
+        if orchestrator is not None:
+            self.commands_for(orchestrator)
+
+
+def grace_of(version: tp.ToolVersion, default: float = 10.0) -> float:
+    """Seconds between a cancel request and a forced stop."""
+    if version.timeouts.HasField("cancel_grace"):
+        return seconds(version.timeouts.cancel_grace)
+    return default

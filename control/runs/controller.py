@@ -1,6 +1,6 @@
 """RunController: the one door of the run logic. The user-facing services call it; the jobs
 behind it are modules of their own (admission, launching, cancellation, dev_sessions,
-engine_sessions, relay, supervision, watching), sharing a RunContext."""
+engine_sessions, fleet_sessions, relay, supervision, watching), sharing a RunContext."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
 from flnet.control import credentials, names
 from flnet.control.runs import cancellation, watching
 from flnet.control.runs.admission import Admission
 from flnet.control.runs.context import RunContext
 from flnet.control.runs.dev_sessions import DevSessions
 from flnet.control.runs.engine_sessions import EngineSessions
+from flnet.control.runs.fleet_sessions import FleetSessions
 from flnet.control.runs.launching import Launcher
 from flnet.control.runs.relay import Relay
 from flnet.control.runs.supervision import Supervisor
@@ -39,11 +39,12 @@ class RunController:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         self.launcher = Launcher(context)
-        self.admission = Admission(context, self.launcher)
+        self.admission = Admission(context)
         self.dev_sessions = DevSessions(context, self.admission)
         self.relay = Relay(context)
         self.engines = EngineSessions(context, self.relay)
         self.supervisor = Supervisor(context, self.launcher)
+        self.fleet = FleetSessions(context, self.launcher, self.supervisor)
         self._store = context.store
 
     @property
@@ -138,17 +139,28 @@ class RunController:
     def on_missed_changes(self) -> None:
         self.relay.on_missed_changes()
 
-    async def on_container(self, container: op.RunContainer) -> None:
-        await self.supervisor.on_container(container)
+    def on_remote_commands(self, orchestrator: str) -> None:
+        self.fleet.on_remote(orchestrator)
 
     async def supervise_once(self) -> None:
         await self.supervisor.supervise_once()
+        await self.fleet.judge_leases()
+        for link in self.context.links.all():  # whatever a lost notification held back
+            self.fleet.commands_for(link.name)
+
+    def start(self) -> None:
+        """Starts the background work (placing queued runs)."""
+        self.context.placer.start()
 
     def close_sessions(self) -> None:
-        """Ends every engine session held here (the server is stopping)."""
+        """Ends every engine and orchestrator session held here (the server is stopping)."""
         for session in self.context.sessions.all():
             session.close()
+        for link in self.context.links.all():
+            link.close()
 
     async def close(self) -> None:
-        """Ends the background work (passing on other replicas' changes)."""
+        """Ends the background work (placing, passing on other replicas' changes)."""
+        await self.context.placer.close()
+        await self.fleet.close()
         await self.relay.close()

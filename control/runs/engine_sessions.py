@@ -16,9 +16,8 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names
 from flnet.control.clock import duration
-from flnet.control.orchestration import grace_of
 from flnet.control.reasons import Reason
-from flnet.control.runs.context import RunContext
+from flnet.control.runs.context import RunContext, grace_of
 from flnet.control.runs.relay import Relay
 from flnet.control.sessions import Session
 from flnet.control.store import BatchOutcome, RunRow
@@ -112,6 +111,8 @@ class EngineSessions:
         outcome: BatchOutcome = await asyncio.shield(store.runs.apply_batches(row.id, batches))
         self.context.sessions.touch(row.id, activity=True)
         for _, to_state in outcome.transitions:
+            if lifecycle.is_terminal(to_state):
+                self.context.placer.kick()  # what it held is free for a queued run
             if to_state == S.RUN_STATE_INITIALIZED and not row.spec.dev_session:
                 fresh = await store.runs.get_run_by_id(row.id)
                 assert fresh is not None

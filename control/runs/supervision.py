@@ -1,5 +1,6 @@
-"""Outcomes decided from below and over time: container exits, connect timeouts, heartbeat
-leases, inactivity and cancel grace periods, each recorded as the run's end."""
+"""Outcomes decided from below and over time: container exits, deadlines passed in the queue,
+connect timeouts, heartbeat leases, inactivity and cancel grace periods, each recorded as the
+run's end."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import logging
 
 from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.control import names
 from flnet.control.clock import now_us, seconds
-from flnet.control.orchestration import grace_of
-from flnet.control.runs.context import RunContext
+from flnet.control.runs.context import RunContext, grace_of
 from flnet.control.runs.launching import Launcher
 from flnet.control.store import RunRow
 from flnet.errors import FlnetError
@@ -72,7 +72,6 @@ class Supervisor:
             self._marked_us = now
         active = await self.store.runs.nonterminal_runs()
         self.sessions.forget_ended({row.id for row in active}, 2 * self.settings.heartbeat_lease)
-        self.launcher.forget({row.id for row in active})
         for row in active:
             try:
                 await self._supervise(row, now)
@@ -95,9 +94,17 @@ class Supervisor:
                 return
         session = self.sessions.get(row.id)
         if row.state == S.RUN_STATE_PENDING and session is None and row.engine_seen_us is None:
-            if self.launcher.waiting(row.id):
-                await self.launcher.retry(row, now)
+            if row.queued_us is not None:
+                if row.deadline_us is not None and now > row.deadline_us:
+                    await self._fail(
+                        row,
+                        R.ERROR_REASON_DEADLINE_EXCEEDED,
+                        "the run's deadline passed while it waited to be placed"
+                        f" ({row.queue_reason or 'waiting to be placed'})",
+                    )
                 return
+            if row.orchestrator is not None and row.launched_us is None:
+                return  # placed, not launched yet: its orchestrator's lease decides
             limit = seconds(t.connect) if t.HasField("connect") else DEFAULT_CONNECT_TIMEOUT
             since = (now - self.launcher.connect_clock(row)) / 1e6
             if since > limit:
@@ -107,7 +114,7 @@ class Supervisor:
                     f"the engine did not connect within {limit:g} s",
                 )
             return
-        if self._silent_for(row, now) > self.settings.heartbeat_lease:
+        if self.silent_for(row, now) > self.settings.heartbeat_lease:
             await self._fail(
                 row,
                 R.ERROR_REASON_LOST,
@@ -126,7 +133,7 @@ class Supervisor:
                 f"no telemetry for {seconds(t.inactivity):g} s",
             )
 
-    def _silent_for(self, row: RunRow, now: int) -> float:
+    def silent_for(self, row: RunRow, now: int) -> float:
         """Seconds since any replica last heard the run's engine: here (since our start if
         never), or by another replica's record."""
         here = self.sessions.silent_for(row.id)

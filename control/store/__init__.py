@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flnet.control.news import RunFeed
 from flnet.control.store.artifacts import ArtifactStore, Upload
 from flnet.control.store.base import Database, RunRow
+from flnet.control.store.fleet import FleetStore
 from flnet.control.store.history import EventList, HistoryStore
 from flnet.control.store.retention import RetentionStore
 from flnet.control.store.runs import BatchOutcome, RunFilter, RunStore
@@ -33,6 +34,7 @@ class Store:
         self.history = HistoryStore(self.db)
         self.artifacts = ArtifactStore(self.db)
         self.retention = RetentionStore(self.db)
+        self.fleet = FleetStore(self.db)
 
 
 __all__ = ["BatchOutcome", "EventList", "RunFilter", "RunRow", "Store", "Upload"]

@@ -99,6 +99,13 @@ class RunRow:
     credential_sha256: str
     engine_seen_us: int | None = None
     telemetry_dropped_us: int | None = None
+    # Placement (control.fleet): queued since, why it waits, where it was placed and when,
+    # when its orchestrator launched it.
+    queued_us: int | None = None
+    queue_reason: str | None = None
+    orchestrator: str | None = None
+    assigned_us: int | None = None
+    launched_us: int | None = None
 
     @property
     def name(self) -> str:
@@ -130,6 +137,10 @@ class RunRow:
             run.deadline_time.CopyFrom(timestamp(self.deadline_us))
         if self.telemetry_dropped_us:
             run.telemetry_drop_time.CopyFrom(timestamp(self.telemetry_dropped_us))
+        if self.orchestrator:
+            run.orchestrator = f"orchestrators/{self.orchestrator}"
+        if self.queued_us is not None:
+            run.queue.reason = self.queue_reason or "waiting to be placed"
         run.outputs.extend(outputs)
         return run
 
@@ -153,6 +164,11 @@ def run_row(r: Any) -> RunRow:
         credential_sha256=r.credential_sha256,
         engine_seen_us=r.engine_seen_us,
         telemetry_dropped_us=r.telemetry_dropped_us,
+        queued_us=r.queued_us,
+        queue_reason=r.queue_reason,
+        orchestrator=r.orchestrator,
+        assigned_us=r.assigned_us,
+        launched_us=r.launched_us,
     )
 
 

@@ -64,9 +64,14 @@ class RunStore:
         request_sha256: str,
         credential_sha256: str,
         deadline_us: int | None,
+        queued: bool = False,
+        reserves: tuple[int, int] = (0, 0),
+        required_labels: Sequence[str] = (),
     ) -> tuple[RunRow, bool]:
-        """Inserts a PENDING run with its first state change. With a request_id already
-        used in the tenant, returns that run instead (False)."""
+        """Inserts a PENDING run with its first state change, `queued` to be placed on an
+        orchestrator where it `reserves` (CPU millicores, memory bytes) and finds its
+        `required_labels`. With a request_id already used in the tenant, returns that run
+        instead (False)."""
         storable(spec.request_id, runs.c.request_id, "request_id")
         now = now_us()
         change = lc.StateChange(
@@ -99,6 +104,10 @@ class RunStore:
                         create_us=now,
                         update_us=now,
                         deadline_us=deadline_us,
+                        queued_us=now if queued else None,
+                        cpu_millis=reserves[0],
+                        memory_bytes=reserves[1],
+                        required_labels=" ".join(required_labels),
                     )
                 )
                 await _bind_inputs(conn, run_id, spec)
@@ -462,6 +471,7 @@ def _state_change(
         values["start_us"] = now
     if lifecycle.is_terminal(to_state):
         values["end_us"] = now
+        values["queued_us"] = values["queue_reason"] = None  # an ended run waits no more
         if cancellation_blob:
             c = rp.Cancellation.FromString(cancellation_blob)
             c.complete_time.CopyFrom(timestamp(now))

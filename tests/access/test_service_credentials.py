@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
 from flnet.channels import TokenSource, insecure_channel
 from flnet.oauth import ClientCredentials, TokenError

@@ -9,7 +9,7 @@ from flnet.api.common.v1 import io_pb2 as io
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.control.runs.launching import DEFAULT_SCRATCH_BYTES, writable_bytes
 from flnet.control.runs.supervision import exit_error
 from flnet.control.store import RunRow

@@ -20,7 +20,7 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import notifications
 from flnet.control.app import ControlApp

@@ -22,7 +22,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control.app import ControlApp
 from flnet.server.auth import ORCHESTRATOR, RUNTIME, USER

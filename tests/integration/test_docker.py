@@ -22,7 +22,7 @@ from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID

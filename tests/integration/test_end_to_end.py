@@ -14,7 +14,7 @@ from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as op
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
 from flnet.channels import insecure_channel
 from flnet.structs import dict_to_struct

@@ -1,9 +1,11 @@
-"""Fixtures of the orchestrator tests: a real OrchestratorApp on 127.0.0.1:0, started in the
-test's loop, talked to through the generated stub, with the engine replaced by a fake that
-runs `tool.py` from the run's FLNET_TOOL_DIR. Each test writes its tool as a small script."""
+"""Fixtures of the orchestrator tests: a real OrchestratorApp, started in the test's loop and
+attached to the test's own control-plane side of the session (HandControl), with the engine
+replaced by a fake that runs `tool.py` from the run's FLNET_TOOL_DIR. Each test writes its
+tool as a small script."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,11 +13,13 @@ from typing import Any
 
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
-from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp
-from tests.identity import IDENTITY, orchestrator_auth
-from tests.orchestrator.helpers import FAKE_ENGINE, Orchestrator, StartOrchestrator
+from flnet.orchestrator.link import Identity
+from tests.identity import orchestrator_token
+from tests.orchestrator.hand_control import HandControl
+from tests.orchestrator.helpers import FAKE_ENGINE, TIMEOUT, Orchestrator, StartOrchestrator
+
+IDENTITY = Identity("test", cpu_millis=64_000, memory_bytes=64 * 1024**3, run_slots=64)
 
 
 @pytest.fixture
@@ -26,36 +30,39 @@ def fake_engine(tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture
+async def hand_control() -> AsyncIterator[HandControl]:
+    control = HandControl()
+    await control.start()
+    yield control
+    await control.stop()
+
+
+@pytest.fixture
 async def start_orchestrator(
-    tmp_path: Path, fake_engine: list[str]
+    tmp_path: Path, fake_engine: list[str], hand_control: HandControl
 ) -> AsyncIterator[StartOrchestrator]:
     """Starts orchestrators with OrchestratorApp keyword arguments (defaults: the fake engine,
-    kill_grace 1 s; `data_dir` to share one); stops them and closes their channels at
-    teardown."""
-    started: list[tuple[OrchestratorApp, Any]] = []
+    kill_grace 1 s; `data_dir` to share one), each attached to the test's HandControl; stops
+    them at teardown."""
+    started: list[OrchestratorApp] = []
 
     async def start(data_dir: Path | None = None, **kwargs: Any) -> Orchestrator:
         data_dir = data_dir or tmp_path / f"data{len(started)}"
         kwargs.setdefault("engine_command", fake_engine)
         kwargs.setdefault("kill_grace", 1.0)
-        kwargs.setdefault("auth", orchestrator_auth())
-        kwargs.setdefault("stop_grace", 1.0)
-        app = OrchestratorApp(data_dir, **kwargs)
-        port = await app.start("127.0.0.1:0")
-        address = f"127.0.0.1:{port}"
-        channel = insecure_channel(address, IDENTITY.orchestrator_token())
-        started.append((app, channel))
-        return Orchestrator(
-            app=app,
-            stub=pb_grpc.OrchestratorServiceStub(channel),
-            address=address,
-            data_dir=data_dir,
-            tmp_path=tmp_path,
+        kwargs.setdefault("identity", IDENTITY)
+        registered = len(hand_control.registrations)
+        app = OrchestratorApp(
+            data_dir, control_address=hand_control.address, token=orchestrator_token, **kwargs
         )
+        await app.start()
+        started.append(app)
+        await hand_control.wait_registrations(registered + 1, TIMEOUT)
+        await asyncio.wait_for(app.link.attached.wait(), TIMEOUT)
+        return Orchestrator(app=app, control=hand_control, data_dir=data_dir, tmp_path=tmp_path)
 
     yield start
-    for app, channel in reversed(started):
-        await channel.close()
+    for app in reversed(started):
         await app.stop()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import subprocess
 import sys
 import textwrap
@@ -18,9 +17,12 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
+from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.orchestrator.app import OrchestratorApp
+from flnet.orchestrator.backend import RunName
+from flnet.orchestrator.convert import container_to_proto
+from tests.orchestrator.hand_control import HandControl, status_code
 
 # Generous: a loaded 2-core machine starts two Python interpreters per launch.
 TIMEOUT = 60.0
@@ -37,24 +39,33 @@ def seconds(value: float) -> duration_pb2.Duration:
     return duration
 
 
-def details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """ErrorInfo.reason (domain checked) and the BadRequest fields of an error."""
-    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(raw)
-    assert status.code == error.code().value[0]
-    assert status.message == error.details()
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "flnet.orchestrator"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
+class CommandFailed(Exception):
+    """A command the orchestrator refused: its status code, message, ErrorInfo reason (domain
+    checked) and BadRequest field violations."""
+
+    def __init__(self, result: sp.CommandResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+        self.code = status_code(result)
+        self.message = result.message
+        status = status_pb2.Status.FromString(result.status_details)
+        assert status.code == result.code
+        assert status.message == result.message
+        self.reason, self.fields = "", []
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                assert info.domain == "flnet.orchestrator"
+                self.reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                self.fields = [v.field for v in bad.field_violations]
+
+    @property
+    def details(self) -> tuple[str, list[str]]:
+        return self.reason, self.fields
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = TIMEOUT) -> None:
@@ -66,9 +77,11 @@ async def wait_for(predicate: Callable[[], bool], limit: float = TIMEOUT) -> Non
 
 @dataclass
 class Orchestrator:
+    """An orchestrator under test, attached to the test's HandControl: commands go through
+    the real session; what the backend holds is read off the backend."""
+
     app: OrchestratorApp
-    stub: pb_grpc.OrchestratorServiceAsyncStub
-    address: str
+    control: HandControl
     data_dir: Path
     tmp_path: Path
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -83,34 +96,50 @@ class Orchestrator:
     def run_name(self, tenant: str = "acme") -> str:
         return f"tenants/{tenant}/runs/r{next(self._ids)}"
 
+    async def command(self, command: sp.FleetCommand) -> pb.RunContainer:
+        """Carries out a command; CommandFailed when the orchestrator refuses it."""
+        result = await self.control.command(command, TIMEOUT)
+        if result.code:
+            raise CommandFailed(result)
+        return result.container
+
     async def launch(
-        self, tool: str | Path, run: str | None = None, **fields: Any
+        self, tool: str | Path | None, run: str | None = None, **fields: Any
     ) -> pb.RunContainer:
-        """Launches a tool (the body of its tool.py, or its directory) as a run and returns
-        its container. `fields` go to LaunchRunRequest."""
+        """Launches a tool (the body of its tool.py, or its directory; None: no artifact) as
+        a run and returns its container. `fields` go to LaunchRunRequest."""
         fields.setdefault("entrypoint", "tool.py:main")
         fields.setdefault("control_address", "127.0.0.1:1")
-        request = pb.LaunchRunRequest(
-            run=run or self.run_name(),
-            source_path=str(tool if isinstance(tool, Path) else self.tool(tool)),
-            **fields,
-        )
-        response = await self.stub.LaunchRun(request, timeout=TIMEOUT)
-        return response.container
+        if tool is not None and "source_path" not in fields and "image_digest" not in fields:
+            fields["source_path"] = str(tool if isinstance(tool, Path) else self.tool(tool))
+        request = pb.LaunchRunRequest(run=run or self.run_name(), **fields)
+        return await self.command(sp.FleetCommand(launch=request))
 
-    async def watch(self, after_sequence: int = 0) -> AsyncIterator[pb.WatchContainersResponse]:
-        call = self.stub.WatchContainers(pb.WatchContainersRequest(after_sequence=after_sequence))
-        try:
-            async for event in call:
-                yield event
-        finally:
-            call.cancel()
+    async def stop(self, run: str, grace: float | None = None) -> pb.RunContainer:
+        request = pb.StopRunRequest(run=run)
+        if grace is not None:
+            request.grace_period.CopyFrom(seconds(grace))
+        return await self.command(sp.FleetCommand(stop=request))
+
+    async def get(self, run: str) -> pb.RunContainer:
+        return container_to_proto(await self.app.backend.get(RunName.parse(run)))
+
+    async def list(self, include_exited: bool = False) -> list[pb.RunContainer]:
+        found = await self.app.backend.list(include_exited=include_exited)
+        return [container_to_proto(c) for c in found]
+
+    async def watch(self, after_sequence: int = 0) -> AsyncIterator[sp.Report]:
+        """The container reports (each with its sequence and container) applied so far,
+        then new ones."""
+        async for report in self.control.follow():
+            if report.HasField("container") and report.sequence > after_sequence:
+                yield report
 
     async def events_of(
         self, run: str, *, until: int = pb.CONTAINER_STATE_EXITED, limit: float = TIMEOUT
-    ) -> list[pb.WatchContainersResponse]:
-        """The run's events from the start of the log up to the first in state `until`."""
-        events: list[pb.WatchContainersResponse] = []
+    ) -> list[sp.Report]:
+        """The run's events from the start up to the first in state `until`."""
+        events: list[sp.Report] = []
         async with asyncio.timeout(limit):
             async for event in self.watch():
                 if event.container.run == run:
@@ -128,33 +157,43 @@ class Orchestrator:
 
 
 async def serve_module(
-    *args: str, env: Mapping[str, str] | None = None
-) -> tuple[asyncio.subprocess.Process, int]:
-    """Starts ``python -m flnet.orchestrator --listen 127.0.0.1:0 ARGS`` and returns it with
-    the port it logs once listening. The caller ends it."""
+    control: HandControl, *args: str, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Starts ``python -m flnet.orchestrator --control <control> ARGS`` and returns it once it
+    has registered with `control` (env: its client at an issuer, tests.identity
+    .orchestrator_client_env). The caller ends it."""
+    registered = len(control.registrations)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "flnet.orchestrator",
-        "--listen",
-        "127.0.0.1:0",
+        "--control",
+        control.address,
         *args,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    assert process.stderr is not None
+    waiting = asyncio.create_task(control.wait_registrations(registered + 1, TIMEOUT))
+    exited = asyncio.create_task(process.wait())
     try:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                line = (await process.stderr.readline()).decode()
-                assert line, "the orchestrator exited before listening"
-                if match := re.search(r"listening on \S+, port (\d+)", line):
-                    return process, int(match[1])
+        await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            assert process.stderr is not None
+            raise AssertionError(
+                "the orchestrator exited before registering: "
+                + (await process.stderr.read()).decode()[-2000:]
+            )
+        await waiting
+        return process
     except BaseException:
-        process.kill()
-        await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
         raise
+    finally:
+        waiting.cancel()
+        exited.cancel()
 
 
 def process_gone(pid: int) -> bool:

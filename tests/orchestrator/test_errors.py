@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from tests.orchestrator.helpers import Orchestrator, details, seconds
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.limits import ADDRESS_SPACE_HEADROOM
 from tests.orchestrator.helpers import Orchestrator, StartOrchestrator
 

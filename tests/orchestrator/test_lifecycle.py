@@ -1,12 +1,12 @@
 """Launch, exit classification, deadlines, StopRun, idempotency, listing, work dirs and the
-app's shutdown, through the real server and stub."""
+app's shutdown, through the real session with a control plane (the test's)."""
 
 from __future__ import annotations
 
 import os
 import signal
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.backend import ContainerState, ExitCause, RunName
 from tests.orchestrator.helpers import (
     Orchestrator,
@@ -124,12 +124,9 @@ async def test_stop_run_waits_grace_then_kills(orch: Orchestrator) -> None:
     await wait_for(lambda: ready(orch, container.run))
 
     watch = Stopwatch()
-    response = await orch.stub.StopRun(
-        pb.StopRunRequest(run=container.run, grace_period=seconds(1.5))
-    )
+    stopped = await orch.stop(container.run, 1.5)
 
     assert 1.4 <= watch.elapsed <= 1.5 + 20
-    stopped = response.container
     assert stopped.state == pb.CONTAINER_STATE_EXITED
     assert stopped.exit_cause == pb.EXIT_CAUSE_STOPPED
     assert stopped.exit_code == -signal.SIGKILL
@@ -141,24 +138,22 @@ async def test_stop_run_of_a_cooperative_engine_returns_at_once(orch: Orchestrat
     await wait_for(lambda: ready(orch, container.run))
 
     watch = Stopwatch()
-    response = await orch.stub.StopRun(
-        pb.StopRunRequest(run=container.run, grace_period=seconds(30))
-    )
+    stopped = await orch.stop(container.run, 30)
 
     assert watch.elapsed < 20
-    assert response.container.exit_cause == pb.EXIT_CAUSE_STOPPED
-    assert response.container.exit_code == -signal.SIGTERM
+    assert stopped.exit_cause == pb.EXIT_CAUSE_STOPPED
+    assert stopped.exit_code == -signal.SIGTERM
 
 
 async def test_stop_run_of_an_exited_container_returns_it(orch: Orchestrator) -> None:
     container = await orch.launch("raise SystemExit(7)")
     exited = await orch.exited(container.run)
 
-    response = await orch.stub.StopRun(pb.StopRunRequest(run=container.run))
+    stopped = await orch.stop(container.run)
 
-    assert response.container == exited
-    assert response.container.exit_cause == pb.EXIT_CAUSE_EXITED
-    assert response.container.exit_code == 7
+    assert stopped == exited
+    assert stopped.exit_cause == pb.EXIT_CAUSE_EXITED
+    assert stopped.exit_code == 7
 
 
 async def test_exit_kills_what_the_engine_left_in_its_group(orch_keep: Orchestrator) -> None:
@@ -183,8 +178,8 @@ async def test_launch_is_idempotent_per_run(orch: Orchestrator) -> None:
     second = await orch.launch("raise SystemExit(1)", run=run)
 
     assert second == first
-    listed = await orch.stub.ListRunContainers(pb.ListRunContainersRequest())
-    assert [c.run for c in listed.containers] == [run]
+    listed = await orch.list()
+    assert [c.run for c in listed] == [run]
 
 
 async def test_get_and_list_run_containers(orch: Orchestrator) -> None:
@@ -192,13 +187,12 @@ async def test_get_and_list_run_containers(orch: Orchestrator) -> None:
     finished = await orch.launch("pass")
     await orch.exited(finished.run)
 
-    got = await orch.stub.GetRunContainer(pb.GetRunContainerRequest(run=running.run))
-    assert got.container == running
-    live = await orch.stub.ListRunContainers(pb.ListRunContainersRequest())
-    assert [c.run for c in live.containers] == [running.run]
-    everything = await orch.stub.ListRunContainers(pb.ListRunContainersRequest(include_exited=True))
-    assert sorted(c.run for c in everything.containers) == sorted([running.run, finished.run])
-    states = {c.run: c.state for c in everything.containers}
+    assert await orch.get(running.run) == running
+    live = await orch.list()
+    assert [c.run for c in live] == [running.run]
+    everything = await orch.list(include_exited=True)
+    assert sorted(c.run for c in everything) == sorted([running.run, finished.run])
+    states = {c.run: c.state for c in everything}
     assert states[finished.run] == pb.CONTAINER_STATE_EXITED
 
 
@@ -209,7 +203,7 @@ async def test_work_dir_is_removed_after_exit(orch: Orchestrator) -> None:
     assert (workdir / "input").is_dir()
     assert (workdir / "credential").is_file()
 
-    await orch.stub.StopRun(pb.StopRunRequest(run=container.run, grace_period=seconds(5)))
+    await orch.stop(container.run, 5)
 
     assert not workdir.exists()
 

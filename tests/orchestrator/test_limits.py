@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.backend import RunName
 from flnet.orchestrator.limit_watch import FORK_BOMB_SECONDS
 from flnet.orchestrator.process_backend import ProcessBackend

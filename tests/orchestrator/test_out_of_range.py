@@ -7,7 +7,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from tests.orchestrator.helpers import Orchestrator, details
 from tests.orchestrator.test_errors import launch_error
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.backend import Container, ContainerState, RunName
 from flnet.orchestrator.errors import Unavailable
 from flnet.orchestrator.events import EventLog

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import aiodocker
 from aiodocker.containers import DockerContainer
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.docker_container import LABEL_MANAGED, LABEL_WORKDIR
 from tests.orchestrator.helpers import TIMEOUT, Orchestrator, wait_for
 

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
 from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp

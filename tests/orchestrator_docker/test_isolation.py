@@ -9,7 +9,7 @@ import stat
 
 import aiodocker
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB, StartDockerOrchestrator
 
 CREDENTIAL = "secret-credential-of-the-run"

@@ -9,7 +9,7 @@ import signal
 
 import aiodocker
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.docker_state import VANISHED_LINE
 from tests.orchestrator.helpers import Stopwatch, seconds
 from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB, StartDockerOrchestrator

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2 as pb
+from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_disk import DEFAULT_DISK_BYTES, RunDisk, margin
 from flnet.orchestrator.limit_watch import FORK_BOMB_SECONDS

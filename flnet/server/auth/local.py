@@ -78,9 +78,9 @@ class LocalIssuer:
             headers={"kid": self.kid},
         )
 
-    def orchestrator_token(self, issuer: str | None = None) -> str:
-        """A control plane's service credential towards the orchestrator."""
+    def orchestrator_token(self, issuer: str | None = None, client: str = "orchestrator") -> str:
+        """An orchestrator's client-credentials token (its client is its subject)."""
         return self.token(
-            subject="control-plane", client_id="control-plane", tenant=None,
+            subject=client, client_id=client, tenant=None,
             audience="flnet-orchestrator", scopes=("orchestrator",), issuer=issuer,
         )  # fmt: skip

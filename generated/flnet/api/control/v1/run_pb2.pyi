@@ -55,6 +55,8 @@ class Run(_message.Message):
     DEV_SESSION_FIELD_NUMBER: _builtins.int
     DEV_SESSION_RUN_FIELD_NUMBER: _builtins.int
     TELEMETRY_DROP_TIME_FIELD_NUMBER: _builtins.int
+    ORCHESTRATOR_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name."""
     tool_version: _builtins.str
@@ -79,6 +81,10 @@ class Run(_message.Message):
     """
     dev_session_run: _builtins.str
     """For a test execution of a development session: the session run."""
+    orchestrator: _builtins.str
+    """The orchestrator the run was placed on ("orchestrators/{orchestrator}");
+    empty while it waits to be placed (and for development sessions).
+    """
     @_builtins.property
     def config(self) -> _struct_pb2.Struct:
         """Configuration, valid against the tool version's config schema."""
@@ -129,6 +135,12 @@ class Run(_message.Message):
         progress) from its history; unset while it is kept.
         """
 
+    @_builtins.property
+    def queue(self) -> Global___QueueStatus:
+        """While the run waits in PENDING to be placed: why, and where it is in its
+        tenant's queue.
+        """
+
     def __init__(
         self,
         *,
@@ -155,14 +167,44 @@ class Run(_message.Message):
         dev_session: _builtins.bool = ...,
         dev_session_run: _builtins.str = ...,
         telemetry_drop_time: _timestamp_pb2.Timestamp | None = ...,
+        orchestrator: _builtins.str = ...,
+        queue: Global___QueueStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "config", b"config", "create_time", b"create_time", "deadline_time", b"deadline_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "start_time", b"start_time", "telemetry_drop_time", b"telemetry_drop_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "config", b"config", "create_time", b"create_time", "deadline_time", b"deadline_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "queue", b"queue", "start_time", b"start_time", "telemetry_drop_time", b"telemetry_drop_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_digest", b"artifact_digest", "cancellation", b"cancellation", "config", b"config", "config_sha256", b"config_sha256", "create_time", b"create_time", "creator", b"creator", "deadline_time", b"deadline_time", "dev_session", b"dev_session", "dev_session_run", b"dev_session_run", "end_time", b"end_time", "error", b"error", "inputs", b"inputs", "last_sequence", b"last_sequence", "name", b"name", "outputs", b"outputs", "progress", b"progress", "reproduce_of", b"reproduce_of", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "telemetry_drop_time", b"telemetry_drop_time", "tool_version", b"tool_version", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_digest", b"artifact_digest", "cancellation", b"cancellation", "config", b"config", "config_sha256", b"config_sha256", "create_time", b"create_time", "creator", b"creator", "deadline_time", b"deadline_time", "dev_session", b"dev_session", "dev_session_run", b"dev_session_run", "end_time", b"end_time", "error", b"error", "inputs", b"inputs", "last_sequence", b"last_sequence", "name", b"name", "orchestrator", b"orchestrator", "outputs", b"outputs", "progress", b"progress", "queue", b"queue", "reproduce_of", b"reproduce_of", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "telemetry_drop_time", b"telemetry_drop_time", "tool_version", b"tool_version", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Run: _TypeAlias = Run  # noqa: Y015
+
+@_typing.final
+class QueueStatus(_message.Message):
+    """QueueStatus says why a run waits to be placed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Place in its tenant's queue (runs of a tenant are placed first in, first
+    out; tenants share the fleet fairly): 1 is next.
+    """
+    reason: _builtins.str
+    """Why it waits, e.g. "waiting for capacity" or "tenant quota: 4/4 runs"."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStatus: _TypeAlias = QueueStatus  # noqa: Y015
 
 @_typing.final
 class RunInput(_message.Message):

@@ -286,6 +286,7 @@ class Resources(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
     SCRATCH_BYTES_FIELD_NUMBER: _builtins.int
+    REQUIRED_LABELS_FIELD_NUMBER: _builtins.int
     cpu_millis: _builtins.int
     """CPU limit in millicores (1000 = one core); 0 means unlimited."""
     memory_bytes: _builtins.int
@@ -297,6 +298,12 @@ class Resources(_message.Message):
     max_size_bytes: together they bound what a run may write; 0 means the
     platform default (64 MiB).
     """
+    @_builtins.property
+    def required_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Labels an orchestrator must have for the run to be placed on it: "gpu"
+        (the label is present) or "site=eu" (the label has this value).
+        """
+
     def __init__(
         self,
         *,
@@ -304,10 +311,11 @@ class Resources(_message.Message):
         memory_bytes: _builtins.int = ...,
         pids: _builtins.int = ...,
         scratch_bytes: _builtins.int = ...,
+        required_labels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "memory_bytes", b"memory_bytes", "pids", b"pids", "scratch_bytes", b"scratch_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "memory_bytes", b"memory_bytes", "pids", b"pids", "required_labels", b"required_labels", "scratch_bytes", b"scratch_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

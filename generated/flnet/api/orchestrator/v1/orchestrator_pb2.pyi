@@ -66,7 +66,7 @@ class _ExitCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExitCause.V
     EXIT_CAUSE_DEADLINE_EXCEEDED: _ExitCause.ValueType  # 4
     """Stopped for exceeding its absolute deadline."""
     EXIT_CAUSE_STOPPED: _ExitCause.ValueType  # 5
-    """Stopped by StopRun."""
+    """Stopped by a stop command."""
     EXIT_CAUSE_VANISHED: _ExitCause.ValueType  # 6
     """Disappeared without the orchestrator seeing how it ended: removed behind its
     back (docker), or a process backend engine that outlived the orchestrator
@@ -101,7 +101,7 @@ EXIT_CAUSE_OOM_KILLED: ExitCause.ValueType  # 3
 EXIT_CAUSE_DEADLINE_EXCEEDED: ExitCause.ValueType  # 4
 """Stopped for exceeding its absolute deadline."""
 EXIT_CAUSE_STOPPED: ExitCause.ValueType  # 5
-"""Stopped by StopRun."""
+"""Stopped by a stop command."""
 EXIT_CAUSE_VANISHED: ExitCause.ValueType  # 6
 """Disappeared without the orchestrator seeing how it ended: removed behind its
 back (docker), or a process backend engine that outlived the orchestrator
@@ -244,7 +244,7 @@ Global___Limits: _TypeAlias = Limits  # noqa: Y015
 
 @_typing.final
 class LaunchRunRequest(_message.Message):
-    """Request of LaunchRun."""
+    """LaunchRunRequest asks an orchestrator to start a run's engine (a FleetCommand)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -332,32 +332,10 @@ class LaunchRunRequest(_message.Message):
 Global___LaunchRunRequest: _TypeAlias = LaunchRunRequest  # noqa: Y015
 
 @_typing.final
-class LaunchRunResponse(_message.Message):
-    """Response of LaunchRun."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONTAINER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def container(self) -> Global___RunContainer:
-        """The container."""
-
-    def __init__(
-        self,
-        *,
-        container: Global___RunContainer | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___LaunchRunResponse: _TypeAlias = LaunchRunResponse  # noqa: Y015
-
-@_typing.final
 class StopRunRequest(_message.Message):
-    """Request of StopRun."""
+    """StopRunRequest asks an orchestrator to stop a run's container: SIGTERM, then
+    SIGKILL after the grace period (a FleetCommand).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -382,171 +360,3 @@ class StopRunRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StopRunRequest: _TypeAlias = StopRunRequest  # noqa: Y015
-
-@_typing.final
-class StopRunResponse(_message.Message):
-    """Response of StopRun."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONTAINER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def container(self) -> Global___RunContainer:
-        """The container after stopping."""
-
-    def __init__(
-        self,
-        *,
-        container: Global___RunContainer | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StopRunResponse: _TypeAlias = StopRunResponse  # noqa: Y015
-
-@_typing.final
-class GetRunContainerRequest(_message.Message):
-    """Request of GetRunContainer."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    RUN_FIELD_NUMBER: _builtins.int
-    run: _builtins.str
-    """Run."""
-    def __init__(
-        self,
-        *,
-        run: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetRunContainerRequest: _TypeAlias = GetRunContainerRequest  # noqa: Y015
-
-@_typing.final
-class GetRunContainerResponse(_message.Message):
-    """Response of GetRunContainer."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONTAINER_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def container(self) -> Global___RunContainer:
-        """The container."""
-
-    def __init__(
-        self,
-        *,
-        container: Global___RunContainer | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetRunContainerResponse: _TypeAlias = GetRunContainerResponse  # noqa: Y015
-
-@_typing.final
-class ListRunContainersRequest(_message.Message):
-    """Request of ListRunContainers."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    INCLUDE_EXITED_FIELD_NUMBER: _builtins.int
-    include_exited: _builtins.bool
-    """Include exited containers not yet forgotten."""
-    def __init__(
-        self,
-        *,
-        include_exited: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_exited", b"include_exited"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListRunContainersRequest: _TypeAlias = ListRunContainersRequest  # noqa: Y015
-
-@_typing.final
-class ListRunContainersResponse(_message.Message):
-    """Response of ListRunContainers."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    CONTAINERS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunContainer]:
-        """All of them."""
-
-    def __init__(
-        self,
-        *,
-        containers: _abc.Iterable[Global___RunContainer] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListRunContainersResponse: _TypeAlias = ListRunContainersResponse  # noqa: Y015
-
-@_typing.final
-class WatchContainersRequest(_message.Message):
-    """Request of WatchContainers."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
-    after_sequence: _builtins.int
-    """Highest event sequence the watcher has already processed; earlier
-    events are not sent again.
-    """
-    def __init__(
-        self,
-        *,
-        after_sequence: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchContainersRequest: _TypeAlias = WatchContainersRequest  # noqa: Y015
-
-@_typing.final
-class WatchContainersResponse(_message.Message):
-    """Response of WatchContainers: one event."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SEQUENCE_FIELD_NUMBER: _builtins.int
-    CONTAINER_FIELD_NUMBER: _builtins.int
-    sequence: _builtins.int
-    """Orchestrator-wide event number, increasing."""
-    @_builtins.property
-    def container(self) -> Global___RunContainer:
-        """The container as of the event."""
-
-    def __init__(
-        self,
-        *,
-        sequence: _builtins.int = ...,
-        container: Global___RunContainer | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "sequence", b"sequence"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchContainersResponse: _TypeAlias = WatchContainersResponse  # noqa: Y015

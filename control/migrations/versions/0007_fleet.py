@@ -1,0 +1,85 @@
+"""the fleet: orchestrators attach, runs are queued and placed, tenants have quotas
+
+Revision ID: 0007
+Revises: 0006
+
+Runs used to be launched on the one orchestrator at once. Now a run is queued until the
+scheduler places it on an attached orchestrator with room for it and the labels it needs,
+within its tenant's quota: the queue and the placements are columns of `runs`, the
+orchestrators and the quotas tables of their own. Runs waiting for their engine when the
+database is upgraded are not queued: their connect timeout ends them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+QUEUED = sa.text("queued_us IS NOT NULL")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("queued_us", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("queue_reason", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("orchestrator", sa.String(63), nullable=True))
+        batch_op.add_column(sa.Column("assigned_us", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("launched_us", sa.BigInteger(), nullable=True))
+        for name in ("cpu_millis", "memory_bytes"):
+            batch_op.add_column(
+                sa.Column(name, sa.BigInteger(), nullable=False, server_default="0")
+            )
+        batch_op.add_column(
+            sa.Column("required_labels", sa.Text(), nullable=False, server_default="")
+        )
+        batch_op.add_column(sa.Column("stop_grace_ms", sa.BigInteger(), nullable=True))
+        batch_op.create_index(
+            "ix_runs_queued",
+            ["tenant", "queued_us", "id"],
+            sqlite_where=QUEUED,
+            postgresql_where=QUEUED,
+        )
+        batch_op.create_index("ix_runs_orchestrator", ["orchestrator", "state"])
+    op.create_table(
+        "orchestrators",
+        sa.Column("name", sa.String(63), primary_key=True),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("backend", sa.String(63), nullable=False),
+        sa.Column("hostname", sa.Text(), nullable=False),
+        sa.Column("labels", sa.Text(), nullable=False),
+        sa.Column("cpu_millis", sa.BigInteger(), nullable=False),
+        sa.Column("memory_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("run_slots", sa.Integer(), nullable=False),
+        sa.Column("state", sa.SmallInteger(), nullable=False),
+        sa.Column("session", sa.String(63), nullable=False),
+        sa.Column("attach_us", sa.BigInteger(), nullable=False),
+        sa.Column("seen_us", sa.BigInteger(), nullable=False),
+        sa.Column("acked_sequence", sa.BigInteger(), nullable=False),
+    )
+    op.create_table(
+        "tenant_quotas",
+        sa.Column("tenant", sa.String(63), primary_key=True),
+        sa.Column("max_runs", sa.Integer(), nullable=False),
+        sa.Column("max_cpu_millis", sa.BigInteger(), nullable=False),
+        sa.Column("max_memory_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("update_us", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.Text(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("tenant_quotas")
+    op.drop_table("orchestrators")
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_orchestrator")
+        batch_op.drop_index("ix_runs_queued")
+        for name in (
+            "stop_grace_ms", "required_labels", "memory_bytes", "cpu_millis", "launched_us",
+            "assigned_us", "orchestrator", "queue_reason", "queued_us",
+        ):  # fmt: skip
+            batch_op.drop_column(name)
