@@ -236,7 +236,7 @@ class ControlLink:
         name = command.launch.run if which == "launch" else command.stop.run
         result = sp.CommandResult(command_id=command.id, run=name)
         try:
-            run = RunName.parse(name, f"{which}.run")
+            run = RunName.parse(name)  # fields named as in the command's request
             async with self._one_at_a_time(run):
                 if which == "launch":
                     request = command.launch
@@ -248,16 +248,16 @@ class ControlLink:
                 else:
                     raise FlnetError(f"unknown command {command.id!r}")
             result.container.CopyFrom(container_to_proto(container))
-        except FlnetError as e:
-            result.code = e.code.value[0]
-            result.message = e.message
-            result.status_details = status_details(e, DOMAIN)
-            if which == "launch":
-                log.warning("launching %s failed: %s", name, e.message)
         except Exception as e:
-            log.exception("command %s failed", command.id)
-            result.code = grpc.StatusCode.INTERNAL.value[0]
-            result.message = f"{type(e).__name__}: {e}"
+            error = e if isinstance(e, FlnetError) else None
+            if error is None:  # logged with its traceback; its text is not sent (it may leak)
+                log.exception("command %s failed", command.id)
+                error = FlnetError("internal error")
+            result.code = error.code.value[0]
+            result.message = error.message
+            result.status_details = status_details(error, DOMAIN)
+            if which == "launch":
+                log.warning("launching %s failed: %s", name, error.message)
         self.outbox.add(sp.Report(command_result=result))
 
 

@@ -27,10 +27,11 @@ docker_state.VANISHED_LINE.
 StopRun and the deadline: SIGTERM, then SIGKILL after the grace, sent to the task's
 container through this node's engine API, as the docker backend does. A task that has no
 container on this node (it is not started yet, or runs on another node, whose engine the
-orchestrator does not talk to) is ended by removing its service: the swarm then stops it
-with SIGTERM and SIGKILL after the service's stop grace period (`kill_grace`); its last
-lines are read first, its exit code is lost (the stop cause names the exit). While a task
-runs on this node its pids cgroup is watched like the docker backend's (limit_watch.py).
+orchestrator does not talk to) is ended by removing its service, its last lines read first:
+the swarm then stops it with SIGTERM and SIGKILL after the service's stop grace period
+(`kill_grace`, whatever StopRun's grace), and keeps the task until then, which is when its
+exit is reported (the stop cause names it). While a task runs on this node its pids cgroup
+is watched like the docker backend's (limit_watch.py).
 
 Restart safety. Services belong to the swarm: a killed orchestrator leaves them running.
 `start()` lists the services labelled flnet.managed=true and takes over those whose
@@ -138,6 +139,7 @@ class SwarmTracked(Tracked):
 
     service_id: str
     secret_id: str = ""
+    task_id: str = ""
     node_id: str = ""
     memory_limit: bool = False
     # Read before the orchestrator removed the service to end the task (module doc).
@@ -326,6 +328,7 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             workdir=workdir,
             service_id=service_id,
             secret_id=secret_id,
+            task_id=str(task.get("ID") or ""),
             node_id=node_id,
             memory_limit=bool(spec.limits.memory_bytes),
         )
@@ -481,6 +484,7 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             stop_cause=await asyncio.to_thread(workdir.stop_cause),
             service_id=service_id,
             secret_id=secret_id,
+            task_id=str(task.get("ID") or ""),
             node_id=node_id,
             memory_limit=memory_limited(service),
         )
@@ -520,6 +524,8 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             return
         if task is not None and task_state(task) in ENDED_STATES:
             return
+        if task is not None:
+            self._note(tracked, task)
         container_id, node_id = ("", "") if task is None else _where(task)
         if task is not None and task_state(task) == RUNNING_STATE and node_id == self._node_id:
             try:
@@ -593,12 +599,14 @@ class SwarmBackend(Supervisor[SwarmTracked]):
         await limits.run(self._fork_bomb_stopper(tracked))
 
     async def _wait_for_end(self, tracked: SwarmTracked) -> Mapping[str, Any] | None:
-        """Waits until the service's task has ended and returns it; None when the service is
-        gone. Retries while the Docker engine is unreachable."""
+        """Waits until the service's task has ended and returns it; None when the service
+        was removed behind the orchestrator's back, or when the task is gone too after the
+        orchestrator removed the service to end it. Retries while the Docker engine is
+        unreachable."""
         retry = _RETRY_FIRST
         while True:
             try:
-                task = await self._task(tracked.service_id)
+                task = await self._ending_task(tracked)
             except _ServiceGone:
                 return None
             except (aiodocker.DockerError, aiohttp.ClientError) as exc:
@@ -617,12 +625,33 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             if state == RUNNING_STATE and tracked.node_id == self._node_id:
                 await self._wait_container(tracked.container.container_id)
                 await asyncio.sleep(_POLL_ENDING)
+            elif state in STARTING_STATES or tracked.saved_lines is not None:
+                # The swarm drops a removed service's task soon after it ended: look often.
+                await asyncio.sleep(_POLL_START)
             else:
-                await asyncio.sleep(_POLL_START if state in STARTING_STATES else _POLL_REMOTE)
+                await asyncio.sleep(_POLL_REMOTE)
+
+    async def _ending_task(self, tracked: SwarmTracked) -> Mapping[str, Any] | None:
+        """The service's task. Once the orchestrator removed the service to end it, the
+        task itself: the swarm keeps it until it has stopped it (SIGTERM, SIGKILL after the
+        stop grace period). Raises _ServiceGone when neither is to be found."""
+        try:
+            return await self._task(tracked.service_id)
+        except _ServiceGone:
+            if tracked.saved_lines is None or not tracked.task_id:
+                raise
+        try:
+            task: Mapping[str, Any] = await self._docker.tasks.inspect(tracked.task_id)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise _ServiceGone(tracked.service_id) from exc
+            raise
+        return task
 
     def _note(self, tracked: SwarmTracked, task: Mapping[str, Any]) -> None:
         """Keeps where the task's container is (the swarm tells once the node made it)."""
         container_id, node_id = _where(task)
+        tracked.task_id = str(task.get("ID") or tracked.task_id)
         tracked.node_id = node_id or tracked.node_id
         if container_id and container_id != tracked.container.container_id:
             tracked.container = replace(tracked.container, container_id=container_id)

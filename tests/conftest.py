@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -16,6 +18,7 @@ from flnet import lifecycle
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.api.control.v1 import audit_service_pb2_grpc as aug
+from flnet.api.control.v1 import fleet_service_pb2_grpc as fsg
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
@@ -32,6 +35,9 @@ from flnet.sources import pack_source
 from flnet.toolspec import ToolSpec, load_tool_spec
 from tests.auth.issuer import Issuer
 from tests.identity import IDENTITY, served_issuer
+
+if TYPE_CHECKING:
+    from flnet.orchestrator.app import OrchestratorApp
 
 # --database sqlite|postgresql, the session's PostgreSQL cluster and each test's databases;
 # --artifacts file|s3, the session's SeaweedFS and each test's artifact stores.
@@ -55,6 +61,7 @@ class Clients:
     artifacts: asg.ArtifactServiceAsyncStub
     runtime: rtg.RuntimeServiceAsyncStub
     audit: aug.AuditServiceAsyncStub
+    fleet: fsg.FleetServiceAsyncStub
 
     async def register(self, tool_dir: Path) -> tp.ToolVersion:
         spec = load_tool_spec(tool_dir)
@@ -127,6 +134,7 @@ def clients_for(address: str, token: str | None = None) -> Clients:
         artifacts=asg.ArtifactServiceStub(channel),
         runtime=rtg.RuntimeServiceStub(channel),
         audit=aug.AuditServiceStub(channel),
+        fleet=fsg.FleetServiceStub(channel),
     )
 
 
@@ -158,13 +166,48 @@ def control_settings(tmp_path: Path, **overrides: object) -> ControlSettings:
 
 def control_app(settings: ControlSettings) -> ControlApp:
     """A control plane trusting the tests' issuer key (whichever issuer URL `settings.auth`
-    names), with its service credential of that issuer."""
-    issuer = settings.auth.issuer
+    names)."""
+    return ControlApp(settings, keys=IDENTITY.keys())
+
+
+async def attach_orchestrator(
+    control: str,
+    data_dir: Path,
+    *,
+    name: str = "local",
+    issuer: str | None = None,
+    client: str = "orchestrator",
+    run_slots: int = 64,
+    labels: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> OrchestratorApp:
+    """An orchestrator (process backend unless `kwargs` say otherwise) attached to the control
+    plane at `control`, with a token of the tests' issuer (`issuer`: its URL when the control
+    plane trusts a served one) for `client`. The caller stops it."""
+    from flnet.orchestrator.app import OrchestratorApp
+    from flnet.orchestrator.link import Identity
 
     async def token() -> str:
-        return IDENTITY.orchestrator_token(issuer=issuer)
+        return IDENTITY.orchestrator_token(issuer=issuer, client=client)
 
-    return ControlApp(settings, keys=IDENTITY.keys(), orchestrator_token=token)
+    identity = Identity(
+        name,
+        cpu_millis=kwargs.pop("cpu_millis", 64_000),
+        memory_bytes=kwargs.pop("memory_bytes", 64 * 1024**3),
+        run_slots=run_slots,
+        labels=labels or {},
+    )
+    kwargs.setdefault("kill_grace", 2.0)
+    app = OrchestratorApp(
+        data_dir, control_address=control, token=token, identity=identity, **kwargs
+    )
+    await app.start()
+    try:
+        await asyncio.wait_for(app.link.attached.wait(), 60)
+    except BaseException:
+        await app.stop()
+        raise
+    return app
 
 
 @pytest.fixture

@@ -93,8 +93,13 @@ class RunController:
         return await self._store.runs.list_runs(tenant, where, after=after, limit=limit)
 
     async def run_proto(self, row: RunRow) -> rp.Run:
+        """The run as the API shows it; a queued run with its place in its tenant's queue
+        (a listing shows why runs wait, not where: that is a count each)."""
         outputs = await self._store.artifacts.run_outputs([row.id])
-        return row.to_proto(outputs[row.id])
+        run = row.to_proto(outputs[row.id])
+        if row.queued_us is not None:
+            run.queue.position = await self._store.fleet.queue_position(row)
+        return run
 
     async def run_protos(self, rows: Sequence[RunRow]) -> list[rp.Run]:
         outputs = await self._store.artifacts.run_outputs([r.id for r in rows])

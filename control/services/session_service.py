@@ -119,6 +119,7 @@ class SessionService(spg.SessionServiceServicer):
                         log.warning("%s: report refused: %s", link.name, refused.message)
                         ack.rejections.append(refused)
                     link.send(sp.AttachResponse(ack=ack))
+                    await self.fleet.heard(link)
                 elif which == "heartbeat":
                     await self.fleet.heard(link)
                 else:
@@ -128,6 +129,8 @@ class SessionService(spg.SessionServiceServicer):
                     )
         except asyncio.CancelledError:
             raise
+        except InvalidArgument as e:  # a message that could not be decoded (logged there)
+            return e
         except Exception:
             log.exception("the session of orchestrator %s failed; it will reconnect", link.name)
         finally:

@@ -1,50 +1,71 @@
-"""Control plane -> orchestrator: the orchestrator accepts only service tokens (audience
-flnet-orchestrator, scope orchestrator) of its issuer, which the control plane obtains with
-client_credentials (flnet.oauth.ClientCredentials) from each kind of issuer."""
+"""Orchestrator -> control plane: an orchestrator attaches with its own client-credentials
+token (audience flnet-orchestrator, scope orchestrator) of the control plane's issuer, which
+it obtains with client_credentials (flnet.oauth.ClientCredentials) from each kind of
+issuer; the control plane takes no other token for the session."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
-from flnet.channels import TokenSource, insecure_channel
+from flnet.api.orchestrator.v1 import session_service_pb2 as sp
+from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
+from flnet.channels import insecure_channel
 from flnet.oauth import ClientCredentials, TokenError
 from flnet.orchestrator.app import OrchestratorApp
-from flnet.orchestrator.service import SERVICE_NAME
-from flnet.server.auth import AuthSettings
+from flnet.orchestrator.link import Identity
+from tests.access.conftest import Guarded
 from tests.access.issuers import CLIENTS, TrustedIssuer
 
 
-async def list_containers(port: int, token: str | TokenSource | None) -> grpc.StatusCode:
-    async with insecure_channel(f"127.0.0.1:{port}", token) as channel:
-        stub: og.OrchestratorServiceAsyncStub = og.OrchestratorServiceStub(channel)
+async def attach_status(port: int, token: str | None) -> grpc.StatusCode:
+    """How the control plane answers an Attach with `token` (OK: Attached came)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
+    async with insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = spg.SessionServiceStub(channel).Attach(metadata=metadata)
+        registration = sp.Registration(
+            name="probe",
+            backend="process",
+            capacity=sp.Capacity(cpu_millis=1000, memory_bytes=1 << 30, run_slots=1),
+        )
         try:
-            await stub.ListRunContainers(op.ListRunContainersRequest())
+            await call.write(sp.AttachRequest(registration=registration))
+            first = await asyncio.wait_for(call.read(), 30)
         except grpc.aio.AioRpcError as e:
             return e.code()
-    return grpc.StatusCode.OK
+        finally:
+            call.cancel()
+        assert isinstance(first, sp.AttachResponse) and first.HasField("attached")
+        return grpc.StatusCode.OK
 
 
-async def test_the_orchestrator_takes_the_control_planes_service_token(
-    trusted: TrustedIssuer, tmp_path: Path
+async def test_an_orchestrator_attaches_with_its_client_credentials(
+    guarded: Guarded, tmp_path: Path
 ) -> None:
-    auth = AuthSettings(issuer=trusted.url).interceptor([SERVICE_NAME])
-    app = OrchestratorApp(tmp_path / "orchestrator", auth=auth)
-    port = await app.start("127.0.0.1:0")
-    service = ClientCredentials(
-        trusted.url, "acme-service", CLIENTS["acme-service"].secret, scope="orchestrator"
+    issuer = guarded.issuer
+    token = ClientCredentials(
+        issuer.url, "acme-service", CLIENTS["acme-service"].secret, scope="orchestrator"
     )
+    app = OrchestratorApp(
+        tmp_path / "orchestrator",
+        control_address=f"127.0.0.1:{guarded.app.port}",
+        token=token,
+        identity=Identity("edge", cpu_millis=1000, memory_bytes=1 << 30, run_slots=1),
+    )
+    await app.start()
     try:
-        assert await list_containers(port, service) == grpc.StatusCode.OK
-        assert await list_containers(port, None) == grpc.StatusCode.UNAUTHENTICATED
-        user = await trusted.token("acme-app")  # the issuer's, for the user API
-        assert await list_containers(port, user) == grpc.StatusCode.UNAUTHENTICATED
+        await asyncio.wait_for(app.link.attached.wait(), 60)
+        [listed] = await guarded.app.store.fleet.orchestrators()
+        assert (listed.name, listed.subject) == ("edge", "acme-service")
+        assert await attach_status(guarded.app.port, await token()) == grpc.StatusCode.OK
     finally:
         await app.stop()
+    assert await attach_status(guarded.app.port, None) == grpc.StatusCode.UNAUTHENTICATED
+    user = await issuer.token("acme-app")  # the issuer's, for the user API
+    assert await attach_status(guarded.app.port, user) == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_a_wrong_client_secret_gets_no_service_token(trusted: TrustedIssuer) -> None:

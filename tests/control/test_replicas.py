@@ -161,7 +161,7 @@ async def test_an_end_decided_on_one_replica_closes_the_engine_stream_on_another
         exit_cause=op.EXIT_CAUSE_EXITED,
         exit_code=3,
     )
-    await b.app.runs.on_container(exited)
+    await b.app.runs.supervisor.on_container(exited)
     close = (await engine.receive_kind("close", wait=2)).close
     assert close.state == S.RUN_STATE_ERROR
     assert close.reason == "the process exited with code 3"

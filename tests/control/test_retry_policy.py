@@ -14,6 +14,7 @@ NOT_SAFE = {
     ("flnet.api.control.v1.RunService", "StartDevTest"),  # a second test run
     ("flnet.api.control.v1.RunService", "UpdateDevConfig"),  # a second config change
     ("flnet.api.runtime.v1.RuntimeService", "Connect"),  # the engine's session reconnects
+    ("flnet.api.orchestrator.v1.SessionService", "Attach"),  # the orchestrator reconnects
 }
 
 

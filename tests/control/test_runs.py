@@ -15,6 +15,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.control.app import ControlApp
+from flnet.control.fleet.scheduler import NO_ORCHESTRATOR
 from flnet.control.runs.context import MAX_CONFIG_BYTES
 from flnet.control.validation import canonical_sha256
 from flnet.structs import dict_to_struct, struct_to_dict
@@ -163,13 +164,23 @@ async def test_concurrent_retries_create_one_run(api: Clients) -> None:
     assert len({r.run.name for r in results}) == 1
 
 
-async def test_launch_without_orchestrator_is_a_platform_error(api: Clients) -> None:
+async def get(api: Clients, name: str) -> rp.Run:
+    return (await api.runs.GetRun(rs.GetRunRequest(name=name))).run
+
+
+async def test_a_run_without_orchestrator_waits_in_its_queue_saying_why(api: Clients) -> None:
     version, artifact = await setup(api)
-    run = (await api.runs.CreateRun(create(version.name, artifact))).run
-    assert run.state == S.RUN_STATE_ERROR
-    assert run.error.reason == lc.ERROR_REASON_INTERNAL
-    assert run.error.kind == lc.ERROR_KIND_PLATFORM
-    assert run.error.retry_safe
+    first = (await api.runs.CreateRun(create(version.name, artifact, request_id()))).run
+    second = (await api.runs.CreateRun(create(version.name, artifact))).run
+    assert (first.state, second.state) == (S.RUN_STATE_PENDING, S.RUN_STATE_PENDING)
+    assert (first.queue.position, second.queue.position) == (1, 2)
+    async with asyncio.timeout(10):
+        while (run := await get(api, second.name)).queue.reason != NO_ORCHESTRATOR:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert run.queue.reason == NO_ORCHESTRATOR
+    assert run.queue.position == 2 and not run.orchestrator
+    retried = (await api.runs.CreateRun(create(version.name, artifact, first.request_id))).run
+    assert (retried.name, retried.queue.position) == (first.name, 1)
 
 
 async def test_list_runs_paginates_and_filters(api: Clients) -> None:
@@ -190,7 +201,7 @@ async def test_list_runs_paginates_and_filters(api: Clients) -> None:
     pending = await api.runs.ListRuns(
         rs.ListRunsRequest(parent=TENANT, states=[S.RUN_STATE_PENDING])
     )
-    assert [r.name for r in pending.runs] == [dev.name]
+    assert [r.name for r in pending.runs] == [dev.name, *reversed(names)]  # all queued
     by_tool = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT, tool=f"{TENANT}/tools/x"))
     assert not by_tool.runs
     first = await api.runs.ListRuns(rs.ListRunsRequest(parent=TENANT, page_size=2))
@@ -360,22 +371,3 @@ async def test_a_retried_development_session_gets_a_working_credential(
     theirs = await bob.runs.CreateRun(request)
     assert theirs.run.name == first.run.name and theirs.dev_credential == ""
     await bob.channel.close()
-
-
-async def test_a_retry_whose_launch_fails_leaves_the_run_to_its_connect_timeout(
-    api: Clients, control: ControlApp, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first attempt may have launched the run after all: a retry that cannot reach the
-    orchestrator records no failure of its own."""
-    version, artifact = await setup(api)
-
-    async def killed_before_launching(*args: Any) -> None:
-        pass
-
-    monkeypatch.setattr(control.runs.launcher, "launch", killed_before_launching)
-    request = create(version.name, artifact, request_id())
-    first = (await api.runs.CreateRun(request)).run
-    monkeypatch.undo()
-    retried = (await api.runs.CreateRun(request)).run  # no orchestrator here: launch fails
-    assert (retried.name, retried.state) == (first.name, S.RUN_STATE_PENDING)
-    assert not retried.HasField("error")

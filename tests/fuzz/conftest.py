@@ -1,6 +1,5 @@
-"""Fixtures of the fuzz suite: the real servers of the other suites (tests/conftest.py's
-control plane, tests/orchestrator/conftest.py's orchestrator with its fake engine), holding a
-few real resources, with tokens of every audience they accept; and the servers' log lines."""
+"""Fixtures of the fuzz suite: the real control plane of the other suites (tests/conftest.py),
+holding a few real resources, with tokens of every audience it accepts; and its log lines."""
 
 from __future__ import annotations
 
@@ -18,11 +17,14 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import audit_service_pb2 as au
+from flnet.api.control.v1 import fleet_pb2 as fp
+from flnet.api.control.v1 import fleet_service_pb2 as fs
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
+from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control.app import ControlApp
 from flnet.server.auth import ORCHESTRATOR, RUNTIME, USER
@@ -31,8 +33,6 @@ from tests.conftest import FIXTURES, TENANT, clients_for
 from tests.control.hand_engine import dev_run
 from tests.fuzz.targets import Target
 from tests.identity import IDENTITY
-from tests.orchestrator.conftest import fake_engine, start_orchestrator  # noqa: F401
-from tests.orchestrator.helpers import StartOrchestrator
 
 NOOP = FIXTURES / "tools" / "noop"
 # Holds its container up: StopRun, GetRunContainer and the watch then have one to act on.
@@ -159,54 +159,41 @@ async def control_target(control: ControlApp) -> AsyncIterator[Target]:
             rt.UploadOutputRequest(chunk=data),
         ],
         "RuntimeService/FetchInput": [rt.FetchInputRequest(run=run.name, name="data")],
+        "FleetService/ListOrchestrators": [fs.ListOrchestratorsRequest()],
+        "FleetService/GetTenantQuota": [fs.GetTenantQuotaRequest(tenant=TENANT)],
+        "FleetService/UpdateTenantQuota": [
+            fs.UpdateTenantQuotaRequest(quota=fp.TenantQuota(tenant=TENANT, max_runs=100))
+        ],
+        "SessionService/Attach": [
+            sp.AttachRequest(
+                registration=sp.Registration(
+                    name="fuzz",
+                    backend="process",
+                    capacity=sp.Capacity(cpu_millis=1000, memory_bytes=2**30, run_slots=2),
+                    labels={"site": "fuzz"},
+                )
+            ),
+            sp.AttachRequest(
+                report=sp.Report(
+                    sequence=1,
+                    container=pb.RunContainer(run=run.name, state=pb.CONTAINER_STATE_EXITED),
+                )
+            ),
+            sp.AttachRequest(heartbeat=sp.OrchestratorHeartbeat(time=_now())),
+        ],
     }
+    packages = {"Runtime": "runtime", "Session": "orchestrator"}
     target = Target(
         "control plane",
         address,
-        tokens={USER: IDENTITY.token(subject="fuzz", scopes=("admin",)), RUNTIME: credential},
+        tokens={
+            USER: IDENTITY.token(subject="fuzz", scopes=("admin",)),
+            RUNTIME: credential,
+            ORCHESTRATOR: IDENTITY.orchestrator_token(),
+        },
         names=(TENANT, run.name, version.name, tool, artifact, upload),
         templates={
-            f"/flnet.api.{'runtime' if k.startswith('Runtime') else 'control'}.v1.{k}": v
-            for k, v in templates.items()
-        },
-    )
-    yield target
-    await target.close()
-
-
-@pytest.fixture
-async def orchestrator_target(
-    start_orchestrator: StartOrchestrator,  # noqa: F811
-) -> AsyncIterator[Target]:
-    """The orchestrator (process backend) with one run's engine sleeping, and the control
-    plane's service token; tool directories that exist for LaunchRun."""
-    orch = await start_orchestrator()
-    sleeper, quick = orch.tool(SLEEPER), orch.tool("")
-    run = orch.run_name("default")
-    await orch.launch(sleeper, run, tenant="default")
-    launch = pb.LaunchRunRequest(
-        run=orch.run_name("default"),
-        tenant="default",
-        source_path=str(quick),
-        entrypoint="tool.py:main",
-        control_address="127.0.0.1:1",
-        credential="not-a-real-credential",
-        limits=pb.Limits(cpu_millis=500, memory_bytes=2**30, pids=64, open_files=256),
-        deadline=_seconds(30),
-        environment={"FLNET_FUZZ": "1"},
-    )
-    service = "/flnet.api.orchestrator.v1.OrchestratorService"
-    target = Target(
-        "orchestrator",
-        orch.address,
-        tokens={ORCHESTRATOR: IDENTITY.orchestrator_token()},
-        names=(run, str(quick), "tool.py:main", "127.0.0.1:1", "default", "sha256:" + "0" * 64),
-        templates={
-            f"{service}/LaunchRun": [launch],
-            f"{service}/StopRun": [pb.StopRunRequest(run=run, grace_period=_seconds(0.5))],
-            f"{service}/GetRunContainer": [pb.GetRunContainerRequest(run=run)],
-            f"{service}/ListRunContainers": [pb.ListRunContainersRequest(include_exited=True)],
-            f"{service}/WatchContainers": [pb.WatchContainersRequest(after_sequence=1)],
+            f"/flnet.api.{packages.get(k[:7], 'control')}.v1.{k}": v for k, v in templates.items()
         },
     )
     yield target

@@ -1,4 +1,4 @@
-"""Every RPC of every server (control plane, orchestrator; health and reflection too), as
+"""Every RPC of the control plane, the one server (health and reflection too), as
 server reflection lists them, fed malformed frames and random well-formed messages
 (tests/fuzz/messages.py), without a token and with a valid token of the method's audience.
 
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import grpc
 
 from flnet.control.app import SERVICE_NAMES as CONTROL_SERVICES
-from flnet.orchestrator.service import SERVICE_NAME as ORCHESTRATOR_SERVICE
 from tests.fuzz.conftest import Lines
 from tests.fuzz.messages import Messages
 from tests.fuzz.targets import Method, Target
@@ -132,9 +131,3 @@ async def test_the_control_plane_answers_whatever_it_is_sent(
     server_logs: Lines, control_target: Target
 ) -> None:
     await fuzz(control_target, list(CONTROL_SERVICES), server_logs)
-
-
-async def test_the_orchestrator_answers_whatever_it_is_sent(
-    server_logs: Lines, orchestrator_target: Target
-) -> None:
-    await fuzz(orchestrator_target, [ORCHESTRATOR_SERVICE], server_logs)

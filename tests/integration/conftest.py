@@ -1,6 +1,6 @@
-"""The real stack in-process: an orchestrator (process backend) and a control plane on
-loopback ports; engines are real subprocesses started by the orchestrator. Tests that kill a
-control plane start it as a process of its own (`start_control`)."""
+"""The real stack in-process: a control plane on a loopback port and an orchestrator
+(process backend) attached to it; engines are real subprocesses started by the orchestrator.
+Tests that kill a control plane start it as a process of its own (`start_control`)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,13 @@ from tests.conftest import (
     FIXTURES,
     TENANT,
     Clients,
+    attach_orchestrator,
     clients_for,
     control_app,
     control_settings,
     request_id,
 )
-from tests.identity import control_client_env, orchestrator_auth
+from tests.identity import issuer_env
 from tests.postgres import database_url
 from tests.s3 import artifact_environment
 
@@ -86,23 +87,20 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    orchestrator = OrchestratorApp(
-        tmp_path / "orchestrator", kill_grace=2.0, auth=orchestrator_auth()
-    )
-    orch_port = await orchestrator.start("127.0.0.1:0")
-    control = control_app(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}"))
+    control = control_app(control_settings(tmp_path))
     await control.start("127.0.0.1:0")
-    api = clients_for(f"127.0.0.1:{control.port}")
+    address = f"127.0.0.1:{control.port}"
+    orchestrator = await attach_orchestrator(address, tmp_path / "orchestrator")
+    api = clients_for(address)
     yield Stack(api, control, orchestrator)
     await api.channel.close()
-    await control.stop(0.5)
     await orchestrator.stop()
+    await control.stop(0.5)
 
 
 def start_control(
     data_dir: Path,
     port: int,
-    orchestrator: str,
     issuer: Issuer,
     environment: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
@@ -119,30 +117,17 @@ def start_control(
             f"127.0.0.1:{port}",
             "--data-dir",
             str(data_dir),
-            "--orchestrator",
-            orchestrator,
         ],
         stdout=log,
         stderr=log,
         env={
             **os.environ,
-            **control_client_env(issuer),
+            **issuer_env(issuer),
             "FLNET_DATABASE_URL": database_url(data_dir),
             **artifact_environment(data_dir),
             **(environment or {}),
         },
     )
-
-
-@pytest.fixture
-async def orchestrator(tmp_path: Path, http_issuer: Issuer) -> AsyncIterator[OrchestratorApp]:
-    """An orchestrator (process backend) trusting the served issuer, for control planes
-    started as processes."""
-    auth = orchestrator_auth(http_issuer.url)
-    app = OrchestratorApp(tmp_path / "orchestrator", kill_grace=2.0, auth=auth)
-    await app.start("127.0.0.1:0")
-    yield app
-    await app.stop()
 
 
 async def all_events(api: Clients, run: str) -> list[rp.RunEvent]:

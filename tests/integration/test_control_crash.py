@@ -15,7 +15,7 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.orchestrator.app import OrchestratorApp
 from tests.auth.issuer import Issuer
-from tests.conftest import clients_for
+from tests.conftest import attach_orchestrator, clients_for
 from tests.identity import IDENTITY
 from tests.integration.conftest import Stack, all_events, start_control
 
@@ -25,16 +25,19 @@ LINES = 100_000
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_kill_9_of_the_control_plane_loses_and_duplicates_nothing(
-    tmp_path: Path, orchestrator: OrchestratorApp, http_issuer: Issuer
+    tmp_path: Path, http_issuer: Issuer
 ) -> None:
     data = tmp_path / "control"
     data.mkdir()
     port = free_port()
-    orch = f"127.0.0.1:{orchestrator.port}"
-    control = start_control(data, port, orch, http_issuer)
+    control = start_control(data, port, http_issuer)
     token = IDENTITY.token(issuer=http_issuer.url)
+    orchestrator: OrchestratorApp | None = None
     try:
         await wait_healthy(f"127.0.0.1:{port}")
+        orchestrator = await attach_orchestrator(
+            f"127.0.0.1:{port}", tmp_path / "orchestrator", issuer=http_issuer.url
+        )
         api = clients_for(f"127.0.0.1:{port}", token)
         stack = Stack(api, None, orchestrator)  # type: ignore[arg-type]
         version = await stack.register()
@@ -53,7 +56,7 @@ async def test_kill_9_of_the_control_plane_loses_and_duplicates_nothing(
         assert current.state == lc.RUN_STATE_RUNNING, "the run ended before the kill"
         await api.channel.close()
 
-        control = start_control(data, port, orch, http_issuer)  # same address, same database
+        control = start_control(data, port, http_issuer)  # same address, same database
         await wait_healthy(f"127.0.0.1:{port}")
         api = clients_for(f"127.0.0.1:{port}", token)
         stack = Stack(api, None, orchestrator)  # type: ignore[arg-type]
@@ -70,5 +73,7 @@ async def test_kill_9_of_the_control_plane_loses_and_duplicates_nothing(
         assert lines == [f"line {i}" for i in range(LINES)]
         await api.channel.close()
     finally:
+        if orchestrator is not None:
+            await orchestrator.stop()
         control.send_signal(signal.SIGTERM)
         control.wait(timeout=30)

@@ -23,14 +23,12 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
-from flnet.cli.stack import free_port, wait_healthy
-from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.toolspec import load_tool_spec
 from tests.auth.issuer import Issuer
-from tests.conftest import TENANT, clients_for, control_app, control_settings
+from tests.conftest import TENANT, attach_orchestrator, clients_for, control_app, control_settings
 from tests.docker_env import require_base_image
-from tests.identity import IDENTITY, orchestrator_auth
+from tests.identity import IDENTITY, orchestrator_client_env
 from tests.integration.conftest import BEHAVE, Stack
 from tests.integration.test_end_to_end import container_of
 
@@ -94,22 +92,16 @@ async def no_container_left(run: str) -> None:
 async def docker_stack(
     tmp_path: Path, behave_image: images.BuiltImage
 ) -> AsyncIterator[DockerStack]:
-    orchestrator = OrchestratorApp(
-        tmp_path / "orchestrator", backend="docker", kill_grace=2.0, auth=orchestrator_auth()
-    )
-    orch_port = await orchestrator.start("127.0.0.1:0")
     # The engine socket admits the containers' group: FLNET_ENGINE_GID, as `flnet up` sets it.
-    control = control_app(
-        control_settings(
-            tmp_path, orchestrator_address=f"127.0.0.1:{orch_port}", engine_gid=ENGINE_GID
-        )
-    )
+    control = control_app(control_settings(tmp_path, engine_gid=ENGINE_GID))
     await control.start("127.0.0.1:0")
-    api = clients_for(f"127.0.0.1:{control.port}")
+    address = f"127.0.0.1:{control.port}"
+    orchestrator = await attach_orchestrator(address, tmp_path / "orchestrator", backend="docker")
+    api = clients_for(address)
     yield DockerStack(api, control, orchestrator)
     await api.channel.close()
-    await control.stop(0.5)
     await orchestrator.stop()
+    await control.stop(0.5)
 
 
 async def output_json(stack: Stack, run: str) -> dict[str, Any]:
@@ -219,12 +211,12 @@ async def test_twenty_concurrent_containers(
         await no_container_left(r.name)
 
 
-def start_orchestrator(data: Path, port: int, issuer: str) -> subprocess.Popen[bytes]:
+def start_orchestrator(data: Path, control: str, issuer: Issuer) -> subprocess.Popen[bytes]:
     log = (data / "orchestrator.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "flnet.orchestrator", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "flnet.orchestrator", "--control", control, "--name", "docker",
          "--data-dir", str(data), "--backend", "docker"],
-        stdout=log, stderr=log, env={**os.environ, "FLNET_OIDC_ISSUER": issuer},
+        stdout=log, stderr=log, env={**os.environ, **orchestrator_client_env(issuer)},
     )  # fmt: skip
 
 
@@ -236,18 +228,14 @@ async def test_orchestrator_killed_mid_run(
     owns it), the restarted orchestrator re-attaches, and the run finishes, recorded once."""
     data = tmp_path / "orchestrator"
     data.mkdir()
-    port = free_port()
-    orchestrator = start_orchestrator(data, port, http_issuer.url)
     settings = control_settings(
-        tmp_path,
-        orchestrator_address=f"127.0.0.1:{port}",
-        auth=IDENTITY.settings(issuer=http_issuer.url),
-        engine_gid=ENGINE_GID,
+        tmp_path, auth=IDENTITY.settings(issuer=http_issuer.url), engine_gid=ENGINE_GID
     )
     control = control_app(settings)
+    await control.start("127.0.0.1:0")
+    address = f"127.0.0.1:{control.port}"
+    orchestrator = start_orchestrator(data, address, http_issuer)
     try:
-        await wait_healthy(f"127.0.0.1:{port}")
-        await control.start("127.0.0.1:0")
         api = clients_for(f"127.0.0.1:{control.port}", IDENTITY.token(issuer=http_issuer.url))
         stack = DockerStack(api, control, None)  # type: ignore[arg-type]
         version = await stack.register_image(behave_image)
@@ -256,7 +244,7 @@ async def test_orchestrator_killed_mid_run(
         os.kill(orchestrator.pid, signal.SIGKILL)
         orchestrator.wait()
         assert [c for c in await containers_of(run.name)], "the container died with it"
-        orchestrator = start_orchestrator(data, port, http_issuer.url)
+        orchestrator = start_orchestrator(data, address, http_issuer)
         done = await stack.wait_state(run.name, within=90)
         assert done.state == S.RUN_STATE_FINISHED, done.error
         events = (await api.runs.ListRunEvents(rs.ListRunEventsRequest(parent=run.name))).events

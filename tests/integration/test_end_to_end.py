@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
 
 import pytest
 
@@ -15,11 +14,10 @@ from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as og
-from flnet.channels import insecure_channel
+from flnet.orchestrator.backend import RunName
+from flnet.orchestrator.convert import container_to_proto
 from flnet.structs import dict_to_struct
 from tests.conftest import TENANT, request_id
-from tests.identity import IDENTITY
 from tests.integration.conftest import Stack
 
 S = lc.RunState
@@ -160,10 +158,7 @@ async def test_memory_limit(stack: Stack) -> None:
 
 
 async def container_of(stack: Stack, run: str) -> op.RunContainer:
-    address = f"127.0.0.1:{stack.orchestrator.port}"
-    async with insecure_channel(address, IDENTITY.orchestrator_token()) as channel:
-        stub: og.OrchestratorServiceAsyncStub = og.OrchestratorServiceStub(channel)
-        return (await stub.GetRunContainer(op.GetRunContainerRequest(run=run))).container
+    return container_to_proto(await stack.orchestrator.backend.get(RunName.parse(run)))
 
 
 async def test_cancel_while_running(stack: Stack) -> None:
@@ -206,30 +201,26 @@ async def test_many_runs_at_once(stack: Stack) -> None:
     assert [d.state for d in done] == [S.RUN_STATE_FINISHED] * 8
 
 
-async def test_a_retried_create_launches_a_run_its_first_attempt_only_recorded(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first attempt stopped between recording the run and launching it (its control
-    plane killed, say); the client's retry under the same request_id launches it, once."""
+async def test_a_retried_create_of_a_queued_run_runs_it_once(stack: Stack) -> None:
+    """The run is queued in the transaction that records it: a retry under the same
+    request_id (its first answer lost) finds it, and nothing is launched twice."""
     version = await stack.register()
-    launch = stack.control.runs.launcher.launch
-    recorded_only: list[str] = []
-
-    async def killed_before_launching(row: Any, *args: Any) -> None:
-        recorded_only.append(row.name)
-
-    monkeypatch.setattr(stack.control.runs.launcher, "launch", killed_before_launching)
+    await stack.control.runs.context.placer.close()  # nothing is placed for now
     request = rs.CreateRunRequest(
         parent=TENANT,
         request_id=request_id(),
         run=rp.Run(tool_version=version.name, config=dict_to_struct({"mode": "finish"})),
     )
     first = (await stack.api.runs.CreateRun(request)).run
-    assert recorded_only == [first.name]
-    monkeypatch.setattr(stack.control.runs.launcher, "launch", launch)
     retried = (await stack.api.runs.CreateRun(request)).run
     assert (retried.name, retried.state) == (first.name, S.RUN_STATE_PENDING)
+    assert retried.queue.position == 1
+    assert not retried.orchestrator
+    stack.control.runs.context.placer.start()
     done = await stack.wait_state(first.name)
     assert done.state == S.RUN_STATE_FINISHED, done.error
+    assert done.orchestrator == "orchestrators/local"
     again = (await stack.api.runs.CreateRun(request)).run  # ended: returned as it is
     assert (again.name, again.state) == (first.name, S.RUN_STATE_FINISHED)
+    containers = await stack.orchestrator.backend.list(include_exited=True)
+    assert [str(c.run) for c in containers] == [first.name]

@@ -16,12 +16,18 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.process_backend import ProcessBackend
 from flnet.structs import dict_to_struct
 from flnet.toolspec import load_tool_spec
-from tests.conftest import EXAMPLES, TENANT, clients_for, control_app, control_settings, request_id
-from tests.identity import orchestrator_auth
+from tests.conftest import (
+    EXAMPLES,
+    TENANT,
+    attach_orchestrator,
+    clients_for,
+    control_app,
+    control_settings,
+    request_id,
+)
 from tests.integration.conftest import Stack
 
 S = lc.RunState
@@ -37,20 +43,18 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     cgroups: bool = request.param
     if cgroups and os.geteuid() != 0:
         pytest.skip("cgroups need root here")
-    orchestrator = OrchestratorApp(
-        tmp_path / "orchestrator", kill_grace=2.0, auth=orchestrator_auth(), cgroups=cgroups
-    )
-    port = await orchestrator.start("127.0.0.1:0")
+    control = control_app(control_settings(tmp_path))
+    await control.start("127.0.0.1:0")
+    address = f"127.0.0.1:{control.port}"
+    orchestrator = await attach_orchestrator(address, tmp_path / "orchestrator", cgroups=cgroups)
     backend = orchestrator.backend
     assert isinstance(backend, ProcessBackend)
     assert (backend.cgroups is not None) == cgroups
-    control = control_app(control_settings(tmp_path, orchestrator_address=f"127.0.0.1:{port}"))
-    await control.start("127.0.0.1:0")
-    api = clients_for(f"127.0.0.1:{control.port}")
+    api = clients_for(address)
     yield Stack(api, control, orchestrator)
     await api.channel.close()
-    await control.stop(0.5)
     await orchestrator.stop()
+    await control.stop(0.5)
 
 
 @pytest.mark.parametrize("memory_bytes", [0, 128 * MiB], ids=["as-shipped", "128MiB"])

@@ -21,7 +21,7 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.cli.stack import free_port, wait_healthy
 from flnet.orchestrator.app import OrchestratorApp
 from tests.auth.issuer import Issuer
-from tests.conftest import clients_for
+from tests.conftest import attach_orchestrator, clients_for
 from tests.identity import IDENTITY
 from tests.integration.conftest import Stack, all_events, start_control
 from tests.postgres import POSTGRESQL, backend, database_url
@@ -38,7 +38,7 @@ def engine_connected(data_dir: Path, run: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_a_replica_killed_mid_run_loses_and_repeats_nothing(
-    tmp_path: Path, orchestrator: OrchestratorApp, http_issuer: Issuer
+    tmp_path: Path, http_issuer: Issuer
 ) -> None:
     if backend() != POSTGRESQL:
         pytest.skip("replicas share a PostgreSQL database: the --database postgresql pass")
@@ -56,12 +56,16 @@ async def test_a_replica_killed_mid_run_loses_and_repeats_nothing(
     replicas = []
     for data_dir, port in zip(dirs, ports, strict=True):
         data_dir.mkdir()
-        orch = f"127.0.0.1:{orchestrator.port}"
-        replicas.append(start_control(data_dir, port, orch, http_issuer, environment))
+        replicas.append(start_control(data_dir, port, http_issuer, environment))
     token = IDENTITY.token(issuer=http_issuer.url)
+    orchestrator: OrchestratorApp | None = None
     try:
         for port in ports:
             await wait_healthy(f"127.0.0.1:{port}")
+        # Attached to A while it lives, then to B.
+        orchestrator = await attach_orchestrator(
+            both, tmp_path / "orchestrator", issuer=http_issuer.url
+        )
         api = clients_for(both, token)  # the one client, answered by A while it lives
         on_b = clients_for(f"127.0.0.1:{ports[1]}", token)
         stack = Stack(api, None, orchestrator)  # type: ignore[arg-type]
@@ -94,6 +98,8 @@ async def test_a_replica_killed_mid_run_loses_and_repeats_nothing(
         for client in (api, on_b):
             await client.channel.close()
     finally:
+        if orchestrator is not None:
+            await orchestrator.stop()
         for replica in replicas:
             if replica.poll() is None:
                 replica.send_signal(signal.SIGTERM)

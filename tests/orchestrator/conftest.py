@@ -5,7 +5,6 @@ tool as a small script."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,13 +13,15 @@ from typing import Any
 import pytest
 
 from flnet.orchestrator.app import OrchestratorApp
-from flnet.orchestrator.link import Identity
 from tests.identity import orchestrator_token
 from tests.orchestrator.hand_control import HandControl
-from tests.orchestrator.helpers import FAKE_ENGINE, TIMEOUT, Orchestrator, StartOrchestrator
-
-IDENTITY = Identity("test", cpu_millis=64_000, memory_bytes=64 * 1024**3, run_slots=64)
-
+from tests.orchestrator.helpers import (
+    FAKE_ENGINE,
+    ORCHESTRATOR_IDENTITY,
+    Orchestrator,
+    StartOrchestrator,
+    attach,
+)
 
 @pytest.fixture
 def fake_engine(tmp_path: Path) -> list[str]:
@@ -50,16 +51,14 @@ async def start_orchestrator(
         data_dir = data_dir or tmp_path / f"data{len(started)}"
         kwargs.setdefault("engine_command", fake_engine)
         kwargs.setdefault("kill_grace", 1.0)
-        kwargs.setdefault("identity", IDENTITY)
-        registered = len(hand_control.registrations)
-        app = OrchestratorApp(
-            data_dir, control_address=hand_control.address, token=orchestrator_token, **kwargs
-        )
-        await app.start()
+        kwargs.setdefault("identity", ORCHESTRATOR_IDENTITY)
+        kwargs.setdefault("token", orchestrator_token)
+        app = OrchestratorApp(data_dir, control_address=hand_control.address, **kwargs)
         started.append(app)
-        await hand_control.wait_registrations(registered + 1, TIMEOUT)
-        await asyncio.wait_for(app.link.attached.wait(), TIMEOUT)
-        return Orchestrator(app=app, control=hand_control, data_dir=data_dir, tmp_path=tmp_path)
+        since = await attach(app, hand_control)
+        return Orchestrator(
+            app=app, control=hand_control, data_dir=data_dir, tmp_path=tmp_path, since=since
+        )
 
     yield start
     for app in reversed(started):

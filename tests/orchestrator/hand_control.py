@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -23,7 +23,11 @@ class HandControl(spg.SessionServiceServicer):
     def __init__(self, heartbeat: float = 0.5) -> None:
         self.heartbeat = heartbeat
         self.registrations: list[sp.Registration] = []
+        # The `authorization` metadata of each Attach, in the order of the registrations.
+        self.authorizations: list[str] = []
         self.reports: list[sp.Report] = []  # applied, in order (resends left out)
+        self.received: list[sp.Report] = []  # every report that came, resends included
+        self.sessions_ended = 0  # sessions over, whichever side ended them
         self.heartbeats = 0
         self.acked = 0
         # Whether to acknowledge reports (off: they pile up in the orchestrator's outbox).
@@ -64,7 +68,9 @@ class HandControl(spg.SessionServiceServicer):
         outbox: asyncio.Queue[sp.AttachResponse | None] = asyncio.Queue()
         self.drop()
         self._outbox = outbox
+        metadata = dict(context.invocation_metadata() or ())
         async with self._changed:
+            self.authorizations.append(str(metadata.get("authorization", "")))
             self.registrations.append(first.registration)
             self._changed.notify_all()
         attached = sp.Attached(acked_sequence=self.acked)
@@ -79,6 +85,9 @@ class HandControl(spg.SessionServiceServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            async with self._changed:
+                self.sessions_ended += 1
+                self._changed.notify_all()
 
     async def _read(
         self, requests: AsyncIterator[sp.AttachRequest], outbox: asyncio.Queue[Any]
@@ -88,13 +97,15 @@ class HandControl(spg.SessionServiceServicer):
                 self.heartbeats += 1
                 continue
             report = msg.report
-            if report.sequence <= self.acked or not self.acking:
-                continue
             async with self._changed:
-                self.reports.append(report)
-                self.acked = report.sequence
+                self.received.append(report)
+                applied = report.sequence > self.acked and self.acking
+                if applied:
+                    self.reports.append(report)
+                    self.acked = report.sequence
                 self._changed.notify_all()
-            outbox.put_nowait(sp.AttachResponse(ack=sp.ReportAck(sequence=self.acked)))
+            if applied:
+                outbox.put_nowait(sp.AttachResponse(ack=sp.ReportAck(sequence=self.acked)))
 
     def send(self, command: sp.FleetCommand) -> str:
         """Sends a command on the current session; returns its id."""
@@ -129,8 +140,13 @@ class HandControl(spg.SessionServiceServicer):
                 yield report
 
     async def wait_registrations(self, count: int, timeout: float = 60.0) -> None:
+        await self.wait_until(lambda: len(self.registrations) >= count, timeout)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Until `predicate` holds of what the control has seen (registrations, reports,
+        sessions ended)."""
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: len(self.registrations) >= count)
+            await self._changed.wait_for(predicate)
 
 
 def status_code(result: sp.CommandResult) -> grpc.StatusCode:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,10 +23,15 @@ from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.backend import RunName
 from flnet.orchestrator.convert import container_to_proto
+from flnet.orchestrator.link import Identity
 from tests.orchestrator.hand_control import HandControl, status_code
 
 # Generous: a loaded 2-core machine starts two Python interpreters per launch.
 TIMEOUT = 60.0
+# What the tests' in-process orchestrators register as.
+ORCHESTRATOR_IDENTITY = Identity(
+    "test", cpu_millis=64_000, memory_bytes=64 * 1024**3, run_slots=64, labels={"site": "test"}
+)
 
 FAKE_ENGINE = """\
 import os, runpy
@@ -84,6 +90,9 @@ class Orchestrator:
     control: HandControl
     data_dir: Path
     tmp_path: Path
+    # Index of the control's first report that may be this orchestrator's (the reports of
+    # an orchestrator that ran before it over the same control come before).
+    since: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def tool(self, body: str) -> Path:
@@ -129,11 +138,28 @@ class Orchestrator:
         return [container_to_proto(c) for c in found]
 
     async def watch(self, after_sequence: int = 0) -> AsyncIterator[sp.Report]:
-        """The container reports (each with its sequence and container) applied so far,
-        then new ones."""
-        async for report in self.control.follow():
+        """This orchestrator's container reports (each with its sequence and container)
+        applied so far, then new ones."""
+        async for report in self.control.follow(self.since):
             if report.HasField("container") and report.sequence > after_sequence:
                 yield report
+
+    async def reported(self, run: str) -> list[pb.RunContainer]:
+        """The run's container reports applied so far, once every event the backend has
+        logged up to now (at least one) has been reported and applied: none is on its way."""
+        last, logged = self.app.events.last_sequence, 0
+        async with asyncio.timeout(TIMEOUT), aclosing(self.app.events.subscribe(0)) as events:
+            async for event in events:
+                logged += 1
+                if event.sequence >= last:
+                    break
+
+            def containers() -> list[pb.RunContainer]:
+                reports = self.control.reports[self.since :]
+                return [r.container for r in reports if r.HasField("container")]
+
+            await self.control.wait_until(lambda: len(containers()) >= logged)
+        return [c for c in containers() if c.run == run]
 
     async def events_of(
         self, run: str, *, until: int = pb.CONTAINER_STATE_EXITED, limit: float = TIMEOUT
@@ -154,6 +180,16 @@ class Orchestrator:
     def workdir(self, run: str) -> Path:
         _, tenant, _, run_id = run.split("/")
         return self.data_dir / "orchestrator" / "runs" / f"{tenant}_{run_id}"
+
+
+async def attach(app: OrchestratorApp, control: HandControl) -> int:
+    """Starts `app` and returns once it has registered with `control` and its session is
+    open; returns the index of the control's first report that may be the app's."""
+    registered, since = len(control.registrations), len(control.reports)
+    await app.start()
+    await control.wait_registrations(registered + 1, TIMEOUT)
+    await asyncio.wait_for(app.link.attached.wait(), TIMEOUT)
+    return since
 
 
 async def serve_module(

@@ -1,5 +1,6 @@
-"""Status codes and rich error details: NOT_FOUND, INVALID_ARGUMENT with ErrorInfo reason,
-domain and BadRequest field violations, all mapped by the one interceptor."""
+"""Refused commands: their CommandResult's status code, message and rich details (NOT_FOUND,
+INVALID_ARGUMENT with ErrorInfo reason and domain, BadRequest field violations), as the one
+error mapping names them."""
 
 from __future__ import annotations
 
@@ -7,27 +8,28 @@ import grpc
 import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
-from tests.orchestrator.helpers import Orchestrator, details, seconds
+from flnet.orchestrator.errors import NotFound
+from tests.orchestrator.helpers import CommandFailed, Orchestrator, seconds
 
 
-async def launch_error(orch: Orchestrator, **fields: object) -> grpc.aio.AioRpcError:
+async def launch_error(orch: Orchestrator, **fields: object) -> CommandFailed:
     fields.setdefault("run", orch.run_name())
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await orch.stub.LaunchRun(pb.LaunchRunRequest(**fields))  # type: ignore[arg-type]
+    with pytest.raises(CommandFailed) as info:
+        await orch.launch(None, **fields)
     return info.value
 
 
 async def test_missing_source_is_not_found(orch: Orchestrator) -> None:
     error = await launch_error(orch, source_path=str(orch.tmp_path / "nowhere"))
-    assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert details(error) == ("SOURCE_NOT_FOUND", [])
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.details == ("SOURCE_NOT_FOUND", [])
 
 
 async def test_image_digest_is_invalid_on_the_process_backend(orch: Orchestrator) -> None:
     error = await launch_error(orch, image_digest="sha256:" + "0" * 64)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "process backend runs local source only" in (error.details() or "")
-    assert details(error) == ("IMAGE_NOT_SUPPORTED", ["image_digest"])
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "process backend runs local source only" in error.message
+    assert error.details == ("IMAGE_NOT_SUPPORTED", ["image_digest"])
 
 
 @pytest.mark.parametrize(
@@ -50,30 +52,33 @@ async def test_image_digest_is_invalid_on_the_process_backend(orch: Orchestrator
         ({"environment": {"FLNET_RUN": "x"}}, "ENVIRONMENT_INVALID", ["environment[FLNET_RUN]"]),
     ],
 )
-async def test_bad_launch_requests_are_invalid_arguments(
+async def test_bad_launch_commands_are_invalid_arguments(
     orch: Orchestrator, fields: dict[str, object], reason: str, violations: list[str]
 ) -> None:
     fields.setdefault("source_path", str(orch.tool("pass")))
+    fields.setdefault("run", orch.run_name())
     error = await launch_error(orch, **fields)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == (reason, violations)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details == (reason, violations)
+    assert error.result.run == fields["run"]
+    assert not error.result.HasField("container")
 
 
 async def test_unknown_run_is_not_found(orch: Orchestrator) -> None:
     run = orch.run_name()
-    for call in (
-        orch.stub.GetRunContainer(pb.GetRunContainerRequest(run=run)),
-        orch.stub.StopRun(pb.StopRunRequest(run=run)),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
-        assert details(info.value) == ("RUN_NOT_FOUND", [])
+    with pytest.raises(CommandFailed) as info:
+        await orch.stop(run)
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    assert info.value.details == ("RUN_NOT_FOUND", [])
+    # What the backend says of it (the registration's source).
+    with pytest.raises(NotFound) as raised:
+        await orch.get(run)
+    assert raised.value.reason == "RUN_NOT_FOUND"
 
 
 async def test_negative_grace_is_invalid(orch: Orchestrator) -> None:
     container = await orch.launch("pass")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await orch.stub.StopRun(pb.StopRunRequest(run=container.run, grace_period=seconds(-1)))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(info.value) == ("GRACE_PERIOD_INVALID", ["grace_period"])
+    with pytest.raises(CommandFailed) as info:
+        await orch.stop(container.run, -1)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details == ("GRACE_PERIOD_INVALID", ["grace_period"])

@@ -17,7 +17,7 @@ from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.backend import RunName
 from flnet.orchestrator.limit_watch import FORK_BOMB_SECONDS
 from flnet.orchestrator.process_backend import ProcessBackend
-from tests.orchestrator.helpers import Orchestrator, StartOrchestrator, details
+from tests.orchestrator.helpers import CommandFailed, Orchestrator, StartOrchestrator
 
 MiB = 1024 * 1024
 
@@ -161,10 +161,10 @@ async def test_a_cgroup_the_kernel_refuses_fails_the_launch(orch: Orchestrator) 
     for parent in cgroups.parents.values():
         parent.rmdir()  # as if someone removed it: the run's cgroup cannot be made
 
-    with pytest.raises(grpc.aio.AioRpcError) as info:
+    with pytest.raises(CommandFailed) as info:
         await orch.launch("pass", limits=pb.Limits(memory_bytes=128 * MiB))
 
-    assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert details(info.value) == ("LAUNCH_FAILED", [])
-    assert (info.value.details() or "").startswith("cannot start the engine: ")
+    assert info.value.code == grpc.StatusCode.INTERNAL
+    assert info.value.details == ("LAUNCH_FAILED", [])
+    assert info.value.message.startswith("cannot start the engine: ")
     assert not list(backend(orch).runs_dir.iterdir())  # no work dir left

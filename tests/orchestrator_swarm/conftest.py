@@ -21,6 +21,7 @@ import aiodocker
 import pytest
 
 from flnet.control import engine_socket
+from flnet.orchestrator.backend import Backend
 from flnet.orchestrator.backends import BackendOptions, make_backend
 from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.orchestrator.events import EventLog
@@ -118,8 +119,9 @@ async def start_backend(
     docker: aiodocker.Docker,
 ) -> AsyncIterator[StartSwarmBackend]:
     """Starts swarm backends through the registry (default kill_grace 1 s; `data_dir` to
-    share one); at teardown closes them (ending their runs), then fails the test when a
-    service, secret, container or work dir is left (unless keep_workdirs asked for that)."""
+    share one; `constraints`; other SwarmBackend arguments bypass the registry); at teardown
+    closes them (ending their runs), then fails the test when a service, secret, container
+    or work dir is left (unless keep_workdirs asked for that)."""
     started: list[tuple[SwarmBackend, EventLog]] = []
     keeping = False
 
@@ -132,10 +134,22 @@ async def start_backend(
             kill_grace=kwargs.pop("kill_grace", 1.0),
             keep_workdirs=kwargs.pop("keep_workdirs", False),
             docker_url=f"unix://{DOCKER_SOCKET}",
+            swarm_constraints=tuple(kwargs.pop("constraints", ())),
         )
         keeping = keeping or options.keep_workdirs
         events = EventLog()
-        backend = make_backend("swarm", events, options)
+        if kwargs:  # what the registry's options do not hold
+            backend: Backend = SwarmBackend(
+                data_dir,
+                events,
+                docker_url=options.docker_url,
+                kill_grace=options.kill_grace,
+                keep_workdirs=options.keep_workdirs,
+                constraints=options.swarm_constraints,
+                **kwargs,
+            )
+        else:
+            backend = make_backend("swarm", events, options)
         assert isinstance(backend, SwarmBackend)
         await backend.start()
         started.append((backend, events))
