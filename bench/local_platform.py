@@ -1,12 +1,14 @@
-"""The platform in one process, for benchmarks: an orchestrator and a control plane on
-loopback, both trusting an in-process issuer key (flnet.server.auth.local.LocalIssuer) exactly as
-they would trust an OIDC issuer's JWKS; every call carries a token of it.
+"""The platform in one process, for benchmarks: a control plane on loopback and an
+orchestrator attached to it, both using an in-process issuer key
+(flnet.server.auth.local.LocalIssuer) as they would an OIDC issuer's; every call carries a
+token of it.
 
 The control plane's database is SQLite in the data directory (the embedded default) or any
 `database_url`; `postgres_cluster` starts a private, throwaway PostgreSQL to point it at."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -18,7 +20,7 @@ from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID
-from flnet.orchestrator.service import SERVICE_NAME
+from flnet.orchestrator.link import Identity
 from flnet.server.auth.local import LocalIssuer
 from tests import pg_cluster
 
@@ -33,8 +35,8 @@ class LocalPlatform:
     token: str  # a data scientist of tenant "default"
 
     async def stop(self) -> None:
-        await self.control.stop(1)
         await self.orchestrator.stop()
+        await self.control.stop(1)
 
 
 async def start_platform(
@@ -44,18 +46,11 @@ async def start_platform(
     artifact_url: str = "",
     s3_endpoint: str = "",
     database_url: str = "",
+    run_slots: int = 64,
 ) -> LocalPlatform:
     """The platform with its data under `root`; artifacts in `artifact_url` (default: files
     under `root`), credentials of an S3 store from the AWS_* variables; the control plane's
     database at `database_url` (default: SQLite under `root`)."""
-    orchestrator = OrchestratorApp(
-        root / "orchestrator", backend=backend, auth=ISSUER.interceptor([SERVICE_NAME])
-    )
-    orch = await orchestrator.start("127.0.0.1:0")
-
-    async def service_token() -> str:
-        return ISSUER.orchestrator_token()
-
     control = ControlApp(
         ControlSettings(
             auth=ISSUER.settings(),
@@ -63,15 +58,29 @@ async def start_platform(
             database_url=database_url,
             artifact_url=artifact_url,
             s3_endpoint=s3_endpoint,
-            orchestrator_address=f"127.0.0.1:{orch}",
             # Containers' engines connect as the docker backend's group (as `flnet up` sets).
-            engine_gid=ENGINE_GID if backend == "docker" else None,
+            engine_gid=ENGINE_GID if backend in ("docker", "swarm") else None,
         ),
         keys=ISSUER.keys(),
-        orchestrator_token=service_token,
     )
     port = await control.start("127.0.0.1:0")
-    return LocalPlatform(orchestrator, control, f"127.0.0.1:{port}", ISSUER.token())
+    address = f"127.0.0.1:{port}"
+
+    async def token() -> str:
+        return ISSUER.orchestrator_token()
+
+    orchestrator = OrchestratorApp(
+        root / "orchestrator",
+        control_address=address,
+        token=token,
+        identity=Identity(
+            "bench", cpu_millis=64_000, memory_bytes=64 * 1024**3, run_slots=run_slots
+        ),
+        backend=backend,
+    )
+    await orchestrator.start()
+    await asyncio.wait_for(orchestrator.link.attached.wait(), 60)
+    return LocalPlatform(orchestrator, control, address, ISSUER.token())
 
 
 # ------------------------------------------------------------------------- PostgreSQL

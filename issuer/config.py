@@ -29,7 +29,7 @@ The format, as `write_default_config` writes it (durations in seconds):
         redirect_uris: ["http://127.0.0.1/callback"]
         grant_types: [authorization_code, refresh_token]
         scopes: [openid, profile, runs:read, runs:write, ...]
-      control-plane:                  # confidential: client_credentials
+      orchestrator:                   # confidential: client_credentials
         secret_hash: "scrypt$..."
         grant_types: [client_credentials]
         scopes: [orchestrator]
@@ -97,8 +97,8 @@ CLI_REDIRECT_URI = "http://127.0.0.1/callback"
 UI_CLIENT_ID = "flnet-ui"
 # The web UI of `flnet up`, served by the gateway on a loopback port.
 UI_REDIRECT_URI = "http://127.0.0.1/callback"
-CONTROL_PLANE_CLIENT_ID = "control-plane"
-CONTROL_PLANE_AUDIENCE = "flnet-orchestrator"
+ORCHESTRATOR_CLIENT_ID = "orchestrator"
+ORCHESTRATOR_AUDIENCE = "flnet-orchestrator"
 # Scripts and other-language clients (grpcurl, a generated client): a service account.
 SCRIPTS_CLIENT_ID = "scripts"
 
@@ -408,8 +408,8 @@ class DevCredentials:
 
     admin_username: str
     admin_password: str
-    control_plane_client_id: str
-    control_plane_client_secret: str
+    orchestrator_client_id: str
+    orchestrator_client_secret: str
     scripts_client_id: str
     scripts_client_secret: str
 
@@ -417,8 +417,8 @@ class DevCredentials:
         return {
             "admin_username": self.admin_username,
             "admin_password": self.admin_password,
-            "control_plane_client_id": self.control_plane_client_id,
-            "control_plane_client_secret": self.control_plane_client_secret,
+            "orchestrator_client_id": self.orchestrator_client_id,
+            "orchestrator_client_secret": self.orchestrator_client_secret,
             "scripts_client_id": self.scripts_client_id,
             "scripts_client_secret": self.scripts_client_secret,
         }
@@ -468,14 +468,14 @@ clients:
     grant_types: [authorization_code, refresh_token]
     scopes: [openid, profile, email, runs:read, runs:write, tools:read, tools:write,
              artifacts:read, audit:read, admin]
-  # The control plane's service credential towards the orchestrator, which accepts the
-  # audience flnet-orchestrator (FLNET_ORCHESTRATOR_AUDIENCE).
-  {control_client}:
-    secret_hash: "{control_hash}"
+  # The orchestrators' credential when they attach to the control plane, which accepts the
+  # audience flnet-orchestrator for them (FLNET_ORCHESTRATOR_AUDIENCE).
+  {orchestrator_client}:
+    secret_hash: "{orchestrator_hash}"
     grant_types: [client_credentials]
     scopes: [orchestrator]
     tenant: default
-    audience: {control_audience}
+    audience: {orchestrator_audience}
   # Scripts and clients in other languages (grpcurl, a generated Node.js or Go client): a
   # service account of tenant default that may run tools, not administer them
   # (`flnet login --client-credentials --client-id {scripts_client}`, then `flnet token`).
@@ -487,7 +487,7 @@ clients:
 """
 
 
-def default_config_text(admin_password: str, control_plane_secret: str, scripts_secret: str) -> str:
+def default_config_text(admin_password: str, orchestrator_secret: str, scripts_secret: str) -> str:
     """The documented default configuration, with hashes of the given secrets."""
     roles = "".join(f"  {name}: [{', '.join(scopes)}]\n" for name, scopes in DEFAULT_ROLES.items())
     return _DEFAULT_CONFIG.format(
@@ -499,9 +499,9 @@ def default_config_text(admin_password: str, control_plane_secret: str, scripts_
         cli_redirect=CLI_REDIRECT_URI,
         ui_client=UI_CLIENT_ID,
         ui_redirect=UI_REDIRECT_URI,
-        control_client=CONTROL_PLANE_CLIENT_ID,
-        control_hash=hash_secret(control_plane_secret),
-        control_audience=CONTROL_PLANE_AUDIENCE,
+        orchestrator_client=ORCHESTRATOR_CLIENT_ID,
+        orchestrator_hash=hash_secret(orchestrator_secret),
+        orchestrator_audience=ORCHESTRATOR_AUDIENCE,
         scripts_client=SCRIPTS_CLIENT_ID,
         scripts_hash=hash_secret(scripts_secret),
     )
@@ -511,24 +511,24 @@ def write_default_config(
     path: Path,
     *,
     admin_password: str | None = None,
-    control_plane_secret: str | None = None,
+    orchestrator_secret: str | None = None,
 ) -> DevCredentials:
     """Writes the default development configuration to `path` (mode 0600): an `admin` user,
-    the public `flnet-cli` client, the confidential `control-plane` client (scope
+    the public `flnet-cli` client, the confidential `orchestrator` client (scope
     orchestrator, audience flnet-orchestrator) and the confidential `scripts` client (runs).
     Secrets not given are random; all of them are also written, in plain text, to
     `dev-credentials.json` next to `path` (mode 0600) and returned."""
     credentials = DevCredentials(
         admin_username="admin",
         admin_password=admin_password or random_secret(12),
-        control_plane_client_id=CONTROL_PLANE_CLIENT_ID,
-        control_plane_client_secret=control_plane_secret or random_secret(),
+        orchestrator_client_id=ORCHESTRATOR_CLIENT_ID,
+        orchestrator_client_secret=orchestrator_secret or random_secret(),
         scripts_client_id=SCRIPTS_CLIENT_ID,
         scripts_client_secret=random_secret(),
     )
     text = default_config_text(
         credentials.admin_password,
-        credentials.control_plane_client_secret,
+        credentials.orchestrator_client_secret,
         credentials.scripts_client_secret,
     )
     parse_config(yaml.safe_load(text), str(path))  # the default must always be valid

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT = 2.0
 MAX_BACKOFF = 5.0
 ATTACHED_TIMEOUT = 30.0
+# Logged once attached (`flnet up` waits for it).
+ATTACHED_LINE = "attached to the control plane as"
 AttachCall = grpc.aio.StreamStreamCall[sp.AttachRequest, sp.AttachResponse]
 
 
@@ -154,7 +156,7 @@ class ControlLink:
             self._healthy = True
             self.attached.set()
             interval = attached.heartbeat_interval.ToTimedelta().total_seconds()
-            log.info("attached to the control plane as %s", self.identity.name)
+            log.info("%s %s", ATTACHED_LINE, self.identity.name)
             writer = asyncio.create_task(
                 self._write(call, attached.acked_sequence, interval or DEFAULT_HEARTBEAT)
             )

@@ -272,7 +272,6 @@ class SwarmBackend(Supervisor[SwarmTracked]):
     ) -> Container:
         deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
         secret_id = service_id = ""
-        task: Mapping[str, Any] | None = None
         try:
             await asyncio.to_thread(workdir.remove)  # a leftover first
             # The credential travels as the secret only: the work dir's file stays empty.
@@ -302,9 +301,9 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             service_id = str(service["ID"])
             task = await self._wait_until_started(service_id)
         except BaseException as exc:
-            # Cancelled (the caller went away) or failed: nothing of the run may stay behind.
-            container_id, node_id = ("", "") if task is None else _where(task)
-            await self._remove(service_id, secret_id, workdir, container_id, node_id)
+            # Cancelled (the caller went away) or failed: nothing of the run may stay behind
+            # (the swarm removes the task's container, if it made one, with the service).
+            await self._remove(service_id, secret_id, workdir)
             # aiohttp's connection errors are OSErrors too: the engine's errors first.
             if isinstance(exc, aiodocker.DockerError | aiohttp.ClientError):
                 log.error("cannot start the service of %s: %s", spec.run, exc)
@@ -558,7 +557,7 @@ class SwarmBackend(Supervisor[SwarmTracked]):
         lines: tuple[str, ...]
         if task is None:
             state = None
-            lines = (SERVICE_VANISHED_LINE,) if tracked.service_id else (VANISHED_LINE,)
+            lines = (SERVICE_VANISHED_LINE,)
         elif task_node(task) == self._node_id:
             state = await self._container_state(task)
             lines = (VANISHED_LINE,)  # when its container is gone

@@ -395,7 +395,6 @@ async def up(args: argparse.Namespace) -> int:
     stack = Stack(
         args.data_dir,
         args.control_port,
-        args.orchestrator_port,
         backend=args.backend,
         oidc_port=args.oidc_port,
         gateway_port=args.gateway_port,
@@ -500,9 +499,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd(sub, "up", up, "run the platform on loopback until Ctrl-C")
     s.add_argument("--control-port", type=int, default=0, help="the control plane's port (0: any)")
     s.add_argument(
-        "--orchestrator-port", type=int, default=0, help="the orchestrator's port (0: any)"
-    )
-    s.add_argument(
         "--oidc-port", type=int, default=0, help="the development OIDC issuer's port (0: any)"
     )
     s.add_argument("--gateway-port", type=int, default=0, help="the gateway's (UI) port (0: any)")
@@ -517,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=list(BACKENDS),
         default=os.environ.get("FLNET_BACKEND", DEFAULT_BACKEND),
-        help="where runs execute: local processes (development) or containers ($FLNET_BACKEND)",
+        help="where runs execute: local processes (development), containers, or Docker Swarm "
+        "services ($FLNET_BACKEND)",
     )
     s = cmd(sub, "demo", demo, "start the stack, run an example tool, show its provenance")
     s.add_argument(

@@ -144,6 +144,19 @@ async def wait_healthy(address: str, within: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
+async def wait_log_line(path: Path, line: str, offset: int, within: float = 30.0) -> None:
+    """Until the log at `path` says `line` after `offset` (raises TimeoutError)."""
+    deadline = time.monotonic() + within
+    while True:
+        with path.open("rb") as f:
+            f.seek(offset)
+            if line.encode() in f.read():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not say {line!r} within {within:g} s")
+        await asyncio.sleep(0.1)
+
+
 @dataclass
 class Component:
     """One supervised process: restarted with backoff when it dies on its own."""
@@ -157,6 +170,9 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
     # An HTTP health URL (the OIDC issuer); gRPC health checking otherwise.
     health_url: str = ""
+    # A line its log says once it is ready (a component that serves nothing: the
+    # orchestrator, which dials the control plane).
+    ready_line: str = ""
 
     async def start(self) -> None:
         logfile = open_private(self.log_path, os.O_WRONLY | os.O_APPEND)
@@ -172,14 +188,19 @@ class Component:
         finally:
             os.close(logfile)
         process = self.process
-        healthy = asyncio.create_task(
-            wait_http_healthy(self.health_url) if self.health_url else wait_healthy(self.address)
-        )
+        if self.ready_line:
+            ready = wait_log_line(self.log_path, self.ready_line, self.log_path.stat().st_size)
+        elif self.health_url:
+            ready = wait_http_healthy(self.health_url)
+        else:
+            ready = wait_healthy(self.address)
+        healthy = asyncio.create_task(ready)
         exited = asyncio.create_task(process.wait())
         await asyncio.wait({healthy, exited}, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
         if healthy.done() and healthy.exception() is None:
-            log.info("%s serving on %s (pid %d)", self.name, self.address, process.pid)
+            where = f"serving on {self.address}" if self.address else "ready"
+            log.info("%s %s (pid %d)", self.name, where, process.pid)
             return
         healthy.cancel()
         if process.returncode is None:  # alive, but never healthy
@@ -210,22 +231,20 @@ class Component:
 
 
 class Stack:
-    """The OIDC issuer, the orchestrator, the control plane and the gateway, wired to each
-    other.
+    """The OIDC issuer, the control plane, the orchestrator attached to it and the gateway,
+    wired to each other.
 
     Identity: the embedded development issuer (`python -m flnet.issuer`, its configuration and
-    generated secrets under <data-dir>/oidc), whose control-plane client the control plane
-    uses towards the orchestrator. Its public URL is the gateway's `/oidc`, so that the UI,
-    the API and sign-in share one origin; the servers fetch its keys directly. With
-    FLNET_OIDC_ISSUER set, that external issuer is used instead and none is started; the
-    control plane's client then comes from FLNET_CONTROL_CLIENT_ID and
-    FLNET_CONTROL_CLIENT_SECRET(_FILE)."""
+    generated secrets under <data-dir>/oidc), whose orchestrator client the orchestrator
+    attaches with. Its public URL is the gateway's `/oidc`, so that the UI, the API and
+    sign-in share one origin; the servers fetch its keys directly. With FLNET_OIDC_ISSUER set,
+    that external issuer is used instead and none is started; the orchestrator's client then
+    comes from FLNET_ORCHESTRATOR_CLIENT_ID and FLNET_ORCHESTRATOR_CLIENT_SECRET(_FILE)."""
 
     def __init__(
         self,
         data_dir: Path,
         control_port: int = 0,
-        orchestrator_port: int = 0,
         extra_env: dict[str, str] | None = None,
         backend: str = "process",
         oidc_port: int = 0,
@@ -240,10 +259,9 @@ class Stack:
             )
         logs = private_dir(own_private_dir(data_dir) / "logs")
         py = sys.executable
-        # Ports not given are picked together (distinct): orchestrator, issuer, gateway
-        # admin, gateway, then each control plane.
-        picked = iter(free_ports(4 + replicas))
-        orch = f"127.0.0.1:{orchestrator_port or next(picked)}"
+        # Ports not given are picked together (distinct): issuer, gateway admin, gateway, then
+        # each control plane.
+        picked = iter(free_ports(3 + replicas))
         issuer_port, admin_port, any_gateway_port = next(picked), next(picked), next(picked)
         controls = [f"127.0.0.1:{control_port or next(picked)}"]
         controls += [f"127.0.0.1:{next(picked)}" for _ in range(replicas - 1)]
@@ -258,7 +276,9 @@ class Stack:
         env["FLNET_OIDC_ISSUER"] = self.issuer
         if replicas > 1:
             env.update(self._replica_env(env, controls))
-        if backend == "docker" and not os.environ.get("FLNET_ENGINE_GID"):
+        from flnet.orchestrator.link import ATTACHED_LINE
+
+        if backend in ("docker", "swarm") and not os.environ.get("FLNET_ENGINE_GID"):
             # The engine socket admits the containers' group (flnet.control.engine_socket).
             from flnet.orchestrator.docker_container import ENGINE_GID
 
@@ -304,23 +324,6 @@ class Stack:
             gateway_argv += ["--issuer-upstream", issuer_listen]
         self.components = [
             *(issuer_components if self.embedded_issuer else []),
-            Component(
-                "orchestrator",
-                [
-                    py,
-                    "-m",
-                    "flnet.orchestrator",
-                    "--listen",
-                    orch,
-                    "--data-dir",
-                    str(data_dir),
-                    "--backend",
-                    backend,
-                ],
-                orch,
-                logs / "orchestrator.log",
-                env=env,
-            ),
             *(
                 Component(
                     "control" if i == 0 else f"control-{i + 1}",
@@ -332,14 +335,34 @@ class Stack:
                         address,
                         "--data-dir",
                         str(data_dir if i == 0 else data_dir / "replicas" / str(i + 1)),
-                        "--orchestrator",
-                        orch,
                     ],
                     address,
                     logs / ("control.log" if i == 0 else f"control-{i + 1}.log"),
                     env=dict(env),
                 )
                 for i, address in enumerate(controls)
+            ),
+            # It attaches to the control plane (every replica, the first preferred): ready
+            # once it says so in its log.
+            Component(
+                "orchestrator",
+                [
+                    py,
+                    "-m",
+                    "flnet.orchestrator",
+                    "--control",
+                    controls[0] if len(controls) == 1 else "ipv4:" + ",".join(controls),
+                    "--name",
+                    "local",
+                    "--data-dir",
+                    str(data_dir),
+                    "--backend",
+                    backend,
+                ],
+                "",
+                logs / "orchestrator.log",
+                env=env,
+                ready_line=ATTACHED_LINE,
             ),
             Component(
                 "gateway",
@@ -375,25 +398,25 @@ class Stack:
     def endpoints(self) -> dict[str, str]:
         """What `flnet` commands and people need: the issuer's public URL, each component's
         address, and the web UI."""
-        addresses = {c.name: c.address for c in self.components if c.name != "oidc"}
+        addresses = {c.name: c.address for c in self.components if c.address and c.name != "oidc"}
         return {"oidc": self.issuer, **addresses, "control": self.control, "ui": self.ui}
 
     @property
     def ui(self) -> str:
         return f"http://{self.gateway}/"
 
-    def _control_client(self) -> dict[str, str]:
-        """The control plane's client at the embedded issuer (its generated secret)."""
+    def _orchestrator_client(self) -> dict[str, str]:
+        """The orchestrator's client at the embedded issuer (its generated secret)."""
         dev = json.loads((self.data_dir / "oidc" / DEV_CREDENTIALS).read_text())
         return {
-            "FLNET_CONTROL_CLIENT_ID": dev["control_plane_client_id"],
-            "FLNET_CONTROL_CLIENT_SECRET": dev["control_plane_client_secret"],
+            "FLNET_ORCHESTRATOR_CLIENT_ID": dev["orchestrator_client_id"],
+            "FLNET_ORCHESTRATOR_CLIENT_SECRET": dev["orchestrator_client_secret"],
         }
 
     async def start(self) -> None:
         for component in self.components:
-            if component.name.startswith("control") and self.embedded_issuer:
-                component.env.update(self._control_client())
+            if component.name == "orchestrator" and self.embedded_issuer:
+                component.env = {**component.env, **self._orchestrator_client()}
             await component.start()
         endpoints = {**self.endpoints, "pid": str(os.getpid())}
         write_private(self.data_dir / ENDPOINTS, json.dumps(endpoints, indent=2))
@@ -421,7 +444,7 @@ class Stack:
         self._stopping = True
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / ENDPOINTS).unlink()
-        for component in reversed(self.components):  # gateway, control, orchestrator, issuer
+        for component in reversed(self.components):  # gateway, orchestrator, control, issuer
             await component.stop()
 
 

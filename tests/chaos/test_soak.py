@@ -26,11 +26,12 @@ import pytest
 from flnet import lifecycle
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
-from flnet.cli.stack import free_port, wait_healthy
+from flnet.cli.stack import free_port, wait_healthy, wait_log_line
+from flnet.orchestrator.link import ATTACHED_LINE
 from flnet.structs import dict_to_struct
 from tests.auth.issuer import Issuer
 from tests.conftest import TENANT, Clients, clients_for, request_id
-from tests.identity import IDENTITY
+from tests.identity import IDENTITY, orchestrator_client_env
 from tests.integration.conftest import Stack, all_events, start_control
 
 T = TypeVar("T")
@@ -54,9 +55,9 @@ class Components:
     root: Path
     issuer: Issuer
     control_port: int = field(default_factory=free_port)
-    orchestrator_port: int = field(default_factory=free_port)
     control: subprocess.Popen[bytes] | None = None
     orchestrator: subprocess.Popen[bytes] | None = None
+    attached_from: int = 0  # where the orchestrator's log was when it last started
 
     @property
     def control_dir(self) -> Path:
@@ -66,16 +67,25 @@ class Components:
     def orchestrator_dir(self) -> Path:
         return self.root / "orchestrator"
 
+    @property
+    def orchestrator_log(self) -> Path:
+        return self.orchestrator_dir / "orchestrator.log"
+
     def start_orchestrator(self) -> None:
         self.orchestrator_dir.mkdir(exist_ok=True)
-        log = (self.orchestrator_dir / "orchestrator.log").open("ab")
+        self.attached_from = (
+            self.orchestrator_log.stat().st_size if self.orchestrator_log.exists() else 0
+        )
+        log = self.orchestrator_log.open("ab")
         self.orchestrator = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "flnet.orchestrator",
-                "--listen",
-                f"127.0.0.1:{self.orchestrator_port}",
+                "--control",
+                f"127.0.0.1:{self.control_port}",
+                "--name",
+                "soak",
                 "--data-dir",
                 str(self.orchestrator_dir),
                 "--backend",
@@ -85,21 +95,17 @@ class Components:
             ],
             stdout=log,
             stderr=log,
-            env={**os.environ, "FLNET_OIDC_ISSUER": self.issuer.url},
+            env={**os.environ, **orchestrator_client_env(self.issuer)},
         )
 
     def start_control(self) -> None:
         self.control_dir.mkdir(exist_ok=True)
-        self.control = start_control(
-            self.control_dir,
-            self.control_port,
-            f"127.0.0.1:{self.orchestrator_port}",
-            self.issuer,
-        )
+        self.control = start_control(self.control_dir, self.control_port, self.issuer)
 
     async def healthy(self) -> None:
-        await wait_healthy(f"127.0.0.1:{self.orchestrator_port}")
+        """The control plane serves and the orchestrator has attached (since its start)."""
         await wait_healthy(f"127.0.0.1:{self.control_port}")
+        await wait_log_line(self.orchestrator_log, ATTACHED_LINE, self.attached_from, 60)
 
     def kill(self, which: str) -> None:
         process = getattr(self, which)
@@ -134,8 +140,8 @@ class Components:
 @pytest.fixture
 async def components(tmp_path: Path, http_issuer: Issuer) -> AsyncIterator[Components]:
     parts = Components(tmp_path, http_issuer)
-    parts.start_orchestrator()
     parts.start_control()
+    parts.start_orchestrator()
     try:
         await parts.healthy()
         yield parts

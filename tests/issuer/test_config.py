@@ -54,7 +54,7 @@ def test_the_default_config_is_documented_valid_and_private(tmp_path: Path) -> N
     assert cli.grant_types == {"authorization_code", "refresh_token"}
     assert cli.redirect_uris == ("http://127.0.0.1/callback",)
     assert cli.allows_redirect("http://127.0.0.1:53682/callback")
-    control = config.clients["control-plane"]
+    control = config.clients["orchestrator"]
     assert not control.public
     assert control.grant_types == {"client_credentials"}
     assert control.scopes == {"orchestrator"}
@@ -64,7 +64,7 @@ def test_the_default_config_is_documented_valid_and_private(tmp_path: Path) -> N
     assert scripts.secret_hash and verify_secret(creds.scripts_client_secret, scripts.secret_hash)
     assert control.tenant == "default"
     assert control.secret_hash is not None
-    assert verify_secret(creds.control_plane_client_secret, control.secret_hash)
+    assert verify_secret(creds.orchestrator_client_secret, control.secret_hash)
     assert set(config.roles) == {"admin", "data-scientist", "auditor"}
     assert config.roles["auditor"] == {"runs:read", "tools:read", "artifacts:read", "audit:read"}
     assert "audit:read" in config.roles["admin"]
@@ -77,7 +77,7 @@ async def test_an_issuer_without_config_writes_and_serves_the_default(
     issuer = await start_issuer(load_or_create_config(data), data)
     creds = json.loads((data / "oidc" / "dev-credentials.json").read_text())
     res = await client_credentials(
-        http, issuer, "control-plane", creds["control_plane_client_secret"]
+        http, issuer, "orchestrator", creds["orchestrator_client_secret"]
     )
     claims = await verify(http, issuer, res.body["access_token"], audience="flnet-orchestrator")
     assert claims["scope"] == "orchestrator"

@@ -55,8 +55,8 @@ async def test_serves_until_sigterm_and_keeps_its_keys(tmp_path: Path) -> None:
     creds = json.loads((data / "oidc" / "dev-credentials.json").read_text())
     form = {
         "grant_type": "client_credentials",
-        "client_id": "control-plane",
-        "client_secret": creds["control_plane_client_secret"],
+        "client_id": "orchestrator",
+        "client_secret": creds["orchestrator_client_secret"],
     }
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/.well-known/openid-configuration") as res:
@@ -68,7 +68,7 @@ async def test_serves_until_sigterm_and_keeps_its_keys(tmp_path: Path) -> None:
         log = await stop(proc)
         assert "OIDC issuer stopped" in log
         assert token not in log
-        assert creds["control_plane_client_secret"] not in log
+        assert creds["orchestrator_client_secret"] not in log
         assert "POST /token 200" in log  # the access log: method, path, status only
 
         proc = await start(data, port_file)

@@ -14,6 +14,8 @@ import grpc
 
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
+from flnet.errors import FlnetError
+from flnet.server.interceptors import status_details
 from flnet.server.serving import Server
 
 SERVICE = sp.DESCRIPTOR.services_by_name["SessionService"].full_name
@@ -30,8 +32,15 @@ class HandControl(spg.SessionServiceServicer):
         self.sessions_ended = 0  # sessions over, whichever side ended them
         self.heartbeats = 0
         self.acked = 0
-        # Whether to acknowledge reports (off: they pile up in the orchestrator's outbox).
+        # Whether to apply and acknowledge reports (off: they pile up in the orchestrator's
+        # outbox).
         self.acking = True
+        # Whether to send the ReportAck of a report applied (off: applied, but the
+        # orchestrator learns it only from the next session's Attached).
+        self.sending_acks = True
+        # Errors the next sessions end with right after their Registration, one each.
+        self.refusals: list[FlnetError] = []
+        self.refused: list[sp.Registration] = []
         self._outbox: asyncio.Queue[sp.AttachResponse | None] | None = None
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
@@ -65,6 +74,13 @@ class HandControl(spg.SessionServiceServicer):
         requests = aiter(request_iterator)
         first = await anext(requests)
         assert first.HasField("registration"), first
+        if self.refusals:
+            error = self.refusals.pop(0)
+            async with self._changed:
+                self.refused.append(first.registration)
+                self._changed.notify_all()
+            details = (("grpc-status-details-bin", status_details(error, "flnet.control")),)
+            await context.abort(error.code, error.message, trailing_metadata=details)
         outbox: asyncio.Queue[sp.AttachResponse | None] = asyncio.Queue()
         self.drop()
         self._outbox = outbox
@@ -104,7 +120,7 @@ class HandControl(spg.SessionServiceServicer):
                     self.reports.append(report)
                     self.acked = report.sequence
                 self._changed.notify_all()
-            if applied:
+            if applied and self.sending_acks:
                 outbox.put_nowait(sp.AttachResponse(ack=sp.ReportAck(sequence=self.acked)))
 
     def send(self, command: sp.FleetCommand) -> str:

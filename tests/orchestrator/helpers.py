@@ -112,23 +112,32 @@ class Orchestrator:
             raise CommandFailed(result)
         return result.container
 
-    async def launch(
+    def launch_command(
         self, tool: str | Path | None, run: str | None = None, **fields: Any
-    ) -> pb.RunContainer:
-        """Launches a tool (the body of its tool.py, or its directory; None: no artifact) as
-        a run and returns its container. `fields` go to LaunchRunRequest."""
+    ) -> sp.FleetCommand:
+        """The command launching a tool (the body of its tool.py, or its directory; None: no
+        artifact) as a run. `fields` go to LaunchRunRequest."""
         fields.setdefault("entrypoint", "tool.py:main")
         fields.setdefault("control_address", "127.0.0.1:1")
         if tool is not None and "source_path" not in fields and "image_digest" not in fields:
             fields["source_path"] = str(tool if isinstance(tool, Path) else self.tool(tool))
-        request = pb.LaunchRunRequest(run=run or self.run_name(), **fields)
-        return await self.command(sp.FleetCommand(launch=request))
+        return sp.FleetCommand(launch=pb.LaunchRunRequest(run=run or self.run_name(), **fields))
 
-    async def stop(self, run: str, grace: float | None = None) -> pb.RunContainer:
+    async def launch(
+        self, tool: str | Path | None, run: str | None = None, **fields: Any
+    ) -> pb.RunContainer:
+        """Launches a tool as a run (see launch_command) and returns its container."""
+        return await self.command(self.launch_command(tool, run, **fields))
+
+    @staticmethod
+    def stop_command(run: str, grace: float | None = None) -> sp.FleetCommand:
         request = pb.StopRunRequest(run=run)
         if grace is not None:
             request.grace_period.CopyFrom(seconds(grace))
-        return await self.command(sp.FleetCommand(stop=request))
+        return sp.FleetCommand(stop=request)
+
+    async def stop(self, run: str, grace: float | None = None) -> pb.RunContainer:
+        return await self.command(self.stop_command(run, grace))
 
     async def get(self, run: str) -> pb.RunContainer:
         return container_to_proto(await self.app.backend.get(RunName.parse(run)))
@@ -207,7 +216,7 @@ async def serve_module(
         control.address,
         *args,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,  # it prints nothing (logs go to stderr)
         stderr=subprocess.PIPE,
     )
     waiting = asyncio.create_task(control.wait_registrations(registered + 1, TIMEOUT))
