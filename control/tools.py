@@ -88,6 +88,18 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     for field in ("memory_bytes", "cpu_millis", "pids", "scratch_bytes"):
         if getattr(v.resources, field) < 0:
             violations.append((f"{f}.resources.{field}", "must not be negative"))
+    if len(v.resources.required_labels) > MAX_REQUIRED_LABELS:
+        violations.append(
+            (f"{f}.resources.required_labels", f"at most {MAX_REQUIRED_LABELS} labels")
+        )
+    for i, label in enumerate(v.resources.required_labels[:MAX_REQUIRED_LABELS]):
+        if not REQUIRED_LABEL.fullmatch(label):
+            violations.append(
+                (
+                    f"{f}.resources.required_labels[{i}]",
+                    "'key' or 'key=value', each of a-z, 0-9, '.', '_', '-' (at most 63)",
+                )
+            )
     for timeout, value in v.timeouts.ListFields():  # durations, all of them
         if violation := duration_violation(value, f"{f}.timeouts.{timeout.name}"):
             violations.append(violation)
@@ -100,6 +112,11 @@ def prepare_tool_version(tenant: str, tool: str, version: tp.ToolVersion) -> tp.
     v.ClearField("create_time")
     v.contract_sha256 = contract_sha256(v)
     return v
+
+
+# A label an orchestrator must have: "gpu" or "site=eu" (control.fleet.scheduler).
+REQUIRED_LABEL = re.compile(r"[a-z0-9._-]{1,63}(=[a-z0-9._-]{1,63})?")
+MAX_REQUIRED_LABELS = 16
 
 
 def entrypoint_problem(entrypoint: str) -> str | None:

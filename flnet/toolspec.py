@@ -146,6 +146,7 @@ def load_tool_spec(path: Path) -> ToolSpec:
             memory_bytes=int(res.get("memory_bytes", 0)),
             pids=int(res.get("pids", 0)),
             scratch_bytes=int(res.get("scratch_bytes", 0)),
+            required_labels=[str(label) for label in res.get("required_labels") or ()],
         )
     )
     for key, field in _TIMEOUTS.items():

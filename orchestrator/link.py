@@ -126,7 +126,8 @@ class ControlLink:
                     wait = error.retry_after
                 except LoginError as e:
                     log.warning("cannot obtain the orchestrator's token: %s", e)
-                except (TimeoutError, ConnectionError) as e:
+                except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as e:
+                    # InvalidStateError: a write on a stream that had already ended.
                     log.warning("session with the control plane broke: %r", e)
                 self.attached.clear()
                 if self._healthy:
@@ -171,9 +172,14 @@ class ControlLink:
             await _ended(call)
         finally:
             if writer is not None:
+                # Waited for without taking its outcome: a CancelledError here is this task's
+                # own (the link closing), and must not be swallowed; a write that failed
+                # because the stream ended (InvalidStateError, AioRpcError) is the end of the
+                # session, which the read above has seen.
                 writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+                await asyncio.wait({writer})
+                if not writer.cancelled() and (error := writer.exception()) is not None:
+                    log.debug("the session's writer ended: %r", error)
             call.cancel()
 
     async def _registration(self) -> sp.AttachRequest:

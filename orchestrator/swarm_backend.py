@@ -44,7 +44,7 @@ flnet.workdir is one of its own work dirs:
 - task ended and already reported (the previous process died before removing it, or kept
   it for keep_workdirs): removed without a second event, unless keep_workdirs;
 - task not running yet, or rejected (the previous process died before its launch
-  returned, so LaunchRun failed): removed with its secret and work dir, without event.
+  returned, so the launch failed): removed with its secret and work dir, without event.
 
 Left alone (logged): services of other data dirs or with foreign labels, and ours whose
 work dir is gone. Secrets of ours that no service uses any more are removed. Then the work
@@ -272,15 +272,18 @@ class SwarmBackend(Supervisor[SwarmTracked]):
     ) -> Container:
         deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
         secret_id = service_id = ""
+        # Set while a create is under way: cancelled then, it may have happened nonetheless.
+        creating = False
         try:
             await asyncio.to_thread(workdir.remove)  # a leftover first
             # The credential travels as the secret only: the work dir's file stays empty.
             await asyncio.to_thread(workdir.prepare, "", (ENGINE_UID, ENGINE_GID))
             await self._delete_secret(name)  # of a launch an earlier process did not finish
+            creating = True
             secret = await self._docker.secrets.create(
                 name, spec.credential, labels=labels(spec.run, workdir, deadline)
             )
-            secret_id = str(secret["ID"])
+            secret_id, creating = str(secret["ID"]), False
             body = service_spec(
                 spec,
                 name=name,
@@ -295,14 +298,17 @@ class SwarmBackend(Supervisor[SwarmTracked]):
                 command=self._engine_command,
             )
             started = datetime.now(UTC)
+            creating = True
             service = await self._docker.services.create(
                 body.task_template, name=body.name, labels=body.labels, mode=body.mode
             )
-            service_id = str(service["ID"])
+            service_id, creating = str(service["ID"]), False
             task = await self._wait_until_started(service_id)
         except BaseException as exc:
             # Cancelled (the caller went away) or failed: nothing of the run may stay behind
             # (the swarm removes the task's container, if it made one, with the service).
+            if creating and not isinstance(exc, aiodocker.DockerError):
+                await self._delete_unanswered(name, secret_id)
             await self._remove(service_id, secret_id, workdir)
             # aiohttp's connection errors are OSErrors too: the engine's errors first.
             if isinstance(exc, aiodocker.DockerError | aiohttp.ClientError):
@@ -720,6 +726,21 @@ class SwarmBackend(Supervisor[SwarmTracked]):
         if container_id and node_id == self._node_id:
             await self._delete_container(container_id)
         await asyncio.to_thread(workdir.remove)
+
+    async def _delete_unanswered(self, name: str, secret_id: str) -> None:
+        """After a create of the secret (`secret_id` "") or of the service `name` whose answer
+        never came: removes what it made (a service is ours when it uses our secret)."""
+        if not secret_id:
+            await self._delete_secret(name)
+            return
+        try:
+            service = await self._docker.services.inspect(name)
+        except (aiodocker.DockerError, aiohttp.ClientError) as exc:
+            if not isinstance(exc, aiodocker.DockerError) or exc.status != 404:
+                log.warning("cannot look for service %s: %s", name, exc)
+            return
+        if secret_id_of(service) == secret_id:
+            await self._delete_service(str(service["ID"]))
 
     async def _delete_service(self, service_id: str) -> None:
         try:

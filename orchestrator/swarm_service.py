@@ -204,8 +204,7 @@ def secret_id_of(service: Mapping[str, Any]) -> str:
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The newest of a service's tasks (one replica, never restarted: there is one)."""
-    epoch = datetime.min.isoformat()
-    return max(tasks, key=lambda task: str(task.get("CreatedAt") or epoch), default=None)
+    return max(tasks, key=lambda task: str(task.get("CreatedAt") or ""), default=None)
 
 
 def task_state(task: Mapping[str, Any]) -> str:

@@ -6,8 +6,10 @@ usage and quota, and the heads of the tenants' queues, `decide` places runs one 
 - Fair share across tenants: the next run placed is the head of the tenant that has the
   fewest runs placed (ties: the tenant whose head has waited longest), so one tenant's
   thousand queued runs never starve another tenant's one.
-- FIFO within a tenant: a tenant's head that cannot be placed blocks the tenant's later
-  runs (they would overtake it), and its reason is the tenant's.
+- FIFO within a tenant: a tenant's head that waits for room (capacity or quota) blocks the
+  tenant's later runs (they would overtake it), and its reason is the tenant's. A run that
+  no attached orchestrator could ever take (its labels, its size) is passed over, keeping
+  its place and its own reason, until one attaches.
 - Never beyond a quota or a capacity: a run is placed only where its CPU, memory and slot
   fit what is left, and only while its tenant stays within its quota.
 - Spread: among the orchestrators where it fits and whose labels satisfy it, the run goes
@@ -116,6 +118,8 @@ class Decisions:
     placements: list[Placement] = field(default_factory=list)
     # Why each tenant whose queue did not empty waits (its head's reason).
     reasons: dict[str, str] = field(default_factory=dict)
+    # Runs passed over: why each waits.
+    run_reasons: dict[str, str] = field(default_factory=dict)
 
 
 def decide(
@@ -149,11 +153,16 @@ def decide(
             continue
         site = _best_site(sites, run)
         if site is None:
-            out.reasons[tenant] = _why_nowhere(sites, run)
-            continue
-        site.load.add(run)
-        tenant_usage.add(run)
-        out.placements.append(Placement(run, site.name))
+            why = _why_nowhere(sites, run)
+            if why not in (WAITING_FOR_CAPACITY, NO_ORCHESTRATOR):
+                out.run_reasons[run.id] = why  # not a matter of room: the next may go first
+            else:
+                out.reasons[tenant] = why
+                continue
+        else:
+            site.load.add(run)
+            tenant_usage.add(run)
+            out.placements.append(Placement(run, site.name))
         cursor[tenant] += 1
         if cursor[tenant] < len(runs):
             heapq.heappush(turn, (tenant_usage.runs, runs[cursor[tenant]].queued_us, tenant))

@@ -205,7 +205,14 @@ class FleetSessions:
     async def _result(
         self, link: Link, seq: int, result: sp.CommandResult
     ) -> sp.ReportRejection | None:
-        link.answered(result.command_id)
+        try:
+            return await self._record_result(link, seq, result)
+        finally:  # after its outcome is recorded: not sent again meanwhile
+            link.answered(result.command_id)
+
+    async def _record_result(
+        self, link: Link, seq: int, result: sp.CommandResult
+    ) -> sp.ReportRejection | None:
         kind, _, command_run = result.command_id.partition(" ")
         run_id, refused = await self._placed_here(link, seq, result.run)
         if refused is not None:

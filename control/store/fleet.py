@@ -275,12 +275,23 @@ class FleetStore:
                 if result.rowcount:
                     placed.append(p)
             decisions.placements = placed
+            passed_over = list(decisions.run_reasons)
             for tenant, reason in decisions.reasons.items():
                 await conn.execute(
                     update(runs)
                     .where(
                         runs.c.tenant == tenant,
                         runs.c.queued_us.is_not(None),
+                        runs.c.id.not_in(passed_over),
+                        or_(runs.c.queue_reason.is_(None), runs.c.queue_reason != reason),
+                    )
+                    .values(queue_reason=reason)
+                )
+            for run_id, reason in decisions.run_reasons.items():
+                await conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.id == run_id,
                         or_(runs.c.queue_reason.is_(None), runs.c.queue_reason != reason),
                     )
                     .values(queue_reason=reason)

@@ -39,6 +39,9 @@ runpy.run_path(os.path.join(os.environ["FLNET_TOOL_DIR"], "tool.py"), run_name="
 """
 
 
+_IDS = itertools.count(1)
+
+
 def seconds(value: float) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromNanoseconds(int(value * 1e9))
@@ -93,7 +96,8 @@ class Orchestrator:
     # Index of the control's first report that may be this orchestrator's (the reports of
     # an orchestrator that ran before it over the same control come before).
     since: int = 0
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # Shared: orchestrators of one test (one tmp_path) get tool dirs and runs of their own.
+    _ids: itertools.count[int] = field(default_factory=lambda: _IDS)
 
     def tool(self, body: str) -> Path:
         """A tool directory whose tool.py is `body`."""

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import aiodocker
 import pytest
+from aiodocker.secrets import DockerSecrets
+from aiodocker.services import DockerServices
 
 from flnet.errors import NotFound
 from flnet.orchestrator.backend import ContainerState, ExitCause, Limits
@@ -35,15 +38,14 @@ async def test_constraints_reach_the_service(
     start_backend: StartSwarmBackend, docker: aiodocker.Docker, swarm: str
 ) -> None:
     runs = await start_backend(constraints=[f"node.id=={swarm}"])
-    container = await runs.launch("exit3")
+    container = await runs.launch("sleep")
+    run = container.run
 
-    service = await docker.services.inspect(
-        service_name(runs.workdir(container.run), container.run)
-    )
+    service = await docker.services.inspect(service_name(runs.workdir(run), run))
 
     placement = service["Spec"]["TaskTemplate"]["Placement"]
     assert placement["Constraints"] == [f"node.id=={swarm}"]
-    assert (await runs.exited(container.run)).exit_code == 3
+    assert (await runs.backend.stop(run)).exit_cause is ExitCause.STOPPED
 
 
 async def test_a_run_no_node_takes_fails_after_the_start_timeout(
@@ -74,6 +76,37 @@ async def test_a_cancelled_launch_leaves_nothing(
     while not await docker.services.list(filters={"name": name}):
         assert watch.elapsed < TIMEOUT
         await asyncio.sleep(0.05)
+
+    launching.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await launching
+    assert not await docker.services.list(filters={"name": name})
+    assert not await docker.secrets.list(filters={"name": name})
+    assert not runs.workdir(run).exists()
+
+
+@pytest.mark.parametrize("api", [DockerSecrets, DockerServices])
+async def test_a_launch_cancelled_before_the_engine_answered_a_create_leaves_nothing(
+    runs: SwarmRuns,
+    docker: aiodocker.Docker,
+    monkeypatch: pytest.MonkeyPatch,
+    api: type[DockerSecrets | DockerServices],
+) -> None:
+    # The engine makes the object; its answer never reaches the backend.
+    made = asyncio.Event()
+    create = api.create
+
+    async def unanswered(self: Any, *args: Any, **kwargs: Any) -> Any:
+        await create(self, *args, **kwargs)
+        made.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(api, "create", unanswered)
+    run = runs.run_name()
+    name = service_name(runs.workdir(run), run)
+    launching = asyncio.create_task(runs.launch("exit3", run))
+    await asyncio.wait_for(made.wait(), TIMEOUT)
 
     launching.cancel()
 
