@@ -1,6 +1,7 @@
 """What the engine gets: rlimits applied by the exec wrapper (where runs get no cgroup; the
 cgroup limits: test_limits.py), the FLNET_* environment contract, and the credential as a
-0400 file only (never in argv, environment or logs)."""
+0400 file only (never in argv, environment or logs); and the limits exec wrapper on its
+own."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import json
 import logging
 import resource
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.limits import ADDRESS_SPACE_HEADROOM
-from tests.orchestrator.helpers import Orchestrator, StartOrchestrator
+from tests.orchestrator.helpers import TIMEOUT, Orchestrator, StartOrchestrator
 
 MiB = 1024 * 1024
 
@@ -169,3 +172,40 @@ async def test_engine_command_failure_is_an_exit_with_its_message(
     assert exited.exit_cause == pb.EXIT_CAUSE_EXITED
     assert exited.exit_code == 127
     assert "cannot execute" in exited.last_output_lines[-1]
+
+
+def run_limits(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flnet.orchestrator.limits", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def test_limits_wrapper_execs_the_command_with_limits() -> None:
+    probe = "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE))"
+    done = run_limits("--open-files", "64", "--", sys.executable, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(64, 64)"
+
+
+def test_limits_wrapper_caps_the_address_space_when_told(tmp_path: Path) -> None:
+    probe = "import resource; print(resource.getrlimit(resource.RLIMIT_AS))"
+    done = run_limits("--address-space-bytes", str(2**32), "--", sys.executable, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"({2**32}, {2**32})"
+
+
+def test_limits_wrapper_refuses_to_run_outside_its_cgroup(tmp_path: Path) -> None:
+    done = run_limits("--cgroup", str(tmp_path / "no-such-cgroup"), "--", "true")
+    assert done.returncode == 127
+    assert "cannot join the run's cgroup" in done.stderr
+
+
+def test_limits_wrapper_reports_what_it_cannot_execute(tmp_path: Path) -> None:
+    done = run_limits("--", str(tmp_path / "missing"))
+    assert done.returncode == 127
+    assert "cannot execute" in done.stderr
+    assert run_limits("--pids", "1").returncode == 2  # no "--"

@@ -1,7 +1,8 @@
 """Restart safety of the process backend: an engine outlives an orchestrator process killed
 with SIGKILL (it runs in a session of its own); the next orchestrator over the same data dir
-re-attaches it, re-arms its deadline, reports its end, and leaves no work dir (nor cgroup)
-behind once the run has ended. Exits that happened while no orchestrator ran are reported
+re-attaches it, lists it in its registration, re-arms its deadline, reports its end (with
+sequences above its predecessor's), and leaves no work dir (nor cgroup) behind once the run
+has ended. Exits that happened while no orchestrator ran are reported
 too; their exit codes are lost with their parent."""
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from typing import Protocol
 import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
-from flnet.channels import insecure_channel
+from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.orchestrator.backend import RunName
 from flnet.orchestrator.process_backend import UNKNOWN_STATUS_LINE, ProcessBackend
 from flnet.orchestrator.process_engine import (
@@ -30,7 +30,8 @@ from flnet.orchestrator.process_engine import (
 )
 from flnet.orchestrator.workdir import WorkDir
 from tests.auth.issuer import Issuer
-from tests.identity import IDENTITY
+from tests.identity import orchestrator_client_env
+from tests.orchestrator.hand_control import HandControl
 from tests.orchestrator.helpers import (
     TIMEOUT,
     Orchestrator,
@@ -81,43 +82,48 @@ class KillAfterLaunching(Protocol):
 
 @pytest.fixture
 async def kill_after_launching(
-    tmp_path: Path, fake_engine: list[str], http_issuer: Issuer
+    tmp_path: Path, fake_engine: list[str], http_issuer: Issuer, hand_control: HandControl
 ) -> AsyncIterator[KillAfterLaunching]:
-    """Starts ``python -m flnet.orchestrator`` over tmp_path/shared, launches the given
-    tools (tool.py bodies, with LaunchRunRequest fields), waits until each is ready, then
-    kills the orchestrator with SIGKILL. Engines still running at teardown are killed."""
+    """Starts ``python -m flnet.orchestrator`` over tmp_path/shared, attached to the test's
+    control plane, launches the given tools (tool.py bodies, with LaunchRunRequest fields)
+    through it, waits until each is ready and its start reported, then kills the
+    orchestrator with SIGKILL. Engines still running at teardown are killed."""
     engines: list[int] = []
 
     async def run(*launches: tuple[str, dict[str, object]]) -> Killed:
         data_dir = tmp_path / "shared"
-        env = {**os.environ, "FLNET_OIDC_ISSUER": http_issuer.url}
+        env = {**os.environ, **orchestrator_client_env(http_issuer)}
         command = " ".join(fake_engine)
-        process, port = await serve_module(
-            "--data-dir", str(data_dir), "--engine-command", command, env=env
+        process = await serve_module(
+            hand_control, "--data-dir", str(data_dir), "--engine-command", command, env=env
         )
         launched: list[pb.RunContainer] = []
         try:
-            token = IDENTITY.orchestrator_token(issuer=http_issuer.url)
-            async with insecure_channel(f"127.0.0.1:{port}", token) as channel:
-                stub = pb_grpc.OrchestratorServiceStub(channel)
-                for i, (body, fields) in enumerate(launches):
-                    tool = tmp_path / f"tool{i}"
-                    tool.mkdir()
-                    (tool / "tool.py").write_text(body.replace("\n    ", "\n"))
-                    request = pb.LaunchRunRequest(
-                        run=f"tenants/acme/runs/survivor{i}",
-                        source_path=str(tool),
-                        entrypoint="tool.py:main",
-                        control_address="127.0.0.1:1",
-                        **fields,  # type: ignore[arg-type]
-                    )
-                    container = (await stub.LaunchRun(request, timeout=TIMEOUT)).container
-                    engines.append(int(container.container_id))
-                    launched.append(container)
+            for i, (body, fields) in enumerate(launches):
+                tool = tmp_path / f"tool{i}"
+                tool.mkdir()
+                (tool / "tool.py").write_text(body.replace("\n    ", "\n"))
+                request = pb.LaunchRunRequest(
+                    run=f"tenants/acme/runs/survivor{i}",
+                    source_path=str(tool),
+                    entrypoint="tool.py:main",
+                    control_address="127.0.0.1:1",
+                    **fields,  # type: ignore[arg-type]
+                )
+                result = await hand_control.command(sp.FleetCommand(launch=request), TIMEOUT)
+                assert result.code == 0, result.message
+                engines.append(int(result.container.container_id))
+                launched.append(result.container)
             killed = Killed(data_dir, launched)
             for container in launched:
                 ready = killed.workdir(container.run) / "output" / "ready"
                 await wait_for(ready.exists)
+            # No report of it is still on its way when the next orchestrator starts.
+            started = {(c.run, pb.CONTAINER_STATE_RUNNING) for c in launched}
+            await hand_control.wait_until(
+                lambda: started <= {(r.container.run, r.container.state) for r in hand_control.reports},
+                TIMEOUT,
+            )
         finally:
             process.send_signal(signal.SIGKILL)
             await process.wait()
@@ -138,20 +144,27 @@ def cgroup_dirs(orch: Orchestrator, run: str) -> tuple[Path, ...]:
 
 
 async def test_a_killed_orchestrators_engine_is_re_attached_and_cleaned_up_once_ended(
-    kill_after_launching: KillAfterLaunching, start_orchestrator: StartOrchestrator
+    kill_after_launching: KillAfterLaunching,
+    start_orchestrator: StartOrchestrator,
+    hand_control: HandControl,
 ) -> None:
     killed = await kill_after_launching((WAIT_FOR_GO, {}))
     [launched] = killed.runs
     pid = int(launched.container_id)
     assert not process_gone(pid)  # it outlived the orchestrator
 
+    predecessor = hand_control.acked
     second = await start_orchestrator(data_dir=killed.data_dir)
 
-    listed = await second.stub.ListRunContainers(pb.ListRunContainersRequest())
-    assert [(c.run, c.container_id, c.state) for c in listed.containers] == [
+    listed = await second.list()
+    assert [(c.run, c.container_id, c.state) for c in listed] == [
         (launched.run, launched.container_id, pb.CONTAINER_STATE_RUNNING)
     ]
-    assert listed.containers[0].start_time == launched.start_time
+    assert listed[0].start_time == launched.start_time
+    # Its registration lists it for the control plane.
+    registration = hand_control.registrations[-1]
+    assert registration.backend == "process"
+    assert list(registration.containers) == listed
     # A relaunch returns the re-attached engine.
     again = await second.launch("pass", run=launched.run)
     assert (again.container_id, again.state) == (launched.container_id, pb.CONTAINER_STATE_RUNNING)
@@ -171,6 +184,8 @@ async def test_a_killed_orchestrators_engine_is_re_attached_and_cleaned_up_once_
     assert process_gone(pid)
     assert not workdir.exists()
     assert not any(path.exists() for path in cgroup_dirs(second, launched.run))
+    # Its sequences continue above the killed one's: none was taken for a resend.
+    assert all(r.sequence > predecessor for r in hand_control.reports[second.since :])
 
 
 async def test_exits_while_no_orchestrator_ran_are_reported_and_their_work_dirs_removed(
@@ -206,7 +221,9 @@ async def test_exits_while_no_orchestrator_ran_are_reported_and_their_work_dirs_
 
 
 async def test_a_re_attached_engine_keeps_its_deadline(
-    kill_after_launching: KillAfterLaunching, start_orchestrator: StartOrchestrator
+    kill_after_launching: KillAfterLaunching,
+    start_orchestrator: StartOrchestrator,
+    hand_control: HandControl,
 ) -> None:
     deadline, grace = 3.0, 1.0  # grace: the fixture's kill_grace
     watch = Stopwatch()
@@ -214,8 +231,11 @@ async def test_a_re_attached_engine_keeps_its_deadline(
     [launched] = killed.runs
 
     second = await start_orchestrator(data_dir=killed.data_dir)
-    got = await second.stub.GetRunContainer(pb.GetRunContainerRequest(run=launched.run))
-    assert got.container.deadline_time == launched.deadline_time
+    got = await second.get(launched.run)
+    assert got.deadline_time == launched.deadline_time
+    assert [c.deadline_time for c in hand_control.registrations[-1].containers] == [
+        launched.deadline_time
+    ]
     exited = await second.exited(launched.run)
 
     assert (exited.exit_cause, exited.exit_code) == (pb.EXIT_CAUSE_DEADLINE_EXCEEDED, 0)

@@ -1,25 +1,24 @@
-"""WatchContainers: replay after a sequence without gaps or duplicates, concurrent
-watchers, clean-up on disconnect, shutdown; and the EventLog underneath."""
+"""Container reports: every event of the backend reported once, in sequence order without
+gaps, through sessions that come and go; the session ended at shutdown; and the EventLog
+underneath."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
 
-import grpc
 import pytest
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
+from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.orchestrator.backend import Container, ContainerState, RunName
 from flnet.orchestrator.errors import Unavailable
 from flnet.orchestrator.events import EventLog
 from tests.orchestrator.helpers import TIMEOUT, Orchestrator, wait_for
 
 
-async def take(
-    orch: Orchestrator, after_sequence: int, count: int
-) -> list[pb.WatchContainersResponse]:
-    events: list[pb.WatchContainersResponse] = []
+async def take(orch: Orchestrator, after_sequence: int, count: int) -> list[sp.Report]:
+    events: list[sp.Report] = []
     async with asyncio.timeout(TIMEOUT):
         async for event in orch.watch(after_sequence):
             events.append(event)
@@ -28,73 +27,55 @@ async def take(
     raise AssertionError("the watch ended")
 
 
-async def test_replay_after_sequence_has_no_gaps_and_no_duplicates(orch: Orchestrator) -> None:
+async def test_reports_have_no_gaps_and_no_duplicates(orch: Orchestrator) -> None:
     runs = [(await orch.launch(f"print({i})")).run for i in range(3)]
     for run in runs:
         await orch.exited(run)
 
     history = await take(orch, 0, 6)
 
-    sequences = [e.sequence for e in history]
-    assert sequences == list(range(sequences[0], sequences[0] + 6))
     assert sorted((e.container.run, e.container.state) for e in history) == sorted(
         (run, state)
         for run in runs
         for state in (pb.CONTAINER_STATE_RUNNING, pb.CONTAINER_STATE_EXITED)
     )
-    # Resuming after the third event gives exactly the rest.
-    assert await take(orch, sequences[2], 3) == history[3:]
-    # Resuming at the end gives only what happens next.
+    # Every report applied (events and command results), in one run of sequences.
+    applied = [r.sequence for r in orch.control.reports]
+    assert applied == list(range(applied[0], applied[0] + 9))
+    # After a new session, only what happens next, right after.
+    orch.control.drop()
+    await orch.control.wait_registrations(2, TIMEOUT)
     later = await orch.launch("pass")
-    resumed = await take(orch, sequences[-1], 2)
-    assert [e.sequence for e in resumed] == [sequences[-1] + 1, sequences[-1] + 2]
+    resumed = await take(orch, applied[-1], 2)
     assert [e.container.run for e in resumed] == [later.run, later.run]
+    applied = [r.sequence for r in orch.control.reports]
+    assert applied == list(range(applied[0], applied[0] + 12))
+    assert len(orch.control.received) == 12
 
 
-async def test_two_watchers_see_the_same_live_events(orch: Orchestrator) -> None:
-    after = orch.app.events.last_sequence
-    first = asyncio.create_task(take(orch, after, 4))
-    second = asyncio.create_task(take(orch, after, 4))
-    await wait_for(lambda: orch.app.events.subscribers == 2)
-
-    a = await orch.launch("pass")
-    b = await orch.launch("raise SystemExit(2)")
-
-    seen_first, seen_second = await first, await second
-    assert seen_first == seen_second
-    assert [e.sequence for e in seen_first] == list(range(after + 1, after + 5))
-    exits = {
-        e.container.run: e.container.exit_code
-        for e in seen_first
-        if e.container.state == pb.CONTAINER_STATE_EXITED
-    }
-    assert exits == {a.run: 0, b.run: 2}
-
-
-async def test_a_watcher_that_goes_away_is_cleaned_up(orch: Orchestrator) -> None:
-    call = orch.stub.WatchContainers(pb.WatchContainersRequest())
-    container = await orch.launch("pass")
-    first = await call.read()
-    assert isinstance(first, pb.WatchContainersResponse)
-    assert first.container.run == container.run
+async def test_a_session_that_goes_away_leaves_nothing_behind(orch: Orchestrator) -> None:
+    """One subscription to the backend's events for the link, whatever its sessions."""
     assert orch.app.events.subscribers == 1
+    for sessions in range(2, 5):
+        orch.control.drop()
+        await orch.control.wait_registrations(sessions, TIMEOUT)
+        await orch.control.wait_until(lambda: orch.control.sessions_ended == sessions - 1)
 
-    call.cancel()
+    container = await orch.launch("pass")
+    assert (await orch.exited(container.run)).exit_code == 0
+    assert orch.app.events.subscribers == 1
+    assert orch.app.link.sessions == 4
 
-    await wait_for(lambda: orch.app.events.subscribers == 0)
 
-
-async def test_watchers_get_unavailable_at_shutdown(orch: Orchestrator) -> None:
-    call = orch.stub.WatchContainers(pb.WatchContainersRequest())
+async def test_the_session_ends_at_shutdown(orch: Orchestrator) -> None:
     await wait_for(lambda: orch.app.events.subscribers == 1)
 
     await orch.app.stop()
 
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        async with asyncio.timeout(TIMEOUT):
-            async for _ in call:
-                pass
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    await orch.control.wait_until(lambda: orch.control.sessions_ended == 1, TIMEOUT)
+    assert orch.app.events.subscribers == 0
+    with pytest.raises(RuntimeError, match="not started"):
+        orch.app.link  # noqa: B018 - the link is gone
 
 
 def _container(run: str) -> Container:
