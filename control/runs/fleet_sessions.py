@@ -292,7 +292,8 @@ class FleetSessions:
     async def judge_leases(self) -> None:
         """Orchestrators away past their lease are LOST (once, by one replica), and their
         runs judged: a run whose engine never started is placed again (nothing of it ran);
-        the others end in ERROR(LOST) unless their engine is still heard."""
+        the others end in ERROR(LOST) unless their engine is still heard (the engine's own
+        lease decides theirs)."""
         lease = self.context.settings.orchestrator_lease
         now = now_us()
         for o in await self.store.fleet.orchestrators():
@@ -310,9 +311,11 @@ class FleetSessions:
         away = f"orchestrator {name} was lost (not heard for {lease:g} s)"
         settings = self.context.settings
         for row in await self.store.fleet.placed_on(name):
-            heard = self.supervisor.silent_for(row, now_us()) < settings.heartbeat_lease
-            if row.engine_seen_us is not None and heard:
-                continue  # its engine still reports: the run goes on (its end is its own)
+            # Heard within two heartbeats: its engine still reports (another network path),
+            # and the run goes on; its end is its own.
+            quiet = self.supervisor.silent_for(row, now_us())
+            if row.engine_seen_us is not None and quiet < 2 * settings.heartbeat_interval:
+                continue
             if row.state == S.RUN_STATE_PENDING and row.engine_seen_us is None:
                 await self.store.fleet.requeue(
                     row.id,

@@ -386,6 +386,30 @@ async def dev_test(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- fleet
+
+
+async def orchestrator_list(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        found = await c.orchestrators()
+    render.print_json(found) if args.output == "json" else render.orchestrators_table(found)
+    return 0
+
+
+async def quota_get(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        quota = await c.quota(args.quota_tenant or c.tenant)
+    render.print_json(quota) if args.output == "json" else render.quota_detail(quota)
+    return 0
+
+
+async def quota_set(args: argparse.Namespace) -> int:
+    async with client(args) as c:
+        quota = await c.set_quota(args.quota_tenant, args.runs, args.cpu_millis, args.memory_bytes)
+    render.print_json(quota) if args.output == "json" else render.quota_detail(quota)
+    return 0
+
+
 # ------------------------------------------------------------------------------- stack
 
 
@@ -572,12 +596,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="an S3-compatible server ($FLNET_S3_ENDPOINT; credentials: AWS_*)",
     )
 
+    actions = {}
     for component in ("control", "orchestrator"):
         comp = sub.add_parser(component, help=f"the {component} component")
-        serve = comp.add_subparsers(dest="action", required=True).add_parser(
+        actions[component] = comp.add_subparsers(dest="action", required=True)
+        serve = actions[component].add_parser(
             "serve", help=f"serve the {component} until SIGTERM", add_help=False
         )
         serve.set_defaults(component=component)
+    cmd(actions["orchestrator"], "list", orchestrator_list, "the orchestrators runs go to (admin)")
+
+    quota = sub.add_parser("quota", help="tenants' quotas (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    s = cmd(quota, "get", quota_get, "a tenant's quota and what it uses")
+    s.add_argument("quota_tenant", metavar="TENANT", help="the tenant (default: yours)", nargs="?")
+    s = cmd(quota, "set", quota_set, "replace a tenant's quota (0: unlimited)")
+    s.add_argument("quota_tenant", metavar="TENANT", help="the tenant")
+    s.add_argument("--runs", type=int, default=0, help="most runs placed at once")
+    s.add_argument("--cpu-millis", type=int, default=0, help="most CPU reserved (millicores)")
+    s.add_argument("--memory-bytes", type=int, default=0, help="most memory reserved (bytes)")
 
     tool = sub.add_parser("tool", help="register and inspect tools").add_subparsers(
         dest="action", required=True

@@ -20,6 +20,7 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_pb2 as ap
+from flnet.api.control.v1 import fleet_pb2 as fp
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.client import CallError
@@ -115,6 +116,35 @@ def runs_table(runs: Iterable[rp.Run]) -> None:
     console.print(table)
 
 
+def orchestrators_table(found: Iterable[fp.Orchestrator]) -> None:
+    table = Table("orchestrator", "state", "backend", "runs", "cpu (millicores)", "memory",
+                  "labels", "heard")  # fmt: skip
+    for o in found:
+        table.add_row(
+            o.name.removeprefix("orchestrators/"),
+            fp.OrchestratorState.Name(o.state).removeprefix("ORCHESTRATOR_STATE_").lower(),
+            o.backend,
+            f"{o.load.runs}/{o.capacity.runs}",
+            f"{o.load.cpu_millis}/{o.capacity.cpu_millis}",
+            f"{o.load.memory_bytes >> 20}/{o.capacity.memory_bytes >> 20} MiB",
+            ",".join(f"{k}={v}" if v else k for k, v in sorted(o.labels.items())),
+            when(o.heartbeat_time),
+        )
+    console.print(table)
+
+
+def quota_detail(q: fp.TenantQuota) -> None:
+    def limit(value: int) -> str:
+        return str(value) if value else "unlimited"
+
+    console.print(f"[bold]{q.tenant}[/bold]  ({q.queued_runs} runs waiting to be placed)")
+    console.print(f"  runs           {q.usage.runs} of {limit(q.max_runs)}")
+    console.print(f"  cpu millicores {q.usage.cpu_millis} of {limit(q.max_cpu_millis)}")
+    console.print(f"  memory bytes   {q.usage.memory_bytes} of {limit(q.max_memory_bytes)}")
+    if q.HasField("update_time"):
+        console.print(f"  set            {when(q.update_time)} by {q.updated_by}")
+
+
 def run_kind(run: rp.Run) -> str:
     """ "dev session", "dev test" (a run a development session executed) or "run"."""
     if run.dev_session:
@@ -196,6 +226,12 @@ def run_detail(run: rp.Run) -> None:
     for i in run.inputs:
         console.print(f"  input {i.name:<8} {i.artifact}  sha256 {i.sha256}")
     console.print(f"  created        {when(run.create_time)} by {run.creator}")
+    if run.HasField("queue"):
+        console.print(
+            f"  waiting        #{run.queue.position} in its tenant's queue: {run.queue.reason}"
+        )
+    if run.orchestrator:
+        console.print(f"  placed on      {run.orchestrator.removeprefix('orchestrators/')}")
     console.print(f"  ended          {when(run.end_time)}")
     if run.reproduce_of:
         console.print(f"  reproduces     {run.reproduce_of}")

@@ -342,8 +342,16 @@ class Stack:
                 )
                 for i, address in enumerate(controls)
             ),
-            # It attaches to the control plane (every replica, the first preferred): ready
-            # once it says so in its log.
+            Component(
+                "gateway",
+                gateway_argv,
+                self.gateway,
+                logs / "gateway.log",
+                env=env,
+                health_url=f"http://{gateway_admin}/ready",
+            ),
+            # Last: it attaches to the control plane (every replica, the first preferred)
+            # with a token of the issuer behind the gateway; ready once its log says so.
             Component(
                 "orchestrator",
                 [
@@ -363,14 +371,6 @@ class Stack:
                 logs / "orchestrator.log",
                 env=env,
                 ready_line=ATTACHED_LINE,
-            ),
-            Component(
-                "gateway",
-                gateway_argv,
-                self.gateway,
-                logs / "gateway.log",
-                env=env,
-                health_url=f"http://{gateway_admin}/ready",
             ),
         ]
         self._stopping = False
@@ -444,7 +444,7 @@ class Stack:
         self._stopping = True
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / ENDPOINTS).unlink()
-        for component in reversed(self.components):  # gateway, orchestrator, control, issuer
+        for component in reversed(self.components):  # orchestrator, gateway, control, issuer
             await component.stop()
 
 

@@ -19,6 +19,9 @@ from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
+from flnet.api.control.v1 import fleet_pb2 as fp
+from flnet.api.control.v1 import fleet_service_pb2 as fs
+from flnet.api.control.v1 import fleet_service_pb2_grpc as fsg
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
@@ -63,6 +66,7 @@ class FlnetClient:
         self.tools = tsg.ToolServiceStub(self._channel)
         self.runs = rsg.RunServiceStub(self._channel)
         self.artifacts = asg.ArtifactServiceStub(self._channel)
+        self.fleet = fsg.FleetServiceStub(self._channel)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -272,6 +276,26 @@ class FlnetClient:
         return await self.runs.CreateRun(
             rs.CreateRunRequest(parent=self.tenant, run=run, request_id=uuid.uuid4().hex)
         )
+
+    async def orchestrators(self) -> list[fp.Orchestrator]:
+        return list(
+            (await self.fleet.ListOrchestrators(fs.ListOrchestratorsRequest())).orchestrators
+        )
+
+    async def quota(self, tenant: str) -> fp.TenantQuota:
+        """A tenant's quota ("acme" or "tenants/acme")."""
+        name = tenant if tenant.startswith("tenants/") else f"tenants/{tenant}"
+        return (await self.fleet.GetTenantQuota(fs.GetTenantQuotaRequest(tenant=name))).quota
+
+    async def set_quota(
+        self, tenant: str, runs: int, cpu_millis: int, memory_bytes: int
+    ) -> fp.TenantQuota:
+        name = tenant if tenant.startswith("tenants/") else f"tenants/{tenant}"
+        quota = fp.TenantQuota(
+            tenant=name, max_runs=runs, max_cpu_millis=cpu_millis, max_memory_bytes=memory_bytes
+        )
+        request = fs.UpdateTenantQuotaRequest(quota=quota)
+        return (await self.fleet.UpdateTenantQuota(request)).quota
 
     async def get_run(self, run: str) -> rp.Run:
         return (await self.runs.GetRun(rs.GetRunRequest(name=await self.run_name(run)))).run

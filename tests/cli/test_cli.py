@@ -26,6 +26,7 @@ from flnet.cli.main import build_parser
 from flnet.cli.stack import Stack, free_port
 from flnet.client.filenames import output_filename
 from flnet.client.tokens import unverified_claims
+from flnet.orchestrator.link import ATTACHED_LINE
 from tests.conftest import EXAMPLES
 from tests.export.crate import check_crate
 from tests.privacy import umask_of
@@ -344,7 +345,8 @@ def test_demo_finishes_with_verified_outputs(tmp_path: Path) -> None:
 
 def test_components_serve_alone(tmp_path: Path) -> None:
     """`flnet control serve` and `flnet orchestrator serve` run as they would in a deployment,
-    trusting the issuer FLNET_OIDC_ISSUER names, and stop cleanly on SIGTERM."""
+    trusting the issuer FLNET_OIDC_ISSUER names (the orchestrator attaches with its client of
+    it), and stop cleanly on SIGTERM."""
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     oidc = subprocess.Popen(
@@ -395,25 +397,42 @@ def serve_components(tmp_path: Path, env: dict[str, str]) -> None:
         port = port_file.read_text()
         assert umask_of(control.pid) == 0o077  # what it creates without a mode is private
         flnet(tmp_path, "login", "--dev", env=env)
-        listed = flnet_json(tmp_path, "--address", f"127.0.0.1:{port}", "tool", "list", env=env)
+        address = f"127.0.0.1:{port}"
+        listed = flnet_json(tmp_path, "--address", address, "tool", "list", env=env)
         assert listed == []
+        dev = json.loads((tmp_path / "oidc" / "dev-credentials.json").read_text())
+        client = {
+            "FLNET_ORCHESTRATOR_CLIENT_ID": dev["orchestrator_client_id"],
+            "FLNET_ORCHESTRATOR_CLIENT_SECRET": dev["orchestrator_client_secret"],
+        }
+        orchestrator = subprocess.Popen(
+            [*FLNET, "--data-dir", str(tmp_path), "orchestrator", "serve", "--control", address,
+             "--name", "alone", "--labels", "site=here"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **env, **client},
+        )  # fmt: skip
+        assert orchestrator.stderr is not None
+        for line in orchestrator.stderr:
+            if ATTACHED_LINE in line:
+                break
+        assert umask_of(orchestrator.pid) == 0o077
+        [attached] = flnet_json(tmp_path, "--address", address, "orchestrator", "list", env=env)
+        assert (attached["name"], attached["state"], attached["labels"]) == (
+            "orchestrators/alone",
+            "ORCHESTRATOR_STATE_ATTACHED",
+            {"site": "here"},
+        )
+        orchestrator.send_signal(signal.SIGTERM)
+        assert orchestrator.wait(timeout=30) == 0
+        quota = flnet_json(
+            tmp_path, "--address", address, "quota", "set", "default", "--runs", "3", env=env
+        )
+        assert (quota["tenant"], quota["maxRuns"]) == ("tenants/default", 3)
+        shown = flnet(tmp_path, "--address", address, "quota", "get", env=env).stdout
+        assert "runs           0 of 3" in shown
     finally:
         control.send_signal(signal.SIGTERM)
         assert control.wait(timeout=30) == 0
-    orchestrator = subprocess.Popen(
-        [*FLNET, "--data-dir", str(tmp_path), "orchestrator", "serve", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-    assert orchestrator.stderr is not None
-    for line in orchestrator.stderr:
-        if "listening on" in line:
-            break
-    assert umask_of(orchestrator.pid) == 0o077
-    orchestrator.send_signal(signal.SIGTERM)
-    assert orchestrator.wait(timeout=30) == 0
 
 
 @pytest.mark.timeout(180)
@@ -550,12 +569,12 @@ def test_flnet_up_with_docker_admits_the_containers_group_to_the_socket(tmp_path
 def test_an_external_issuer_replaces_the_embedded_one(tmp_path: Path) -> None:
     external = "https://id.example/realms/flnet"
     stack = Stack(tmp_path, extra_env={"FLNET_OIDC_ISSUER": external})
-    assert [c.name for c in stack.components] == ["orchestrator", "control", "gateway"]
+    assert [c.name for c in stack.components] == ["control", "gateway", "orchestrator"]
     assert stack.endpoints["oidc"] == external
     assert {c.env["FLNET_OIDC_ISSUER"] for c in stack.components} == {external}
-    assert "--issuer-upstream" not in stack.components[-1].argv
+    assert "--issuer-upstream" not in stack.components[-2].argv
     embedded = Stack(tmp_path / "embedded", oidc_port=free_port())
-    assert [c.name for c in embedded.components] == ["oidc", "orchestrator", "control", "gateway"]
+    assert [c.name for c in embedded.components] == ["oidc", "control", "gateway", "orchestrator"]
     # The embedded issuer's public URL is the gateway's /oidc: one origin for the browser.
     assert embedded.endpoints["oidc"] == f"http://{embedded.gateway}/oidc"
     assert embedded.endpoints["ui"] == f"http://{embedded.gateway}/"

@@ -6,12 +6,14 @@ queue (FIFO within a tenant, fair share across tenants, quotas), the orchestrato
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import fleet_pb2 as fp
@@ -25,11 +27,11 @@ from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.control.app import ControlApp
 from flnet.control.fleet.scheduler import WAITING_FOR_CAPACITY
 from flnet.server.auth.local import LocalIssuer
+from flnet.sources import MEDIA_TYPE as SOURCE_MEDIA_TYPE
 from flnet.structs import dict_to_struct
 from flnet.toolspec import load_tool_spec
 from tests.conftest import (
     FIXTURES,
-    SOURCE_MEDIA_TYPE,
     TENANT,
     Clients,
     clients_for,
@@ -151,6 +153,10 @@ def admin() -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {ADMIN}"),)
 
 
+def launched(orchestrator: HandOrchestrator, count: int) -> bool:
+    return len(orchestrator.launches()) == count
+
+
 async def test_runs_never_exceed_capacity_and_start_in_order_as_slots_free(
     fleet: tuple[ControlApp, Clients],
 ) -> None:
@@ -185,7 +191,7 @@ async def test_one_tenants_queue_never_starves_another_tenants_runs(
     for freed in range(10):  # end the oldest running run, one at a time
         ended = orchestrator.launches()[freed]
         orchestrator.exited(ended)
-        await orchestrator.wait(lambda n=freed: len(orchestrator.launches()) == n + 3)
+        await orchestrator.wait(functools.partial(launched, orchestrator, freed + 3))
     started = orchestrator.launches()
     assert set(b_runs) <= set(started[:12]), "B waited behind A's queue"
     # Fair share: with one run of each placed, they take turns; A's in its own order.
@@ -407,9 +413,7 @@ async def test_a_new_session_replaces_the_old_and_a_reconnect_flood_is_refused(
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
-def _details(error: grpc.aio.AioRpcError) -> list[object]:
-    from google.rpc import status_pb2
-
+def _details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
     raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
     return list(status_pb2.Status.FromString(raw).details) if raw else []
 

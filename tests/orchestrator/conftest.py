@@ -23,6 +23,7 @@ from tests.orchestrator.helpers import (
     attach,
 )
 
+
 @pytest.fixture
 def fake_engine(tmp_path: Path) -> list[str]:
     script = tmp_path / "fake_engine.py"

@@ -53,7 +53,9 @@ class HandControl(spg.SessionServiceServicer):
         return f"127.0.0.1:{self.port}"
 
     async def start(self, port: int = 0) -> None:
-        self._server = Server([SERVICE], lambda s: spg.add_SessionServiceServicer_to_server(self, s))
+        self._server = Server(
+            [SERVICE], lambda s: spg.add_SessionServiceServicer_to_server(self, s)
+        )
         self.port = await self._server.start(f"127.0.0.1:{port}")
 
     async def stop(self) -> None:
@@ -130,8 +132,8 @@ class HandControl(spg.SessionServiceServicer):
         self._outbox.put_nowait(sp.AttachResponse(command=command))
         return command.id
 
-    async def result(self, command_id: str, timeout: float = 60.0) -> sp.CommandResult:
-        async with asyncio.timeout(timeout):
+    async def result(self, command_id: str, limit: float = 60.0) -> sp.CommandResult:
+        async with asyncio.timeout(limit):
             async for report in self.follow():
                 if (
                     report.HasField("command_result")
@@ -140,28 +142,29 @@ class HandControl(spg.SessionServiceServicer):
                     return report.command_result
         raise AssertionError("unreachable")
 
-    async def command(self, command: sp.FleetCommand, timeout: float = 60.0) -> sp.CommandResult:
-        await asyncio.wait_for(self.attached.wait(), timeout)
-        return await self.result(self.send(command), timeout)
+    async def command(self, command: sp.FleetCommand, limit: float = 60.0) -> sp.CommandResult:
+        await asyncio.wait_for(self.attached.wait(), limit)
+        return await self.result(self.send(command), limit)
 
     async def follow(self, start: int = 0) -> AsyncIterator[sp.Report]:
         """Every applied report from index `start` on, then new ones as they come."""
         index = start
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self.reports) > index)
+                while len(self.reports) <= index:
+                    await self._changed.wait()
                 batch = self.reports[index:]
             index += len(batch)
             for report in batch:
                 yield report
 
-    async def wait_registrations(self, count: int, timeout: float = 60.0) -> None:
-        await self.wait_until(lambda: len(self.registrations) >= count, timeout)
+    async def wait_registrations(self, count: int, limit: float = 60.0) -> None:
+        await self.wait_until(lambda: len(self.registrations) >= count, limit)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    async def wait_until(self, predicate: Callable[[], bool], limit: float = 60.0) -> None:
         """Until `predicate` holds of what the control has seen (registrations, reports,
         sessions ended)."""
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(limit), self._changed:
             await self._changed.wait_for(predicate)
 
 

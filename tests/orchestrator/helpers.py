@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -146,7 +146,7 @@ class Orchestrator:
     async def get(self, run: str) -> pb.RunContainer:
         return container_to_proto(await self.app.backend.get(RunName.parse(run)))
 
-    async def list(self, include_exited: bool = False) -> list[pb.RunContainer]:
+    async def list(self, include_exited: bool = False) -> builtins.list[pb.RunContainer]:
         found = await self.app.backend.list(include_exited=include_exited)
         return [container_to_proto(c) for c in found]
 
@@ -157,7 +157,7 @@ class Orchestrator:
             if report.HasField("container") and report.sequence > after_sequence:
                 yield report
 
-    async def reported(self, run: str) -> list[pb.RunContainer]:
+    async def reported(self, run: str) -> builtins.list[pb.RunContainer]:
         """The run's container reports applied so far, once every event the backend has
         logged up to now (at least one) has been reported and applied: none is on its way."""
         last, logged = self.app.events.last_sequence, 0
@@ -167,7 +167,7 @@ class Orchestrator:
                 if event.sequence >= last:
                     break
 
-            def containers() -> list[pb.RunContainer]:
+            def containers() -> builtins.list[pb.RunContainer]:
                 reports = self.control.reports[self.since :]
                 return [r.container for r in reports if r.HasField("container")]
 
@@ -176,9 +176,9 @@ class Orchestrator:
 
     async def events_of(
         self, run: str, *, until: int = pb.CONTAINER_STATE_EXITED, limit: float = TIMEOUT
-    ) -> list[sp.Report]:
+    ) -> builtins.list[sp.Report]:
         """The run's events from the start up to the first in state `until`."""
-        events: list[sp.Report] = []
+        events: builtins.list[sp.Report] = []
         async with asyncio.timeout(limit):
             async for event in self.watch():
                 if event.container.run == run:

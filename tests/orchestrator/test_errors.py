@@ -4,6 +4,8 @@ error mapping names them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -12,7 +14,7 @@ from flnet.orchestrator.errors import NotFound
 from tests.orchestrator.helpers import CommandFailed, Orchestrator, seconds
 
 
-async def launch_error(orch: Orchestrator, **fields: object) -> CommandFailed:
+async def launch_error(orch: Orchestrator, **fields: Any) -> CommandFailed:
     fields.setdefault("run", orch.run_name())
     with pytest.raises(CommandFailed) as info:
         await orch.launch(None, **fields)

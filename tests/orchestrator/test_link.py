@@ -54,7 +54,7 @@ def about(run: str) -> Callable[[sp.Report], bool]:
     """Whether a report is a container event or a command result of `run`."""
 
     def test(report: sp.Report) -> bool:
-        return report.container.run == run or report.command_result.run == run
+        return run in (report.container.run, report.command_result.run)
 
     return test
 
@@ -171,7 +171,7 @@ async def test_a_stop_right_after_a_launch_stops_the_launched_container(
 async def test_commands_of_different_runs_do_not_wait_for_each_other(orch: Orchestrator) -> None:
     control = orch.control
     stubborn = await orch.launch(STUBBORN)
-    await wait_for(lambda: (orch.workdir(stubborn.run) / "output" / "ready").exists())
+    await wait_for((orch.workdir(stubborn.run) / "output" / "ready").exists)
 
     watch = Stopwatch()
     stop_id = control.send(orch.stop_command(stubborn.run, 3))
@@ -329,7 +329,9 @@ class FakeBackend:
 
 @pytest.fixture
 async def fake_link(hand_control: HandControl) -> AsyncIterator[ControlLink]:
-    link = ControlLink(FakeBackend(), ORCHESTRATOR_IDENTITY, hand_control.address, orchestrator_token)
+    link = ControlLink(
+        FakeBackend(), ORCHESTRATOR_IDENTITY, hand_control.address, orchestrator_token
+    )
     link.start()
     await reattached(hand_control, 1)
     yield link

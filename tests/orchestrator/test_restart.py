@@ -121,7 +121,9 @@ async def kill_after_launching(
             # No report of it is still on its way when the next orchestrator starts.
             started = {(c.run, pb.CONTAINER_STATE_RUNNING) for c in launched}
             await hand_control.wait_until(
-                lambda: started <= {(r.container.run, r.container.state) for r in hand_control.reports},
+                lambda: (
+                    started <= {(r.container.run, r.container.state) for r in hand_control.reports}
+                ),
                 TIMEOUT,
             )
         finally:

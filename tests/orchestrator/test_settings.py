@@ -218,7 +218,7 @@ def test_labels_are_parsed(text: str, labels: dict[str, str]) -> None:
     "text", ["GPU", "site=EU", "=eu", "site=e u", "a/b", "x" * 64, "site=" + "y" * 64, "k=v=w"]
 )
 def test_bad_labels_are_named(text: str) -> None:
-    with pytest.raises(ValueError, match="label .*: keys and values of a-z, 0-9"):
+    with pytest.raises(ValueError, match=r"label .*: keys and values of a-z, 0-9"):
         parse_labels(text)
 
 

@@ -1,8 +1,8 @@
 """Fixtures of the docker backend tests: the real Docker engine (started when it is not
 running and we may), a test image built FROM flnet/base:bookworm whose CMD runs probe.py,
-a control-plane stand-in on a unix socket (laid out as the control plane lays out its own for
-the docker backend's engines), and real OrchestratorApps (backend "docker") on
-127.0.0.1:0, talked to through the generated stub.
+a control-plane stand-in on a unix socket for the engines (laid out as the control plane
+lays out its own for the docker backend's engines), and real OrchestratorApps (backend
+"docker") attached to the test's own control-plane side of the session (HandControl).
 
 Without Docker or the base image the tests fail when CI=true and are skipped otherwise.
 After each test no container of its data dirs, no work dir and no mount may be left."""
@@ -19,8 +19,6 @@ from typing import Any
 import aiodocker
 import pytest
 
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
-from flnet.channels import insecure_channel
 from flnet.control import engine_socket
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID
@@ -28,7 +26,9 @@ from flnet.orchestrator.mounts import detach_all_under, mounts_under
 from flnet.orchestrator.workdir import WorkDir
 from tests.docker_env import docker as docker_cli
 from tests.docker_env import require_base_image
-from tests.identity import IDENTITY, orchestrator_auth
+from tests.identity import orchestrator_token
+from tests.orchestrator.hand_control import HandControl
+from tests.orchestrator.helpers import ORCHESTRATOR_IDENTITY, attach
 from tests.orchestrator_docker.helpers import (
     BASE_IMAGE,
     DOCKER_SOCKET,
@@ -92,40 +92,53 @@ async def control_address() -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def hand_control() -> AsyncIterator[HandControl]:
+    """The control plane's side of the orchestrators' sessions, played by the test."""
+    control = HandControl()
+    await control.start()
+    yield control
+    await control.stop()
+
+
+@pytest.fixture
 async def start_orchestrator(
-    tmp_path: Path, test_image: str, control_address: str, docker: aiodocker.Docker
+    tmp_path: Path,
+    test_image: str,
+    control_address: str,
+    docker: aiodocker.Docker,
+    hand_control: HandControl,
 ) -> AsyncIterator[StartDockerOrchestrator]:
     """Starts docker-backend orchestrators with OrchestratorApp keyword arguments (default
-    kill_grace 1 s; `data_dir` to share one); at teardown stops them, then fails the test
-    when a container or work dir is left (unless keep_workdirs asked for that)."""
-    started: list[tuple[OrchestratorApp, Any]] = []
+    kill_grace 1 s; `data_dir` to share one), each attached to the test's HandControl; at
+    teardown stops them, then fails the test when a container or work dir is left (unless
+    keep_workdirs asked for that)."""
+    started: list[OrchestratorApp] = []
     keeping = False
 
     async def start(data_dir: Path | None = None, **kwargs: Any) -> DockerOrchestrator:
         nonlocal keeping
         data_dir = data_dir or tmp_path / f"data{len(started)}"
         kwargs.setdefault("kill_grace", 1.0)
-        kwargs.setdefault("auth", orchestrator_auth())
-        kwargs.setdefault("stop_grace", 1.0)
+        kwargs.setdefault("token", orchestrator_token)
+        kwargs.setdefault("identity", ORCHESTRATOR_IDENTITY)
         keeping = keeping or bool(kwargs.get("keep_workdirs"))
-        app = OrchestratorApp(data_dir, backend="docker", **kwargs)
-        port = await app.start("127.0.0.1:0")
-        address = f"127.0.0.1:{port}"
-        channel = insecure_channel(address, IDENTITY.orchestrator_token())
-        started.append((app, channel))
+        app = OrchestratorApp(
+            data_dir, backend="docker", control_address=hand_control.address, **kwargs
+        )
+        started.append(app)
+        since = await attach(app, hand_control)
         return DockerOrchestrator(
             app=app,
-            stub=pb_grpc.OrchestratorServiceStub(channel),
-            address=address,
+            control=hand_control,
             data_dir=data_dir,
             tmp_path=tmp_path,
+            since=since,
             image=test_image,
             control_address=control_address,
         )
 
     yield start
-    for app, channel in reversed(started):
-        await channel.close()
+    for app in reversed(started):
         await app.stop()
     containers, workdirs = await leftovers(docker, tmp_path)
     mounted = mounts_under(tmp_path)

@@ -12,7 +12,7 @@ from aiodocker.containers import DockerContainer
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.orchestrator.docker_container import LABEL_MANAGED, LABEL_WORKDIR
-from tests.orchestrator.helpers import TIMEOUT, Orchestrator, wait_for
+from tests.orchestrator.helpers import Orchestrator, wait_for
 
 BASE_IMAGE = "flnet/base:bookworm"
 TEST_IMAGE = "flnet/test-probe:latest"
@@ -25,6 +25,7 @@ class DockerOrchestrator(Orchestrator):
     """An orchestrator with the docker backend; runs execute probe.py's functions."""
 
     image: str = ""
+    # The engines' control-plane stand-in (a unix socket), given in launches.
     control_address: str = ""
 
     async def launch_probe(
@@ -34,14 +35,8 @@ class DockerOrchestrator(Orchestrator):
         LaunchRunRequest."""
         fields.setdefault("control_address", self.control_address)
         fields.setdefault("credential", "secret-credential-of-the-run")
-        request = pb.LaunchRunRequest(
-            run=run or self.run_name(),
-            image_digest=self.image,
-            entrypoint=f"probe.py:{function}",
-            **fields,
-        )
-        response = await self.stub.LaunchRun(request, timeout=TIMEOUT)
-        return response.container
+        fields.setdefault("image_digest", self.image)
+        return await self.launch(None, run, entrypoint=f"probe.py:{function}", **fields)
 
     def ready(self, run: str) -> bool:
         return (self.workdir(run) / "output" / "ready").exists()

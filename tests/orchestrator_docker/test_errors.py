@@ -1,5 +1,5 @@
-"""Launch requests the docker backend refuses, with their status codes, ErrorInfo reasons,
-field violations and messages; and an unreachable Docker engine at start."""
+"""Launch commands the docker backend refuses, with their results' status codes, ErrorInfo
+reasons, field violations and messages; and an unreachable Docker engine at start."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import functools
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import grpc
@@ -14,33 +15,32 @@ import pytest
 from aiohttp import web
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
-from flnet.channels import insecure_channel
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.backend import RunName
 from flnet.orchestrator.docker_container import container_name
 from flnet.orchestrator.workdir import WorkDir, runs_dir
-from tests.identity import IDENTITY, orchestrator_auth
-from tests.orchestrator.helpers import details
+from tests.identity import orchestrator_token
+from tests.orchestrator.hand_control import HandControl
+from tests.orchestrator.helpers import ORCHESTRATOR_IDENTITY, CommandFailed, Orchestrator, attach
 from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB
 
 
-async def launch_error(orch: DockerOrchestrator, **fields: object) -> grpc.aio.AioRpcError:
+async def launch_error(orch: DockerOrchestrator, **fields: Any) -> CommandFailed:
     fields.setdefault("run", orch.run_name())
     fields.setdefault("control_address", orch.control_address)
     if "source_path" not in fields:
         fields.setdefault("image_digest", orch.image)
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await orch.stub.LaunchRun(pb.LaunchRunRequest(**fields))  # type: ignore[arg-type]
+    with pytest.raises(CommandFailed) as info:
+        await orch.launch(None, **fields)
     return info.value
 
 
 async def test_image_missing_on_the_engine_is_not_found(orch: DockerOrchestrator) -> None:
     missing = "sha256:" + "0" * 64
     error = await launch_error(orch, image_digest=missing)
-    assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert error.details() == f"image {missing} is not on this Docker engine"
-    assert details(error) == ("IMAGE_NOT_FOUND", [])
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert error.message == f"image {missing} is not on this Docker engine"
+    assert error.details == ("IMAGE_NOT_FOUND", [])
 
 
 @pytest.mark.parametrize(
@@ -88,10 +88,10 @@ async def test_bad_launch_requests_are_invalid_arguments(
     orch: DockerOrchestrator, fields: dict[str, object], reason: str, field: str, message: str
 ) -> None:
     error = await launch_error(orch, **fields)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == (reason, [field])
-    assert (error.details() or "").startswith(f"{field}: ")
-    assert message in (error.details() or "")
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details == (reason, [field])
+    assert error.message.startswith(f"{field}: ")
+    assert message in error.message
 
 
 @pytest.mark.parametrize(
@@ -109,10 +109,10 @@ async def test_a_socket_the_engine_may_not_use_fails_the_launch(
     socket.chmod(socket_mode)
     socket.parent.chmod(folder_mode)
     error = await launch_error(orch)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == ("CONTROL_ADDRESS_INVALID", ["control_address"])
-    assert f"the engine's user (10001:10001) {refused}" in (error.details() or "")
-    assert "start the control plane with FLNET_ENGINE_GID=10001" in (error.details() or "")
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details == ("CONTROL_ADDRESS_INVALID", ["control_address"])
+    assert f"the engine's user (10001:10001) {refused}" in error.message
+    assert "start the control plane with FLNET_ENGINE_GID=10001" in error.message
 
 
 async def test_no_socket_while_the_control_plane_restarts_is_no_error(
@@ -135,12 +135,11 @@ async def test_a_name_taken_by_a_foreign_container_fails_the_launch(
         error = await launch_error(orch, run=str(run))
     finally:
         await foreign.delete(force=True)
-    assert error.code() == grpc.StatusCode.INTERNAL
-    assert details(error) == ("LAUNCH_FAILED", [])
-    assert (error.details() or "").startswith("cannot start the container: Conflict.")
+    assert error.code == grpc.StatusCode.INTERNAL
+    assert error.details == ("LAUNCH_FAILED", [])
+    assert error.message.startswith("cannot start the container: Conflict.")
     # Nothing of the attempt is left (the fixture checks the work dir), nothing listed.
-    listed = await orch.stub.ListRunContainers(pb.ListRunContainersRequest(include_exited=True))
-    assert not listed.containers
+    assert not await orch.list(include_exited=True)
 
 
 async def test_a_work_dir_that_cannot_be_made_fails_the_launch(orch: DockerOrchestrator) -> None:
@@ -150,12 +149,14 @@ async def test_a_work_dir_that_cannot_be_made_fails_the_launch(orch: DockerOrche
 
     error = await launch_error(orch)
 
-    assert error.code() == grpc.StatusCode.INTERNAL
-    assert details(error) == ("LAUNCH_FAILED", [])
-    assert error.details() == "cannot prepare the work dir: Not a directory"
+    assert error.code == grpc.StatusCode.INTERNAL
+    assert error.details == ("LAUNCH_FAILED", [])
+    assert error.message == "cannot prepare the work dir: Not a directory"
 
 
-async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path: Path) -> None:
+async def test_launches_are_unavailable_while_the_docker_engine_is_gone(
+    tmp_path: Path, hand_control: HandControl
+) -> None:
     # A stand-in engine answers what the start asks, then goes away.
     async def answer(payload: object, _: web.Request) -> web.Response:
         return web.json_response(payload)
@@ -172,50 +173,49 @@ async def test_launches_are_unavailable_while_the_docker_engine_is_gone(tmp_path
     directory = Path(tempfile.mkdtemp(prefix="flnet-fake-"))
     directory.chmod(0o711)  # also the control socket's folder: the engine may enter it
     await web.UnixSite(runner, str(directory / "docker.sock")).start()
-    app = OrchestratorApp(
-        tmp_path,
-        backend="docker",
-        docker_url=f"unix://{directory}/docker.sock",
-        auth=orchestrator_auth(),
-    )
-    await app.start("127.0.0.1:0")
+    app = docker_app(tmp_path, hand_control, f"unix://{directory}/docker.sock")
     try:
+        await attach(app, hand_control)
         await runner.cleanup()
-        async with insecure_channel(
-            f"127.0.0.1:{app.port}", IDENTITY.orchestrator_token()
-        ) as channel:
-            stub = pb_grpc.OrchestratorServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.LaunchRun(
-                    pb.LaunchRunRequest(
-                        run="tenants/acme/runs/r",
-                        image_digest="sha256:" + "0" * 64,
-                        control_address=f"unix://{directory}/control.sock",
-                    )
-                )
+        orch = Orchestrator(app=app, control=hand_control, data_dir=tmp_path, tmp_path=tmp_path)
+        with pytest.raises(CommandFailed) as info:
+            await orch.launch(
+                None,
+                "tenants/acme/runs/r",
+                image_digest="sha256:" + "0" * 64,
+                control_address=f"unix://{directory}/control.sock",
+            )
     finally:
         await app.stop()
         shutil.rmtree(directory, ignore_errors=True)
     error = info.value
-    assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert details(error) == ("DOCKER_UNAVAILABLE", [])
-    assert error.details() == "cannot inspect the image: the Docker engine is unreachable"
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.details == ("DOCKER_UNAVAILABLE", [])
+    assert error.message == "cannot inspect the image: the Docker engine is unreachable"
 
 
-async def test_an_unreachable_docker_engine_fails_the_start(tmp_path: Path) -> None:
-    app = OrchestratorApp(
+async def test_an_unreachable_docker_engine_fails_the_start(
+    tmp_path: Path, hand_control: HandControl
+) -> None:
+    app = docker_app(tmp_path, hand_control, f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(OSError, match="cannot reach the Docker engine at unix://"):
+        await app.start()
+    await app.stop()
+    assert not hand_control.registrations  # it never attached
+
+
+def test_the_docker_url_must_be_a_unix_socket(tmp_path: Path, hand_control: HandControl) -> None:
+    with pytest.raises(ValueError, match=r"is not 'unix:///path/to/docker\.sock'"):
+        docker_app(tmp_path, hand_control, "tcp://127.0.0.1:2375")
+
+
+def docker_app(tmp_path: Path, control: HandControl, docker_url: str) -> OrchestratorApp:
+    """A docker-backend app over `docker_url`, to attach to `control`."""
+    return OrchestratorApp(
         tmp_path,
         backend="docker",
-        docker_url=f"unix://{tmp_path}/no-docker.sock",
-        auth=orchestrator_auth(),
+        docker_url=docker_url,
+        control_address=control.address,
+        token=orchestrator_token,
+        identity=ORCHESTRATOR_IDENTITY,
     )
-    with pytest.raises(OSError, match="cannot reach the Docker engine at unix://"):
-        await app.start("127.0.0.1:0")
-    await app.stop()
-
-
-def test_the_docker_url_must_be_a_unix_socket(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"is not 'unix:///path/to/docker\.sock'"):
-        OrchestratorApp(
-            tmp_path, backend="docker", docker_url="tcp://127.0.0.1:2375", auth=orchestrator_auth()
-        )

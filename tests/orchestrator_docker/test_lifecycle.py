@@ -1,5 +1,6 @@
-"""Launch, exit classification (exit code, OOM, deadline, StopRun, outside kill, removal
-behind our back), idempotency, listing and concurrency, against the real Docker engine."""
+"""Launch, exit classification (exit code, OOM, deadline, stop command, outside kill, removal
+behind our back), idempotency, listing and concurrency, against the real Docker engine,
+through the real session with a control plane (the test's)."""
 
 from __future__ import annotations
 
@@ -79,12 +80,9 @@ async def test_stop_run_waits_grace_then_kills(orch: DockerOrchestrator) -> None
     await orch.until_ready(container.run)
 
     watch = Stopwatch()
-    response = await orch.stub.StopRun(
-        pb.StopRunRequest(run=container.run, grace_period=seconds(1.5))
-    )
+    stopped = await orch.stop(container.run, 1.5)
 
     assert 1.4 <= watch.elapsed <= 1.5 + 20
-    stopped = response.container
     assert stopped.state == pb.CONTAINER_STATE_EXITED
     assert stopped.exit_cause == pb.EXIT_CAUSE_STOPPED
     assert stopped.exit_code == -signal.SIGKILL
@@ -96,14 +94,12 @@ async def test_stop_run_of_a_cooperative_engine_returns_at_once(orch: DockerOrch
     await orch.until_ready(container.run)
 
     watch = Stopwatch()
-    response = await orch.stub.StopRun(
-        pb.StopRunRequest(run=container.run, grace_period=seconds(30))
-    )
+    stopped = await orch.stop(container.run, 30)
 
     # docker-init (PID 1) forwarded SIGTERM to the engine, which died of it.
     assert watch.elapsed < 20
-    assert response.container.exit_cause == pb.EXIT_CAUSE_STOPPED
-    assert response.container.exit_code == -signal.SIGTERM
+    assert stopped.exit_cause == pb.EXIT_CAUSE_STOPPED
+    assert stopped.exit_code == -signal.SIGTERM
 
 
 async def test_outside_kill_is_signaled(orch: DockerOrchestrator, docker: aiodocker.Docker) -> None:
@@ -136,10 +132,9 @@ async def test_launch_is_idempotent_per_run(orch: DockerOrchestrator) -> None:
     second = await orch.launch_probe("exit3", run=run)
 
     assert second == first
-    listed = await orch.stub.ListRunContainers(pb.ListRunContainersRequest())
-    assert [c.run for c in listed.containers] == [run]
-    got = await orch.stub.GetRunContainer(pb.GetRunContainerRequest(run=run))
-    assert got.container == first
+    listed = await orch.list()
+    assert [c.run for c in listed] == [run]
+    assert await orch.get(run) == first
 
 
 async def test_engine_command_replaces_the_image_cmd(

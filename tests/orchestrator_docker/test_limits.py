@@ -17,8 +17,9 @@ from flnet.orchestrator.docker_disk import DEFAULT_DISK_BYTES, RunDisk, margin
 from flnet.orchestrator.limit_watch import FORK_BOMB_SECONDS
 from flnet.orchestrator.mounts import mounts_under
 from flnet.orchestrator.workdir import WorkDir
-from tests.identity import orchestrator_auth
-from tests.orchestrator.helpers import Stopwatch, details, wait_for
+from tests.identity import orchestrator_token
+from tests.orchestrator.hand_control import HandControl
+from tests.orchestrator.helpers import ORCHESTRATOR_IDENTITY, CommandFailed, Stopwatch, wait_for
 from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB, StartDockerOrchestrator
 
 LIMIT = 8 * MiB
@@ -103,23 +104,30 @@ async def test_an_abort_without_a_limit_reached_is_signaled(orch: DockerOrchestr
 async def test_a_disk_limit_the_host_cannot_hold_fails_the_launch(
     orch: DockerOrchestrator, tmp_path: Path
 ) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
+    with pytest.raises(CommandFailed) as info:
         await orch.launch_probe("observe", limits=pb.Limits(disk_bytes=2**62))
 
-    assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert details(info.value) == ("LAUNCH_FAILED", [])
-    assert (info.value.details() or "").startswith("cannot prepare the work dir: ")
+    assert info.value.code == grpc.StatusCode.INTERNAL
+    assert info.value.details == ("LAUNCH_FAILED", [])
+    assert info.value.message.startswith("cannot prepare the work dir: ")
     # Nothing of the attempt is left (the fixture checks containers and work dirs).
     assert not mounts_under(tmp_path)
 
 
 async def test_without_mkfs_the_docker_backend_does_not_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hand_control: HandControl
 ) -> None:
     """Rather than runs that could fill the host's disk."""
     monkeypatch.setenv("PATH", str(tmp_path))  # neither mkfs.ext4 nor mount on it
-    app = OrchestratorApp(tmp_path / "data", backend="docker", auth=orchestrator_auth())
+    app = OrchestratorApp(
+        tmp_path / "data",
+        backend="docker",
+        control_address=hand_control.address,
+        token=orchestrator_token,
+        identity=ORCHESTRATOR_IDENTITY,
+    )
 
     with pytest.raises(OSError, match=r"needs mkfs\.ext4 and mount on PATH"):
-        await app.start("127.0.0.1:0")
+        await app.start()
     await app.stop()
+    assert not hand_control.registrations  # it never attached

@@ -1,7 +1,7 @@
 """Restart safety: containers outlive the orchestrator process (SIGKILL, or a stop with
-detach_on_stop); the next orchestrator over the same data dir re-attaches running ones,
-reports exits that happened meanwhile, re-arms deadlines, and leaves alone what is not
-its own."""
+detach_on_stop); the next orchestrator over the same data dir re-attaches running ones (and
+lists them in its registration), reports exits that happened meanwhile, re-arms deadlines,
+and leaves alone what is not its own."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from typing import Any
 import aiodocker
 
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
-from flnet.api.orchestrator.v1 import orchestrator_service_pb2_grpc as pb_grpc
-from flnet.channels import insecure_channel
+from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.orchestrator.docker_disk import RunDisk
 from flnet.orchestrator.docker_state import VANISHED_LINE
 from flnet.orchestrator.mounts import mounts_under
 from flnet.orchestrator.workdir import WorkDir
 from tests.auth.issuer import Issuer
-from tests.identity import IDENTITY
+from tests.identity import orchestrator_client_env
+from tests.orchestrator.hand_control import HandControl
 from tests.orchestrator.helpers import TIMEOUT, Stopwatch, seconds, serve_module, wait_for
 from tests.orchestrator_docker.helpers import DockerOrchestrator, MiB, StartDockerOrchestrator
 
@@ -36,17 +36,6 @@ def go(orch: DockerOrchestrator, run: str, code: int) -> None:
     (orch.workdir(run) / "input" / "go").write_text(str(code))
 
 
-async def events_so_far(orch: DockerOrchestrator, run: str) -> list[pb.RunContainer]:
-    """The run's events in the orchestrator's log up to now."""
-    last, seen = orch.app.events.last_sequence, []
-    async for event in orch.watch():
-        if event.container.run == run:
-            seen.append(event.container)
-        if event.sequence >= last:
-            return seen
-    raise AssertionError("the watch ended")
-
-
 async def test_a_killed_orchestrators_container_is_re_attached_and_its_exit_reported_once(
     start_orchestrator: StartDockerOrchestrator,
     tmp_path: Path,
@@ -54,34 +43,44 @@ async def test_a_killed_orchestrators_container_is_re_attached_and_its_exit_repo
     control_address: str,
     docker: aiodocker.Docker,
     http_issuer: Issuer,
+    hand_control: HandControl,
 ) -> None:
     data_dir = tmp_path / "shared"
-    env = {**os.environ, "FLNET_OIDC_ISSUER": http_issuer.url}
-    process, port = await serve_module("--data-dir", str(data_dir), "--backend", "docker", env=env)
+    env = {**os.environ, **orchestrator_client_env(http_issuer)}
+    process = await serve_module(
+        hand_control, "--data-dir", str(data_dir), "--backend", "docker", env=env
+    )
     try:
-        token = IDENTITY.orchestrator_token(issuer=http_issuer.url)
-        async with insecure_channel(f"127.0.0.1:{port}", token) as channel:
-            stub = pb_grpc.OrchestratorServiceStub(channel)
-            request = pb.LaunchRunRequest(
-                run="tenants/acme/runs/survivor",
-                image_digest=test_image,
-                entrypoint="probe.py:wait_for_go",
-                control_address=control_address,
-            )
-            launched = (await stub.LaunchRun(request, timeout=TIMEOUT)).container
+        assert hand_control.registrations[0].backend == "docker"
+        request = pb.LaunchRunRequest(
+            run="tenants/acme/runs/survivor",
+            image_digest=test_image,
+            entrypoint="probe.py:wait_for_go",
+            control_address=control_address,
+        )
+        result = await hand_control.command(sp.FleetCommand(launch=request), TIMEOUT)
+        assert result.code == 0, result.message
+        launched = result.container
         ready = data_dir / "orchestrator" / "runs" / "acme_survivor" / "output" / "ready"
         await wait_for(ready.exists)
+        # Its start reported: nothing of it is on its way when the next orchestrator starts.
+        await hand_control.wait_until(
+            lambda: any(r.container == launched for r in hand_control.reports), TIMEOUT
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         await process.wait()
     assert await running(docker, launched.container_id)  # dockerd owns it
+    predecessor = hand_control.acked
 
     second = await start_orchestrator(data_dir=data_dir)
 
-    listed = await second.stub.ListRunContainers(pb.ListRunContainersRequest())
-    assert [(c.run, c.container_id, c.state) for c in listed.containers] == [
+    listed = await second.list()
+    assert [(c.run, c.container_id, c.state) for c in listed] == [
         (launched.run, launched.container_id, pb.CONTAINER_STATE_RUNNING)
     ]
+    # Its registration lists it for the control plane.
+    assert list(hand_control.registrations[-1].containers) == listed
     # A relaunch returns the re-attached container.
     again = await second.launch_probe("exit3", run=launched.run)
     assert (again.container_id, again.state) == (launched.container_id, pb.CONTAINER_STATE_RUNNING)
@@ -91,10 +90,12 @@ async def test_a_killed_orchestrators_container_is_re_attached_and_its_exit_repo
 
     assert (exited.exit_cause, exited.exit_code) == (pb.EXIT_CAUSE_EXITED, 0)
     assert list(exited.last_output_lines) == ["going"]
-    assert [c.state for c in await events_so_far(second, launched.run)] == [
+    assert [c.state for c in await second.reported(launched.run)] == [
         pb.CONTAINER_STATE_RUNNING,
         pb.CONTAINER_STATE_EXITED,
     ]
+    # Its sequences continue above the killed one's: none was taken for a resend.
+    assert all(r.sequence > predecessor for r in hand_control.reports[second.since :])
     # Once the run has ended, nothing of it is left: work dir, file system, container.
     workdir = second.workdir(launched.run)
     await wait_for(lambda: not workdir.exists())
@@ -114,7 +115,9 @@ async def wait_for_removal(docker: aiodocker.Docker, container_id: str) -> None:
 
 
 async def test_a_detached_container_keeps_its_deadline(
-    start_orchestrator: StartDockerOrchestrator, docker: aiodocker.Docker
+    start_orchestrator: StartDockerOrchestrator,
+    docker: aiodocker.Docker,
+    hand_control: HandControl,
 ) -> None:
     deadline, grace = 3.0, 1.0
     first = await start_orchestrator(detach_on_stop=True)
@@ -125,8 +128,14 @@ async def test_a_detached_container_keeps_its_deadline(
     assert await running(docker, launched.container_id)
 
     second = await start_orchestrator(data_dir=first.data_dir)
-    got = await second.stub.GetRunContainer(pb.GetRunContainerRequest(run=launched.run))
-    assert got.container.deadline_time == launched.deadline_time
+    got = await second.get(launched.run)
+    assert got.deadline_time == launched.deadline_time
+    [registered] = hand_control.registrations[-1].containers
+    assert (registered.container_id, registered.state, registered.deadline_time) == (
+        launched.container_id,
+        pb.CONTAINER_STATE_RUNNING,
+        launched.deadline_time,
+    )
     exited = await second.exited(launched.run)
 
     assert exited.exit_cause == pb.EXIT_CAUSE_DEADLINE_EXCEEDED
@@ -151,9 +160,7 @@ async def test_an_exit_while_no_orchestrator_watched_is_reported_with_its_real_c
     assert list(exited.last_output_lines) == ["going"]
     assert exited.container_id == launched.container_id
     # Reported, not re-announced as running.
-    assert [c.state for c in await events_so_far(second, launched.run)] == [
-        pb.CONTAINER_STATE_EXITED
-    ]
+    assert [c.state for c in await second.reported(launched.run)] == [pb.CONTAINER_STATE_EXITED]
 
 
 async def test_a_stop_decided_before_the_restart_keeps_its_cause(
@@ -185,7 +192,7 @@ async def test_a_kept_container_is_replaced_by_a_relaunch(
     await first.app.stop()
 
     second = await start_orchestrator(data_dir=first.data_dir, keep_workdirs=True)
-    assert not (await second.stub.ListRunContainers(pb.ListRunContainersRequest())).containers
+    assert not await second.list()
     again = await second.launch_probe("lines", run=launched.run)
 
     assert again.container_id != launched.container_id
