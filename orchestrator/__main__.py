@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         docker_url=settings.docker_url,
         detach_on_stop=settings.detach_on_stop,
         cgroups=settings.cgroups,
+        swarm_constraints=settings.swarm_constraints,
     )
     asyncio.run(run_until_signalled(app.start, app.stop))
     return 0

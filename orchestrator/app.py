@@ -52,6 +52,7 @@ class OrchestratorApp:
     - `detach_on_stop`: docker backends: `stop()` leaves running containers running; the
       next start re-attaches them.
     - `cgroups`: process backend: give each run a cgroup where the machine allows it.
+    - `swarm_constraints`: swarm backend: placement constraints of every run's service.
     - `event_capacity`: container events the backend's log retains.
     """
 
@@ -70,6 +71,7 @@ class OrchestratorApp:
         docker_url: str = DEFAULT_DOCKER_URL,
         detach_on_stop: bool = False,
         cgroups: bool = True,
+        swarm_constraints: Sequence[str] = (),
         event_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if backend not in BACKENDS:
@@ -90,6 +92,7 @@ class OrchestratorApp:
         self._docker_url = docker_url
         self._detach_on_stop = detach_on_stop
         self._cgroups = cgroups
+        self._swarm_constraints = tuple(swarm_constraints)
         self._event_capacity = event_capacity
         self._events: EventLog | None = None
         self._backend: Backend | None = None
@@ -124,6 +127,7 @@ class OrchestratorApp:
             keep_workdirs=self._keep_workdirs,
             docker_url=self._docker_url,
             cgroups=self._cgroups,
+            swarm_constraints=self._swarm_constraints,
         )
         backend = make_backend(self._backend_name, events, options)
         await backend.start()

@@ -19,6 +19,8 @@ environment variables, falling back to defaults.
                          DOCKER_HOST
     --detach-on-stop     FLNET_DETACH_ON_STOP=1          off (docker: containers outlive a stop)
     --no-cgroups         FLNET_NO_CGROUPS=1              off (process: a cgroup per run)
+    --swarm-constraint   FLNET_SWARM_CONSTRAINTS         none (swarm: placement constraints of
+                         (comma-separated)               every run, e.g. node.labels.flnet==true)
     --log-level          FLNET_LOG_LEVEL                 INFO
     (identity)           FLNET_OIDC_ISSUER, FLNET_ORCHESTRATOR_CLIENT_ID,
                          FLNET_ORCHESTRATOR_CLIENT_SECRET (or ..._SECRET_FILE),
@@ -82,6 +84,8 @@ class Settings:
     detach_on_stop: bool
     # Process backend: a cgroup per run where the machine allows it.
     cgroups: bool
+    # Swarm backend: placement constraints of every run's service.
+    swarm_constraints: tuple[str, ...]
     log_level: str
     # The orchestrator's client at the OIDC issuer (client_credentials, scope orchestrator).
     issuer: str
@@ -179,6 +183,12 @@ class Settings:
             help="process backend: no cgroup per run, rlimits only (memory becomes an "
             "address-space cap, pids unlimited)",
         )
+        parser.add_argument(
+            "--swarm-constraint",
+            action="append",
+            default=[c for c in env("FLNET_SWARM_CONSTRAINTS", "").split(",") if c.strip()],
+            help="swarm backend: a placement constraint of every run (repeatable)",
+        )
         parser.add_argument("--log-level", default=env("FLNET_LOG_LEVEL", "INFO"))
         args = parser.parse_args(list(argv))
         command: tuple[str, ...] | None = None
@@ -236,6 +246,7 @@ class Settings:
             docker_url=args.docker_url,
             detach_on_stop=args.detach_on_stop,
             cgroups=not args.no_cgroups,
+            swarm_constraints=tuple(c.strip() for c in args.swarm_constraint),
             log_level=args.log_level.upper(),
             issuer=issuer,
             client_id=client_id,
