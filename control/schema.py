@@ -119,6 +119,14 @@ runs = Table(
         postgresql_where=text("queued_us IS NOT NULL"),
     ),
     Index("ix_runs_orchestrator", "orchestrator", "state"),
+    # What placed runs not ended reserve, by orchestrator or tenant (the scheduler's sums).
+    Index(
+        "ix_runs_placed",
+        "orchestrator",
+        "tenant",
+        sqlite_where=text("orchestrator IS NOT NULL AND end_us IS NULL"),
+        postgresql_where=text("orchestrator IS NOT NULL AND end_us IS NULL"),
+    ),
     # Ended runs whose telemetry gc has not dropped yet, by when they ended.
     Index(
         "ix_runs_telemetry_kept",
@@ -160,6 +168,16 @@ tenant_quotas = Table(
     Column("max_memory_bytes", BigInteger, nullable=False),
     Column("update_us", BigInteger, nullable=False),
     Column("updated_by", Text, nullable=False),
+)
+
+# Why a tenant's queue waits (its head's reason, control.fleet.scheduler), written when it
+# changes; the tenant's queued runs show it unless they have a reason of their own.
+tenant_queues = Table(
+    "tenant_queues",
+    metadata,
+    Column("tenant", String(63), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("update_us", BigInteger, nullable=False),
 )
 
 run_events = Table(

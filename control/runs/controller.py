@@ -95,15 +95,22 @@ class RunController:
     async def run_proto(self, row: RunRow) -> rp.Run:
         """The run as the API shows it; a queued run with its place in its tenant's queue
         (a listing shows why runs wait, not where: that is a count each)."""
-        outputs = await self._store.artifacts.run_outputs([row.id])
-        run = row.to_proto(outputs[row.id])
+        [run] = await self.run_protos([row])
         if row.queued_us is not None:
             run.queue.position = await self._store.fleet.queue_position(row)
         return run
 
     async def run_protos(self, rows: Sequence[RunRow]) -> list[rp.Run]:
         outputs = await self._store.artifacts.run_outputs([r.id for r in rows])
-        return [r.to_proto(outputs[r.id]) for r in rows]
+        runs = [r.to_proto(outputs[r.id]) for r in rows]
+        # A queued run without a reason of its own waits for its tenant's queue.
+        waiting = {r.tenant for r in rows if r.queued_us is not None and not r.queue_reason}
+        if waiting:
+            reasons = await self._store.fleet.tenant_reasons(sorted(waiting))
+            for row, run in zip(rows, runs, strict=True):
+                if row.queued_us is not None and not row.queue_reason:
+                    run.queue.reason = reasons.get(row.tenant, run.queue.reason)
+        return runs
 
     async def events(self, row: RunRow, into: EventList, *, after: int, limit: int) -> bool:
         """Appends to `into.events` the run's events after `after`, at most `limit`;

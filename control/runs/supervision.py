@@ -96,11 +96,13 @@ class Supervisor:
         if row.state == S.RUN_STATE_PENDING and session is None and row.engine_seen_us is None:
             if row.queued_us is not None:
                 if row.deadline_us is not None and now > row.deadline_us:
+                    why = row.queue_reason or (
+                        await self.store.fleet.tenant_reasons([row.tenant])
+                    ).get(row.tenant, "waiting to be placed")
                     await self._fail(
                         row,
                         R.ERROR_REASON_DEADLINE_EXCEEDED,
-                        "the run's deadline passed while it waited to be placed"
-                        f" ({row.queue_reason or 'waiting to be placed'})",
+                        f"the run's deadline passed while it waited to be placed ({why})",
                     )
                 return
             if row.orchestrator is not None and row.launched_us is None:

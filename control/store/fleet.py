@@ -17,7 +17,7 @@ from flnet.api.control.v1 import fleet_pb2 as fp
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control.clock import now_us, timestamp
 from flnet.control.fleet.scheduler import Amounts, Decisions, QueuedRun, Quota, Site
-from flnet.control.schema import orchestrators, runs, tenant_quotas
+from flnet.control.schema import orchestrators, runs, tenant_queues, tenant_quotas
 from flnet.control.store.base import Database, Pending, RunRow, run_row
 from flnet.control.store.history import append_events
 from flnet.errors import PermissionDenied
@@ -26,10 +26,18 @@ S = lc.RunState
 ATTACHED = fp.ORCHESTRATOR_STATE_ATTACHED
 DETACHED = fp.ORCHESTRATOR_STATE_DETACHED
 LOST = fp.ORCHESTRATOR_STATE_LOST
-ACTIVE = (S.RUN_STATE_PENDING, S.RUN_STATE_INITIALIZED, S.RUN_STATE_STARTED, S.RUN_STATE_RUNNING)
 # Serializes placement passes of replicas sharing one PostgreSQL (any constant; SQLite
 # writers are serialized anyway).
 PLACEMENT_LOCK = 0x666C6E6574  # "flnet"
+# The tenants with queued runs, one index seek each (a loose scan of ix_runs_queued) rather
+# than a scan of every queued run.
+QUEUED_TENANTS = text(
+    "WITH RECURSIVE t(tenant) AS ("
+    " SELECT min(tenant) FROM runs WHERE queued_us IS NOT NULL"
+    " UNION ALL SELECT (SELECT min(tenant) FROM runs"
+    "  WHERE queued_us IS NOT NULL AND tenant > t.tenant) FROM t WHERE t.tenant IS NOT NULL"
+    ") SELECT tenant FROM t WHERE tenant IS NOT NULL"
+)
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,6 @@ class Commands:
 
     launches: list[RunRow] = field(default_factory=list)
     stops: list[tuple[RunRow, float]] = field(default_factory=list)
-
-
-def _active() -> Any:
-    return runs.c.state.in_(ACTIVE)
 
 
 class FleetStore:
@@ -200,8 +204,9 @@ class FleetStore:
         return [_orchestrator(r) for r in rows]
 
     async def loads(self) -> dict[str, Amounts]:
-        """What the active runs placed on each orchestrator reserve."""
-        return await self._sums(runs.c.orchestrator, runs.c.orchestrator.is_not(None))
+        """What the runs placed on each orchestrator and not ended reserve."""
+        async with self.db.read() as conn:
+            return (await self._placed(conn))[0]
 
     async def mark_lost(self, name: str, seen_before_us: int) -> bool:
         """LOST, if still silent since before `seen_before_us` (one replica wins)."""
@@ -249,11 +254,14 @@ class FleetStore:
         async with self.db.write() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(text(f"SELECT pg_advisory_xact_lock({PLACEMENT_LOCK})"))
-            sites = await self._sites(conn)
-            queues = await self._queues(conn, heads)
+            loads, usage = await self._placed(conn)
+            sites = await self._sites(conn, loads)
+            free = sum(max(0, s.run_slots - s.load.runs) for s in sites)
+            # No more can be placed than there are free slots; one more per tenant says why
+            # the rest waits (runs passed over are read again next pass).
+            queues = await self._queues(conn, min(heads, free + 1))
             if not queues:
                 return Decisions()
-            usage = await self._sums(runs.c.tenant, runs.c.orchestrator.is_not(None), conn)
             quotas = {
                 r.tenant: Quota(r.max_runs, r.max_cpu_millis, r.max_memory_bytes)
                 for r in (await conn.execute(select(tenant_quotas))).all()
@@ -275,18 +283,7 @@ class FleetStore:
                 if result.rowcount:
                     placed.append(p)
             decisions.placements = placed
-            passed_over = list(decisions.run_reasons)
-            for tenant, reason in decisions.reasons.items():
-                await conn.execute(
-                    update(runs)
-                    .where(
-                        runs.c.tenant == tenant,
-                        runs.c.queued_us.is_not(None),
-                        runs.c.id.not_in(passed_over),
-                        or_(runs.c.queue_reason.is_(None), runs.c.queue_reason != reason),
-                    )
-                    .values(queue_reason=reason)
-                )
+            await self._record_reasons(conn, queues, decisions, now)
             for run_id, reason in decisions.run_reasons.items():
                 await conn.execute(
                     update(runs)
@@ -298,11 +295,69 @@ class FleetStore:
                 )
         return decisions
 
-    async def _sites(self, conn: AsyncConnection) -> list[Site]:
+    async def _record_reasons(
+        self, conn: AsyncConnection, queues: dict[str, list[QueuedRun]], out: Decisions, now: int
+    ) -> None:
+        """Why each tenant's queue waits, where it changed ("" once it does not)."""
+        stored = {
+            r.tenant: r.reason
+            for r in await conn.execute(
+                select(tenant_queues).where(tenant_queues.c.tenant.in_(list(queues)))
+            )
+        }
+        for tenant in queues:
+            reason = out.reasons.get(tenant, "")
+            if stored.get(tenant, "") == reason:
+                continue
+            if tenant in stored:
+                await conn.execute(
+                    update(tenant_queues)
+                    .where(tenant_queues.c.tenant == tenant)
+                    .values(reason=reason, update_us=now)
+                )
+            else:
+                await conn.execute(
+                    insert(tenant_queues).values(tenant=tenant, reason=reason, update_us=now)
+                )
+
+    async def tenant_reasons(self, tenants: Sequence[str]) -> dict[str, str]:
+        """Why the queues of `tenants` wait (tenants whose queue waits for nothing left out)."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(tenant_queues).where(
+                    tenant_queues.c.tenant.in_(list(tenants)), tenant_queues.c.reason != ""
+                )
+            )
+            return {r.tenant: r.reason for r in rows}
+
+    async def _placed(self, conn: AsyncConnection) -> tuple[dict[str, Amounts], dict[str, Amounts]]:
+        """What placed runs not ended reserve, by orchestrator and by tenant: one range of
+        ix_runs_placed, in its order."""
+        rows = await conn.execute(
+            select(
+                runs.c.orchestrator,
+                runs.c.tenant,
+                func.coalesce(func.sum(runs.c.cpu_millis), 0),
+                func.coalesce(func.sum(runs.c.memory_bytes), 0),
+                func.count(),
+            )
+            .where(runs.c.orchestrator.is_not(None), runs.c.end_us.is_(None))
+            .group_by(runs.c.orchestrator, runs.c.tenant)
+        )
+        loads: dict[str, Amounts] = {}
+        usage: dict[str, Amounts] = {}
+        for orchestrator, tenant, cpu, memory, count in rows:
+            for key, into in ((orchestrator, loads), (tenant, usage)):
+                total = into.setdefault(key, Amounts())
+                total.cpu_millis += int(cpu)
+                total.memory_bytes += int(memory)
+                total.runs += int(count)
+        return loads, usage
+
+    async def _sites(self, conn: AsyncConnection, loads: dict[str, Amounts]) -> list[Site]:
         rows = (
             await conn.execute(select(orchestrators).where(orchestrators.c.state == ATTACHED))
         ).all()
-        loads = await self._sums(runs.c.orchestrator, runs.c.orchestrator.is_not(None), conn)
         return [
             Site(
                 r.name,
@@ -316,63 +371,36 @@ class FleetStore:
         ]
 
     async def _queues(self, conn: AsyncConnection, heads: int) -> dict[str, list[QueuedRun]]:
-        """The first `heads` queued runs of each tenant, oldest first."""
-        order = func.row_number().over(
-            partition_by=runs.c.tenant, order_by=(runs.c.queued_us, runs.c.id)
-        )
-        ranked = (
-            select(
-                runs.c.id,
-                runs.c.tenant,
-                runs.c.queued_us,
-                runs.c.cpu_millis,
-                runs.c.memory_bytes,
-                runs.c.required_labels,
-                order.label("rank"),
-            )
-            .where(runs.c.queued_us.is_not(None))
-            .subquery()
-        )
-        rows = (
-            await conn.execute(
-                select(ranked)
-                .where(ranked.c.rank <= heads)
-                .order_by(ranked.c.tenant, ranked.c.queued_us, ranked.c.id)
-            )
-        ).all()
+        """The first `heads` queued runs of each tenant, oldest first (ix_runs_queued: a
+        short range of the index per tenant, whatever the queue's length)."""
+        queued = runs.c.queued_us.is_not(None)
+        tenants = (await conn.execute(QUEUED_TENANTS)).scalars()
         queues: dict[str, list[QueuedRun]] = {}
-        for r in rows:
-            queues.setdefault(r.tenant, []).append(
+        for tenant in list(tenants):
+            rows = await conn.execute(
+                select(
+                    runs.c.id,
+                    runs.c.queued_us,
+                    runs.c.cpu_millis,
+                    runs.c.memory_bytes,
+                    runs.c.required_labels,
+                )
+                .where(runs.c.tenant == tenant, queued)
+                .order_by(runs.c.queued_us, runs.c.id)
+                .limit(heads)
+            )
+            queues[tenant] = [
                 QueuedRun(
                     r.id,
-                    r.tenant,
+                    tenant,
                     r.queued_us,
                     r.cpu_millis,
                     r.memory_bytes,
                     tuple(r.required_labels.split()),
                 )
-            )
+                for r in rows
+            ]
         return queues
-
-    async def _sums(
-        self, key: Any, where: Any, conn: AsyncConnection | None = None
-    ) -> dict[str, Amounts]:
-        q = (
-            select(
-                key,
-                func.coalesce(func.sum(runs.c.cpu_millis), 0),
-                func.coalesce(func.sum(runs.c.memory_bytes), 0),
-                func.count(),
-            )
-            .where(_active(), where)
-            .group_by(key)
-        )
-        if conn is None:
-            async with self.db.read() as read:
-                rows = (await read.execute(q)).all()
-        else:
-            rows = (await conn.execute(q)).all()
-        return {r[0]: Amounts(int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
     async def requeue(self, run_id: str, orchestrator: str, message: str) -> bool:
         """Puts a PENDING run placed on `orchestrator` back in the queue (at its old place:
@@ -465,8 +493,8 @@ class FleetStore:
             )
 
     async def placed_on(self, orchestrator: str) -> list[RunRow]:
-        """The active runs placed on `orchestrator`."""
-        q = select(runs).where(runs.c.orchestrator == orchestrator, _active())
+        """The runs placed on `orchestrator` and not ended."""
+        q = select(runs).where(runs.c.orchestrator == orchestrator, runs.c.end_us.is_(None))
         async with self.db.read() as conn:
             return [run_row(r) for r in (await conn.execute(q)).all()]
 
@@ -509,10 +537,8 @@ class FleetStore:
 
     async def tenant_usage(self, tenant: str) -> tuple[Amounts, int]:
         """What the tenant's placed active runs reserve, and how many of its runs wait."""
-        used = await self._sums(
-            runs.c.tenant, and_(runs.c.tenant == tenant, runs.c.orchestrator.is_not(None))
-        )
         q = select(func.count()).where(runs.c.tenant == tenant, runs.c.queued_us.is_not(None))
         async with self.db.read() as conn:
+            used = (await self._placed(conn))[1]
             queued = int((await conn.execute(q)).scalar_one())
         return used.get(tenant, Amounts()), queued

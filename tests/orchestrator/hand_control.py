@@ -1,6 +1,8 @@
 """The test itself speaking the control plane's side of SessionService.Attach: a real server
 the orchestrator under test dials, which sends it commands one at a time and records what it
-reports (registrations, container events, command results), acknowledging each report."""
+reports (registrations with the token presented, container events, command results),
+acknowledging each report. A test can hold back the acknowledgements (`acking`,
+`sending_acks`), end the session (`drop()`), or refuse the next sessions (`refusals`)."""
 
 from __future__ import annotations
 

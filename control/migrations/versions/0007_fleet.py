@@ -5,8 +5,8 @@ Revises: 0006
 
 Runs used to be launched on the one orchestrator at once. Now a run is queued until the
 scheduler places it on an attached orchestrator with room for it and the labels it needs,
-within its tenant's quota: the queue and the placements are columns of `runs`, the
-orchestrators and the quotas tables of their own. Runs waiting for their engine when the
+within its tenant's quota: the queue and the placements are columns of `runs`; the
+orchestrators, the quotas and why each tenant's queue waits are tables of their own. Runs waiting for their engine when the
 database is upgraded are not queued: their connect timeout ends them.
 """
 
@@ -21,6 +21,7 @@ branch_labels = None
 depends_on = None
 
 QUEUED = sa.text("queued_us IS NOT NULL")
+PLACED = sa.text("orchestrator IS NOT NULL AND end_us IS NULL")
 
 
 def upgrade() -> None:
@@ -45,6 +46,12 @@ def upgrade() -> None:
             postgresql_where=QUEUED,
         )
         batch_op.create_index("ix_runs_orchestrator", ["orchestrator", "state"])
+        batch_op.create_index(
+            "ix_runs_placed",
+            ["orchestrator", "tenant"],
+            sqlite_where=PLACED,
+            postgresql_where=PLACED,
+        )
     op.create_table(
         "orchestrators",
         sa.Column("name", sa.String(63), primary_key=True),
@@ -62,6 +69,12 @@ def upgrade() -> None:
         sa.Column("acked_sequence", sa.BigInteger(), nullable=False),
     )
     op.create_table(
+        "tenant_queues",
+        sa.Column("tenant", sa.String(63), primary_key=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("update_us", sa.BigInteger(), nullable=False),
+    )
+    op.create_table(
         "tenant_quotas",
         sa.Column("tenant", sa.String(63), primary_key=True),
         sa.Column("max_runs", sa.Integer(), nullable=False),
@@ -74,8 +87,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("tenant_quotas")
+    op.drop_table("tenant_queues")
     op.drop_table("orchestrators")
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_placed")
         batch_op.drop_index("ix_runs_orchestrator")
         batch_op.drop_index("ix_runs_queued")
         for name in (
