@@ -126,6 +126,7 @@ bench: venv
 	$(PY) -m bench.auth
 	$(PY) -m bench.artifacts
 	$(PY) -m bench.gateway
+	$(PY) -m bench.scheduler
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.
