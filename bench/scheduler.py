@@ -54,7 +54,7 @@ async def main(queued: int, tenants: int, decisions: int) -> None:
                 "queued_us": now + i,
                 "cpu_millis": 100,
                 "memory_bytes": 1 << 20,
-            }  # fmt: skip
+            }
             for i in range(queued)
         ]
         async with engine.begin() as conn:

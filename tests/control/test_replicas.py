@@ -2,7 +2,8 @@
 watcher on another see the same events live (PostgreSQL LISTEN/NOTIFY wakes the watcher's
 replica, which reads what is new), and no replica takes an engine connected elsewhere for
 silent (heartbeat leases are judged by what the engine's replica records); what one replica
-decides for a run (a cancel, its end) reaches the engine connected to another."""
+decides for a run (a cancel, its end) reaches the engine connected to another, and the
+launches either places reach the orchestrator attached to the other, once."""
 
 from __future__ import annotations
 
@@ -20,14 +21,26 @@ from flnet import lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
+from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import notifications
 from flnet.control.app import ControlApp
 from flnet.control.database import create_engine
 from flnet.control.notifications import EventNotifications
-from tests.conftest import FIXTURES, Clients, clients_for, control_app, control_settings
+from flnet.structs import dict_to_struct
+from flnet.toolspec import load_tool_spec
+from tests.conftest import (
+    FIXTURES,
+    TENANT,
+    Clients,
+    clients_for,
+    control_app,
+    control_settings,
+    request_id,
+)
 from tests.control.hand_engine import HandEngine, connected_engine, log
+from tests.control.hand_orchestrator import HandOrchestrator
 from tests.postgres import POSTGRESQL, backend, database_url
 
 NOOP = FIXTURES / "tools" / "noop"
@@ -264,3 +277,40 @@ async def test_a_listening_connection_that_stops_answering_is_replaced(
     monkeypatch.setattr(asyncpg.Connection, "fetchval", answering)
     assert listener.backend_pid not in (0, first)
     await listener.close()
+
+
+async def test_runs_placed_by_replicas_reach_an_orchestrator_attached_to_another_once(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """The orchestrator is attached to A; runs are created on B, whose placement pass (or
+    A's: both run, serialized by the database) places them; the launches reach the
+    orchestrator through A (B notifies A), each once, never beyond its capacity."""
+    a, b = replicas
+    orchestrator = HandOrchestrator(f"127.0.0.1:{a.app.port}", "edge", slots=6)
+    await orchestrator.attach()
+    version = (
+        await b.api.tools.CreateToolVersion(
+            ts.CreateToolVersionRequest(
+                parent=f"{TENANT}/tools/noop",
+                tool_version=load_tool_spec(NOOP).with_image("flnet/noop:1", "sha256:" + "0" * 64),
+            )
+        )
+    ).tool_version
+    artifact = await b.api.upload(b"a,b\n1,2\n")
+    created = []
+    for _ in range(10):
+        run = rp.Run(
+            tool_version=version.name,
+            config=dict_to_struct({"rate": 0.5}),
+            inputs=[rp.RunInput(name="data", artifact=artifact)],
+        )
+        request = rs.CreateRunRequest(parent=TENANT, request_id=request_id(), run=run)
+        created.append((await b.api.runs.CreateRun(request)).run.name)
+    await orchestrator.wait(lambda: len(orchestrator.launches()) == 6)
+    await asyncio.sleep(2.5)  # both replicas pass again: nothing more
+    launches = [c.launch.run for c in orchestrator.commands if c.HasField("launch")]
+    assert len(orchestrator.launches()) == 6 and set(launches) <= set(created)
+    placed = [(await a.api.runs.GetRun(rs.GetRunRequest(name=n))).run for n in created]
+    assert sum(r.orchestrator == "orchestrators/edge" for r in placed) == 6
+    assert sorted(r.queue.position for r in placed if r.HasField("queue")) == [1, 2, 3, 4]
+    await orchestrator.close()
