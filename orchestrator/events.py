@@ -1,11 +1,11 @@
 """An in-memory container event log: every state change gets an orchestrator-wide,
-increasing sequence; watchers replay what they missed, then follow live events.
+increasing sequence; subscribers (the control link, which turns each event into a report)
+replay what they missed, then follow live events.
 
 Sequences start at the wall-clock time in microseconds when the log is created and grow by
-one per event, so that a watcher resuming with the `after_sequence` of an earlier
-orchestrator process neither skips this process's events nor sees duplicates. The log is
-bounded: a watcher that fell further behind than `capacity` events misses the evicted ones
-(logged as a warning); the control plane reconciles with ListRunContainers then."""
+one per event. The log is bounded: a subscriber that fell further behind than `capacity`
+events misses the evicted ones (logged as a warning); the control plane learns of those runs
+from the containers the orchestrator registers with, and from their engines."""
 
 from __future__ import annotations
 

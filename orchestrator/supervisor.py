@@ -5,8 +5,8 @@ recording with its event, and shutdown. A backend subclasses `Supervisor`, start
 `launch`, and supplies two things: how to signal an engine (`_signal`) and the task that
 waits for its end and records it (`_watch`).
 
-Exited runs are remembered (for GetRunContainer, idempotent launches and StopRun of an
-exited run) up to `max_exited`, oldest forgotten first.
+Exited runs are remembered (for the registration's container list, idempotent launches and
+a stop of an exited run) up to `max_exited`, oldest forgotten first.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from flnet.control.services.artifact_service import (
 from flnet.control.sessions import Session
 from flnet.control.store import RunRow
 from flnet.errors import (
-    FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -38,6 +37,7 @@ from flnet.server.auth import Reason, require_principal
 from flnet.server.auth.audit import note_resource
 from flnet.server.decoding import MalformedRequest
 from flnet.server.ranges import timestamp_us
+from flnet.server.streams import opening
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 30.0
@@ -71,12 +71,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         context: grpc.aio.ServicerContext[rt.ConnectRequest, rt.ConnectResponse],
     ) -> AsyncIterator[rt.ConnectResponse]:
         requests = aiter(request_iterator)
-        try:
-            first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT)
-        except (StopAsyncIteration, TimeoutError):
-            raise FailedPrecondition("the stream must open with Hello") from None
-        if not first.HasField("hello"):
-            raise FailedPrecondition("the stream must open with Hello")
+        first = await opening(requests, "hello", "Hello", HELLO_TIMEOUT)
         row = await self._authorize(first.hello.run, ended_grace=ENDED_GRACE_SECONDS)
         session = await self.engines.connect(row)
         log.info("the engine of %s connected (batches stored: %d)", row.name, row.last_batch)

@@ -18,9 +18,10 @@ from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
 from flnet.control.fleet.links import Link
 from flnet.control.runs.fleet_sessions import FleetSessions
 from flnet.control.store.fleet import Registered
-from flnet.errors import FailedPrecondition, InvalidArgument
+from flnet.errors import InvalidArgument
 from flnet.server.auth import require_principal
 from flnet.server.auth.audit import note_resource
+from flnet.server.streams import opening
 
 log = logging.getLogger(__name__)
 REGISTRATION_TIMEOUT = 30.0
@@ -81,12 +82,7 @@ class SessionService(spg.SessionServiceServicer):
         context: grpc.aio.ServicerContext[sp.AttachRequest, sp.AttachResponse],
     ) -> AsyncIterator[sp.AttachResponse]:
         requests = aiter(request_iterator)
-        try:
-            first = await asyncio.wait_for(anext(requests), REGISTRATION_TIMEOUT)
-        except (StopAsyncIteration, TimeoutError):
-            raise FailedPrecondition("the stream must open with a Registration") from None
-        if not first.HasField("registration"):
-            raise FailedPrecondition("the stream must open with a Registration")
+        first = await opening(requests, "registration", "a Registration", REGISTRATION_TIMEOUT)
         reg = registered(first.registration, require_principal().subject)
         note_resource(f"orchestrators/{reg.name}")
         self.fleet.throttle(reg.name)

@@ -40,7 +40,7 @@ def all_flnet_services() -> list[str]:
 
 def test_every_rpc_of_every_contract_declares_its_authorization() -> None:
     services = all_flnet_services()
-    assert len(services) == 6
+    assert len(services) == 7
     policy = MethodPolicy.from_services(services)
     undeclared = [m for m, r in policy.methods.items() if r is None]
     assert undeclared == []
@@ -51,9 +51,12 @@ def test_every_rpc_of_every_contract_declares_its_authorization() -> None:
     assert policy.requirement("/flnet.api.runtime.v1.RuntimeService/Connect") == Requirement(
         "runtime", frozenset({"runtime"})
     )
+    assert policy.requirement("/flnet.api.orchestrator.v1.SessionService/Attach") == Requirement(
+        "orchestrator", frozenset({"orchestrator"})
+    )
     assert policy.requirement(
-        "/flnet.api.orchestrator.v1.OrchestratorService/LaunchRun"
-    ) == Requirement("orchestrator", frozenset({"orchestrator"}))
+        "/flnet.api.control.v1.FleetService/UpdateTenantQuota"
+    ) == Requirement("user", frozenset({"admin"}))
 
 
 def test_public_and_undeclared_methods() -> None:

@@ -24,6 +24,8 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
+from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
+from flnet.channels import insecure_channel
 from flnet.control.app import ControlApp
 from flnet.control.fleet.scheduler import WAITING_FOR_CAPACITY
 from flnet.server.auth.local import LocalIssuer
@@ -481,3 +483,24 @@ async def test_an_orchestrator_back_within_its_lease_carries_on(
     current = await get(api, run)
     assert (current.state, current.orchestrator) == (S.RUN_STATE_PENDING, "orchestrators/steady")
     await back.close()
+
+
+async def test_a_session_must_open_with_a_registration_and_go_on_with_reports(
+    fleet: tuple[ControlApp, Clients],
+) -> None:
+    app, _ = fleet
+    token = (("authorization", f"Bearer {IDENTITY.orchestrator_token()}"),)
+    async with insecure_channel(address(app)) as channel:
+        stub = spg.SessionServiceStub(channel)
+        call = stub.Attach(metadata=token)
+        await call.write(sp.AttachRequest(heartbeat=sp.OrchestratorHeartbeat()))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "must open with a Registration" in (raised.value.details() or "")
+    orchestrator = await hand(app, "twice")
+    orchestrator._outgoing.put_nowait(sp.AttachRequest(registration=orchestrator.registration))
+    await orchestrator.wait(lambda: orchestrator.error is not None)
+    assert orchestrator.error is not None
+    assert orchestrator.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await orchestrator.close()

@@ -35,8 +35,6 @@ from tests.fuzz.targets import Target
 from tests.identity import IDENTITY
 
 NOOP = FIXTURES / "tools" / "noop"
-# Holds its container up: StopRun, GetRunContainer and the watch then have one to act on.
-SLEEPER = "import time\ntime.sleep(120)\n"
 
 
 def _now(offset: float = 0.0) -> timestamp_pb2.Timestamp:

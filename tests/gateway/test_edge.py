@@ -313,7 +313,7 @@ def test_a_preflight_from_the_ui_origin_allows_the_grpc_web_headers(stack: Runni
 async def test_the_runtime_and_orchestrator_apis_are_not_exposed(stack: RunningStack) -> None:
     for path in (
         "/flnet.api.runtime.v1.RuntimeService/FetchInput",
-        "/flnet.api.orchestrator.v1.OrchestratorService/LaunchRun",
+        "/flnet.api.orchestrator.v1.SessionService/Attach",
     ):
         async with grpc.aio.insecure_channel(stack.gateway) as channel:
             call: Any = channel.unary_unary(path)

@@ -11,7 +11,7 @@
 `admin`: a principal with the admin scope (`ADMIN_SCOPE`; configurable, None turns it off)
 satisfies every scope requirement, but only of methods of the audience its token was
 accepted for: audiences are checked by the validator before scopes, so an admin user
-token never opens RuntimeService or OrchestratorService. It says nothing about tenants:
+token never opens RuntimeService or SessionService. It says nothing about tenants:
 tenant isolation is the services' business.
 """
 
