@@ -21,18 +21,14 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.local_platform import start_platform
+from bench.local_platform import register_image, start_platform, trivial_image
 from flnet import images
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
-from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
-from flnet.toolspec import load_tool_spec
 
-TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 S = lc.RunState
 PHASES = ["create", "engine connect", "start", "run", "teardown", "total"]
 
@@ -94,31 +90,14 @@ def p90(values: list[float]) -> float:
 
 
 async def main(rounds: int) -> None:
-    await images.ensure_dockerd()
-    await images.build_base()
-    spec = load_tool_spec(TRIVIAL)
-    assert spec.image_build is not None
-    built = await images.build_tool_image(
-        spec.image_build.context,
-        name=spec.name,
-        version=spec.version.version,
-        entrypoint=spec.entrypoint,
-    )
+    built = await trivial_image()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         platform = await start_platform(root, backend="docker")
         try:
             async with insecure_channel(platform.address, platform.token) as channel:
-                tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
                 runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
-                version = (
-                    await tools.CreateToolVersion(
-                        ts.CreateToolVersionRequest(
-                            parent=f"tenants/default/tools/{spec.name}",
-                            tool_version=spec.with_image(built.reference, built.digest),
-                        )
-                    )
-                ).tool_version.name
+                version = await register_image(channel, built)
                 await bare_docker_run(built.digest)  # warm both paths once
                 await platform_run(runs, version)
                 bare: list[float] = []

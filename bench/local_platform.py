@@ -16,12 +16,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from flnet import images
+from flnet.api.control.v1 import tool_service_pb2 as ts
+from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.orchestrator.link import Identity
 from flnet.server.auth.local import LocalIssuer
+from flnet.toolspec import load_tool_spec
 from tests import pg_cluster
 
 ISSUER = LocalIssuer("https://issuer.bench.invalid")
@@ -81,6 +87,38 @@ async def start_platform(
     await orchestrator.start()
     await asyncio.wait_for(orchestrator.link.attached.wait(), 60)
     return LocalPlatform(orchestrator, control, address, ISSUER.token())
+
+
+# ----------------------------------------------------------------------------- images
+
+TRIVIAL = Path(__file__).parent / "tools" / "trivial"
+
+
+async def trivial_image() -> images.BuiltImage:
+    """The trivial tool's image (and the base image under it), built or found."""
+    await images.ensure_dockerd()
+    await images.build_base()
+    spec = load_tool_spec(TRIVIAL)
+    assert spec.image_build is not None
+    return await images.build_tool_image(
+        spec.image_build.context,
+        name=spec.name,
+        version=spec.version.version,
+        entrypoint=spec.entrypoint,
+    )
+
+
+async def register_image(channel: grpc.aio.Channel, built: images.BuiltImage) -> str:
+    """The trivial tool registered with its image in tenant "default"; its version's name."""
+    spec = load_tool_spec(TRIVIAL)
+    tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
+    created = await tools.CreateToolVersion(
+        ts.CreateToolVersionRequest(
+            parent=f"tenants/default/tools/{spec.name}",
+            tool_version=spec.with_image(built.reference, built.digest),
+        )
+    )
+    return created.tool_version.name
 
 
 # ------------------------------------------------------------------------- PostgreSQL

@@ -20,18 +20,13 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.local_platform import start_platform
+from bench.local_platform import register_image, start_platform, trivial_image
 from flnet import images, lifecycle
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
-from flnet.api.control.v1 import tool_service_pb2 as ts
-from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.channels import insecure_channel
-from flnet.toolspec import load_tool_spec
-
-TRIVIAL = Path(__file__).parent / "tools" / "trivial"
 
 
 async def sh(*argv: str) -> str:
@@ -93,21 +88,12 @@ async def platform_arm(
     """Seconds from the first CreateRun to the last run's end, with `concurrency` slots, and
     the CPU seconds the control plane and the orchestrator (this process, and what it
     started: mkfs, mount) spent on them."""
-    spec = load_tool_spec(TRIVIAL)
     with tempfile.TemporaryDirectory() as tmp:
         platform = await start_platform(Path(tmp), backend=backend, run_slots=concurrency)
         try:
             async with insecure_channel(platform.address, platform.token) as channel:
-                tools: tsg.ToolServiceAsyncStub = tsg.ToolServiceStub(channel)
                 api: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
-                version = (
-                    await tools.CreateToolVersion(
-                        ts.CreateToolVersionRequest(
-                            parent=f"tenants/default/tools/{spec.name}",
-                            tool_version=spec.with_image(built.reference, built.digest),
-                        )
-                    )
-                ).tool_version.name
+                version = await register_image(channel, built)
                 start, cpu = time.perf_counter(), cpu_seconds()
                 for _ in range(runs):
                     await api.CreateRun(
@@ -142,16 +128,7 @@ def cpu_seconds() -> float:
 
 
 async def main(runs: int, concurrencies: list[int], backends: list[str]) -> None:
-    await images.ensure_dockerd()
-    await images.build_base()
-    spec = load_tool_spec(TRIVIAL)
-    assert spec.image_build is not None
-    built = await images.build_tool_image(
-        spec.image_build.context,
-        name=spec.name,
-        version=spec.version.version,
-        entrypoint=spec.entrypoint,
-    )
+    built = await trivial_image()
     print(f"{runs} trivial runs per arm; image {built.reference} ({built.digest[:19]})")
     print("runs/min: plain script (python3 -c pass); plain script importing the engine")
     print("(docker only); the platform; platform/plain (target >= 0.8); the control plane's and")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from google.protobuf import descriptor
 
 from flnet.api.common.v1 import resource_pb2
-from flnet.api.control.v1 import artifact_pb2, run_pb2, tenant_pb2, tool_pb2
+from flnet.api.control.v1 import artifact_pb2, fleet_pb2, run_pb2, tenant_pb2, tool_pb2
 
 #: The contract files that declare resources; a test checks that no other file does.
 DECLARING_FILES: tuple[descriptor.FileDescriptor, ...] = (
@@ -27,6 +27,7 @@ DECLARING_FILES: tuple[descriptor.FileDescriptor, ...] = (
     tool_pb2.DESCRIPTOR,
     run_pb2.DESCRIPTOR,
     artifact_pb2.DESCRIPTOR,
+    fleet_pb2.DESCRIPTOR,
 )
 
 _COLLECTION = re.compile(r"[a-z][a-zA-Z0-9]*")
@@ -165,3 +166,4 @@ TOOL_VERSION = RESOURCES["flnet.io/ToolVersion"]
 RUN = RESOURCES["flnet.io/Run"]
 ARTIFACT = RESOURCES["flnet.io/Artifact"]
 UPLOAD = RESOURCES["flnet.io/Upload"]
+ORCHESTRATOR = RESOURCES["flnet.io/Orchestrator"]

@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flnet import resource_names
+
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .docker_backend import DEFAULT_DOCKER_URL, docker_socket
 from .link import Identity
@@ -203,8 +205,8 @@ class Settings:
                 parser.error(str(exc))
         if args.detach_on_stop and args.backend not in ("docker", "swarm"):
             parser.error("--detach-on-stop needs --backend docker or swarm")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", args.name):
-            parser.error("--name: 1 to 63 lower-case letters, digits and '-'")
+        if not resource_names.ID_RULES["orchestrator"].fullmatch(args.name):
+            parser.error("--name: 1 to 63 lower-case letters, digits and '-', not at either end")
         for flag, value in (
             ("--cpu-millis", args.cpu_millis),
             ("--memory-bytes", args.memory_bytes),

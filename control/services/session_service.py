@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from flnet import resource_names
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
 from flnet.control.fleet.links import Link
@@ -25,7 +26,7 @@ from flnet.server.streams import opening
 
 log = logging.getLogger(__name__)
 REGISTRATION_TIMEOUT = 30.0
-NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+NAME = resource_names.ID_RULES["orchestrator"]
 LABEL = re.compile(r"[a-z0-9._-]{0,63}")
 MAX_LABELS = 64
 

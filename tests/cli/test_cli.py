@@ -473,8 +473,8 @@ def test_flnet_up_runs_an_issuer_for_flnet_login(stack: Path) -> None:
     assert endpoints["oidc"].startswith("http://127.0.0.1:")
     secrets = json.loads((stack / "oidc" / "dev-credentials.json").read_text())
     logged_in = flnet_json(
-        stack, "login", "--client-credentials", "--client-id", "control-plane",
-        "--client-secret", secrets["control_plane_client_secret"],
+        stack, "login", "--client-credentials", "--client-id", "orchestrator",
+        "--client-secret", secrets["orchestrator_client_secret"],
     )  # fmt: skip
     assert logged_in["issuer"] == endpoints["oidc"]
     assert logged_in["scope"] == "orchestrator"

@@ -24,6 +24,7 @@ SAMPLE_IDS = {
     "run": "0f3a9c1e2b7d4a5f6c8e",
     "artifact": "a-1",
     "upload": "u1",
+    "orchestrator": "gpu-01",
 }
 # Ids no declared rule admits: empty, a path, dot names, spaces, upper case, "_" (the
 # orchestrator's work dirs "<tenant>_<run>" rely on it for tenants), non-ASCII, 64 characters,
@@ -62,6 +63,7 @@ def test_the_resources_the_components_name() -> None:
         "tenants/{tenant}/tools/{tool}/versions/{version}",
         "tenants/{tenant}/runs/{run}",
         "tenants/{tenant}/artifacts/{artifact}",
+        "orchestrators/{orchestrator}",
         "tenants/{tenant}/uploads/{upload}",
     }
     assert resource_names.RUN.type == "flnet.io/Run"

@@ -25,33 +25,35 @@ PLACED = sa.text("orchestrator IS NOT NULL AND end_us IS NULL")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("queued_us", sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column("queue_reason", sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column("orchestrator", sa.String(63), nullable=True))
-        batch_op.add_column(sa.Column("assigned_us", sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column("launched_us", sa.BigInteger(), nullable=True))
-        for name in ("cpu_millis", "memory_bytes"):
-            batch_op.add_column(
-                sa.Column(name, sa.BigInteger(), nullable=False, server_default="0")
-            )
-        batch_op.add_column(
-            sa.Column("required_labels", sa.Text(), nullable=False, server_default="")
-        )
-        batch_op.add_column(sa.Column("stop_grace_ms", sa.BigInteger(), nullable=True))
-        batch_op.create_index(
-            "ix_runs_queued",
-            ["tenant", "queued_us", "id"],
-            sqlite_where=QUEUED,
-            postgresql_where=QUEUED,
-        )
-        batch_op.create_index("ix_runs_orchestrator", ["orchestrator", "state"])
-        batch_op.create_index(
-            "ix_runs_placed",
-            ["orchestrator", "tenant"],
-            sqlite_where=PLACED,
-            postgresql_where=PLACED,
-        )
+    # Plain ADD COLUMN and CREATE INDEX, which SQLite does in place: batch mode's
+    # copy-and-rename would drop `runs`, which run_inputs' foreign key forbids once it has rows.
+    for column in (
+        sa.Column("queued_us", sa.BigInteger(), nullable=True),
+        sa.Column("queue_reason", sa.Text(), nullable=True),
+        sa.Column("orchestrator", sa.String(63), nullable=True),
+        sa.Column("assigned_us", sa.BigInteger(), nullable=True),
+        sa.Column("launched_us", sa.BigInteger(), nullable=True),
+        sa.Column("cpu_millis", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("memory_bytes", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("required_labels", sa.Text(), nullable=False, server_default=""),
+        sa.Column("stop_grace_ms", sa.BigInteger(), nullable=True),
+    ):
+        op.add_column("runs", column)
+    op.create_index(
+        "ix_runs_queued",
+        "runs",
+        ["tenant", "queued_us", "id"],
+        sqlite_where=QUEUED,
+        postgresql_where=QUEUED,
+    )
+    op.create_index("ix_runs_orchestrator", "runs", ["orchestrator", "state"])
+    op.create_index(
+        "ix_runs_placed",
+        "runs",
+        ["orchestrator", "tenant"],
+        sqlite_where=PLACED,
+        postgresql_where=PLACED,
+    )
     op.create_table(
         "orchestrators",
         sa.Column("name", sa.String(63), primary_key=True),
@@ -89,12 +91,11 @@ def downgrade() -> None:
     op.drop_table("tenant_quotas")
     op.drop_table("tenant_queues")
     op.drop_table("orchestrators")
-    with op.batch_alter_table("runs", schema=None) as batch_op:
-        batch_op.drop_index("ix_runs_placed")
-        batch_op.drop_index("ix_runs_orchestrator")
-        batch_op.drop_index("ix_runs_queued")
-        for name in (
-            "stop_grace_ms", "required_labels", "memory_bytes", "cpu_millis", "launched_us",
-            "assigned_us", "orchestrator", "queue_reason", "queued_us",
-        ):  # fmt: skip
-            batch_op.drop_column(name)
+    for index in ("ix_runs_placed", "ix_runs_orchestrator", "ix_runs_queued"):
+        op.drop_index(index, table_name="runs")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later), in place like the upgrade.
+    for name in (
+        "stop_grace_ms", "required_labels", "memory_bytes", "cpu_millis", "launched_us",
+        "assigned_us", "orchestrator", "queue_reason", "queued_us",
+    ):  # fmt: skip
+        op.drop_column("runs", name)

@@ -26,7 +26,7 @@ from flnet.api.common.v1 import resource_pb2 as flnet_dot_api_dot_common_dot_v1_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n flnet/api/control/v1/fleet.proto\x12\x14\x66lnet.api.control.v1\x1a\"flnet/api/common/v1/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x04\n\x0cOrchestrator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32\'.flnet.api.control.v1.OrchestratorState\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12>\n\x06labels\x18\x05 \x03(\x0b\x32..flnet.api.control.v1.Orchestrator.LabelsEntry\x12\x37\n\x08\x63\x61pacity\x18\x06 \x01(\x0b\x32%.flnet.api.control.v1.ResourceAmounts\x12\x33\n\x04load\x18\x07 \x01(\x0b\x32%.flnet.api.control.v1.ResourceAmounts\x12/\n\x0b\x61ttach_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:p\x92\xe7\x18l\n\x15\x66lnet.io/Orchestrator\x12\x1corchestrators/{orchestrator}*\rorchestrators2\x0corchestrator\xa2\x01\x17[a-z0-9][a-z0-9-]{0,62}\"I\n\x0fResourceAmounts\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04runs\x18\x03 \x01(\x05\"\xf1\x01\n\x0bTenantQuota\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08max_runs\x18\x02 \x01(\x05\x12\x16\n\x0emax_cpu_millis\x18\x03 \x01(\x03\x12\x18\n\x10max_memory_bytes\x18\x04 \x01(\x03\x12\x34\n\x05usage\x18\x05 \x01(\x0b\x32%.flnet.api.control.v1.ResourceAmounts\x12\x13\n\x0bqueued_runs\x18\x06 \x01(\x05\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x08 \x01(\t*\x96\x01\n\x11OrchestratorState\x12\"\n\x1eORCHESTRATOR_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bORCHESTRATOR_STATE_ATTACHED\x10\x01\x12\x1f\n\x1bORCHESTRATOR_STATE_DETACHED\x10\x02\x12\x1b\n\x17ORCHESTRATOR_STATE_LOST\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n flnet/api/control/v1/fleet.proto\x12\x14\x66lnet.api.control.v1\x1a\"flnet/api/common/v1/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x04\n\x0cOrchestrator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32\'.flnet.api.control.v1.OrchestratorState\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12>\n\x06labels\x18\x05 \x03(\x0b\x32..flnet.api.control.v1.Orchestrator.LabelsEntry\x12\x37\n\x08\x63\x61pacity\x18\x06 \x01(\x0b\x32%.flnet.api.control.v1.ResourceAmounts\x12\x33\n\x04load\x18\x07 \x01(\x0b\x32%.flnet.api.control.v1.ResourceAmounts\x12/\n\x0b\x61ttach_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:{\x92\xe7\x18w\n\x15\x66lnet.io/Orchestrator\x12\x1corchestrators/{orchestrator}*\rorchestrators2\x0corchestrator\xa2\x01\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\"I\n\x0fResourceAmounts\x12\x12\n\ncpu_millis\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04runs\x18\x03 \x01(\x05\"\xf1\x01\n\x0bTenantQuota\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08max_runs\x18\x02 \x01(\x05\x12\x16\n\x0emax_cpu_millis\x18\x03 \x01(\x03\x12\x18\n\x10max_memory_bytes\x18\x04 \x01(\x03\x12\x34\n\x05usage\x18\x05 \x01(\x0b\x32%.flnet.api.control.v1.ResourceAmounts\x12\x13\n\x0bqueued_runs\x18\x06 \x01(\x05\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x08 \x01(\t*\x96\x01\n\x11OrchestratorState\x12\"\n\x1eORCHESTRATOR_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bORCHESTRATOR_STATE_ATTACHED\x10\x01\x12\x1f\n\x1bORCHESTRATOR_STATE_DETACHED\x10\x02\x12\x1b\n\x17ORCHESTRATOR_STATE_LOST\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORCHESTRATOR_LABELSENTRY']._loaded_options = None
   _globals['_ORCHESTRATOR_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_ORCHESTRATOR']._loaded_options = None
-  _globals['_ORCHESTRATOR']._serialized_options = b'\222\347\030l\n\025flnet.io/Orchestrator\022\034orchestrators/{orchestrator}*\rorchestrators2\014orchestrator\242\001\027[a-z0-9][a-z0-9-]{0,62}'
-  _globals['_ORCHESTRATORSTATE']._serialized_start=1022
-  _globals['_ORCHESTRATORSTATE']._serialized_end=1172
+  _globals['_ORCHESTRATOR']._serialized_options = b'\222\347\030w\n\025flnet.io/Orchestrator\022\034orchestrators/{orchestrator}*\rorchestrators2\014orchestrator\242\001\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?'
+  _globals['_ORCHESTRATORSTATE']._serialized_start=1033
+  _globals['_ORCHESTRATORSTATE']._serialized_end=1183
   _globals['_ORCHESTRATOR']._serialized_start=128
-  _globals['_ORCHESTRATOR']._serialized_end=700
+  _globals['_ORCHESTRATOR']._serialized_end=711
   _globals['_ORCHESTRATOR_LABELSENTRY']._serialized_start=541
   _globals['_ORCHESTRATOR_LABELSENTRY']._serialized_end=586
-  _globals['_RESOURCEAMOUNTS']._serialized_start=702
-  _globals['_RESOURCEAMOUNTS']._serialized_end=775
-  _globals['_TENANTQUOTA']._serialized_start=778
-  _globals['_TENANTQUOTA']._serialized_end=1019
+  _globals['_RESOURCEAMOUNTS']._serialized_start=713
+  _globals['_RESOURCEAMOUNTS']._serialized_end=786
+  _globals['_TENANTQUOTA']._serialized_start=789
+  _globals['_TENANTQUOTA']._serialized_end=1030
 # @@protoc_insertion_point(module_scope)

@@ -92,9 +92,9 @@ class Registration(_message.Message):
     CONTAINERS_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Stable name of the orchestrator: lower-case letters, digits and '-', at
-    most 63 characters, starting with a letter or digit. It names the
-    orchestrator's runs across its restarts.
+    """Stable name of the orchestrator: the id of "orchestrators/{orchestrator}"
+    (1 to 63 lower-case letters, digits and '-', starting and ending with a
+    letter or digit). It names the orchestrator's runs across its restarts.
     """
     backend: _builtins.str
     """Its backend: "process", "docker", "swarm"."""
