@@ -563,6 +563,7 @@ def test_flnet_up_with_docker_admits_the_containers_group_to_the_socket(tmp_path
         return control.env.get("FLNET_ENGINE_GID")
 
     assert engine_gid(Stack(tmp_path / "docker", backend="docker")) == "10001"
+    assert engine_gid(Stack(tmp_path / "swarm", backend="swarm")) == "10001"
     assert engine_gid(Stack(tmp_path / "process")) is None
 
 
