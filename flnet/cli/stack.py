@@ -406,11 +406,14 @@ class Stack:
         return f"http://{self.gateway}/"
 
     def _orchestrator_client(self) -> dict[str, str]:
-        """The orchestrator's client at the embedded issuer (its generated secret)."""
+        """The orchestrator's client at the embedded issuer (its generated secret). A data
+        dir the issuer configured before orchestrators attached has the same client (scope
+        orchestrator) under its former name, control-plane."""
         dev = json.loads((self.data_dir / "oidc" / DEV_CREDENTIALS).read_text())
+        kind = "orchestrator" if "orchestrator_client_id" in dev else "control_plane"
         return {
-            "FLNET_ORCHESTRATOR_CLIENT_ID": dev["orchestrator_client_id"],
-            "FLNET_ORCHESTRATOR_CLIENT_SECRET": dev["orchestrator_client_secret"],
+            "FLNET_ORCHESTRATOR_CLIENT_ID": dev[f"{kind}_client_id"],
+            "FLNET_ORCHESTRATOR_CLIENT_SECRET": dev[f"{kind}_client_secret"],
         }
 
     async def start(self) -> None:

@@ -800,3 +800,15 @@ def test_a_newcomer_writes_tests_registers_and_runs_a_tool(stack: Path, tmp_path
     assert ended["error"]["reason"] == "ERROR_REASON_INPUT_INVALID"
     assert ended["error"]["kind"] == "ERROR_KIND_USER"
     assert ended["error"]["message"] == "4 rows cannot make 9 clusters"
+
+
+def test_an_older_data_dirs_issuer_client_attaches_the_orchestrator(tmp_path: Path) -> None:
+    """Before orchestrators attached, the issuer's client of scope orchestrator was named
+    control-plane: a data dir configured then keeps working."""
+    (tmp_path / "oidc").mkdir(parents=True)
+    old = {"control_plane_client_id": "control-plane", "control_plane_client_secret": "s"}
+    (tmp_path / "oidc" / "dev-credentials.json").write_text(json.dumps(old))
+    assert Stack(tmp_path)._orchestrator_client() == {
+        "FLNET_ORCHESTRATOR_CLIENT_ID": "control-plane",
+        "FLNET_ORCHESTRATOR_CLIENT_SECRET": "s",
+    }
