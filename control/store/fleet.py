@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import Table, and_, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -116,6 +117,27 @@ class Commands:
     stops: list[tuple[RunRow, float]] = field(default_factory=list)
 
 
+def _dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+    """INSERT with ON CONFLICT, in the connection's dialect (SQLite or PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def upsert(
+    conn: AsyncConnection, table: Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """Inserts the row of `key`, or updates it with `values` if it exists: one statement, so
+    that concurrent first writes of one key do not collide."""
+    statement = _dialect_insert(conn, table).values(**key, **values)
+    await conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=values))
+
+
+async def insert_new(conn: AsyncConnection, table: Table, values: dict[str, Any]) -> None:
+    """Inserts the row unless its primary key exists."""
+    await conn.execute(_dialect_insert(conn, table).values(**values).on_conflict_do_nothing())
+
+
 class FleetStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -140,24 +162,22 @@ class FleetStore:
             "seen_us": now,
         }
         async with self.db.write() as conn:
+            # The first registration of a name inserts it (two at once: one wins); then the
+            # row is locked and must be the registering client's.
+            await insert_new(conn, orchestrators, {"name": reg.name, "acked_sequence": 0, **values})
             found = (
                 await conn.execute(
                     select(orchestrators).where(orchestrators.c.name == reg.name).with_for_update()
                 )
-            ).first()
-            if found is None:
-                await conn.execute(
-                    insert(orchestrators).values(name=reg.name, acked_sequence=0, **values)
-                )
-            elif found.subject != reg.subject:
+            ).one()
+            if found.subject != reg.subject:
                 raise PermissionDenied(
                     f"orchestrator {reg.name!r} is registered by another client",
                     violations=[("registration.name", "registered by another client")],
                 )
-            else:
-                await conn.execute(
-                    update(orchestrators).where(orchestrators.c.name == reg.name).values(**values)
-                )
+            await conn.execute(
+                update(orchestrators).where(orchestrators.c.name == reg.name).values(**values)
+            )
             row = (
                 await conn.execute(select(orchestrators).where(orchestrators.c.name == reg.name))
             ).one()
@@ -307,18 +327,9 @@ class FleetStore:
         }
         for tenant in queues:
             reason = out.reasons.get(tenant, "")
-            if stored.get(tenant, "") == reason:
-                continue
-            if tenant in stored:
-                await conn.execute(
-                    update(tenant_queues)
-                    .where(tenant_queues.c.tenant == tenant)
-                    .values(reason=reason, update_us=now)
-                )
-            else:
-                await conn.execute(
-                    insert(tenant_queues).values(tenant=tenant, reason=reason, update_us=now)
-                )
+            if stored.get(tenant, "") != reason:
+                values = {"reason": reason, "update_us": now}
+                await upsert(conn, tenant_queues, {"tenant": tenant}, values)
 
     async def tenant_reasons(self, tenants: Sequence[str]) -> dict[str, str]:
         """Why the queues of `tenants` wait (tenants whose queue waits for nothing left out)."""
@@ -528,11 +539,7 @@ class FleetStore:
             "updated_by": actor,
         }
         async with self.db.write() as conn:
-            result = await conn.execute(
-                update(tenant_quotas).where(tenant_quotas.c.tenant == tenant).values(**values)
-            )
-            if not result.rowcount:
-                await conn.execute(insert(tenant_quotas).values(tenant=tenant, **values))
+            await upsert(conn, tenant_quotas, {"tenant": tenant}, values)
         return now
 
     async def tenant_usage(self, tenant: str) -> tuple[Amounts, int]:

@@ -251,6 +251,20 @@ async def test_quota_and_fleet_calls_are_for_operators_and_check_their_input(
             )
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert violations(raised.value) == ["tenant"]
+    # First writes of one tenant's quota at once: one row, the last write wins, no error.
+    quotas = [fp.TenantQuota(tenant="tenants/burst", max_runs=n) for n in range(1, 9)]
+    await asyncio.gather(
+        *(
+            api.fleet.UpdateTenantQuota(fs.UpdateTenantQuotaRequest(quota=q), metadata=admin())
+            for q in quotas
+        )
+    )
+    burst = (
+        await api.fleet.GetTenantQuota(
+            fs.GetTenantQuotaRequest(tenant="tenants/burst"), metadata=admin()
+        )
+    ).quota
+    assert 1 <= burst.max_runs <= 8
     never = (
         await api.fleet.GetTenantQuota(
             fs.GetTenantQuotaRequest(tenant="tenants/nobody"), metadata=admin()
