@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT = 2.0
 MAX_BACKOFF = 5.0
 ATTACHED_TIMEOUT = 30.0
+# Messages queued for the stream at most (the writer waits beyond).
+OUTGOING = 64
 # Logged once attached (`flnet up` waits for it).
 ATTACHED_LINE = "attached to the control plane as"
 AttachCall = grpc.aio.StreamStreamCall[sp.AttachRequest, sp.AttachResponse]
@@ -142,10 +144,20 @@ class ControlLink:
     async def _session(self, stub: spg.SessionServiceAsyncStub) -> None:
         self._healthy = False
         token = await self.token()
-        call = stub.Attach(metadata=(("authorization", f"Bearer {token}"),))
+        # Messages go out through the call's own request iterator, never written here: a
+        # refusal that comes before the control plane reads the registration (a bad token)
+        # is then the status the read below raises, not a failed write (which grpc reports
+        # as INTERNAL). Bounded: a slow stream holds the writer back, not memory.
+        outgoing: asyncio.Queue[sp.AttachRequest] = asyncio.Queue(maxsize=OUTGOING)
+        outgoing.put_nowait(await self._registration())
+
+        async def requests() -> AsyncIterator[sp.AttachRequest]:
+            while True:
+                yield await outgoing.get()
+
+        call = stub.Attach(requests(), metadata=(("authorization", f"Bearer {token}"),))
         writer: asyncio.Task[None] | None = None
         try:
-            await call.write(await self._registration())
             async with asyncio.timeout(ATTACHED_TIMEOUT):
                 first = await call.read()
             if not isinstance(first, sp.AttachResponse) or not first.HasField("attached"):
@@ -159,7 +171,7 @@ class ControlLink:
             interval = attached.heartbeat_interval.ToTimedelta().total_seconds()
             log.info("%s %s", ATTACHED_LINE, self.identity.name)
             writer = asyncio.create_task(
-                self._write(call, attached.acked_sequence, interval or DEFAULT_HEARTBEAT)
+                self._write(outgoing, attached.acked_sequence, interval or DEFAULT_HEARTBEAT)
             )
             while isinstance(message := await call.read(), sp.AttachResponse):
                 which = message.WhichOneof("message")
@@ -198,19 +210,22 @@ class ControlLink:
             )
         )
 
-    async def _write(self, call: AttachCall, sent: int, interval: float) -> None:
+    async def _write(
+        self, outgoing: asyncio.Queue[sp.AttachRequest], sent: int, interval: float
+    ) -> None:
         """Sends the reports after `sent` as they come, and a heartbeat every `interval`."""
         loop = asyncio.get_running_loop()
         beat_at = loop.time()
         while True:
             changed = self.outbox.changed()
             for report in self.outbox.after(sent):
-                await call.write(sp.AttachRequest(report=report))
+                await outgoing.put(sp.AttachRequest(report=report))
                 sent = report.sequence
             if loop.time() >= beat_at:
                 stamp = timestamp_pb2.Timestamp()
                 stamp.GetCurrentTime()
-                await call.write(sp.AttachRequest(heartbeat=sp.OrchestratorHeartbeat(time=stamp)))
+                heartbeat = sp.OrchestratorHeartbeat(time=stamp)
+                await outgoing.put(sp.AttachRequest(heartbeat=heartbeat))
                 beat_at = loop.time() + interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, beat_at - loop.time()))

@@ -6,6 +6,7 @@ issuer; the control plane takes no other token for the session."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -24,15 +25,21 @@ from tests.access.issuers import CLIENTS, TrustedIssuer
 async def attach_status(port: int, token: str | None) -> grpc.StatusCode:
     """How the control plane answers an Attach with `token` (OK: Attached came)."""
     metadata = (("authorization", f"Bearer {token}"),) if token is not None else ()
+    registration = sp.Registration(
+        name="probe",
+        backend="process",
+        capacity=sp.Capacity(cpu_millis=1000, memory_bytes=1 << 30, run_slots=1),
+    )
+
+    async def requests() -> AsyncIterator[sp.AttachRequest]:
+        # Sent by the call's own task: a refusal that comes before the server reads it is
+        # the status read below, not a failed write (which grpc reports as INTERNAL).
+        yield sp.AttachRequest(registration=registration)
+        await asyncio.Event().wait()  # the stream stays open until the call is cancelled
+
     async with insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = spg.SessionServiceStub(channel).Attach(metadata=metadata)
-        registration = sp.Registration(
-            name="probe",
-            backend="process",
-            capacity=sp.Capacity(cpu_millis=1000, memory_bytes=1 << 30, run_slots=1),
-        )
+        call = spg.SessionServiceStub(channel).Attach(requests(), metadata=metadata)
         try:
-            await call.write(sp.AttachRequest(registration=registration))
             first = await asyncio.wait_for(call.read(), 30)
         except grpc.aio.AioRpcError as e:
             return e.code()
