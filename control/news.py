@@ -27,6 +27,7 @@ class Segment:
     first: int
     last: int
     payload: bytes
+    telemetry: bool = False  # logs, metrics and progress only (no state change among them)
 
 
 class RunFeed:

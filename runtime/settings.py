@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flnet import resource_names
+from flnet.runtime.telemetry import LINGER_SECONDS
 
 # A whole run name, in the grammar of the contracts (the engine checks the run of each
 # Execute command with it too).
@@ -58,7 +59,7 @@ class EngineConfig:
     welcome_timeout: float = 30.0
     flush_timeout: float = 5.0
     max_batch_entries: int = 1000
-    linger: float = 0.010
+    linger: float = LINGER_SECONDS
     max_unacked_batches: int = 100
     log_level: int = logging.INFO
     handle_signals: bool = True

@@ -115,8 +115,7 @@ class RunController:
     async def events(self, row: RunRow, into: EventList, *, after: int, limit: int) -> bool:
         """Appends to `into.events` the run's events after `after`, at most `limit`;
         whether there may be more."""
-        _, full = await self._store.history.read_events(row, into, after=after, limit=limit)
-        return full
+        return (await self._store.history.read_events(row, into, after=after, limit=limit)).full
 
     def watch(self, row: RunRow, after_sequence: int) -> AsyncIterator[rs.WatchRunResponse]:
         return watching.watch(self._store, row, after_sequence)

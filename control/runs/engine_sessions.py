@@ -16,6 +16,7 @@ from flnet.api.control.v1 import tool_pb2 as tp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names
 from flnet.control.clock import duration
+from flnet.control.engine_batches import EngineBatch
 from flnet.control.reasons import Reason
 from flnet.control.runs.context import RunContext, grace_of
 from flnet.control.runs.relay import Relay
@@ -103,7 +104,7 @@ class EngineSessions:
         # (here or by another replica) found no session to tell.
         self.relay.pass_on_soon(row.id)
 
-    async def ingest(self, row: RunRow, session: Session, batches: Sequence[rt.Batch]) -> rt.Ack:
+    async def ingest(self, row: RunRow, session: Session, batches: Sequence[EngineBatch]) -> rt.Ack:
         """Stores the engine's batches; an INITIALIZED run is told to Start."""
         store = self.context.store
         # Shielded: a session that ends mid-commit must not cancel the transaction between

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from flnet import lifecycle
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.control.store import RunRow, Store
 
@@ -26,15 +25,12 @@ async def watch(
     while True:
         news = store.feed.next(row.id)
         response = rs.WatchRunResponse()
-        count, full = await store.history.read_events(
+        count, full, ended_here = await store.history.read_events(
             row, response, after=cursor, limit=WATCH_BATCH
         )
         if count:
             cursor = response.events[-1].sequence
-            saw_end = saw_end or any(
-                e.HasField("state_change") and lifecycle.is_terminal(e.state_change.to_state)
-                for e in response.events
-            )
+            saw_end = saw_end or ended_here
             yield response
             if full:
                 continue

@@ -18,6 +18,7 @@ from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.api.runtime.v1 import runtime_service_pb2_grpc as rtg
 from flnet.control.blobs import BlobStore
 from flnet.control.clock import now_us
+from flnet.control.engine_batches import EngineBatch, checked
 from flnet.control.runs import EngineSessions
 from flnet.control.runs.engine_sessions import closing
 from flnet.control.services.artifact_service import (
@@ -36,7 +37,6 @@ from flnet.errors import (
 from flnet.server.auth import Reason, require_principal
 from flnet.server.auth.audit import note_resource
 from flnet.server.decoding import MalformedRequest
-from flnet.server.ranges import timestamp_us
 from flnet.server.streams import opening
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,13 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         queued up in one transaction (group commit), so a busy run costs few commits.
         Returns the error of a message that could not be decoded or used."""
         # Bounded: a fast engine is pushed back by HTTP/2 flow control, not buffered here.
-        batches: asyncio.Queue[rt.Batch | None] = asyncio.Queue(maxsize=2 * MAX_GROUP_COMMIT)
+        batches: asyncio.Queue[EngineBatch | None] = asyncio.Queue(maxsize=2 * MAX_GROUP_COMMIT)
         ingester = asyncio.create_task(self._ingest(batches, row, session))
         try:
             async for msg in requests:
                 which = msg.WhichOneof("message")
                 if which == "batch":
-                    check_times(msg.batch)
-                    if not await _offer(batches, msg.batch, ingester):
+                    if not await _offer(batches, checked(msg.batch), ingester):
                         break
                 elif which == "heartbeat":
                     self.engines.heard(row.id)
@@ -124,7 +123,7 @@ class RuntimeService(rtg.RuntimeServiceServicer):
         return None
 
     async def _ingest(
-        self, batches: asyncio.Queue[rt.Batch | None], row: RunRow, session: Session
+        self, batches: asyncio.Queue[EngineBatch | None], row: RunRow, session: Session
     ) -> None:
         while (first := await batches.get()) is not None:
             group = [first]
@@ -192,20 +191,8 @@ class RuntimeService(rtg.RuntimeServiceServicer):
             yield rt.FetchInputResponse(offset=msg.offset, data=msg.data)
 
 
-def check_times(batch: rt.Batch) -> None:
-    """InvalidArgument naming an entry's time that no timestamp holds. The engine stamps
-    entries itself, so such a time is a broken engine's; stored, it would break what reads
-    the run later (its export: INTERNAL)."""
-    for i, entry in enumerate(batch.entries):
-        which = entry.WhichOneof("entry")
-        if which in ("log", "metric", "progress"):
-            item = getattr(entry, which)
-            if item.HasField("time"):
-                timestamp_us(item.time, f"batch.entries[{i}].{which}.time")
-
-
 async def _offer(
-    queue: asyncio.Queue[rt.Batch | None], item: rt.Batch | None, consumer: asyncio.Task[None]
+    queue: asyncio.Queue[EngineBatch | None], item: EngineBatch | None, consumer: asyncio.Task[None]
 ) -> bool:
     """Queues `item`, waiting for room; False when the consumer ended instead."""
     if consumer.done():

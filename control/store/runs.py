@@ -18,9 +18,11 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control import names, verdicts
 from flnet.control.clock import now_us, timestamp
+from flnet.control.engine_batches import EngineBatch
+from flnet.control.news import Segment
 from flnet.control.schema import artifacts, run_inputs, runs
 from flnet.control.store.base import Database, Pending, RunRow, older_than, run_row, storable
-from flnet.control.store.history import append_events, append_segment
+from flnet.control.store.history import append_events
 from flnet.control.store.tools import ToolStore
 from flnet.errors import NotFound
 
@@ -222,7 +224,7 @@ class RunStore:
         async with self.db.read() as conn:
             return [run_row(r) for r in (await conn.execute(q)).all()]
 
-    async def apply_batches(self, run_id: str, batches: Sequence[rt.Batch]) -> BatchOutcome:
+    async def apply_batches(self, run_id: str, batches: Sequence[EngineBatch]) -> BatchOutcome:
         """Stores engine batches exactly once (see RuntimeService.Connect), all in one
         transaction: batches that queued up while the previous commit ran share the next
         one. A duplicate (already stored) or a gap (the engine resends in order) is only
@@ -234,11 +236,12 @@ class RunStore:
             outcome = BatchOutcome(acked=row.last_batch, state=row.state)
             seq = row.last_sequence
             values: dict[str, Any] = {}
-            for batch in batches:
-                if batch.sequence != outcome.acked + 1:
+            for checked in batches:
+                sequence = checked.batch.sequence
+                if sequence != outcome.acked + 1:
                     continue
-                seq = await self._apply(conn, pending, row, batch, seq, now, outcome, values)
-                outcome.acked = batch.sequence
+                seq = await self._apply(conn, pending, row, checked, seq, now, outcome, values)
+                outcome.acked = sequence
             if outcome.acked != row.last_batch:
                 await conn.execute(
                     update(runs)
@@ -252,33 +255,35 @@ class RunStore:
         conn: AsyncConnection,
         pending: Pending,
         row: Any,
-        batch: rt.Batch,
+        checked: EngineBatch,
         seq: int,
         now: int,
         outcome: BatchOutcome,
         values: dict[str, Any],
     ) -> int:
         """Appends one batch's events after `seq`; returns the new last sequence. Updates
-        `outcome` (state, transitions, rejections) and the run's column `values`."""
-        kinds = [entry.WhichOneof("entry") for entry in batch.entries]
-        if "progress" in kinds:
-            last = len(kinds) - 1 - kinds[::-1].index("progress")
+        `outcome` (state, transitions, rejections) and the run's column `values`. The batch
+        is consumed (a telemetry-only one becomes the segment)."""
+        batch = checked.batch
+        if (last := checked.last_progress) >= 0:
             values["progress"] = batch.entries[last].progress.SerializeToString()
-        if "transition" not in kinds and None not in kinds:
-            # Telemetry only: the batch's bytes are the segment (see Entry's field numbers).
-            # Unknown fields go first: Entry's reserved numbers are RunEvent fields (state
-            # changes, outputs, ...) that an engine must never be able to write.
+        if checked.telemetry_only:
+            # The batch's bytes are the segment (see Entry's field numbers), without parsing
+            # them again. Unknown fields go first: Entry's reserved numbers are RunEvent
+            # fields (state changes, outputs, ...) that an engine must never be able to write,
+            # and Batch.sequence is no field of a segment.
             batch.DiscardUnknownFields()
-            segment = rp.RunEventSegment.FromString(batch.SerializeToString())
-            segment.DiscardUnknownFields()  # Batch.sequence
-            count = len(segment.events)
+            batch.ClearField("sequence")
+            count = len(batch.entries)
             if count:
-                append_segment(pending, row.id, now, seq + 1, seq + count, segment)
+                segment = Segment(seq + 1, seq + count, batch.SerializeToString(), telemetry=True)
+                pending.add(row.id, now, segment)
             return seq + count
+        kinds = checked.kinds
         events: list[rp.RunEvent] = []
         facts: verdicts.Outputs | None = None  # read once, at the batch's first transition
         for index, entry in enumerate(batch.entries):
-            which = entry.WhichOneof("entry")
+            which = kinds[index]
             if which == "log":
                 ev = rp.RunEvent(log=entry.log)
             elif which == "metric":

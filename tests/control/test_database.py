@@ -33,6 +33,7 @@ from flnet.control.database import (
     upgrade,
     write_lock,
 )
+from flnet.control.engine_batches import EngineBatch, checked
 from flnet.control.news import RunFeed
 from flnet.control.schema import artifacts, metadata, run_events, runs
 from flnet.control.store import Store
@@ -177,10 +178,12 @@ async def test_batches_of_one_run_at_once_leave_no_gaps(store: Store) -> None:
     batch): its row lock (or SQLite's write lock) orders them; sequences stay contiguous."""
     run_id = await new_run(store)
 
-    def batch(n: int) -> rt.Batch:
-        return rt.Batch(
-            sequence=n,
-            entries=[rt.Entry(log=tm.LogRecord(message=f"{n}.{i}")) for i in range(5)],
+    def batch(n: int) -> EngineBatch:
+        return checked(
+            rt.Batch(
+                sequence=n,
+                entries=[rt.Entry(log=tm.LogRecord(message=f"{n}.{i}")) for i in range(5)],
+            )
         )
 
     await asyncio.gather(
@@ -192,7 +195,7 @@ async def test_batches_of_one_run_at_once_leave_no_gaps(store: Store) -> None:
     )
     run = await store.runs.get_run("acme", run_id)
     response = rs.ListRunEventsResponse()
-    added, _ = await store.history.read_events(run, response, after=0, limit=1000)
+    added, _, _ = await store.history.read_events(run, response, after=0, limit=1000)
     assert [e.sequence for e in response.events] == list(range(1, added + 1))
     logs = [e.log.message for e in response.events if e.HasField("log")]
     assert logs == [f"{n}.{i}" for n in (1, 2, 3) for i in range(5)]
@@ -217,7 +220,9 @@ async def test_a_transaction_inserts_its_history_segments_in_one_statement(
     event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
         batches = [
-            rt.Batch(sequence=n, entries=[rt.Entry(log=tm.LogRecord(message=str(n)))] * 100)
+            checked(
+                rt.Batch(sequence=n, entries=[rt.Entry(log=tm.LogRecord(message=str(n)))] * 100)
+            )
             for n in range(1, 9)
         ]
         outcome = await store.runs.apply_batches(run_id, batches)
