@@ -124,6 +124,7 @@ bench: venv
 	$(PY) -m bench.telemetry
 	$(PY) -m bench.dispatch
 	$(PY) -m bench.auth
+	$(PY) -m bench.unary
 	$(PY) -m bench.artifacts
 	$(PY) -m bench.gateway
 	$(PY) -m bench.scheduler

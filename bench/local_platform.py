@@ -23,6 +23,7 @@ from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
+from flnet.control.tenant_limits import TenantShare
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.orchestrator.link import Identity
@@ -31,6 +32,7 @@ from flnet.toolspec import load_tool_spec
 from tests import pg_cluster
 
 ISSUER = LocalIssuer("https://issuer.bench.invalid")
+UNBOUNDED_SHARE = TenantShare(rate=1e9, burst=1e9, calls=1_000_000, streams=1_000_000)
 
 
 @dataclass
@@ -66,6 +68,8 @@ async def start_platform(
             s3_endpoint=s3_endpoint,
             # Containers' engines connect as the docker backend's group (as `flnet up` sets).
             engine_gid=ENGINE_GID if backend in ("docker", "swarm") else None,
+            # Benches load one tenant far beyond a fair share: still checked, never refused.
+            tenant_share=UNBOUNDED_SHARE,
         ),
         keys=ISSUER.keys(),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, String, and_, insert, or_, select
+from sqlalchemy.engine import Engine, Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flnet import lifecycle
@@ -19,7 +20,7 @@ from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control import names
 from flnet.control.clock import timestamp
-from flnet.control.database import write_lock
+from flnet.control.database import loop_reader, write_lock
 from flnet.control.news import RunFeed, Segment
 from flnet.control.notifications import notify
 from flnet.control.schema import run_events, runs
@@ -179,6 +180,24 @@ class Obj:
         self.__dict__.update(values)
 
 
+class _LoopRead:
+    """A read connection of a loop reader, with AsyncConnection's `execute`: results are
+    fetched whole at once, as the async driver's are."""
+
+    def __init__(self, reader: Engine) -> None:
+        self._reader = reader
+
+    async def __aenter__(self) -> _LoopRead:
+        self._conn = self._reader.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._conn.close()
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Result[Any]:
+        return self._conn.execute(statement, parameters).freeze()()
+
+
 class Database:
     """The connection the store's parts share: reads, write transactions, run-row locks."""
 
@@ -187,9 +206,13 @@ class Database:
         self.feed = feed
         # SQLite only (control.database.write_lock); PostgreSQL locks rows instead.
         self._write_lock = write_lock(engine)
+        self._reader = loop_reader(engine)
 
     def read(self) -> Any:
-        """A connection for reads (an async context manager)."""
+        """A connection for reads (an async context manager): on a SQLite file, one used on
+        the loop's thread (control.database.loop_reader)."""
+        if self._reader is not None:
+            return _LoopRead(self._reader)
         return self.engine.connect()
 
     @contextlib.asynccontextmanager

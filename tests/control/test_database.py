@@ -16,9 +16,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event, func, inspect, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flnet.api.common.v1 import telemetry_pb2 as tm
+from flnet.api.common.v1.lifecycle_pb2 import RunState
 from flnet.api.control.v1 import artifact_pb2 as ap
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import run_pb2 as rp
@@ -29,6 +31,7 @@ from flnet.control.database import (
     create_engine,
     current_revision,
     head_revision,
+    loop_reader,
     migrate,
     upgrade,
     write_lock,
@@ -148,6 +151,26 @@ async def test_only_sqlite_writers_take_turns(engine: AsyncEngine, store: Store)
         assert isinstance(lock, asyncio.Lock) and store.db._write_lock is lock
     else:
         assert lock is None and store.db._write_lock is None
+
+
+async def test_sqlite_reads_on_the_loop_see_every_commit_and_write_nothing(
+    engine: AsyncEngine, store: Store
+) -> None:
+    """SQLite reads run on the loop's thread, on connections of their own: a commit of the
+    async writer is read at once, and the reader cannot write (query_only)."""
+    reader = loop_reader(engine)
+    if backend() != SQLITE:
+        assert reader is None
+        return
+    assert reader is not None
+    run_id = await new_run(store)
+    assert (await store.runs.get_run("acme", run_id)).state == RunState.RUN_STATE_PENDING
+    await store.runs.transition(run_id, RunState.RUN_STATE_CANCELLED, actor="alice")
+    assert (await store.runs.get_run("acme", run_id)).state == RunState.RUN_STATE_CANCELLED
+    with reader.connect() as conn, pytest.raises(OperationalError, match="readonly"):
+        conn.execute(runs.delete())
+    await engine.dispose()  # its reader goes with it
+    assert reader.pool.checkedin() == 0
 
 
 async def test_uploads_of_the_same_content_at_once_are_one_artifact(

@@ -67,7 +67,8 @@ def bearer_token(metadata: Metadata | None) -> str:
         raise malformed
     scheme, _, token = values[0].strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or any(c.isspace() for c in token):
+    # (split() cuts at exactly what isspace() finds, in C rather than a character at a time)
+    if scheme.lower() != "bearer" or len(token.split()) != 1:
         raise malformed
     return token
 
