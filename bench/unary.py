@@ -21,7 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -33,12 +35,13 @@ from flnet.channels import CLIENT_OPTIONS, SERVER_OPTIONS, insecure_channel
 RAW_SERVICE = "bench.Raw"
 PAGE = 50
 TARGETS = {"GetRun": 2.0, "ListRuns": 3.0}
+Call = Callable[..., Awaitable[Any]]
 
 
 async def raw_server(responses: dict[str, bytes]) -> tuple[grpc.aio.Server, str]:
     """A grpc.aio server whose methods answer stored bytes (no decoding beyond the request)."""
 
-    def method(answer: bytes) -> grpc.RpcMethodHandler:
+    def method(answer: bytes) -> grpc.RpcMethodHandler[bytes, bytes]:
         async def handler(request: bytes, context: object) -> bytes:
             return answer
 
@@ -57,13 +60,11 @@ async def raw_server(responses: dict[str, bytes]) -> tuple[grpc.aio.Server, str]
     return server, f"127.0.0.1:{port}"
 
 
-def raw_call(channel: grpc.aio.Channel, name: str) -> grpc.aio.UnaryUnaryMultiCallable:
+def raw_call(channel: grpc.aio.Channel, name: str) -> Call:
     return channel.unary_unary(f"/{RAW_SERVICE}/{name}")
 
 
-async def sequential(
-    call: grpc.aio.UnaryUnaryMultiCallable, request: object, n: int
-) -> list[float]:
+async def sequential(call: Call, request: object, n: int) -> list[float]:
     latencies = []
     for _ in range(n):
         start = time.perf_counter()
@@ -80,7 +81,7 @@ async def throughput_client(
     token = os.environ.get("FLNET_TOKEN", "")
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     channels = [grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS) for _ in range(4)]
-    calls = [ch.unary_unary(method) for ch in channels]
+    calls: list[Call] = [ch.unary_unary(method) for ch in channels]
     done = 0
     stop = time.monotonic() + seconds
 
@@ -131,7 +132,7 @@ async def main(calls: int, rounds: int, clients: int, seconds: float) -> None:
             assert len(rs.ListRunsResponse.FromString(answers["ListRuns"]).runs) == PAGE
             server, raw_address = await raw_server(answers)
             raw = grpc.aio.insecure_channel(raw_address, options=CLIENT_OPTIONS)
-            arms = {
+            arms: dict[str, tuple[Call, object]] = {
                 "raw GetRun": (raw_call(raw, "GetRun"), get.SerializeToString()),
                 "GetRun": (stub.GetRun, get),
                 "raw ListRuns": (raw_call(raw, "ListRuns"), page.SerializeToString()),
