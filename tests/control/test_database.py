@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -167,10 +168,14 @@ async def test_sqlite_reads_on_the_loop_see_every_commit_and_write_nothing(
     assert (await store.runs.get_run("acme", run_id)).state == RunState.RUN_STATE_PENDING
     await store.runs.transition(run_id, RunState.RUN_STATE_CANCELLED, actor="alice")
     assert (await store.runs.get_run("acme", run_id)).state == RunState.RUN_STATE_CANCELLED
-    with reader.connect() as conn, pytest.raises(OperationalError, match="readonly"):
-        conn.execute(runs.delete())
-    await engine.dispose()  # its reader goes with it
-    assert reader.pool.checkedin() == 0
+    with reader.connect() as conn:
+        pooled = conn.connection.dbapi_connection
+        with pytest.raises(OperationalError, match="readonly"):
+            conn.execute(runs.delete())
+    await engine.dispose()  # its reader's connections go with it
+    assert pooled is not None
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        pooled.execute("SELECT 1")
 
 
 async def test_uploads_of_the_same_content_at_once_are_one_artifact(
