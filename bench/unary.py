@@ -1,7 +1,7 @@
 """Unary API calls against raw grpc.aio: GetRun and ListRuns (a page of 50) through the whole
 control plane (its interceptor chain: error mapping, token validation, scopes, the tenant's
 share, audit), next to a raw grpc.aio server that answers the same bytes from memory, in the
-same run.
+same run (both decoded by the client alike).
 
     python -m bench.unary [--calls 2000] [--rounds 5] [--clients 200] [--seconds 3]
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from bench.latency import p, trivial_run
 from flnet.api.control.v1 import run_service_pb2 as rs
@@ -60,8 +61,9 @@ async def raw_server(responses: dict[str, bytes]) -> tuple[grpc.aio.Server, str]
     return server, f"127.0.0.1:{port}"
 
 
-def raw_call(channel: grpc.aio.Channel, name: str) -> Call:
-    return channel.unary_unary(f"/{RAW_SERVICE}/{name}")
+def raw_call(channel: grpc.aio.Channel, name: str, response: type[Message]) -> Call:
+    """The raw server's method `name`; its answer is decoded as `response`, as a stub's is."""
+    return channel.unary_unary(f"/{RAW_SERVICE}/{name}", response_deserializer=response.FromString)
 
 
 async def sequential(call: Call, request: object, n: int) -> list[float]:
@@ -133,9 +135,12 @@ async def main(calls: int, rounds: int, clients: int, seconds: float) -> None:
             server, raw_address = await raw_server(answers)
             raw = grpc.aio.insecure_channel(raw_address, options=CLIENT_OPTIONS)
             arms: dict[str, tuple[Call, object]] = {
-                "raw GetRun": (raw_call(raw, "GetRun"), get.SerializeToString()),
+                "raw GetRun": (raw_call(raw, "GetRun", rs.GetRunResponse), get.SerializeToString()),
                 "GetRun": (stub.GetRun, get),
-                "raw ListRuns": (raw_call(raw, "ListRuns"), page.SerializeToString()),
+                "raw ListRuns": (
+                    raw_call(raw, "ListRuns", rs.ListRunsResponse),
+                    page.SerializeToString(),
+                ),
                 "ListRuns": (stub.ListRuns, page),
             }
             for call, request in arms.values():  # warm up every path

@@ -17,6 +17,11 @@ def timestamp(us: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
 
 
+def set_timestamp(field: timestamp_pb2.Timestamp, us: int) -> None:
+    """Sets a message's Timestamp field in place (no message made and copied)."""
+    field.seconds, field.nanos = us // 1_000_000, (us % 1_000_000) * 1000
+
+
 def duration(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))

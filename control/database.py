@@ -82,7 +82,13 @@ def loop_reader(engine: AsyncEngine) -> Engine | None:
 
 
 def _loop_reader_for(url: URL) -> Engine:
-    reader = sqlalchemy.create_engine(url.set(drivername="sqlite"), connect_args={"timeout": 5})
+    reader = sqlalchemy.create_engine(
+        url.set(drivername="sqlite"),
+        connect_args={"timeout": 5},
+        # Rows fetched whole at execute, as the async driver's are: a result outlives its
+        # connection's return to the pool.
+        execution_options={"prebuffer_rows": True},
+    )
 
     @event.listens_for(reader, "connect")
     def _read_only(dbapi_conn: Any, _record: Any) -> None:

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 _ARTIFACT = ap.Artifact.DESCRIPTOR
 _CLEAN = rp.RunEvent.DESCRIPTOR
-# Per message type (full name): the fields through which an Artifact can be reached.
-_PATHS: dict[str, tuple[FieldDescriptor, ...]] = {}
+# Per message type (full name): the fields through which an Artifact can be reached, with
+# their kinds (looked up once: a listing walks every run of its page).
+_PATHS: dict[str, tuple[tuple[str, str], ...]] = {}
+_MAP, _REPEATED, _SINGLE = "map", "repeated", "single"
 
 
 def hide_storage_uris(message: Message) -> None:
@@ -38,13 +40,13 @@ def hide_storage_uris(message: Message) -> None:
     if descriptor is _ARTIFACT:
         message.ClearField("storage_uri")
         return
-    for field in _paths(descriptor):
-        value = getattr(message, field.name)
-        if _is_map(field):
+    for name, kind in _paths(descriptor):
+        value = getattr(message, name)
+        if kind is _MAP:
             values = value.values()
-        elif field.is_repeated:
+        elif kind is _REPEATED:
             values = value
-        elif message.HasField(field.name):
+        elif message.HasField(name):
             values = (value,)
         else:
             continue
@@ -80,11 +82,13 @@ class HideStorageUris(AsyncServerInterceptor):
                 yield response
 
 
-def _paths(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+def _paths(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
     paths = _PATHS.get(descriptor.full_name)
     if paths is None:
         paths = _PATHS[descriptor.full_name] = tuple(
-            f for f in descriptor.fields if _reaches(_value_type(f), set())
+            (f.name, _MAP if _is_map(f) else _REPEATED if f.is_repeated else _SINGLE)
+            for f in descriptor.fields
+            if _reaches(_value_type(f), set())
         )
     return paths
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +45,12 @@ def _artifact(r: Any) -> ap.Artifact:
 
 
 S = lc.RunState
+# Built once: building a statement costs more than running it (every GetRun reads this).
+_OUTPUTS_OF_RUNS = (
+    select(artifacts)
+    .where(artifacts.c.run_id.in_(bindparam("ids", expanding=True)))
+    .order_by(artifacts.c.output_name)
+)
 
 
 async def _input_of(conn: AsyncConnection, tenant: str, sha256: str) -> Any:
@@ -225,13 +231,7 @@ class ArtifactStore:
         if not run_ids:
             return {}
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(artifacts)
-                    .where(artifacts.c.run_id.in_(list(run_ids)))
-                    .order_by(artifacts.c.output_name)
-                )
-            ).all()
+            rows = (await conn.execute(_OUTPUTS_OF_RUNS, {"ids": list(run_ids)})).all()
         out: dict[str, list[ap.Artifact]] = {rid: [] for rid in run_ids}
         for r in rows:
             out[r.run_id].append(_artifact(r))

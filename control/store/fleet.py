@@ -19,7 +19,7 @@ from flnet.api.control.v1 import run_pb2 as rp
 from flnet.control.clock import now_us, timestamp
 from flnet.control.fleet.scheduler import Amounts, Decisions, QueuedRun, Quota, Site
 from flnet.control.schema import orchestrators, runs, tenant_queues, tenant_quotas
-from flnet.control.store.base import Database, Pending, RunRow, run_row
+from flnet.control.store.base import Database, Pending, RunRow, run_row, run_rows
 from flnet.control.store.history import append_events
 from flnet.errors import PermissionDenied
 
@@ -507,7 +507,7 @@ class FleetStore:
         """The runs placed on `orchestrator` and not ended."""
         q = select(runs).where(runs.c.orchestrator == orchestrator, runs.c.end_us.is_(None))
         async with self.db.read() as conn:
-            return [run_row(r) for r in (await conn.execute(q)).all()]
+            return run_rows(await conn.execute(q))
 
     async def assigned_to(self, run_ids: Sequence[str]) -> dict[str, str | None]:
         """Where each of `run_ids` is placed (runs that do not exist are left out)."""

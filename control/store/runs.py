@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Select, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,13 +21,50 @@ from flnet.control.clock import now_us, timestamp
 from flnet.control.engine_batches import EngineBatch
 from flnet.control.news import Segment
 from flnet.control.schema import artifacts, run_inputs, runs
-from flnet.control.store.base import Database, Pending, RunRow, older_than, run_row, storable
+from flnet.control.store.base import (
+    Database,
+    Pending,
+    RunRow,
+    older_than,
+    run_row,
+    run_rows,
+    storable,
+)
 from flnet.control.store.history import append_events
 from flnet.control.store.tools import ToolStore
 from flnet.errors import NotFound
 
 S = lc.RunState
 SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# The reads of every call, built once: building a statement costs more than running it.
+_RUN = select(runs).where(runs.c.id == bindparam("id"))
+_RUN_OF_TENANT = _RUN.where(runs.c.tenant == bindparam("tenant"))
+# A listing's statement per combination of filters (RunStore.list_runs).
+_LISTINGS: dict[tuple[bool, ...], Select[Any]] = {}
+
+
+def _listing(
+    tool: bool, tool_version: bool, states: bool, since: bool, until: bool, after: bool
+) -> Select[Any]:
+    """Newest first, the filters given bound by name (see list_runs' parameters)."""
+    q = select(runs).where(runs.c.tenant == bindparam("tenant"))
+    if tool:
+        q = q.where(runs.c.tool == bindparam("tool"))
+    if tool_version:
+        q = q.where(runs.c.tool_version == bindparam("tool_version"))
+    if states:
+        q = q.where(runs.c.state.in_(bindparam("states", expanding=True)))
+    if since:
+        q = q.where(runs.c.create_us >= bindparam("from"))
+    if until:
+        q = q.where(runs.c.create_us < bindparam("to"))
+    if after:
+        q = q.where(
+            older_than(runs.c.create_us, runs.c.id, (bindparam("at"), bindparam("last_id")))
+        )
+    return q.order_by(runs.c.create_us.desc(), runs.c.id.desc()).limit(bindparam("limit"))
 
 
 @dataclass
@@ -156,16 +193,14 @@ class RunStore:
 
     async def get_run(self, tenant: str, run_id: str) -> RunRow:
         async with self.db.read() as conn:
-            r = (
-                await conn.execute(select(runs).where(runs.c.tenant == tenant, runs.c.id == run_id))
-            ).first()
+            r = (await conn.execute(_RUN_OF_TENANT, {"tenant": tenant, "id": run_id})).first()
         if r is None:
             raise NotFound(f"run {names.run_name(tenant, run_id)} does not exist")
         return run_row(r)
 
     async def get_run_by_id(self, run_id: str) -> RunRow | None:
         async with self.db.read() as conn:
-            r = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+            r = (await conn.execute(_RUN, {"id": run_id})).first()
         return run_row(r) if r else None
 
     async def list_runs(
@@ -179,22 +214,31 @@ class RunStore:
         """Newest first; `after` is the (create_us, id) of the previous page's last run.
         Indexes by tenant, by tenant and tool, tool version or state hold the runs in this
         order (migration 0003)."""
-        q = select(runs).where(runs.c.tenant == tenant)
-        if where.tool:
-            q = q.where(runs.c.tool == where.tool)
-        if where.tool_version:
-            q = q.where(runs.c.tool_version == where.tool_version)
-        if where.states:
-            q = q.where(runs.c.state.in_(list(where.states)))
-        if where.created_from_us is not None:
-            q = q.where(runs.c.create_us >= where.created_from_us)
-        if where.created_to_us is not None:
-            q = q.where(runs.c.create_us < where.created_to_us)
-        if after is not None:
-            q = q.where(older_than(runs.c.create_us, runs.c.id, after))
-        q = q.order_by(runs.c.create_us.desc(), runs.c.id.desc()).limit(limit)
+        shape = (
+            bool(where.tool),
+            bool(where.tool_version),
+            bool(where.states),
+            where.created_from_us is not None,
+            where.created_to_us is not None,
+            after is not None,
+        )
+        q = _LISTINGS.get(shape)
+        if q is None:
+            q = _LISTINGS[shape] = _listing(*shape)
+        at, last_id = after or (0, "")
+        params = {
+            "tenant": tenant,
+            "tool": where.tool,
+            "tool_version": where.tool_version,
+            "states": list(where.states),
+            "from": where.created_from_us,
+            "to": where.created_to_us,
+            "at": at,
+            "last_id": last_id,
+            "limit": limit,
+        }
         async with self.db.read() as conn:
-            return [run_row(r) for r in (await conn.execute(q)).all()]
+            return run_rows(await conn.execute(q, params))
 
     async def mark_engines_seen(self, run_ids: list[str], when_us: int) -> None:
         """Records that the engines of `run_ids` were heard at `when_us` (never backwards)."""
@@ -222,7 +266,7 @@ class RunStore:
             )
         )
         async with self.db.read() as conn:
-            return [run_row(r) for r in (await conn.execute(q)).all()]
+            return run_rows(await conn.execute(q))
 
     async def apply_batches(self, run_id: str, batches: Sequence[EngineBatch]) -> BatchOutcome:
         """Stores engine batches exactly once (see RuntimeService.Connect), all in one
