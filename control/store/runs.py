@@ -22,6 +22,7 @@ from flnet.control.engine_batches import EngineBatch
 from flnet.control.news import Segment
 from flnet.control.schema import artifacts, run_inputs, runs
 from flnet.control.store.base import (
+    RUN_ROW_COLUMNS,
     Database,
     Pending,
     RunRow,
@@ -39,7 +40,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 # The reads of every call, built once: building a statement costs more than running it.
-_RUN = select(runs).where(runs.c.id == bindparam("id"))
+_RUN = select(*RUN_ROW_COLUMNS).where(runs.c.id == bindparam("id"))
 _RUN_OF_TENANT = _RUN.where(runs.c.tenant == bindparam("tenant"))
 # A listing's statement per combination of filters (RunStore.list_runs).
 _LISTINGS: dict[tuple[bool, ...], Select[Any]] = {}
@@ -49,7 +50,7 @@ def _listing(
     tool: bool, tool_version: bool, states: bool, since: bool, until: bool, after: bool
 ) -> Select[Any]:
     """Newest first, the filters given bound by name (see list_runs' parameters)."""
-    q = select(runs).where(runs.c.tenant == bindparam("tenant"))
+    q = select(*RUN_ROW_COLUMNS).where(runs.c.tenant == bindparam("tenant"))
     if tool:
         q = q.where(runs.c.tool == bindparam("tool"))
     if tool_version:
