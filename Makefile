@@ -121,13 +121,7 @@ test-postgres: venv node_modules/.installed
 	$(BIN)/pytest -q -p no:cacheprovider --database postgresql $(POSTGRES_TESTS)
 
 bench: venv
-	$(PY) -m bench.telemetry
-	$(PY) -m bench.dispatch
-	$(PY) -m bench.auth
-	$(PY) -m bench.unary
-	$(PY) -m bench.artifacts
-	$(PY) -m bench.gateway
-	$(PY) -m bench.scheduler
+	$(PY) -m bench
 
 # Starts the embedded stack, registers an example tool, runs it and shows the
 # provenance. Data lives in ./.demo-data unless FLNET_DATA_DIR says otherwise.

@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 import aioboto3
 
+from bench.figures import Figure, publish
 from bench.local_platform import LocalPlatform, start_platform
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
@@ -174,7 +175,9 @@ def mb_s(size: int, seconds: list[float]) -> float:
     return size / statistics.median(seconds) / 1e6
 
 
-def report(label: str, size: int, platform: Figures, baseline: Figures, name: str) -> None:
+def report(
+    label: str, size: int, platform: Figures, baseline: Figures, name: str, target: str = ""
+) -> None:
     for way, p, b in (
         ("upload", platform.uploads, baseline.uploads),
         ("download", platform.downloads, baseline.downloads),
@@ -184,6 +187,10 @@ def report(label: str, size: int, platform: Figures, baseline: Figures, name: st
             f"{label} {way:9} platform {mb_s(size, p):7.0f} MB/s   {name} {mb_s(size, b):7.0f}"
             f" MB/s   ratio {mb_s(size, p) / mb_s(size, b):5.2f}  (rounds {rounds})"
         )
+        publish(
+            Figure("artifacts", f"{size // MiB} MiB {way}, {label.strip()} (vs {name.strip()})",
+                   mb_s(size, p), "MB/s", mb_s(size, b), target),
+        )  # fmt: skip
 
 
 async def main(size: int, repeat: int) -> None:
@@ -230,13 +237,18 @@ async def main(size: int, repeat: int) -> None:
         shutil.rmtree(root / "file-platform", ignore_errors=True)
 
     print(f"file of {size / MiB:.0f} MiB, {repeat} rounds, medians; ratio = platform / baseline")
-    report("S3  ", size, s3, aws, "aioboto3")
+    report("S3  ", size, s3, aws, "aioboto3", "ratio >= 0.70")
     report("file", size, files, cp, "cp      ")
     print("target: S3 ratio >= 0.70 both ways")
     print(
         f"control-plane peak RSS growth: S3 {s3_rss / MiB:.0f} MiB, file {file_rss / MiB:.0f} MiB"
         " (target < 100 MB)"
     )
+    publish(
+        *(Figure("artifacts", f"control plane peak memory growth, {store} store", rss / 1e6, "MB",
+                 target="<= 100", higher_is_better=False)
+          for store, rss in (("S3", s3_rss), ("file", file_rss))),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

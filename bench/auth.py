@@ -20,7 +20,8 @@ from pathlib import Path
 
 import grpc
 
-from bench.latency import report, run_main, trivial_run
+from bench.figures import Figure, publish
+from bench.latency import median_p50, report, run_main, trivial_run
 from bench.local_platform import ISSUER, start_platform
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
@@ -92,6 +93,13 @@ async def main(calls: int, rounds: int) -> None:
         results,
         "none",
     )
+    none = median_p50(results["none"])
+    publish(
+        Figure("auth", "GetRun p50, auth+audit", median_p50(results["auth+audit"]), "ms", none,
+               "ratio <= 1.10", higher_is_better=False),
+        Figure("auth", "GetRun p50, a token never seen", median_p50(results["new token"]), "ms",
+               none, higher_is_better=False),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.latency import report, run_main, trivial_run
+from bench.figures import Figure, publish
+from bench.latency import median_p50, report, run_main, trivial_run
 from bench.local_platform import ISSUER, start_platform
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
@@ -116,6 +117,11 @@ async def main(calls: int, rounds: int) -> None:
         results,
         "direct",
     )
+    straight = median_p50(results["direct"])
+    publish(
+        *(Figure("gateway", f"GetRun p50, {arm}", median_p50(results[arm]), "ms", straight,
+                 higher_is_better=False) for arm in ARMS if arm != "direct"),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

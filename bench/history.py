@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select
 
+from bench.figures import Figure, publish
 from bench.latency import p, trivial_run
 from bench.telemetry import POSTGRESQL, SQLITE, database, database_choice
 from flnet.api.common.v1 import lifecycle_pb2 as lc
@@ -209,6 +210,16 @@ def report(choice: str, events: int, count: int, f: dict[str, float]) -> None:
         f"{f['deep']:.2f} ms, FINISHED only {f['finished']:.2f} ms (target <= 5 ms)",
         flush=True,
     )
+    publish(
+        Figure("history", f"WatchRun from the start, {events:,} events, {choice}", f["watch"],
+               "events/s", f["ingest"], "ratio >= 0.5"),
+        Figure("history", f"control plane memory growth meanwhile, {choice}", f["growth"], "MB",
+               target="<= 100", higher_is_better=False),
+        *(Figure("history", f"ListRuns p50, {count:,} runs, {page}, {choice}", f[key], "ms",
+                 target="<= 5", higher_is_better=False)
+          for key, page in (("first", "first page"), ("deep", "halfway"),
+                            ("finished", "FINISHED only"))),
+    )  # fmt: skip
 
 
 def main(databases: list[str], events: int, count: int, calls: int) -> None:

@@ -34,6 +34,11 @@ def run_main(
     asyncio.run(main(args.calls, args.rounds))
 
 
+def median_p50(rounds: list[list[float]]) -> float:
+    """The median over rounds of each round's p50, in milliseconds."""
+    return statistics.median(p(latencies, 0.5) for latencies in rounds)
+
+
 def p(values: list[float], q: float) -> float:
     """The q-quantile of latencies in seconds, in milliseconds."""
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3

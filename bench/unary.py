@@ -28,7 +28,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from bench.latency import p, trivial_run
+from bench.figures import Figure, publish
+from bench.latency import median_p50, p, trivial_run
 from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.api.control.v1 import run_service_pb2_grpc as rsg
 from flnet.channels import CLIENT_OPTIONS, SERVER_OPTIONS, insecure_channel
@@ -195,6 +196,13 @@ def report(
         f"raw {rates['raw']:,.0f} calls/s ({rates['GetRun'] / rates['raw']:.2f})",
         flush=True,
     )
+    publish(
+        *(Figure("unary", f"{method} p50", median_p50(results[method]), "ms",
+                 median_p50(results[f"raw {method}"]), f"ratio <= {target:g}",
+                 higher_is_better=False) for method, target in TARGETS.items()),
+        Figure("unary", f"GetRun, {clients} concurrent clients", rates["GetRun"], "calls/s",
+               rates["raw"]),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

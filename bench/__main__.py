@@ -1,0 +1,97 @@
+"""`python -m bench` (`make bench`): every bench in turn, each in a process of its own with its
+own report, then one table of every figure with its baseline and target, written as JSON to
+bench/results/<time>-<commit>.json as well.
+
+    python -m bench [--only telemetry,unary,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.figures import FIGURES_ENV, Figure
+
+BENCHES = (
+    "telemetry",
+    "dispatch",
+    "auth",
+    "unary",
+    "history",
+    "artifacts",
+    "gateway",
+    "scheduler",
+)
+RESULTS = Path(__file__).parent / "results"
+
+
+def run(benches: list[str]) -> list[Figure]:
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as collected:
+        for bench in benches:
+            print(f"\n=== bench.{bench}", flush=True)
+            env = {**os.environ, FIGURES_ENV: collected.name}
+            done = subprocess.run([sys.executable, "-m", f"bench.{bench}"], env=env, check=False)
+            if done.returncode:
+                print(f"bench.{bench} failed (exit code {done.returncode})", flush=True)
+        return [Figure(**json.loads(line)) for line in collected if line.strip()]
+
+
+def table(figures: list[Figure]) -> str:
+    rows = [("bench", "figure", "value", "baseline", "ratio", "target", "met")]
+    for f in figures:
+        rows.append(
+            (
+                f.bench,
+                f.name,
+                f"{f.value:,.4g} {f.unit}",
+                "" if f.baseline is None else f"{f.baseline:,.4g} {f.unit}",
+                "" if f.ratio is None else f"{f.ratio:.2f}",
+                f.target,
+                {True: "yes", False: "NO", None: ""}[f.met],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default="", help="comma-separated benches (default: all)")
+    args = parser.parse_args()
+    benches = [b for b in args.only.split(",") if b] or list(BENCHES)
+    unknown = set(benches) - set(BENCHES)
+    if unknown:
+        parser.error(f"no such bench: {', '.join(sorted(unknown))}")
+    started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    figures = run(benches)
+    print("\n" + table(figures))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{started}-{commit()}.json"
+    record = {
+        "commit": commit(),
+        "started": started,
+        "cpus": os.cpu_count(),
+        "benches": benches,
+        "figures": [f.as_json() for f in figures],
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
