@@ -10,7 +10,7 @@ from flnet.api.control.v1 import run_service_pb2 as rs
 from flnet.control.store import RunRow, Store
 
 # Most events one response carries.
-WATCH_BATCH = 1000
+WATCH_BATCH = 4000
 
 
 async def watch(
