@@ -21,8 +21,10 @@ import time
 import uuid
 from pathlib import Path
 
+import aiodocker
+
 from bench.figures import Figure, publish
-from bench.local_platform import register_image, start_platform, trivial_image
+from bench.local_platform import LocalPlatform, register_image, start_platform, trivial_image
 from flnet import images
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
@@ -44,16 +46,25 @@ async def bare_docker_run(image: str) -> float:
     return time.perf_counter() - start
 
 
-async def gone(run: str) -> None:
-    """Until no container of `run` is left."""
+async def gone(platform: LocalPlatform, run: str) -> None:
+    """Until the container of `run` is gone (a standby's names no run: found by its id)."""
+    [container] = [
+        c
+        for c in await platform.orchestrator.backend.list(include_exited=True)
+        if str(c.run) == run
+    ]
     async with images.docker_client() as docker:
-        while await docker.containers.list(  # noqa: ASYNC110 - polling is the measurement
-            all=True, filters={"label": [f"flnet.run={run}"]}
-        ):
+        while True:
+            try:
+                await docker.containers.container(container.container_id).show()
+            except aiodocker.DockerError:
+                return
             await asyncio.sleep(0.01)
 
 
-async def platform_run(runs: rsg.RunServiceAsyncStub, version: str) -> dict[str, float]:
+async def platform_run(
+    platform: LocalPlatform, runs: rsg.RunServiceAsyncStub, version: str
+) -> dict[str, float]:
     t0 = time.time()
     run = (
         await runs.CreateRun(
@@ -74,7 +85,7 @@ async def platform_run(runs: rsg.RunServiceAsyncStub, version: str) -> dict[str,
     finished = time.time()
     if S.RUN_STATE_FINISHED not in times:
         raise RuntimeError(f"{run.name} did not finish: {times}")
-    await gone(run.name)
+    await gone(platform, run.name)
     torn_down = time.time()
     return {
         "create": created - t0,
@@ -90,49 +101,91 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
 
 
+async def measure(
+    image: images.BuiltImage, root: Path, rounds: int, warm_pool: int
+) -> tuple[list[float], dict[str, list[float]], tuple[float, float] | None]:
+    """Rounds alternating a bare `docker run` and a platform run; with a warm pool, also what
+    its standby container costs while it waits (MB resident, % of a CPU)."""
+    platform = await start_platform(root, backend="docker", warm_pool=warm_pool)
+    idle = None
+    try:
+        async with insecure_channel(platform.address, platform.token) as channel:
+            runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
+            version = await register_image(channel, image)
+            await bare_docker_run(image.digest)  # warm both paths once
+            await platform_run(platform, runs, version)
+            bare: list[float] = []
+            phases: dict[str, list[float]] = {p: [] for p in PHASES}
+            for _ in range(rounds):
+                bare.append(await bare_docker_run(image.digest))
+                for phase, seconds in (await platform_run(platform, runs, version)).items():
+                    phases[phase].append(seconds)
+        if warm_pool:
+            idle = await standby_cost()
+    finally:
+        await platform.stop()
+    return bare, phases, idle
+
+
+async def standby_cost(seconds: float = 5.0) -> tuple[float, float]:
+    """The waiting standby's resident memory (MB) and CPU (% of one) over `seconds`."""
+    async with images.docker_client() as docker:
+        for _ in range(100):  # started after the last run: it may still be starting
+            await asyncio.sleep(0.1)
+            waiting = await docker.containers.list(filters={"label": ["flnet.pool"]})
+            if waiting:
+                break
+        [summary] = waiting
+        container = docker.containers.container(summary.id)
+        await asyncio.sleep(1.0)  # let its engine finish importing
+        before = await container.stats(stream=False)
+        await asyncio.sleep(seconds)
+        after = await container.stats(stream=False)
+    cpu_ns = after[0]["cpu_stats"]["cpu_usage"]["total_usage"]
+    cpu_ns -= before[0]["cpu_stats"]["cpu_usage"]["total_usage"]
+    return after[0]["memory_stats"]["usage"] / 1e6, 100 * cpu_ns / 1e9 / seconds
+
+
 async def main(rounds: int) -> None:
     built = await trivial_image()
+    arms = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        platform = await start_platform(root, backend="docker")
-        try:
-            async with insecure_channel(platform.address, platform.token) as channel:
-                runs: rsg.RunServiceAsyncStub = rsg.RunServiceStub(channel)
-                version = await register_image(channel, built)
-                await bare_docker_run(built.digest)  # warm both paths once
-                await platform_run(runs, version)
-                bare: list[float] = []
-                phases: dict[str, list[float]] = {p: [] for p in PHASES}
-                for _ in range(rounds):
-                    bare.append(await bare_docker_run(built.digest))
-                    for phase, seconds in (await platform_run(runs, version)).items():
-                        phases[phase].append(seconds)
-        finally:
-            await platform.stop()
-    total = phases["total"]
+        for arm, pool in (("cold", 0), ("warm pool", 1)):
+            arms[arm] = await measure(built, Path(tmp) / arm.replace(" ", "-"), rounds, pool)
     print(f"image                          {built.reference} ({built.digest[:19]})")
-    print(f"rounds                         {rounds}")
-    print(
-        f"bare docker run (python3 pass) median {statistics.median(bare) * 1000:7.0f} ms"
-        f"   p90 {p90(bare) * 1000:7.0f} ms"
-    )
-    print(
-        f"CreateRun -> FINISHED          median {statistics.median(total) * 1000:7.0f} ms"
-        f"   p90 {p90(total) * 1000:7.0f} ms"
-    )
-    print(
-        f"ratio (medians)                {statistics.median(total) / statistics.median(bare):.2f}"
-        "   (target <= 1.0)"
-    )
-    print("breakdown (medians)")
-    for phase in PHASES[:-1]:
-        print(f"  {phase:<16} {statistics.median(phases[phase]) * 1000:7.0f} ms")
-    publish(
-        Figure("dispatch", "CreateRun -> FINISHED (docker)", statistics.median(total) * 1e3,
-               "ms", statistics.median(bare) * 1e3, "ratio <= 1.0", higher_is_better=False),
-        *(Figure("dispatch", f"  {phase}", statistics.median(phases[phase]) * 1e3, "ms",
-                 higher_is_better=False) for phase in PHASES[:-1]),
-    )  # fmt: skip
+    print(f"rounds                         {rounds} per arm")
+    figures = []
+    for arm, (bare, phases, idle) in arms.items():
+        total = phases["total"]
+        print(f"--- {arm}")
+        print(
+            f"bare docker run (python3 pass) median {statistics.median(bare) * 1000:7.0f} ms"
+            f"   p90 {p90(bare) * 1000:7.0f} ms"
+        )
+        print(
+            f"CreateRun -> FINISHED          median {statistics.median(total) * 1000:7.0f} ms"
+            f"   p90 {p90(total) * 1000:7.0f} ms"
+        )
+        ratio = statistics.median(total) / statistics.median(bare)
+        print(f"ratio (medians)                {ratio:.2f}   (target <= 1.0)")
+        print("breakdown (medians)")
+        for phase in PHASES[:-1]:
+            print(f"  {phase:<16} {statistics.median(phases[phase]) * 1000:7.0f} ms")
+        figures += [
+            Figure("dispatch", f"CreateRun -> FINISHED, {arm}", statistics.median(total) * 1e3,
+                   "ms", statistics.median(bare) * 1e3, "ratio <= 1.0", higher_is_better=False),
+            *(Figure("dispatch", f"  {phase}, {arm}", statistics.median(phases[phase]) * 1e3,
+                     "ms", higher_is_better=False) for phase in PHASES[:-1]),
+        ]  # fmt: skip
+        if idle is not None:
+            print(f"a waiting standby container: {idle[0]:.1f} MB resident, {idle[1]:.2f}% CPU")
+            figures += [
+                Figure("dispatch", "a waiting standby: memory", idle[0], "MB",
+                       higher_is_better=False),
+                Figure("dispatch", "a waiting standby: CPU", idle[1], "% of a CPU",
+                       higher_is_better=False),
+            ]  # fmt: skip
+    publish(*figures)
 
 
 if __name__ == "__main__":

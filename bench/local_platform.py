@@ -55,6 +55,7 @@ async def start_platform(
     s3_endpoint: str = "",
     database_url: str = "",
     run_slots: int = 64,
+    warm_pool: int = 0,
 ) -> LocalPlatform:
     """The platform with its data under `root`; artifacts in `artifact_url` (default: files
     under `root`), credentials of an S3 store from the AWS_* variables; the control plane's
@@ -87,6 +88,7 @@ async def start_platform(
             "bench", cpu_millis=64_000, memory_bytes=64 * 1024**3, run_slots=run_slots
         ),
         backend=backend,
+        warm_pool=warm_pool,
     )
     await orchestrator.start()
     await asyncio.wait_for(orchestrator.link.attached.wait(), 60)

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         detach_on_stop=settings.detach_on_stop,
         cgroups=settings.cgroups,
         swarm_constraints=settings.swarm_constraints,
+        warm_pool=settings.warm_pool,
     )
     asyncio.run(run_until_signalled(app.start, app.stop))
     return 0

@@ -53,6 +53,7 @@ class OrchestratorApp:
       next start re-attaches them.
     - `cgroups`: process backend: give each run a cgroup where the machine allows it.
     - `swarm_constraints`: swarm backend: placement constraints of every run's service.
+    - `warm_pool`: docker backend: standby containers for the next launches (docker_pool.py).
     - `event_capacity`: container events the backend's log retains.
     """
 
@@ -72,6 +73,7 @@ class OrchestratorApp:
         detach_on_stop: bool = False,
         cgroups: bool = True,
         swarm_constraints: Sequence[str] = (),
+        warm_pool: int = 0,
         event_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if backend not in BACKENDS:
@@ -93,6 +95,7 @@ class OrchestratorApp:
         self._detach_on_stop = detach_on_stop
         self._cgroups = cgroups
         self._swarm_constraints = tuple(swarm_constraints)
+        self._warm_pool = warm_pool
         self._event_capacity = event_capacity
         self._events: EventLog | None = None
         self._backend: Backend | None = None
@@ -128,6 +131,7 @@ class OrchestratorApp:
             docker_url=self._docker_url,
             cgroups=self._cgroups,
             swarm_constraints=self._swarm_constraints,
+            warm_pool=self._warm_pool,
         )
         backend = make_backend(self._backend_name, events, options)
         await backend.start()

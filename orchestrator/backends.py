@@ -29,6 +29,8 @@ class BackendOptions:
     cgroups: bool = True
     # Swarm backend: placement constraints of every run's task ("node.labels.flnet==true").
     swarm_constraints: tuple[str, ...] = ()
+    # Docker backend: standby containers for the next launches (docker_pool.py).
+    warm_pool: int = 0
 
 
 def _process(events: EventLog, options: BackendOptions) -> Backend:
@@ -54,6 +56,7 @@ def _docker(events: EventLog, options: BackendOptions) -> Backend:
         engine_command=options.engine_command,
         kill_grace=options.kill_grace,
         keep_workdirs=options.keep_workdirs,
+        warm_pool=options.warm_pool,
     )
 
 

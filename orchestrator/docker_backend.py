@@ -52,7 +52,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,12 @@ from .cgroups import pids_dir_of
 from .docker_container import (
     ENGINE_GID,
     ENGINE_UID,
+    LABEL_DEADLINE,
     LABEL_MANAGED,
+    LABEL_POOL,
+    LABEL_RUN,
+    LABEL_TENANT,
+    LABEL_WORKDIR,
     container_config,
     container_name,
     control_socket,
@@ -75,6 +80,21 @@ from .docker_container import (
 )
 from .docker_disk import DEFAULT_DISK_BYTES, RunDisk, missing_tools
 from .docker_engine import check_launchable, engine_error, owned_run, sweep_workdirs
+from .docker_pool import (
+    HAND_OVER_WAIT,
+    Standby,
+    WarmPool,
+    assigned,
+    fifo_of,
+    hand_over,
+    is_pool_dir,
+    pool_dirs,
+    pool_workdir,
+    resend,
+    shape_of,
+    standby_name,
+)
+from .docker_pool import prepare as prepare_standby
 from .docker_state import (
     VANISHED_LINE,
     deadline_of,
@@ -111,7 +131,9 @@ class DockerBackend(Supervisor[Tracked]):
     it inside one event loop.
 
     `engine_command` replaces the image's CMD (tests); by default the image's own command
-    runs the engine. `docker_url` is the engine's unix socket.
+    runs the engine. `docker_url` is the engine's unix socket. `warm_pool` is how many
+    standby containers may wait for the next launch of recently launched shapes of run
+    (docker_pool.py; 0: none, every run starts its container).
     """
 
     def __init__(
@@ -124,9 +146,12 @@ class DockerBackend(Supervisor[Tracked]):
         kill_grace: float = DEFAULT_KILL_GRACE,
         keep_workdirs: bool = False,
         max_exited: int = DEFAULT_MAX_EXITED,
+        warm_pool: int = 0,
     ) -> None:
         super().__init__(BACKEND_NAME, events, kill_grace=kill_grace, max_exited=max_exited)
         self._runs_dir = runs_dir(data_dir)
+        self._pool = WarmPool(warm_pool)
+        self._filling: set[asyncio.Task[None]] = set()
         self._socket = docker_socket(docker_url)
         self._engine_command = tuple(engine_command) if engine_command else None
         self._keep_workdirs = keep_workdirs
@@ -188,13 +213,109 @@ class DockerBackend(Supervisor[Tracked]):
                 if found is not None:
                     return found.container
             await check_launchable(self._docker, image, socket)
-            return await self._create(spec, image, socket, workdir, name)
+            shape = shape_of(spec, image, socket) if self._pool.size else ""
+            try:
+                if shape and (warm := await self._from_pool(spec, shape)) is not None:
+                    return warm
+                return await self._create(spec, image, socket, workdir, name)
+            finally:
+                if shape:
+                    self._refill(spec, image, socket, shape)
 
     async def close(self, grace: float, *, end_engines: bool = True) -> None:
         try:
+            for task in list(self._filling):
+                task.cancel()
+            await asyncio.gather(*self._filling, return_exceptions=True)
+            for standby in self._pool.drain():  # they hold no run: never left running
+                await self._remove(standby.container_id, standby.workdir)
             await super().close(grace, end_engines=end_engines)
         finally:
             await self._close_client()
+
+    # -- the warm pool ---------------------------------------------------------------------
+
+    async def _from_pool(self, spec: LaunchSpec, shape: str) -> Container | None:
+        """The run in the standby container of its shape, if one waits (docker_pool.py)."""
+        standby = self._pool.take(shape)
+        if standby is None:
+            return None
+        deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
+        started = datetime.now(UTC)
+        try:
+            handed = await asyncio.to_thread(
+                hand_over, standby.workdir, spec.run, spec.credential, deadline, HAND_OVER_WAIT
+            )
+        except OSError as exc:
+            log.warning("cannot hand %s to a standby container: %s", spec.run, exc)
+            handed = False
+        if not handed:
+            log.info("standby container %s does not wait: not used", standby.container_id[:12])
+            await self._remove(standby.container_id, standby.workdir)
+            return None
+        tracked = Tracked(
+            container=Container(
+                run=spec.run,
+                container_id=standby.container_id,
+                backend=BACKEND_NAME,
+                state=ContainerState.RUNNING,
+                start_time=started,
+                deadline_time=deadline,
+            ),
+            workdir=standby.workdir,
+        )
+        log.info("started %s in standby container %s", spec.run, standby.container_id[:12])
+        self._track(tracked)
+        return tracked.container
+
+    def _refill(self, spec: LaunchSpec, image: str, socket: Path, shape: str) -> None:
+        """Starts a standby of `shape` for its next launch, unless one waits or starts."""
+        for stale in self._pool.expired():
+            self._background(self._remove(stale.container_id, stale.workdir))
+        if self._closed or not self._pool.wants(shape):
+            return
+        self._pool.filling(shape)
+        self._background(self._start_standby(spec, image, socket, shape))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+
+    async def _start_standby(self, spec: LaunchSpec, image: str, socket: Path, shape: str) -> None:
+        workdir = pool_workdir(self._runs_dir)
+        disk = RunDisk(workdir)
+        config = container_config(
+            spec,
+            image=image,
+            workdir=workdir,
+            socket=socket,
+            deadline=None,
+            host_cpus=self._host_cpus,
+            scratch=disk.scratch,
+            command=self._engine_command,
+            standby=(shape, fifo_of(workdir)),
+        )
+        owner = (ENGINE_UID, ENGINE_GID)
+        container: DockerContainer | None = None
+        try:
+            await asyncio.to_thread(prepare_standby, workdir, owner)
+            await asyncio.to_thread(
+                disk.create, spec.limits.disk_bytes or DEFAULT_DISK_BYTES, owner
+            )
+            container = await self._docker.containers.create(config, name=standby_name(workdir))
+            await container.start()
+        except (OSError, aiodocker.DockerError, aiohttp.ClientError) as exc:
+            self._pool.failed(shape)
+            log.warning("cannot start a standby container: %s", exc)
+            await self._remove(container.id if container is not None else "", workdir)
+            return
+        except asyncio.CancelledError:
+            self._pool.failed(shape)
+            await asyncio.shield(self._remove(container.id if container else "", workdir))
+            raise
+        for evicted in self._pool.add(Standby(shape, container.id, workdir)):
+            await self._remove(evicted.container_id, evicted.workdir)
 
     # -- launch ----------------------------------------------------------------------------
 
@@ -258,6 +379,9 @@ class DockerBackend(Supervisor[Tracked]):
         claimed: set[Path] = set()
         for summary in found:
             labels: Mapping[str, str] = summary["Labels"] or {}
+            if LABEL_POOL in labels:
+                await self._take_over_standby(summary, labels, claimed)
+                continue
             owned = self._owned(labels)
             if owned is None:
                 log.debug("container %s is not this orchestrator's: left alone", summary.id[:12])
@@ -271,6 +395,36 @@ class DockerBackend(Supervisor[Tracked]):
             await self._take_over(info, run, workdir)
         await self._sweep_workdirs(claimed)
         log.info("reconciled: %d running container(s) re-attached", len(await self.list()))
+
+    async def _take_over_standby(
+        self, summary: Any, labels: Mapping[str, str], claimed: set[Path]
+    ) -> None:
+        """A standby container of an earlier process: one never assigned is removed; an
+        assigned one is its run's container (its record says whose), told its run again if
+        it still waits for it."""
+        path = Path(labels.get(LABEL_WORKDIR, ""))
+        if path.parent != self._runs_dir or not is_pool_dir(path):
+            return  # another orchestrator's
+        workdir = WorkDir(path)
+        claimed.add(path)
+        record = await asyncio.to_thread(assigned, workdir)
+        if record is None:
+            await self._remove(summary.id, workdir)
+            return
+        run, deadline = record
+        try:
+            info = await summary.show()
+        except aiodocker.DockerError:
+            return
+        info["Config"]["Labels"] = {
+            **labels,
+            LABEL_RUN: str(run),
+            LABEL_TENANT: run.tenant,
+            **({LABEL_DEADLINE: deadline} if deadline else {}),
+        }
+        tracked = await self._take_over(info, run, workdir)
+        if tracked is not None and is_running(info["State"]):
+            await asyncio.to_thread(resend, workdir, run)
 
     def _owned(self, labels: Mapping[str, str]) -> tuple[RunName, WorkDir] | None:
         """The run and work dir of a container of this orchestrator (docker_engine.py)."""
@@ -346,6 +500,14 @@ class DockerBackend(Supervisor[Tracked]):
             keep_workdirs=self._keep_workdirs,
             tracked=lambda run: self._find(run) is not None,
         )
+        for workdir in await asyncio.to_thread(pool_dirs, self._runs_dir, claimed):
+            record = await asyncio.to_thread(assigned, workdir)
+            reported = await asyncio.to_thread(workdir.reported)
+            if record is None or reported or self._find(record[0]) is not None:
+                if not (reported and self._keep_workdirs):
+                    await asyncio.to_thread(workdir.remove)
+                continue
+            vanished.append((record[0], workdir))
         for run, workdir in vanished:
             log.warning("the container of %s disappeared while no orchestrator watched", run)
             tracked = Tracked(

@@ -31,7 +31,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .backend import LaunchSpec, Limits, LocalSource, RunName
-from .engine_env import CONTAINER_DEFAULTS, EnginePaths, engine_environment
+from .engine_env import (
+    CONTAINER_DEFAULTS,
+    FLNET_ASSIGNMENT,
+    FLNET_RUN,
+    EnginePaths,
+    engine_environment,
+)
 from .errors import InvalidArgument, Reason
 from .workdir import WorkDir
 
@@ -44,9 +50,11 @@ LABEL_RUN = "flnet.run"  # "tenants/{tenant}/runs/{run}"
 LABEL_TENANT = "flnet.tenant"
 LABEL_WORKDIR = "flnet.workdir"  # the host work dir: which orchestrator (data dir) owns it
 LABEL_DEADLINE = "flnet.deadline"  # absolute deadline, ISO 8601 UTC, re-armed after a restart
+LABEL_POOL = "flnet.pool"  # a warm pool's standby container: the shape it waits for
 
 CONTROL_DIR = PurePosixPath("/run/flnet")
 CREDENTIAL_PATH = PurePosixPath("/run/secrets/flnet-credential")
+ASSIGNMENT_PATH = PurePosixPath("/run/flnet-assignment")  # a standby's FIFO (docker_pool.py)
 SCRATCH_PATH = PurePosixPath("/tmp")
 ENGINE_PATHS = EnginePaths(
     tool_dir="/opt/tool",
@@ -171,10 +179,25 @@ def container_config(
     host_cpus: int,
     scratch: Path,
     command: tuple[str, ...] | None = None,
+    standby: tuple[str, Path] | None = None,
 ) -> dict[str, Any]:
     """The create body of the run's container. `scratch` is the host directory mounted as
-    /tmp; `command` replaces the image's CMD."""
+    /tmp; `command` replaces the image's CMD. A `standby` (shape, FIFO) container of the
+    warm pool (docker_pool.py) is the same but for its run: no name of one in its
+    environment or labels, and the FIFO its engine learns it from."""
     env = container_environment(spec, socket)
+    labelled = labels(spec.run, workdir, deadline)
+    mounts = []
+    if standby is not None:
+        shape, fifo = standby
+        env[FLNET_RUN] = ""
+        env[FLNET_ASSIGNMENT] = str(ASSIGNMENT_PATH)
+        labelled = {
+            LABEL_MANAGED: "true",
+            LABEL_WORKDIR: str(workdir.path),
+            LABEL_POOL: shape,
+        }
+        mounts.append(bind_mount(fifo, ASSIGNMENT_PATH, read_only=True))
     limits = spec.limits
     open_files = limits.open_files or DEFAULT_OPEN_FILES
     host_config: dict[str, Any] = {
@@ -191,6 +214,7 @@ def container_config(
             bind_mount(workdir.input, PurePosixPath(ENGINE_PATHS.input_dir), read_only=False),
             bind_mount(workdir.output, PurePosixPath(ENGINE_PATHS.output_dir), read_only=False),
             bind_mount(scratch, SCRATCH_PATH, read_only=False),
+            *mounts,
         ],
         "RestartPolicy": {"Name": "no"},
         "LogConfig": LOG_CONFIG,
@@ -204,7 +228,7 @@ def container_config(
         "Image": image,
         "User": f"{ENGINE_UID}:{ENGINE_GID}",
         "Env": [f"{name}={value}" for name, value in env.items()],
-        "Labels": labels(spec.run, workdir, deadline),
+        "Labels": labelled,
         "HostConfig": host_config,
     }
     if command:

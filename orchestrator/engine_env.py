@@ -18,6 +18,7 @@ FLNET_TOOL_DIR = "FLNET_TOOL_DIR"  # tool source directory
 FLNET_ENTRYPOINT = "FLNET_ENTRYPOINT"  # "file.py:function", relative to the tool dir
 FLNET_INPUT_DIR = "FLNET_INPUT_DIR"  # where inputs are staged
 FLNET_OUTPUT_DIR = "FLNET_OUTPUT_DIR"  # where the tool writes outputs
+FLNET_ASSIGNMENT = "FLNET_ASSIGNMENT"  # a standby engine's FIFO (flnet.runtime.standby)
 
 #: Set by the orchestrator; a request's environment may not override them.
 RESERVED: frozenset[str] = frozenset(
@@ -29,6 +30,7 @@ RESERVED: frozenset[str] = frozenset(
         FLNET_ENTRYPOINT,
         FLNET_INPUT_DIR,
         FLNET_OUTPUT_DIR,
+        FLNET_ASSIGNMENT,
     }
 )
 

@@ -21,6 +21,8 @@ environment variables, falling back to defaults.
     --no-cgroups         FLNET_NO_CGROUPS=1              off (process: a cgroup per run)
     --swarm-constraint   FLNET_SWARM_CONSTRAINTS         none (swarm: placement constraints of
                          (comma-separated)               every run, e.g. node.labels.flnet==true)
+    --warm-pool          FLNET_WARM_POOL                 0 (docker: standby containers for the
+                                                         next launches of recent shapes of run)
     --log-level          FLNET_LOG_LEVEL                 INFO
     (identity)           FLNET_OIDC_ISSUER, FLNET_ORCHESTRATOR_CLIENT_ID,
                          FLNET_ORCHESTRATOR_CLIENT_SECRET (or ..._SECRET_FILE),
@@ -88,6 +90,8 @@ class Settings:
     cgroups: bool
     # Swarm backend: placement constraints of every run's service.
     swarm_constraints: tuple[str, ...]
+    # Docker backend: standby containers waiting for their runs (docker_pool.py).
+    warm_pool: int
     log_level: str
     # The orchestrator's client at the OIDC issuer (client_credentials, scope orchestrator).
     issuer: str
@@ -191,8 +195,17 @@ class Settings:
             default=[c for c in env("FLNET_SWARM_CONSTRAINTS", "").split(",") if c.strip()],
             help="swarm backend: a placement constraint of every run (repeatable)",
         )
+        parser.add_argument(
+            "--warm-pool",
+            type=int,
+            default=int(env("FLNET_WARM_POOL", "0")),
+            help="docker backend: standby containers, started ahead, that the next launches "
+            "of recently launched shapes of run take (0: none)",
+        )
         parser.add_argument("--log-level", default=env("FLNET_LOG_LEVEL", "INFO"))
         args = parser.parse_args(list(argv))
+        if args.warm_pool < 0:
+            parser.error("--warm-pool must not be negative")
         command: tuple[str, ...] | None = None
         if args.engine_command is not None:
             command = tuple(shlex.split(args.engine_command))
@@ -249,6 +262,7 @@ class Settings:
             detach_on_stop=args.detach_on_stop,
             cgroups=not args.no_cgroups,
             swarm_constraints=tuple(c.strip() for c in args.swarm_constraint),
+            warm_pool=args.warm_pool,
             log_level=args.log_level.upper(),
             issuer=issuer,
             client_id=client_id,

@@ -11,6 +11,7 @@ import sys
 
 from .engine import run_engine
 from .settings import OPTIONAL_ENV, REQUIRED_ENV, EngineConfig, EngineConfigError
+from .standby import ASSIGNMENT_ENV, AssignmentError, wait_for_assignment
 from .telemetry import NotFromToolThreads
 from .tool_thread import live_tool_threads
 
@@ -32,9 +33,14 @@ def _usage() -> str:
 
 
 def main() -> int:
+    env = dict(os.environ)
     try:
-        config = EngineConfig.from_env(os.environ)
-    except EngineConfigError as exc:
+        if fifo := env.pop(ASSIGNMENT_ENV, ""):  # a standby engine: its run comes later
+            assigned = wait_for_assignment(fifo)
+            env.update(assigned)
+            os.environ.update(assigned)  # as a cold engine's, for the tool to see
+        config = EngineConfig.from_env(env)
+    except (EngineConfigError, AssignmentError, OSError) as exc:
         print(f"flnet.runtime: error: {exc}\n{_usage()}", file=sys.stderr)
         return 2
     _configure_logging()

@@ -31,6 +31,8 @@ OPTIONAL_ENV: dict[str, str] = {
     "FLNET_OUTPUT_DIR": "where the tool writes outputs (default /mnt/output)",
     "FLNET_RECONNECT_TIMEOUT": "seconds to keep reconnecting before giving up (default 300)",
     "FLNET_LOG_LEVEL": "lowest level of the tool's log records sent (default INFO)",
+    "FLNET_ASSIGNMENT": "a FIFO to wait on, started ahead of the run (a warm pool's standby "
+    "engine): what it reads sets FLNET_RUN",
 }
 
 

@@ -45,7 +45,12 @@ class DockerOrchestrator(Orchestrator):
         await wait_for(lambda: self.ready(run))
 
     def observations(self, run: str) -> dict[str, Any]:
-        return json.loads((self.workdir(run) / "output" / "observations.json").read_text())  # type: ignore[no-any-return]
+        return self.observations_in(self.workdir(run))
+
+    @staticmethod
+    def observations_in(workdir: Path) -> dict[str, Any]:
+        """What `observe` saw, in the work dir of its container (a standby's: docker_pool)."""
+        return json.loads((workdir / "output" / "observations.json").read_text())  # type: ignore[no-any-return]
 
 
 class StartDockerOrchestrator(Protocol):

@@ -266,6 +266,16 @@ def wait_for_go() -> None:
     sys.exit(int(go.read_text() or 0))
 
 
+def wait_for_assignment() -> None:
+    """A standby of the warm pool: its run comes through the FIFO, as the engine's does
+    (flnet.runtime.standby)."""
+    fifo = os.environ.pop("FLNET_ASSIGNMENT", "")
+    if fifo:
+        with open(fifo, "rb") as pipe:
+            os.environ.update(json.loads(pipe.read()))
+
+
 if __name__ == "__main__":
+    wait_for_assignment()
     name = os.environ.get("FLNET_ENTRYPOINT", "").partition(":")[2]
     globals()[name]()
