@@ -31,6 +31,8 @@ PORTS = "stack-ports.json"
 # Written by the embedded issuer at its first start (flnet.issuer.config; not imported here,
 # so that the CLI starts without the issuer's dependencies).
 DEV_CREDENTIALS = "dev-credentials.json"
+# Standby containers `flnet up --backend docker` keeps for the next runs (FLNET_WARM_POOL).
+STACK_WARM_POOL = 2
 
 
 class StackNotRunning(RuntimeError):
@@ -283,6 +285,9 @@ class Stack:
             from flnet.orchestrator.docker_container import ENGINE_GID
 
             env.setdefault("FLNET_ENGINE_GID", str(ENGINE_GID))
+        if backend == "docker" and not os.environ.get("FLNET_WARM_POOL"):
+            # Runs start in a standby container of their shape (orchestrator.docker_pool).
+            env.setdefault("FLNET_WARM_POOL", str(STACK_WARM_POOL))
         issuer_listen = f"127.0.0.1:{oidc_port or issuer_port}"
         issuer_direct = f"http://{issuer_listen}/oidc"
         if self.embedded_issuer:

@@ -567,6 +567,18 @@ def test_flnet_up_with_docker_admits_the_containers_group_to_the_socket(tmp_path
     assert engine_gid(Stack(tmp_path / "process")) is None
 
 
+def test_flnet_up_with_docker_keeps_a_warm_pool(tmp_path: Path) -> None:
+    """Standby containers for the next runs (orchestrator.docker_pool): docker only."""
+
+    def warm_pool(stack: Stack) -> str | None:
+        [orchestrator] = [c for c in stack.components if c.name == "orchestrator"]
+        return orchestrator.env.get("FLNET_WARM_POOL")
+
+    assert warm_pool(Stack(tmp_path / "docker", backend="docker")) == "2"
+    assert warm_pool(Stack(tmp_path / "swarm", backend="swarm")) is None
+    assert warm_pool(Stack(tmp_path / "process")) is None
+
+
 def test_an_external_issuer_replaces_the_embedded_one(tmp_path: Path) -> None:
     external = "https://id.example/realms/flnet"
     stack = Stack(tmp_path, extra_env={"FLNET_OIDC_ISSUER": external})

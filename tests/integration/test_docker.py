@@ -211,6 +211,58 @@ async def test_twenty_concurrent_containers(
         await no_container_left(r.name)
 
 
+@pytest.mark.timeout(180)
+async def test_a_run_in_a_standby_container_is_the_same_run(
+    tmp_path: Path, behave_image: images.BuiltImage
+) -> None:
+    """With a warm pool, the second run of a version starts in the standby container the
+    first left waiting: the real engine, imported ahead, gets its run and credential at
+    assignment and runs it as a cold one would (same confinement, its outputs), then the
+    container goes with its run."""
+    control = control_app(control_settings(tmp_path, engine_gid=ENGINE_GID))
+    await control.start("127.0.0.1:0")
+    address = f"127.0.0.1:{control.port}"
+    orchestrator = await attach_orchestrator(
+        address, tmp_path / "orchestrator", backend="docker", warm_pool=1
+    )
+    api = clients_for(address)
+    stack = DockerStack(api, control, orchestrator)
+    try:
+        version = await stack.register_image(behave_image, memory_bytes=256 * MiB)
+        seen: list[tuple[str, dict[str, Any]]] = []
+        for _ in range(2):
+            async with images.docker_client() as docker:
+                for _ in range(100):  # the standby of the first run's shape, once started
+                    pooled = await docker.containers.list(filters={"label": ["flnet.pool"]})
+                    if pooled or not seen:
+                        break
+                    await asyncio.sleep(0.1)
+            run = await stack.submit(version.name, mode="inspect", lines=10)
+            done = await stack.wait_state(run.name)
+            assert done.state == S.RUN_STATE_FINISHED, done.error
+            [container] = [
+                c for c in await orchestrator.backend.list(include_exited=True)
+                if str(c.run) == run.name
+            ]  # fmt: skip
+            seen.append((container.container_id, await output_json(stack, run.name)))
+        (cold_id, cold), (warm_id, warm) = seen
+        assert [c.id for c in pooled] == [warm_id] != [cold_id]
+        for key in ("uid", "cap_eff", "no_new_privs", "root_writable", "tmp_writable",
+                    "interfaces", "memory_limit", "credential_in_env"):  # fmt: skip
+            assert warm[key] == cold[key], key
+        async with images.docker_client() as docker:
+            for _ in range(100):
+                if warm_id not in [c.id for c in await docker.containers.list(all=True)]:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the standby container outlived its run")
+    finally:
+        await api.channel.close()
+        await orchestrator.stop()
+        await control.stop(0.5)
+
+
 def start_orchestrator(data: Path, control: str, issuer: Issuer) -> subprocess.Popen[bytes]:
     log = (data / "orchestrator.log").open("ab")
     return subprocess.Popen(
