@@ -49,17 +49,23 @@ def table(figures: list[Figure]) -> str:
             (
                 f.bench,
                 f.name,
-                f"{f.value:,.4g} {f.unit}",
-                "" if f.baseline is None else f"{f.baseline:,.4g} {f.unit}",
+                quantity(f.value, f.unit),
+                "" if f.baseline is None else quantity(f.baseline, f.unit),
                 "" if f.ratio is None else f"{f.ratio:.2f}",
                 f.target,
                 {True: "yes", False: "NO", None: ""}[f.met],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def quantity(value: float, unit: str) -> str:
+    """Three significant digits, thousands separated, no exponent."""
+    if abs(value) >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.3g} {unit}"
 
 
 def commit() -> str:

@@ -285,17 +285,7 @@ class DockerBackend(Supervisor[Tracked]):
     async def _start_standby(self, spec: LaunchSpec, image: str, socket: Path, shape: str) -> None:
         workdir = pool_workdir(self._runs_dir)
         disk = RunDisk(workdir)
-        config = container_config(
-            spec,
-            image=image,
-            workdir=workdir,
-            socket=socket,
-            deadline=None,
-            host_cpus=self._host_cpus,
-            scratch=disk.scratch,
-            command=self._engine_command,
-            standby=(shape, fifo_of(workdir)),
-        )
+        config = self._config(spec, image, socket, workdir, None, standby=(shape, fifo_of(workdir)))
         owner = (ENGINE_UID, ENGINE_GID)
         container: DockerContainer | None = None
         try:
@@ -319,21 +309,34 @@ class DockerBackend(Supervisor[Tracked]):
 
     # -- launch ----------------------------------------------------------------------------
 
-    async def _create(
-        self, spec: LaunchSpec, image: str, socket: Path, workdir: WorkDir, name: str
-    ) -> Container:
-        deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
-        disk = RunDisk(workdir)
-        config = container_config(
+    def _config(
+        self,
+        spec: LaunchSpec,
+        image: str,
+        socket: Path,
+        workdir: WorkDir,
+        deadline: datetime | None,
+        standby: tuple[str, Path] | None = None,
+    ) -> dict[str, Any]:
+        """The create body of a run's container, or of a standby (docker_container.py)."""
+        return container_config(
             spec,
             image=image,
             workdir=workdir,
             socket=socket,
             deadline=deadline,
             host_cpus=self._host_cpus,
-            scratch=disk.scratch,
+            scratch=RunDisk(workdir).scratch,
             command=self._engine_command,
+            standby=standby,
         )
+
+    async def _create(
+        self, spec: LaunchSpec, image: str, socket: Path, workdir: WorkDir, name: str
+    ) -> Container:
+        deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
+        disk = RunDisk(workdir)
+        config = self._config(spec, image, socket, workdir, deadline)
         container: DockerContainer | None = None
         owner = (ENGINE_UID, ENGINE_GID)
         try:

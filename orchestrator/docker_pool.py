@@ -30,11 +30,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flnet.datadir import open_private
-
 from .backend import LaunchSpec, RunName
 from .errors import InvalidArgument
-from .workdir import WorkDir
+from .workdir import WorkDir, write_private
 
 FIFO_FILE = "assignment"
 ASSIGNED_FILE = "assigned"
@@ -112,7 +110,7 @@ def hand_over(
         finally:
             os.close(fd)
         record = {"run": str(run), "deadline": deadline.isoformat() if deadline else None}
-        _write_private(workdir.path / ASSIGNED_FILE, json.dumps(record))
+        write_private(workdir.path / ASSIGNED_FILE, json.dumps(record))
         os.write(pipe, json.dumps({"FLNET_RUN": str(run)}).encode())
     finally:
         os.close(pipe)
@@ -219,11 +217,3 @@ class WarmPool:
 
     def __len__(self) -> int:
         return len(self._waiting)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)

@@ -120,7 +120,7 @@ class WorkDir:
     def record_stop_cause(self, cause: ExitCause) -> None:
         # The run may have ended and its work dir gone meanwhile: nothing to record then.
         with contextlib.suppress(OSError):
-            _write_private(self.path / STOP_CAUSE_FILE, cause.name)
+            write_private(self.path / STOP_CAUSE_FILE, cause.name)
 
     def stop_cause(self) -> ExitCause | None:
         try:
@@ -130,13 +130,14 @@ class WorkDir:
 
     def mark_reported(self) -> None:
         with contextlib.suppress(OSError):
-            _write_private(self.path / REPORTED_FILE, "")
+            write_private(self.path / REPORTED_FILE, "")
 
     def reported(self) -> bool:
         return (self.path / REPORTED_FILE).exists()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Writes a record of the work dir (0600, whatever the umask)."""
     fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, text.encode())
