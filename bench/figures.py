@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 #: Where a bench run by `python -m bench` appends its figures (JSON lines).
 FIGURES_ENV = "FLNET_BENCH_FIGURES"
@@ -39,6 +40,11 @@ class Figure:
 
     def as_json(self) -> dict[str, object]:
         return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Figure:
+        """A figure as `as_json` wrote it (what is derived is derived again)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def publish(*figures: Figure) -> None:

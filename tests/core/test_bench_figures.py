@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import table
+from bench.__main__ import compare, load, table
 from bench.figures import FIGURES_ENV, Figure, publish
 
 
@@ -44,3 +44,25 @@ def test_published_figures_reach_the_runner_and_its_table(
     assert rows[0].split() == ["bench", "figure", "value", "baseline", "ratio", "target", "met"]
     assert rows[1].split()[-5:] == ["2.00", "ratio", "<=", "2", "yes"]
     assert rows[2].split()[-3:] == ["<=", "100", "NO"]
+
+
+def test_two_runs_compare_by_ratio_where_both_have_a_baseline(tmp_path: Path) -> None:
+    old = [
+        Figure("t", "rate", 200.0, "lines/s", 800.0, "ratio >= 0.5"),
+        Figure("d", "p50", 300.0, "ms", 200.0, "ratio <= 1.0", higher_is_better=False),
+        Figure("h", "growth", 3.0, "MB", target="<= 100", higher_is_better=False),
+    ]
+    new = [
+        Figure("t", "rate", 300.0, "lines/s", 750.0, "ratio >= 0.5"),  # 0.25 -> 0.40
+        Figure("d", "p50", 50.0, "ms", 250.0, "ratio <= 1.0", higher_is_better=False),
+        Figure("h", "growth", 6.0, "MB", target="<= 100", higher_is_better=False),
+        Figure("n", "new figure", 1.0, "x"),
+    ]
+    saved = tmp_path / "old.json"
+    saved.write_text(json.dumps({"figures": [f.as_json() for f in old]}))
+    rows = [row.split("  ") for row in compare(load(str(saved)), new).splitlines()[1:]]
+    cells = [[c.strip() for c in row if c.strip()] for row in rows]
+    assert cells[0][2:5] == ["ratio 0.25", "ratio 0.40", "+60%"]
+    assert cells[1][2:5] == ["ratio 1.50", "ratio 0.20", "-87%"]
+    assert cells[2][2:5] == ["3 MB", "6 MB", "+100% (worse)"]
+    assert cells[3][2:3] == ["1 x"]  # nothing to compare it with
