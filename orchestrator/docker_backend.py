@@ -240,7 +240,7 @@ class DockerBackend(Supervisor[Tracked]):
         standby = self._pool.take(shape)
         if standby is None:
             return None
-        deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
+        deadline = _deadline(spec)
         started = datetime.now(UTC)
         try:
             handed = await asyncio.to_thread(
@@ -253,17 +253,7 @@ class DockerBackend(Supervisor[Tracked]):
             log.info("standby container %s does not wait: not used", standby.container_id[:12])
             await self._remove(standby.container_id, standby.workdir)
             return None
-        tracked = Tracked(
-            container=Container(
-                run=spec.run,
-                container_id=standby.container_id,
-                backend=BACKEND_NAME,
-                state=ContainerState.RUNNING,
-                start_time=started,
-                deadline_time=deadline,
-            ),
-            workdir=standby.workdir,
-        )
+        tracked = _started(spec, standby.container_id, standby.workdir, started, deadline)
         log.info("started %s in standby container %s", spec.run, standby.container_id[:12])
         self._track(tracked)
         return tracked.container
@@ -334,7 +324,7 @@ class DockerBackend(Supervisor[Tracked]):
     async def _create(
         self, spec: LaunchSpec, image: str, socket: Path, workdir: WorkDir, name: str
     ) -> Container:
-        deadline = datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
+        deadline = _deadline(spec)
         disk = RunDisk(workdir)
         config = self._config(spec, image, socket, workdir, deadline)
         container: DockerContainer | None = None
@@ -358,17 +348,7 @@ class DockerBackend(Supervisor[Tracked]):
                     f"cannot prepare the work dir: {exc.strerror or exc}", Reason.LAUNCH_FAILED
                 ) from exc
             raise engine_error(exc, "cannot start the container") from exc
-        tracked = Tracked(
-            container=Container(
-                run=spec.run,
-                container_id=container.id,
-                backend=BACKEND_NAME,
-                state=ContainerState.RUNNING,
-                start_time=started,
-                deadline_time=deadline,
-            ),
-            workdir=workdir,
-        )
+        tracked = _started(spec, container.id, workdir, started, deadline)
         log.info("started %s as container %s (%s)", spec.run, name, container.id[:12])
         self._track(tracked)
         return tracked.container
@@ -628,3 +608,29 @@ class DockerBackend(Supervisor[Tracked]):
             await client.close()
         if connector is not None:
             await connector.close()
+
+
+def _deadline(spec: LaunchSpec) -> datetime | None:
+    """The run's absolute deadline, counted from now (its container's start)."""
+    return datetime.now(UTC) + timedelta(seconds=spec.deadline) if spec.deadline else None
+
+
+def _started(
+    spec: LaunchSpec,
+    container_id: str,
+    workdir: WorkDir,
+    started: datetime,
+    deadline: datetime | None,
+) -> Tracked:
+    """A run's container just started, cold or from the warm pool."""
+    return Tracked(
+        container=Container(
+            run=spec.run,
+            container_id=container_id,
+            backend=BACKEND_NAME,
+            state=ContainerState.RUNNING,
+            start_time=started,
+            deadline_time=deadline,
+        ),
+        workdir=workdir,
+    )

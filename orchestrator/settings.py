@@ -198,7 +198,7 @@ class Settings:
         parser.add_argument(
             "--warm-pool",
             type=int,
-            default=int(env("FLNET_WARM_POOL", "0")),
+            default=env("FLNET_WARM_POOL", "0"),  # (argparse converts a string default)
             help="docker backend: standby containers, started ahead, that the next launches "
             "of recently launched shapes of run take (0: none)",
         )

@@ -52,6 +52,11 @@ async def test_image_digest_is_invalid_on_the_process_backend(orch: Orchestrator
         ),
         ({"deadline": seconds(-1)}, "DEADLINE_INVALID", ["deadline"]),
         ({"environment": {"FLNET_RUN": "x"}}, "ENVIRONMENT_INVALID", ["environment[FLNET_RUN]"]),
+        (  # a standby engine's FIFO: no request may point an engine at one
+            {"environment": {"FLNET_ASSIGNMENT": "/tmp/x"}},
+            "ENVIRONMENT_INVALID",
+            ["environment[FLNET_ASSIGNMENT]"],
+        ),
     ],
 )
 async def test_bad_launch_commands_are_invalid_arguments(

@@ -168,6 +168,8 @@ def test_docker_backend_from_flags_or_environment(tmp_path: Path) -> None:
             "--detach-on-stop",
             "--engine-command",
             "python3 -m flnet.runtime",
+            "--warm-pool",
+            "3",
         ],
         CLIENT,
     )
@@ -180,9 +182,11 @@ def test_docker_backend_from_flags_or_environment(tmp_path: Path) -> None:
             "FLNET_DOCKER_URL": "unix:///run/docker.sock",
             "FLNET_DETACH_ON_STOP": "1",
             "FLNET_ENGINE_COMMAND": "python3 -m flnet.runtime",
+            "FLNET_WARM_POOL": "3",
         },
     )
     assert flags == environment
+    assert flags.warm_pool == 3
     assert flags.backend == "docker"
     assert flags.docker_url == "unix:///run/docker.sock"
     assert flags.detach_on_stop is True
@@ -237,6 +241,8 @@ def test_bad_labels_are_named(text: str) -> None:
         (["--memory-bytes", "0"], "--memory-bytes must be at least 1"),
         (["--run-slots", "many"], "invalid int value"),
         (["--labels", "gpu,Site=eu"], "--labels: label 'Site=eu'"),
+        (["--warm-pool", "-1"], "--warm-pool must not be negative"),
+        (["--warm-pool", "some"], "--warm-pool: invalid int value"),
     ],
 )
 def test_bad_settings_exit_with_usage(
@@ -246,6 +252,15 @@ def test_bad_settings_exit_with_usage(
         Settings.load(["--data-dir", str(tmp_path), *argv], CLIENT)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_bad_warm_pool_in_the_environment_exits_with_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        Settings.load(["--data-dir", str(tmp_path)], {**CLIENT, "FLNET_WARM_POOL": "many"})
+    assert info.value.code == 2
+    assert "--warm-pool: invalid int value: 'many'" in capsys.readouterr().err
 
 
 def test_an_unreadable_secret_file_exits_with_usage(
