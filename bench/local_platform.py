@@ -24,6 +24,7 @@ from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.control.app import ControlApp
 from flnet.control.settings import ControlSettings
 from flnet.control.tenant_limits import TenantShare
+from flnet.heap import settle_heap
 from flnet.orchestrator.app import OrchestratorApp
 from flnet.orchestrator.docker_container import ENGINE_GID
 from flnet.orchestrator.link import Identity
@@ -92,6 +93,7 @@ async def start_platform(
     )
     await orchestrator.start()
     await asyncio.wait_for(orchestrator.link.attached.wait(), 60)
+    settle_heap()  # as the control plane's and the orchestrator's own processes do
     return LocalPlatform(orchestrator, control, address, ISSUER.token())
 
 

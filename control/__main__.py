@@ -11,6 +11,7 @@ from pathlib import Path
 from flnet.control.app import ControlApp, StartupError
 from flnet.control.settings import ControlSettings
 from flnet.datadir import private_umask
+from flnet.heap import settle_heap
 from flnet.server.serving import run_until_signalled
 
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def start() -> None:
         port = await app.start(args.listen)
+        settle_heap()
         if args.port_file:
             tmp = args.port_file.with_suffix(".tmp")
             tmp.write_text(str(port))

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from flnet.datadir import private_umask
+from flnet.heap import settle_heap
 from flnet.oauth import ClientCredentials
 from flnet.server.serving import run_until_signalled
 
@@ -50,7 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         swarm_constraints=settings.swarm_constraints,
         warm_pool=settings.warm_pool,
     )
-    asyncio.run(run_until_signalled(app.start, app.stop))
+
+    async def start() -> None:
+        await app.start()
+        settle_heap()
+
+    asyncio.run(run_until_signalled(start, app.stop))
     return 0
 
 

@@ -9,6 +9,8 @@ import logging
 import os
 import sys
 
+from flnet.heap import settle_heap
+
 from .engine import run_engine
 from .settings import OPTIONAL_ENV, REQUIRED_ENV, EngineConfig, EngineConfigError
 from .standby import ASSIGNMENT_ENV, AssignmentError, wait_for_assignment
@@ -44,6 +46,7 @@ def main() -> int:
         print(f"flnet.runtime: error: {exc}\n{_usage()}", file=sys.stderr)
         return 2
     _configure_logging()
+    settle_heap()
     return asyncio.run(run_engine(config))
 
 

@@ -87,6 +87,7 @@ class EntryBuffer:
         self._items: list[Item] = []
         self._room = threading.Event()
         self._room.set()
+        self._blocking = False  # `not _room.is_set()`, read without a call on every append
         self._wake: Callable[[bool], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -105,10 +106,10 @@ class EntryBuffer:
             items.append(item)
             n = len(items)
             if n >= self.max_buffered and self._loop is not None:
-                self._room.clear()
+                self._set_room(False)
         if n in (1, self.batch_entries):
-            self._notify(n >= self.batch_entries)
-        if not self._room.is_set() and threading.get_ident() != self._loop_thread:
+            self._notify(n == self.batch_entries)
+        if self._blocking and threading.get_ident() != self._loop_thread:
             self._room.wait()
 
     def _notify(self, full: bool) -> None:
@@ -132,10 +133,15 @@ class EntryBuffer:
 
     def set_room(self, room: bool) -> None:
         """Loop side: lets blocked appenders go on (`room`) or makes the next ones wait."""
-        if self._closed or (room and len(self._items) < self.max_buffered):
+        self._set_room(self._closed or (room and len(self._items) < self.max_buffered))
+
+    def _set_room(self, room: bool) -> None:
+        if room:
+            self._blocking = False
             self._room.set()
         else:
             self._room.clear()
+            self._blocking = True
 
     @property
     def congested(self) -> bool:
@@ -144,7 +150,7 @@ class EntryBuffer:
     def close(self) -> None:
         """Never block an appender again (the engine is stopping)."""
         self._closed = True
-        self._room.set()
+        self._set_room(True)
 
 
 class Outbox:
@@ -342,10 +348,25 @@ def fill_entries(
     """Appends one Entry per item to a repeated Entry field (e.g. `batch.entries`)."""
     callers = {} if callers is None else callers
     add = entries.add
+    severities = _SEVERITIES
     for item in items:
         entry = add()
         try:
-            _fill(entry, item, callers)
+            # A log line, filled inline (the loop runs for every line a tool logs); the rest,
+            # and log lines with a traceback or a very long message, by _fill.
+            if item[0] == LOG and not item[8] and len(item[3]) <= MAX_TEXT_CHARS:
+                _, t, level, message, logger, path, lineno, function, _ = item
+                record = entry.log
+                ts = record.time
+                ts.seconds, ts.nanos = divmod(t, _NS)
+                record.severity = severities.get(level) or severity_of(level)
+                record.message = message
+                record.logger = logger
+                if path:
+                    caller = callers.get((path, lineno, function))
+                    record.caller = caller or _caller(callers, path, lineno, function)
+            else:
+                _fill(entry, item, callers)
         except (ValueError, TypeError, UnicodeError, OverflowError):
             entry.Clear()
             try:
@@ -355,6 +376,12 @@ def fill_entries(
                 entry.Clear()
                 entry.log.severity = tm.LOG_SEVERITY_ERROR
                 entry.log.message = f"telemetry item dropped: {type(e).__name__}: {e}"
+
+
+def _caller(callers: dict[Any, str], path: str, lineno: int, function: str) -> str:
+    """ "file.py:42 in main", formatted once per call site."""
+    caller = callers[(path, lineno, function)] = f"{os.path.basename(path)}:{lineno} in {function}"
+    return caller
 
 
 def _fill(entry: rt.Entry, item: Item, callers: dict[Any, str]) -> None:
@@ -368,11 +395,9 @@ def _fill(entry: rt.Entry, item: Item, callers: dict[Any, str]) -> None:
         record.message = message if len(message) <= MAX_TEXT_CHARS else _cut(message)
         record.logger = logger
         if path:
-            where = (path, lineno, function)
-            caller = callers.get(where)
-            if caller is None:
-                caller = callers[where] = f"{os.path.basename(path)}:{lineno} in {function}"
-            record.caller = caller
+            record.caller = callers.get((path, lineno, function)) or _caller(
+                callers, path, lineno, function
+            )
         if tb:
             record.traceback = tb if len(tb) <= MAX_TEXT_CHARS else _cut(tb)
     elif kind == METRIC:
@@ -416,12 +441,37 @@ def entries_of(items: Iterable[Item]) -> list[rt.Entry]:
 # --------------------------------------------------------------------------- logging
 
 
-class PlatformLogHandler(logging.Handler):
+class _Watched(logging.Filterer):
+    """A logger's or handler's setLevel, addFilter and removeFilter, each followed by
+    `changed()`: ToolLogger caches what they decide."""
+
+    def changed(self) -> None:
+        """Called after each change."""
+
+    def setLevel(self, level: int | str) -> None:
+        super().setLevel(level)  # type: ignore[misc]
+        self.changed()
+
+    def addFilter(self, filter: Any) -> None:
+        super().addFilter(filter)
+        self.changed()
+
+    def removeFilter(self, filter: Any) -> None:
+        super().removeFilter(filter)
+        self.changed()
+
+
+class PlatformLogHandler(_Watched, logging.Handler):
     """Sends log records to a run's EntryBuffer. Thread-safe without the handler lock."""
 
     def __init__(self, buffer: EntryBuffer, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.buffer = buffer
+        self.logger: ToolLogger | None = None  # the one it serves, told of changes
+
+    def changed(self) -> None:
+        if self.logger is not None:
+            self.logger.changed()
 
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
@@ -456,22 +506,71 @@ class PlatformLogHandler(logging.Handler):
         )
 
 
-class ToolLogger(logging.Logger):
+def _level_method(level: int) -> Callable[..., None]:
+    """ToolLogger's debug, info, ...: straight to the buffer while nothing else can see the
+    record (ToolLogger._direct_from), the logging module's way otherwise."""
+
+    def method(self: ToolLogger, msg: object, *args: object, **kwargs: Any) -> None:
+        if kwargs or self._direct_from > level or self.manager.disable >= level:
+            if self.isEnabledFor(level):
+                self._log(level, msg, args, **kwargs)
+            return
+        self._push(level, msg, args, sys._getframe(1), None)
+
+    return method
+
+
+class ToolLogger(_Watched, logging.Logger):
     """`ctx.log`: a Logger whose records go to the platform. It does not propagate to the root
-    logger. While its only handler is the platform one, it skips building LogRecords and
-    appends a tuple straight to the buffer (about 1 µs a line instead of 5)."""
+    logger. While its only handler is the platform one and nothing filters, a call without
+    keyword arguments skips LogRecords and appends a tuple straight to the buffer (about 1 µs a
+    line instead of 5); anything else takes the logging module's way, with the same caller."""
 
     def __init__(self, name: str, handler: PlatformLogHandler, level: int = logging.INFO) -> None:
+        self._platform = handler
+        self._direct_from = _NEVER  # the lowest level that may skip LogRecords (see changed)
         super().__init__(name, level)
         self.propagate = False
         self.addHandler(handler)
-        self._platform = handler
         self._append = handler.buffer.append
+        handler.logger = self
+
+    # What decides the direct path is cached in _direct_from, refreshed on every change to it.
+    def changed(self) -> None:
+        handler = self._platform
+        plain = self.handlers == [handler] and not self.filters and not handler.filters
+        self._direct_from = (
+            max(self.level, handler.level, 1) if plain and not self.disabled else _NEVER
+        )
+
+    def addHandler(self, hdlr: logging.Handler) -> None:
+        super().addHandler(hdlr)
+        self.changed()
+
+    def removeHandler(self, hdlr: logging.Handler) -> None:
+        super().removeHandler(hdlr)
+        self.changed()
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self.__dict__.get("_disabled", False))
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        self.__dict__["_disabled"] = value
+        self.changed()
 
     def isEnabledFor(self, level: int) -> bool:
         # Not cached: this logger is not in the logging manager's registry, so setLevel() and
         # logging.disable() could not clear a cache of it.
         return not self.disabled and self.manager.disable < level and level >= self.level
+
+    # The level methods take the direct path inline: they run for every line a tool logs.
+    debug = _level_method(logging.DEBUG)
+    info = _level_method(logging.INFO)
+    warning = _level_method(logging.WARNING)
+    error = _level_method(logging.ERROR)
+    critical = fatal = _level_method(logging.CRITICAL)
 
     def _log(
         self,
@@ -483,56 +582,68 @@ class ToolLogger(logging.Logger):
         stack_info: bool = False,
         stacklevel: int = 1,
     ) -> None:
-        handlers = self.handlers
-        if (
-            self.filters
-            or len(handlers) != 1
-            or handlers[0] is not self._platform
-            or (self._platform.filters or level < self._platform.level)
-        ):
-            # One more level: this override is a frame between the caller and the logging module.
-            super()._log(level, msg, args, exc_info, extra, stack_info, stacklevel + 1)
-            return
+        # Every call comes here but the level methods' direct ones. The caller is the first frame
+        # outside the logging module and this one, `stacklevel` - 1 frames further out.
         frame = sys._getframe(1)
-        while frame.f_back is not None and frame.f_code.co_filename == _LOGGING_SRC:
+        while frame.f_back is not None and frame.f_code.co_filename in _OWN_SOURCES:
             frame = frame.f_back
         while stacklevel > 1 and frame.f_back is not None:
             frame = frame.f_back
             stacklevel -= 1
-        code = frame.f_code
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+            if exc_info[0] is None:
+                exc_info = None
+        stack = None
+        if stack_info:
+            stack = "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame))
+            stack = stack.rstrip("\n")
+        if extra is not None or level < self._direct_from:
+            code = frame.f_code
+            record = self.makeRecord(
+                self.name, level, code.co_filename, frame.f_lineno, msg, args, exc_info,
+                code.co_name, extra, stack,
+            )  # fmt: skip
+            self.handle(record)
+            return
+        tb = "".join(traceback.format_exception(*exc_info)) if exc_info else None
+        if stack:
+            tb = f"{tb}\n{stack}" if tb else stack
+        self._push(level, msg, args, frame, tb)
+
+    def _push(self, level: int, msg: Any, args: Any, frame: Any, tb: str | None) -> None:
+        """Appends the record's tuple (see EntryBuffer) to the platform's buffer."""
         if args:
-            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-                args = args[0]
+            first = args[0]
+            if (
+                len(args) == 1
+                and first
+                and not isinstance(first, _PLAIN)
+                and isinstance(first, Mapping)
+            ):
+                args = first
             try:
                 text = str(msg) % args
             except Exception:
                 text = f"{msg!r} (cannot format with {args!r})"
         else:
             text = msg if type(msg) is str else str(msg)
-        tb: str | None = None
-        if exc_info:
-            if isinstance(exc_info, BaseException):
-                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-            elif not isinstance(exc_info, tuple):
-                exc_info = sys.exc_info()
-            if exc_info[0] is not None:
-                tb = "".join(traceback.format_exception(*exc_info))
-        if stack_info:
-            stack = "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame))
-            tb = f"{tb}\n{stack}" if tb else stack.rstrip("\n")
+        code = frame.f_code
         self._append(
-            (
-                LOG,
-                time.time_ns(),
-                level,
-                text,
-                self.name,
-                code.co_filename,
-                frame.f_lineno,
-                code.co_name,
-                tb,
-            )
-        )
+            (LOG, time.time_ns(), level, text, self.name, code.co_filename, frame.f_lineno,
+             code.co_name, tb)
+        )  # fmt: skip
+
+
+# A level no record has: the direct path is off.
+_NEVER = sys.maxsize
+# Arguments that are never a mapping, told apart without the ABC's slower check.
+_PLAIN = (int, float, str, bytes)
+# Frames skipped when looking for a log call's caller.
+_OWN_SOURCES = frozenset({_LOGGING_SRC, ToolLogger._log.__code__.co_filename})
 
 
 class ToolThreadRouter(logging.Handler):

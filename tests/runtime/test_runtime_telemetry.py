@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -293,6 +294,99 @@ def test_a_log_handler_added_by_the_tool_still_sees_records(tmp_path: Path) -> N
     (entry,) = entries_of(buffer.drain())
     assert entry.log.message == "both 2"
     assert entry.log.caller.startswith("test_runtime_telemetry.py:")
+
+
+def _log_every_way(log: logging.Logger) -> int:
+    """Logs one line per level method, log(), exception() and stacklevel; returns the line
+    number of the first call (each call is on the next line)."""
+    first = sys._getframe().f_lineno + 2
+    try:
+        log.debug("d")
+        log.info("i")
+        log.warning("w")
+        log.error("e")
+        log.critical("c")
+        log.log(logging.INFO, "l")
+        log.info("x", extra={"k": 1})
+        raise ValueError("v")
+    except ValueError:
+        log.exception("x")
+    return first
+
+
+def _called_from_here(log: logging.Logger) -> None:
+    log.info("one frame out", stacklevel=2)
+
+
+@pytest.mark.parametrize("way", ["direct", "with another handler"])
+def test_every_log_call_names_its_caller_whichever_way_it_takes(tmp_path: Path, way: str) -> None:
+    """The level methods' direct path and the logging module's way (another handler, or
+    keyword arguments) name the same caller, line by line."""
+    buffer = EntryBuffer()
+    ctx = _context(buffer, tmp_path)
+    if way != "direct":
+        ctx.log.addHandler(logging.NullHandler())
+    first = _log_every_way(ctx.log)
+    _called_from_here(ctx.log)
+    entries = [e.log for e in entries_of(buffer.drain())]
+    function = "_log_every_way"
+    lines = [first + i for i in range(7)] + [first + 9]
+    assert [e.caller for e in entries[:8]] == [
+        f"test_runtime_telemetry.py:{n} in {function}" for n in lines
+    ]
+    assert entries[-1].caller.endswith(
+        " in test_every_log_call_names_its_caller_whichever_way_it_takes"
+    )
+    assert "ValueError: v" in entries[7].traceback
+    assert [e.severity for e in entries[:5]] == [
+        tm.LOG_SEVERITY_DEBUG,
+        tm.LOG_SEVERITY_INFO,
+        tm.LOG_SEVERITY_WARNING,
+        tm.LOG_SEVERITY_ERROR,
+        tm.LOG_SEVERITY_CRITICAL,
+    ]
+
+
+def test_what_filters_or_silences_records_applies_to_the_direct_path(tmp_path: Path) -> None:
+    """The level methods skip LogRecords only while nothing could act on one: a filter, a
+    handler level, a disabled logger or logging.disable() each take effect at once."""
+    buffer = EntryBuffer()
+    ctx = _context(buffer, tmp_path)
+    log = ctx.log
+    handler = ctx.log_handler
+
+    def no_secrets(record: logging.LogRecord) -> bool:
+        return "secret" not in record.getMessage()
+
+    handler.addFilter(no_secrets)
+    log.info("a secret")
+    log.info("kept 1")
+    handler.removeFilter(no_secrets)
+    log.info("a secret again")
+    log.addFilter(no_secrets)
+    log.info("secret 3")
+    log.removeFilter(no_secrets)
+    handler.setLevel(logging.ERROR)
+    log.warning("below the handler")
+    log.error("kept 2")
+    handler.setLevel(logging.NOTSET)
+    log.disabled = True
+    log.error("disabled")
+    log.disabled = False
+    logging.disable(logging.WARNING)
+    try:
+        log.warning("logging disabled")
+        log.error("kept 3")
+    finally:
+        logging.disable(logging.NOTSET)
+    log.debug("kept 4")
+    assert [e.log.message for e in entries_of(buffer.drain())] == [
+        "kept 1",
+        "a secret again",
+        "kept 2",
+        "kept 3",
+        "kept 4",
+    ]
 
 
 def test_root_logger_records_of_the_tool_thread_are_captured() -> None:
