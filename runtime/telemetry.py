@@ -9,8 +9,15 @@ The tool thread pays for a tuple and a list append; it wakes the loop only when 
 from empty to non-empty or fills up, never per line. Protobuf objects are built on the loop side,
 a batch at a time. Batches carry sequence numbers 1, 2, 3, ... per run and stay in the Outbox
 until the control plane acknowledges them (Ack.sequence is cumulative), so they can be resent
-after a reconnect. When too many batches are un-acked (or too many entries wait in the buffer),
-the tool thread blocks in `append` until acks make room: memory stays bounded.
+after a reconnect. When too many batches are un-acked, or a whole batch waits in the buffer, the
+tool thread blocks in `append` until acks or the loop make room: memory stays bounded.
+
+The buffer holds one batch at most (max_buffered) on purpose. A tool thread that logs in a loop
+holds the GIL; the loop, which cuts and sends batches, would get it only at the interpreter's
+switch interval (5 ms), so batches left in bursts after the tool had run far ahead: the control
+plane idled while the tool logged and then took a burst it could not absorb at once. Waiting as
+soon as a batch is full hands the GIL to the loop at once, and the engine and the control plane
+work side by side (telemetry throughput 0.37 -> 0.54 of raw gRPC streaming, bench.telemetry).
 """
 
 from __future__ import annotations
@@ -82,7 +89,8 @@ class EntryBuffer:
 
     def __init__(self, *, batch_entries: int = MAX_BATCH_ENTRIES, max_buffered: int = 0) -> None:
         self.batch_entries = batch_entries
-        self.max_buffered = max_buffered or 10 * batch_entries
+        # One batch by default: see the module's docstring.
+        self.max_buffered = max_buffered or batch_entries
         self._lock = threading.Lock()
         self._items: list[Item] = []
         self._room = threading.Event()

@@ -71,7 +71,8 @@ async def test_full_batches_are_cut_at_once_with_consecutive_sequences() -> None
 
         thread = threading.Thread(target=tool)
         thread.start()
-        thread.join()
+        # Not joined on the loop: the tool waits for the loop whenever a whole batch is buffered.
+        await asyncio.to_thread(thread.join)
         await _until(lambda: outbox.unacked_count >= 2)
         batches = outbox.unacked()
         assert [len(b.batch.entries) for b in batches[:2]] == [100, 100]
@@ -224,6 +225,36 @@ async def test_backpressure_blocks_the_tool_until_acks_make_room() -> None:
     finally:
         buffer.close()
         await batcher.stop()
+
+
+async def test_a_tool_waits_once_a_whole_batch_is_buffered_until_the_loop_cuts_it() -> None:
+    """By default the buffer holds one batch: the tool thread waits (and the loop gets the
+    GIL) as soon as a batch is full, instead of running batches ahead of the loop."""
+    buffer = EntryBuffer(batch_entries=10)
+    woken: list[bool] = []
+    buffer.attach(asyncio.get_running_loop(), woken.append)
+    appended = 0
+
+    def tool() -> None:
+        nonlocal appended
+        for i in range(25):
+            buffer.append(_log_item(i))
+            appended += 1
+
+    thread = threading.Thread(target=tool, daemon=True)
+    thread.start()
+    await _until(lambda: woken == [False, True])
+    await asyncio.sleep(0.05)
+    assert appended == 9 and thread.is_alive()  # waiting inside its 10th append
+    assert len(buffer.drain()) == 10
+    buffer.set_room(True)
+    await _until(lambda: appended == 19)
+    await asyncio.sleep(0.05)
+    assert appended == 19 and thread.is_alive()  # the next batch is full again
+    assert len(buffer.drain()) == 10
+    buffer.set_room(True)
+    thread.join(5)
+    assert appended == 25 and len(buffer.drain()) == 5
 
 
 def test_an_unattached_buffer_never_blocks() -> None:
