@@ -193,34 +193,39 @@ async def test_wait_acked() -> None:
     await outbox.wait_acked(1)  # already acked: returns at once
 
 
+class _Tool(threading.Thread):
+    """A tool thread appending `lines` log lines to `buffer`, counting those appended."""
+
+    def __init__(self, buffer: EntryBuffer, lines: int) -> None:
+        super().__init__(daemon=True)
+        self.buffer, self.lines, self.appended = buffer, lines, 0
+
+    def run(self) -> None:
+        for i in range(self.lines):
+            self.buffer.append(_log_item(i))
+            self.appended += 1
+
+
 async def test_backpressure_blocks_the_tool_until_acks_make_room() -> None:
     buffer, outbox, batcher = _pipeline(batch=10, linger=0.001, max_unacked=3, max_buffered=20)
     batcher.start()
-    appended = 0
-
-    def tool() -> None:
-        nonlocal appended
-        for i in range(500):
-            buffer.append(_log_item(i))
-            appended += 1
-
-    thread = threading.Thread(target=tool, daemon=True)
+    thread = _Tool(buffer, 500)
     try:
         thread.start()
         await asyncio.sleep(0.3)
         assert thread.is_alive()  # blocked: nothing is acknowledged
-        blocked_at = appended
+        blocked_at = thread.appended
         assert blocked_at < 500
         # Bounded: at most the un-acked limit plus what the buffer may hold.
         assert outbox.unacked_count <= 3 + 20 // 10 + 2
         await asyncio.sleep(0.1)
-        assert appended == blocked_at
+        assert thread.appended == blocked_at
         while thread.is_alive() or len(buffer):
             outbox.ack(outbox.last_sequence)
             await asyncio.sleep(0.005)
         batcher.flush()
         outbox.ack(outbox.last_sequence)
-        assert appended == 500
+        assert thread.appended == 500
         assert outbox.last_sequence >= 50
     finally:
         buffer.close()
@@ -233,28 +238,20 @@ async def test_a_tool_waits_once_a_whole_batch_is_buffered_until_the_loop_cuts_i
     buffer = EntryBuffer(batch_entries=10)
     woken: list[bool] = []
     buffer.attach(asyncio.get_running_loop(), woken.append)
-    appended = 0
-
-    def tool() -> None:
-        nonlocal appended
-        for i in range(25):
-            buffer.append(_log_item(i))
-            appended += 1
-
-    thread = threading.Thread(target=tool, daemon=True)
+    thread = _Tool(buffer, 25)
     thread.start()
     await _until(lambda: woken == [False, True])
     await asyncio.sleep(0.05)
-    assert appended == 9 and thread.is_alive()  # waiting inside its 10th append
+    assert thread.appended == 9 and thread.is_alive()  # waiting inside its 10th append
     assert len(buffer.drain()) == 10
     buffer.set_room(True)
-    await _until(lambda: appended == 19)
+    await _until(lambda: thread.appended == 19)
     await asyncio.sleep(0.05)
-    assert appended == 19 and thread.is_alive()  # the next batch is full again
+    assert thread.appended == 19 and thread.is_alive()  # the next batch is full again
     assert len(buffer.drain()) == 10
     buffer.set_room(True)
     thread.join(5)
-    assert appended == 25 and len(buffer.drain()) == 5
+    assert thread.appended == 25 and len(buffer.drain()) == 5
 
 
 def test_an_unattached_buffer_never_blocks() -> None:
