@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.latency import report, run_main
 from bench.local_platform import start_platform
+from flnet import timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.cli.dev import connect
 from flnet.client import FlnetClient
@@ -86,7 +87,7 @@ async def main(calls: int, rounds: int) -> None:
                 report("development test run: to its first log line (ms)", results, "unchanged")
                 await client.cancel(session, "the bench is over")
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(engine, 30)
+                    await timeouts.wait_for(engine, 30)
         finally:
             await platform.stop()
 

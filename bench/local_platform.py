@@ -8,7 +8,6 @@ The control plane's database is SQLite in the data directory (the embedded defau
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from flnet import images
+from flnet import images, timeouts
 from flnet.api.control.v1 import tool_service_pb2 as ts
 from flnet.api.control.v1 import tool_service_pb2_grpc as tsg
 from flnet.control.app import ControlApp
@@ -92,7 +91,7 @@ async def start_platform(
         warm_pool=warm_pool,
     )
     await orchestrator.start()
-    await asyncio.wait_for(orchestrator.link.attached.wait(), 60)
+    await timeouts.wait_for(orchestrator.link.attached.wait(), 60)
     settle_heap()  # as the control plane's and the orchestrator's own processes do
     return LocalPlatform(orchestrator, control, address, ISSUER.token())
 

@@ -28,6 +28,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from flnet import timeouts
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "flnet_run_events"
@@ -117,14 +119,14 @@ class EventNotifications:
             self.listening.set()
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), PROBE_SECONDS)
+                    await timeouts.wait_for(lost.wait(), PROBE_SECONDS)
                     break
                 # Quiet for a while: a half-open connection (the database's host gone) never
                 # reports its loss, a query that gets no answer does.
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT)
+                await timeouts.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT)
             log.warning("the run-event notification connection was lost; reconnecting")
         finally:
             self.listening.clear()
             self.backend_pid = 0
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
+                await timeouts.wait_for(conn.close(), 5)

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from flnet import timeouts
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
 from flnet.channels import TokenSource, insecure_channel
@@ -228,7 +229,7 @@ class ControlLink:
                 await outgoing.put(sp.AttachRequest(heartbeat=heartbeat))
                 beat_at = loop.time() + interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(0.0, beat_at - loop.time()))
+                await timeouts.wait_for(changed.wait(), max(0.0, beat_at - loop.time()))
 
     async def _pump_events(self) -> None:
         """Every container event of the backend becomes a report."""

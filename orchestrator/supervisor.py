@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from flnet import timeouts
+
 from .backend import Container, ContainerEvent, ContainerState, ExitCause, RunName
 from .errors import NotFound, Reason, Unavailable
 from .events import EventLog
@@ -264,11 +266,11 @@ class Supervisor(ABC, Generic[TrackedT]):
                 await asyncio.to_thread(tracked.workdir.record_stop_cause, cause)
             await self._signal(tracked, signal.SIGTERM)
             try:
-                await asyncio.wait_for(tracked.ended.wait(), max(0.0, grace))
+                await timeouts.wait_for(tracked.ended.wait(), max(0.0, grace))
             except TimeoutError:
                 log.info("%s ignored SIGTERM for %.3f s: SIGKILL", tracked.container.run, grace)
                 await self._signal(tracked, signal.SIGKILL)
         try:
-            await asyncio.wait_for(tracked.exited.wait(), KILL_WAIT)
+            await timeouts.wait_for(tracked.exited.wait(), KILL_WAIT)
         except TimeoutError:
             log.error("%s did not exit %.0f s after SIGKILL", tracked.container.run, KILL_WAIT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import uuid
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from flnet import lifecycle
+from flnet import lifecycle, timeouts
 from flnet.api.control.v1 import artifact_service_pb2 as asv
 from flnet.api.control.v1 import artifact_service_pb2_grpc as asg
 from flnet.api.control.v1 import audit_service_pb2_grpc as aug
@@ -203,7 +202,7 @@ async def attach_orchestrator(
     )
     await app.start()
     try:
-        await asyncio.wait_for(app.link.attached.wait(), 60)
+        await timeouts.wait_for(app.link.attached.wait(), 60)
     except BaseException:
         await app.stop()
         raise

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from flnet import timeouts
 from flnet.control.fleet.scheduler import Decisions, Quota, decide
 from flnet.control.store.fleet import FleetStore
 
@@ -58,7 +59,7 @@ class Placer:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self.interval)
+                await timeouts.wait_for(self._kicked.wait(), self.interval)
             self._kicked.clear()
             try:
                 await self.pass_once()

@@ -4,9 +4,9 @@ of its own (dev_session_run) driven by a child of that engine."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from flnet import timeouts
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
 from flnet.control.runs.admission import Admission
@@ -46,7 +46,7 @@ class DevSessions:
         version = await self.context.tool_version(row.spec.tool_version)
         merged = dict_to_struct(struct_to_dict(row.spec.config) | patch)
         config = await self.context.validated_config(version, merged, "config")
-        result = await asyncio.wait_for(
+        result = await timeouts.wait_for(
             session.command(
                 rt.Command(update_config=rt.UpdateConfig(config=dict_to_struct(config)))
             ),

@@ -36,6 +36,7 @@ from html import escape, unescape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flnet import timeouts
 from flnet.cli import render
 from flnet.cli.stack import DEV_CREDENTIALS, StackNotRunning, read_endpoints
 from flnet.client.tokens import unverified_claims
@@ -301,7 +302,7 @@ async def browser_login(
             url = str(URL(metadata["authorization_endpoint"]).update_query(params))
             await open_url(url)
             try:
-                code = await asyncio.wait_for(callback.result, sign_in_within)
+                code = await timeouts.wait_for(callback.result, sign_in_within)
             except TimeoutError:
                 raise LoginError(f"no sign-in within {sign_in_within:g} s") from None
         finally:

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flnet import timeouts
 from flnet.channels import insecure_channel
 from flnet.datadir import PRIVATE_UMASK, open_private, own_private_dir, private_dir, write_private
 
@@ -226,7 +227,7 @@ class Component:
             return
         p.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(p.wait(), grace)
+            await timeouts.wait_for(p.wait(), grace)
         except TimeoutError:
             p.kill()
             await p.wait()

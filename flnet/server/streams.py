@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from flnet import timeouts
 from flnet.errors import FailedPrecondition
 
 M = TypeVar("M", bound=Message)
@@ -17,7 +17,7 @@ async def opening(requests: AsyncIterator[M], field: str, what: str, within: flo
     """The stream's first message, which must set `field` within `within` seconds
     (FailedPrecondition "the stream must open with <what>" otherwise)."""
     try:
-        first = await asyncio.wait_for(anext(requests), within)
+        first = await timeouts.wait_for(anext(requests), within)
     except (StopAsyncIteration, TimeoutError):
         raise FailedPrecondition(f"the stream must open with {what}") from None
     if not first.HasField(field):

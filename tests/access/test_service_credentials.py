@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from flnet import timeouts
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
 from flnet.channels import insecure_channel
@@ -40,7 +41,7 @@ async def attach_status(port: int, token: str | None) -> grpc.StatusCode:
     async with insecure_channel(f"127.0.0.1:{port}") as channel:
         call = spg.SessionServiceStub(channel).Attach(requests(), metadata=metadata)
         try:
-            first = await asyncio.wait_for(call.read(), 30)
+            first = await timeouts.wait_for(call.read(), 30)
         except grpc.aio.AioRpcError as e:
             return e.code()
         finally:
@@ -64,7 +65,7 @@ async def test_an_orchestrator_attaches_with_its_client_credentials(
     )
     await app.start()
     try:
-        await asyncio.wait_for(app.link.attached.wait(), 60)
+        await timeouts.wait_for(app.link.attached.wait(), 60)
         [listed] = await guarded.app.store.fleet.orchestrators()
         assert (listed.name, listed.subject) == ("edge", "acme-service")
         assert await attach_status(guarded.app.port, await token()) == grpc.StatusCode.OK

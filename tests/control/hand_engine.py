@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from flnet import timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import run_pb2 as rp
@@ -61,7 +62,7 @@ class HandEngine:
 
     async def receive(self, wait: float = 10.0) -> rt.ConnectResponse:
         """The next message; a stream that failed raises its error here."""
-        msg = await asyncio.wait_for(self.incoming.get(), wait)
+        msg = await timeouts.wait_for(self.incoming.get(), wait)
         if isinstance(msg, grpc.aio.AioRpcError):
             raise msg
         return msg
@@ -69,7 +70,7 @@ class HandEngine:
     async def rest(self, wait: float = 10.0) -> list[rt.ConnectResponse]:
         """Waits until the control plane ends the stream; what it sent meanwhile."""
         assert self._reader is not None
-        await asyncio.wait_for(asyncio.shield(self._reader), wait)
+        await timeouts.wait_for(asyncio.shield(self._reader), wait)
         rest = []
         while not self.incoming.empty():
             msg = self.incoming.get_nowait()
@@ -103,7 +104,7 @@ class HandEngine:
         await self.outgoing.put(None)
         if self._reader is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reader, 5)
+                await timeouts.wait_for(self._reader, 5)
         if self._call is not None:
             self._call.cancel()
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from flnet import timeouts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as op
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
@@ -72,7 +73,7 @@ class HandOrchestrator:
         stub = spg.SessionServiceStub(self._channel)
         metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
         self._call = stub.Attach(requests(), metadata=metadata)
-        response = await asyncio.wait_for(self._call.read(), 30)
+        response = await timeouts.wait_for(self._call.read(), 30)
         if not isinstance(response, sp.AttachResponse):
             await self._raise_status()
         assert isinstance(response, sp.AttachResponse) and response.HasField("attached")

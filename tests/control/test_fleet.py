@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from flnet import timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import fleet_pb2 as fp
 from flnet.api.control.v1 import fleet_service_pb2 as fs
@@ -367,7 +368,7 @@ async def test_reports_are_applied_once_and_bad_ones_refused_without_effect(
     other = await hand(app, "other", slots=1)
     v = await version(api)
     mine = (await submit(api, v.name)).name
-    await asyncio.wait_for(_either(orchestrator, other, mine), 30)
+    await timeouts.wait_for(_either(orchestrator, other, mine), 30)
     here = mine in orchestrator.launches()
     owner, stranger = (orchestrator, other) if here else (other, orchestrator)
     # A claim on a run placed elsewhere: refused, the run untouched.
@@ -518,3 +519,20 @@ async def test_a_session_must_open_with_a_registration_and_go_on_with_reports(
     assert orchestrator.error is not None
     assert orchestrator.error.code() == grpc.StatusCode.INVALID_ARGUMENT
     await orchestrator.close()
+
+
+async def test_the_placer_closes_when_kicked_in_the_step_it_is_cancelled(
+    control: ControlApp,
+) -> None:
+    """An orchestrator detaching (a kick) as the control plane stops: the placement loop
+    must end, not take the kick and wait again while the shutdown waits for it."""
+    placer = control.runs.context.placer
+    for _ in range(5):
+        await placer.close()
+        placer.start()
+        await asyncio.sleep(0.02)  # waiting for a kick
+        placer.kick()
+        await asyncio.sleep(0)  # the kick's waiter completes in this step
+        closing = asyncio.create_task(placer.close())
+        done, _ = await asyncio.wait([closing], timeout=5)
+        assert done, "the placer took the kick and waited again"

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from flnet import timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.api.control.v1 import run_service_pb2 as rs
@@ -246,7 +247,7 @@ async def test_watch_streams_history_then_live_without_gap_or_duplicate(api: Cli
     for i in range(20):
         await engine.send_batch(*(log(f"live {i}.{j}") for j in range(30)))
     await engine.propose(S.RUN_STATE_CANCELLED)
-    await asyncio.wait_for(watcher, 10)
+    await timeouts.wait_for(watcher, 10)
     sequences = [e.sequence for e in received]
     assert sequences == list(range(1, len(received) + 1))
     assert received[-1].state_change.to_state == S.RUN_STATE_CANCELLED
@@ -272,7 +273,7 @@ async def test_watch_ends_after_telemetry_that_follows_the_end(api: Clients) -> 
         return [e async for res in api.runs.WatchRun(request) for e in res.events]
 
     for after in range(5):  # 1 PENDING, 2 INITIALIZED, 3 CANCELLED, 4 the flushed log
-        received = await asyncio.wait_for(watch(after), 5)
+        received = await timeouts.wait_for(watch(after), 5)
         assert [e.sequence for e in received] == list(range(after + 1, 5)), after
         if after == 3:
             assert received[0].log.message == "flushed as it ended"
@@ -315,7 +316,7 @@ async def test_watch_reads_the_store_when_memory_is_stale(api: Clients, control:
             if got and got[-1] >= 12:
                 return
 
-    await asyncio.wait_for(watch(), 5)
+    await timeouts.wait_for(watch(), 5)
     assert got[:11] == list(range(2, 13))
     await engine.close()
 

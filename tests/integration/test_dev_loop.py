@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flnet import lifecycle
+from flnet import lifecycle, timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.control.v1 import run_pb2 as rp
 from flnet.cli.dev import connect
@@ -52,7 +52,7 @@ async def session(
     finally:
         with contextlib.suppress(Exception):
             await client.cancel(runs[0].name, "the test is over")
-        await asyncio.wait_for(engine, 30)
+        await timeouts.wait_for(engine, 30)
 
 
 async def execute(client: FlnetClient, session: str) -> tuple[rp.Run, list[str]]:

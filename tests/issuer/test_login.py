@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from flnet import timeouts
 from flnet.cli.login import (
     LoginRequired,
     access_token,
@@ -47,7 +48,7 @@ async def flnet(
 
 
 async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await timeouts.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -141,7 +142,7 @@ async def test_browser_login_driven_by_a_script(
     assert proc.stderr is not None
     url = ""
     while not url.startswith("http"):
-        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        line = await timeouts.wait_for(proc.stderr.readline(), 30)
         assert line, "flnet login printed no URL"
         url = line.decode().strip()
     assert url.startswith(f"{issuer.url}/authorize?")

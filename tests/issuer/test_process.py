@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import jwt
 
+from flnet import timeouts
 from flnet.issuer import verify_secret
 from tests.privacy import umask_of
 
@@ -42,7 +43,7 @@ async def start(data: Path, port_file: Path) -> asyncio.subprocess.Process:
 
 async def stop(proc: asyncio.subprocess.Process) -> str:
     proc.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    _, err = await timeouts.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     return err.decode()
 

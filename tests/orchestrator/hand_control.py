@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from flnet import timeouts
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.api.orchestrator.v1 import session_service_pb2_grpc as spg
 from flnet.errors import FlnetError
@@ -145,7 +146,7 @@ class HandControl(spg.SessionServiceServicer):
         raise AssertionError("unreachable")
 
     async def command(self, command: sp.FleetCommand, limit: float = 60.0) -> sp.CommandResult:
-        await asyncio.wait_for(self.attached.wait(), limit)
+        await timeouts.wait_for(self.attached.wait(), limit)
         return await self.result(self.send(command), limit)
 
     async def follow(self, start: int = 0) -> AsyncIterator[sp.Report]:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from flnet import timeouts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.orchestrator.app import OrchestratorApp
@@ -201,7 +202,7 @@ async def attach(app: OrchestratorApp, control: HandControl) -> int:
     registered, since = len(control.registrations), len(control.reports)
     await app.start()
     await control.wait_registrations(registered + 1, TIMEOUT)
-    await asyncio.wait_for(app.link.attached.wait(), TIMEOUT)
+    await timeouts.wait_for(app.link.attached.wait(), TIMEOUT)
     return since
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 import grpc
 import pytest
 
+from flnet import timeouts
 from flnet.api.orchestrator.v1 import orchestrator_pb2 as pb
 from flnet.api.orchestrator.v1 import session_service_pb2 as sp
 from flnet.errors import ResourceExhausted, Unauthenticated
@@ -67,7 +68,7 @@ def consecutive(reports: Sequence[sp.Report]) -> bool:
 async def reattached(control: HandControl, registrations: int) -> None:
     """Until the orchestrator has registered `registrations` times and its session is open."""
     await control.wait_registrations(registrations, TIMEOUT)
-    await asyncio.wait_for(control.attached.wait(), TIMEOUT)
+    await timeouts.wait_for(control.attached.wait(), TIMEOUT)
 
 
 async def test_unacknowledged_reports_are_resent_after_a_reconnect_and_applied_once(
@@ -149,7 +150,7 @@ async def test_a_stop_right_after_a_launch_stops_the_launched_container(
 ) -> None:
     """Commands of one run are carried out in order: the stop never finds no container."""
     control = orch.control
-    await asyncio.wait_for(control.attached.wait(), TIMEOUT)
+    await timeouts.wait_for(control.attached.wait(), TIMEOUT)
     pairs = []
     for _ in range(5):
         launch = orch.launch_command(SLEEPER)

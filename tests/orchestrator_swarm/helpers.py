@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import aiodocker
 
+from flnet import timeouts
 from flnet.orchestrator.backend import (
     Container,
     ContainerEvent,
@@ -111,7 +112,7 @@ class SwarmRuns:
                         return event.container
             raise AssertionError("the event log closed")
 
-        return await asyncio.wait_for(find(), TIMEOUT)
+        return await timeouts.wait_for(find(), TIMEOUT)
 
     async def exited(self, run: RunName) -> Container:
         return await self.state(run, ContainerState.EXITED)
@@ -122,7 +123,7 @@ class SwarmRuns:
         async with contextlib.aclosing(self.backend.events()) as events:
             while True:
                 try:
-                    event = await asyncio.wait_for(anext(events), 0.2)
+                    event = await timeouts.wait_for(anext(events), 0.2)
                 except TimeoutError:
                     return states
                 if event.container.run == run:

@@ -14,6 +14,7 @@ import pytest
 from aiodocker.secrets import DockerSecrets
 from aiodocker.services import DockerServices
 
+from flnet import timeouts
 from flnet.errors import NotFound
 from flnet.orchestrator.backend import ContainerState, ExitCause, Limits
 from flnet.orchestrator.errors import LaunchFailed
@@ -106,7 +107,7 @@ async def test_a_launch_cancelled_before_the_engine_answered_a_create_leaves_not
     run = runs.run_name()
     name = service_name(runs.workdir(run), run)
     launching = asyncio.create_task(runs.launch("exit3", run))
-    await asyncio.wait_for(made.wait(), TIMEOUT)
+    await timeouts.wait_for(made.wait(), TIMEOUT)
 
     launching.cancel()
 

@@ -5,7 +5,6 @@ what the real run then does, changing nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flnet import timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.control.v1 import artifact_pb2 as ap
@@ -201,9 +201,9 @@ async def test_old_runs_lose_telemetry_and_keep_provenance_with_their_numbers(
     # gone): WatchRun still ends, from any point.
     got = (await api.runs.GetRun(rs.GetRunRequest(name=old))).run
     assert got.last_sequence == before[-1].sequence > after[-1].sequence
-    assert await asyncio.wait_for(watched(api, old), 10) == after
-    assert await asyncio.wait_for(watched(api, old, after[2].sequence), 10) == after[3:]
-    assert await asyncio.wait_for(watched(api, old, after[-1].sequence), 10) == []
+    assert await timeouts.wait_for(watched(api, old), 10) == after
+    assert await timeouts.wait_for(watched(api, old, after[2].sequence), 10) == after[3:]
+    assert await timeouts.wait_for(watched(api, old, after[-1].sequence), 10) == []
     crate = await exported(api, old)
     timeline = json.loads(crate.read("timeline.json"))
     changes = [e.sequence for e in after if e.HasField("state_change")]

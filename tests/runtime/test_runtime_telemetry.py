@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flnet import timeouts
 from flnet.api.common.v1 import lifecycle_pb2 as lc
 from flnet.api.common.v1 import telemetry_pb2 as tm
 from flnet.api.runtime.v1 import runtime_service_pb2 as rt
@@ -189,7 +190,7 @@ async def test_wait_acked() -> None:
     await asyncio.sleep(0)
     assert not waiter.done()
     outbox.ack(3)
-    await asyncio.wait_for(waiter, 1)
+    await timeouts.wait_for(waiter, 1)
     await outbox.wait_acked(1)  # already acked: returns at once
 
 
