@@ -145,6 +145,25 @@ class Container:
     # Last lines it printed (stdout and stderr), once EXITED.
     last_output_lines: tuple[str, ...] = ()
 
+    @classmethod
+    def running(
+        cls,
+        run: RunName,
+        container_id: str,
+        backend: str,
+        start_time: datetime | None,
+        deadline_time: datetime | None,
+    ) -> Container:
+        """One started (or taken over) and not known to have exited."""
+        return cls(
+            run=run,
+            container_id=container_id,
+            backend=backend,
+            state=ContainerState.RUNNING,
+            start_time=start_time,
+            deadline_time=deadline_time,
+        )
+
 
 @dataclass(frozen=True)
 class ContainerEvent:

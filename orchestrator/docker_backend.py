@@ -459,13 +459,12 @@ class DockerBackend(Supervisor[Tracked]):
                 await self._remove(container_id, workdir)
             return None
         tracked = Tracked(
-            container=Container(
-                run=run,
-                container_id=container_id,
-                backend=BACKEND_NAME,
-                state=ContainerState.RUNNING,
-                start_time=started_at(state),
-                deadline_time=deadline_of(info["Config"].get("Labels") or {}),
+            container=Container.running(
+                run,
+                container_id,
+                BACKEND_NAME,
+                started_at(state),
+                deadline_of(info["Config"].get("Labels") or {}),
             ),
             workdir=workdir,
             stop_cause=await asyncio.to_thread(workdir.stop_cause),
@@ -624,13 +623,6 @@ def _started(
 ) -> Tracked:
     """A run's container just started, cold or from the warm pool."""
     return Tracked(
-        container=Container(
-            run=spec.run,
-            container_id=container_id,
-            backend=BACKEND_NAME,
-            state=ContainerState.RUNNING,
-            start_time=started,
-            deadline_time=deadline,
-        ),
+        container=Container.running(spec.run, container_id, BACKEND_NAME, started, deadline),
         workdir=workdir,
     )

@@ -43,7 +43,6 @@ from pathlib import Path
 from . import cgroups as cg
 from .backend import (
     Container,
-    ContainerState,
     Image,
     LaunchSpec,
     Limits,
@@ -185,13 +184,8 @@ class ProcessBackend(Supervisor[_Child]):
             except OSError as exc:  # it runs; only a restart would not find it
                 log.warning("cannot record the engine of %s: %s", spec.run, exc)
             child = _Child(
-                container=Container(
-                    run=spec.run,
-                    container_id=str(process.pid),
-                    backend=BACKEND_NAME,
-                    state=ContainerState.RUNNING,
-                    start_time=now,
-                    deadline_time=deadline,
+                container=Container.running(
+                    spec.run, str(process.pid), BACKEND_NAME, now, deadline
                 ),
                 workdir=workdir,
                 pid=process.pid,
@@ -240,13 +234,8 @@ class ProcessBackend(Supervisor[_Child]):
             return
         running = await asyncio.to_thread(record.alive)
         child = _Child(
-            container=Container(
-                run=run,
-                container_id=str(record.pid),
-                backend=BACKEND_NAME,
-                state=ContainerState.RUNNING,
-                start_time=record.start_time,
-                deadline_time=record.deadline,
+            container=Container.running(
+                run, str(record.pid), BACKEND_NAME, record.start_time, record.deadline
             ),
             workdir=workdir,
             stop_cause=await asyncio.to_thread(workdir.stop_cause),

@@ -322,14 +322,7 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             raise
         container_id, node_id = _where(task)
         tracked = SwarmTracked(
-            container=Container(
-                run=spec.run,
-                container_id=container_id,
-                backend=BACKEND_NAME,
-                state=ContainerState.RUNNING,
-                start_time=started,
-                deadline_time=deadline,
-            ),
+            container=Container.running(spec.run, container_id, BACKEND_NAME, started, deadline),
             workdir=workdir,
             service_id=service_id,
             secret_id=secret_id,
@@ -477,13 +470,12 @@ class SwarmBackend(Supervisor[SwarmTracked]):
             return None
         assert task is not None  # a task that is neither starting nor missing
         tracked = SwarmTracked(
-            container=Container(
-                run=run,
-                container_id=container_id,
-                backend=BACKEND_NAME,
-                state=ContainerState.RUNNING,
-                start_time=await self._started_at(task),
-                deadline_time=deadline_of(service["Spec"].get("Labels") or {}),
+            container=Container.running(
+                run,
+                container_id,
+                BACKEND_NAME,
+                await self._started_at(task),
+                deadline_of(service["Spec"].get("Labels") or {}),
             ),
             workdir=workdir,
             stop_cause=await asyncio.to_thread(workdir.stop_cause),
